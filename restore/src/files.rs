@@ -1,0 +1,332 @@
+//! Placing files back: regular files, directories and symlinks with mode, owner, group and
+//! mtime, safely under a target root.
+//!
+//! Everything is checked before anything is written: every name must be a safe relative path,
+//! and (unless allowed) no symlink may point outside the target root. While writing, no path
+//! component below the root may be a symlink, so a symlink placed earlier can never redirect a
+//! later file outside the root. Files are written to a temporary name, checked, then renamed.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// Metadata to restore.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryMeta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub mtime_ns: i64,
+}
+
+/// What kind of entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// One entry to place, named relative to the target root.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Relative '/'-separated path under the root.
+    pub path: String,
+    pub kind: Kind,
+    pub meta: Option<EntryMeta>,
+    pub target: Option<String>,
+    pub size: u64,
+}
+
+/// Writes an entry's verified content. Implementations must fail (not write wrong bytes) when
+/// the stored content is damaged.
+pub trait Content {
+    fn write_content(&self, entry: &Entry, out: &mut dyn Write) -> Result<u64>;
+}
+
+/// What to do when a file already exists at the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Keep it as `NAME.pre-restore` and place the restored file.
+    KeepAsPreRestore,
+    /// Replace it.
+    Overwrite,
+    /// Refuse (error before anything is written).
+    Refuse,
+}
+
+/// Options for [`place`].
+#[derive(Debug, Clone)]
+pub struct PlaceOptions {
+    pub existing: Existing,
+    /// Allow symlinks whose target is absolute or leaves the root (restoring to `/`).
+    pub allow_outside_symlinks: bool,
+    /// Set owner and group (needs root; otherwise skipped).
+    pub chown: bool,
+}
+
+/// What [`place`] did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct PlaceReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    /// Existing files kept as `.pre-restore`.
+    pub kept: Vec<String>,
+}
+
+/// Check a relative entry path: no absolute, empty, `.` or `..` components.
+pub fn check_relative(path: &str) -> Result<()> {
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\0')
+        || path.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        bail!(
+            "refusing entry `{}`: not a safe relative path (absolute, empty or `..` component); \
+             the snapshot's manifest is malformed or hostile, nothing was written",
+            path.escape_debug()
+        );
+    }
+    Ok(())
+}
+
+/// Whether a symlink at `link` (relative to the root) with `target` stays inside the root.
+pub fn symlink_stays_inside(link: &str, target: &str) -> bool {
+    if target.starts_with('/') {
+        return false;
+    }
+    let mut depth: i64 = link.split('/').count() as i64 - 1;
+    for c in Path::new(target).components() {
+        match c {
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Create the parents of `rel` under `root`, refusing any component that is a symlink.
+fn safe_parent(root: &Path, rel: &str) -> Result<PathBuf> {
+    let mut cur = root.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        cur.push(part);
+        match fs::symlink_metadata(&cur) {
+            Ok(md) if md.file_type().is_dir() => {}
+            Ok(_) => bail!(
+                "refusing to write `{rel}`: {} is not a directory (a symlink or file is in the \
+                 way; a path may not pass through a symlink)",
+                cur.display()
+            ),
+            Err(_) => fs::create_dir(&cur).with_context(|| format!("creating {}", cur.display()))?,
+        }
+    }
+    Ok(cur)
+}
+
+fn apply_meta(path: &Path, meta: &EntryMeta, is_link: bool, chown: bool) -> Result<()> {
+    if chown && nix::unistd::geteuid().is_root() {
+        let uid = meta
+            .user
+            .as_deref()
+            .and_then(|u| nix::unistd::User::from_name(u).ok().flatten())
+            .map(|u| u.uid)
+            .unwrap_or_else(|| nix::unistd::Uid::from_raw(meta.uid));
+        let gid = meta
+            .group
+            .as_deref()
+            .and_then(|g| nix::unistd::Group::from_name(g).ok().flatten())
+            .map(|g| g.gid)
+            .unwrap_or_else(|| nix::unistd::Gid::from_raw(meta.gid));
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            Some(uid),
+            Some(gid),
+            if is_link {
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW
+            } else {
+                nix::fcntl::AtFlags::empty()
+            },
+        )
+        .with_context(|| format!("setting the owner of {}", path.display()))?;
+    }
+    if !is_link {
+        fs::set_permissions(path, fs::Permissions::from_mode(meta.mode & 0o7777))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+    }
+    let t = filetime::FileTime::from_unix_time(
+        meta.mtime_ns.div_euclid(1_000_000_000),
+        meta.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
+    if is_link {
+        filetime::set_symlink_file_times(path, t, t)
+    } else {
+        filetime::set_file_times(path, t, t)
+    }
+    .with_context(|| format!("setting the mtime of {}", path.display()))?;
+    Ok(())
+}
+
+/// Check every entry (names, symlink targets, existing files) without writing anything.
+pub fn preflight(entries: &[Entry], root: &Path, opts: &PlaceOptions) -> Result<()> {
+    for e in entries {
+        check_relative(&e.path)?;
+        if e.kind == Kind::Symlink {
+            let t = e.target.as_deref().unwrap_or("");
+            if t.is_empty() {
+                bail!("symlink `{}` has no target; the manifest is malformed", e.path);
+            }
+            if !opts.allow_outside_symlinks && !symlink_stays_inside(&e.path, t) {
+                bail!(
+                    "refusing symlink `{}` -> `{t}`: it points outside the target directory {}; \
+                     nothing was written",
+                    e.path,
+                    root.display()
+                );
+            }
+        }
+        if opts.existing == Existing::Refuse && e.kind != Kind::Dir {
+            let p = root.join(&e.path);
+            if fs::symlink_metadata(&p).is_ok() {
+                bail!("{} exists; refusing to replace it (nothing was written)", p.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Place entries under `root` (created when missing). Checks everything first.
+pub fn place(entries: &[Entry], root: &Path, content: &dyn Content, opts: &PlaceOptions) -> Result<PlaceReport> {
+    preflight(entries, root, opts)?;
+    fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    let mut report = PlaceReport::default();
+    let mut dirs = Vec::new();
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    for e in sorted {
+        let parent = safe_parent(root, &e.path)?;
+        let name = e.path.rsplit('/').next().unwrap();
+        let dest = parent.join(name);
+        let existing = fs::symlink_metadata(&dest).ok();
+        match e.kind {
+            Kind::Dir => {
+                match &existing {
+                    Some(md) if md.file_type().is_dir() => {}
+                    Some(_) => bail!("{} exists and is not a directory", dest.display()),
+                    None => fs::create_dir(&dest).with_context(|| format!("creating {}", dest.display()))?,
+                }
+                report.dirs += 1;
+                dirs.push((dest, e));
+                continue;
+            }
+            Kind::File | Kind::Symlink => {}
+        }
+        if let Some(md) = &existing {
+            if md.file_type().is_dir() {
+                bail!("{} is a directory where the snapshot has a file; move it away and rerun", dest.display());
+            }
+        }
+        let tmp = parent.join(format!(".{name}.mnbackup-{}.tmp", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        if e.kind == Kind::Symlink {
+            symlink(e.target.as_deref().unwrap_or(""), &tmp)
+                .with_context(|| format!("creating symlink {}", dest.display()))?;
+            report.symlinks += 1;
+        } else {
+            let res = (|| -> Result<u64> {
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode_private()
+                    .open(&tmp)
+                    .with_context(|| format!("creating {}", tmp.display()))?;
+                let n = content.write_content(e, &mut f)?;
+                f.sync_all()?;
+                Ok(n)
+            })();
+            match res {
+                Ok(n) => {
+                    report.bytes += n;
+                    report.files += 1;
+                }
+                Err(err) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(err);
+                }
+            }
+        }
+        if let Some(m) = &e.meta {
+            if let Err(err) = apply_meta(&tmp, m, e.kind == Kind::Symlink, opts.chown) {
+                let _ = fs::remove_file(&tmp);
+                return Err(err);
+            }
+        }
+        if existing.is_some() {
+            match opts.existing {
+                Existing::KeepAsPreRestore => {
+                    let keep = parent.join(format!("{name}.pre-restore"));
+                    fs::rename(&dest, &keep).with_context(|| format!("keeping {}", dest.display()))?;
+                    report.kept.push(keep.display().to_string());
+                }
+                Existing::Overwrite => {}
+                Existing::Refuse => bail!("{} exists", dest.display()),
+            }
+        }
+        fs::rename(&tmp, &dest).with_context(|| format!("placing {}", dest.display()))?;
+    }
+    // Directory metadata last (placing files changes a directory's mtime), deepest first.
+    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    for (d, e) in dirs {
+        if let Some(m) = &e.meta {
+            apply_meta(&d, m, false, opts.chown)?;
+        }
+    }
+    Ok(report)
+}
+
+trait PrivateMode {
+    fn mode_private(&mut self) -> &mut Self;
+}
+impl PrivateMode for fs::OpenOptions {
+    fn mode_private(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_containment() {
+        assert!(symlink_stays_inside("a/b/link", "../c"));
+        assert!(symlink_stays_inside("a/link", "b/c"));
+        assert!(!symlink_stays_inside("a/link", "../../etc/passwd"));
+        assert!(!symlink_stays_inside("link", "/etc/passwd"));
+        assert!(!symlink_stays_inside("link", ".."));
+    }
+
+    #[test]
+    fn rejects_traversal() {
+        for bad in ["../../etc/passwd", "/etc/passwd", "a/../b", "", "a//b"] {
+            assert!(check_relative(bad).is_err(), "{bad}");
+        }
+        assert!(check_relative("files/etc/my.cnf").is_ok());
+    }
+}

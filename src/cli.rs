@@ -1,0 +1,96 @@
+//! The command line, in the conventions of restic and borg.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Backup and disaster recovery for the ZStack / Mevoco management node.
+#[derive(Debug, Parser)]
+#[command(name = "mnbackup", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Repository directory on the pool.
+    #[arg(short = 'r', long = "repo", env = "MNBACKUP_REPO", global = true)]
+    pub repo: Option<PathBuf>,
+    /// Configuration file [default: /etc/mnbackup/mnbackup.toml when it exists].
+    #[arg(short = 'c', long = "config", env = "MNBACKUP_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More detail (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Machine-readable JSON output on standard output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+pub const EXIT_CODES: &str = "Exit codes: 0 ok; 1 failed; 2 bad usage or configuration; 3 no repository at the \
+path (not initialised or pool not mounted); 4 repository locked; 5 damaged or missing data; 6 unsafe \
+repository content (path traversal, absurd sizes); 7 out of space. verify, restore and status add their own \
+(see `mnbackup help verify`).";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository (the only command that creates one).
+    Init,
+    /// Take a snapshot of the configured sources now.
+    Snapshot(SnapshotArgs),
+    /// List snapshots.
+    #[command(alias = "snapshots")]
+    List,
+    /// Show a snapshot's items.
+    Show {
+        /// Snapshot id, unique prefix, or `latest`.
+        snapshot: String,
+    },
+    /// Write an item's plain content to standard output.
+    Cat {
+        snapshot: String,
+        /// Item name as `show` lists it (e.g. files/etc/my.cnf).
+        item: String,
+    },
+    /// Write a snapshot's items as plain files, with their metadata, under DIR.
+    Export {
+        snapshot: String,
+        dir: PathBuf,
+        /// Only items whose names start with this prefix (e.g. `files/` or `mariadb/zstack/`).
+        #[arg(long)]
+        include: Vec<String>,
+    },
+    /// Remove stale locks (a process that died, a host that crashed).
+    Unlock {
+        /// Remove every lock, also live ones. Only when you are sure no mnbackup runs anywhere.
+        #[arg(long)]
+        remove_all: bool,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the configuration and print the effective settings, secrets masked.
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Also back up these files or directories.
+    #[arg(long = "files", num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Skip the configured sources and back up only --files.
+    #[arg(long)]
+    pub only_files: bool,
+    /// What started the snapshot (recorded in the manifest).
+    #[arg(long, default_value = "manual", hide = true)]
+    pub trigger: String,
+}

@@ -1,0 +1,347 @@
+//! The codec: how a piece of plain bytes becomes objects and back.
+//!
+//! A piece is stored as one of:
+//! - *unchanged*: the parent snapshot (or this one) already has a piece with the same BLAKE3;
+//!   its encoding is reused and nothing is written;
+//! - *delta*: a fast_rsync delta against the parent's piece at the same position, computed from
+//!   that piece's stored signature (so the old content is never read back), zstd-compressed;
+//! - *full*: the piece zstd-compressed.
+//!
+//! A delta is refused in favour of a full when the chain would grow past `max_chain` or when the
+//! delta is larger than `max_delta_percent` of the piece, so restore never replays an unbounded
+//! chain and a heavily changed piece does not cost more than a full.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use fast_rsync::{Signature, SignatureOptions};
+
+use crate::error::{integrity, unsafe_content};
+use crate::model::{Encoding, Item, Manifest, Piece, PieceData};
+use crate::repo::{check_object_id, ObjectType, Repo, MAX_PIECE};
+
+/// Hard limit on a delta chain read from a manifest (policy keeps it far lower).
+pub const MAX_CHAIN_HARD: u32 = 64;
+
+/// Compression and delta policy.
+#[derive(Debug, Clone)]
+pub struct CodecPolicy {
+    pub level: i32,
+    /// zstd worker threads per frame (0: none).
+    pub threads: u32,
+    pub delta: bool,
+    pub max_chain: u32,
+    pub max_delta_percent: u32,
+}
+
+impl Default for CodecPolicy {
+    fn default() -> Self {
+        CodecPolicy {
+            level: 3,
+            threads: 0,
+            delta: true,
+            max_chain: 8,
+            max_delta_percent: 50,
+        }
+    }
+}
+
+/// What encoding one piece cost.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PieceCost {
+    pub bytes_added: u64,
+    pub signature_bytes: u64,
+    pub objects_added: u64,
+    pub unchanged: bool,
+    pub delta: bool,
+}
+
+/// Signature block size for a piece: about the square root of its size (as rsync does), as a
+/// power of two between 512 bytes and 8 KiB. Small pieces get fine blocks (precise deltas),
+/// large ones coarser blocks (a signature stays near 0.3% of the piece or less).
+pub fn signature_block_size(len: usize) -> u32 {
+    let root = (len as f64).sqrt() as u32;
+    root.next_power_of_two().clamp(512, 8192)
+}
+
+/// Bytes of signature per block: 4 (rolling checksum) + this strong-hash prefix length.
+pub const SIG_HASH_BYTES: u32 = 8;
+
+/// A local cache of signatures on the node (the pool is the fallback).
+#[derive(Debug, Clone, Default)]
+pub struct SigCache {
+    pub dir: Option<PathBuf>,
+}
+
+impl SigCache {
+    /// Fetch a signature object's payload: from the cache, else from the pool (then cached).
+    pub fn get(&self, repo: &Repo, id: &str) -> Result<Vec<u8>> {
+        check_object_id(id)?;
+        if let Some(dir) = &self.dir {
+            let p = dir.join(id);
+            if let Ok(b) = std::fs::read(&p) {
+                // The cache is trusted only after a hash check of the stored form.
+                let mut full = Vec::with_capacity(b.len() + 6);
+                full.extend_from_slice(crate::repo::OBJECT_MAGIC);
+                full.push(1);
+                full.push(b'S');
+                full.extend_from_slice(&b);
+                if blake3::hash(&full).to_hex().as_str() == id {
+                    return Ok(b);
+                }
+            }
+        }
+        let b = repo.get_object(id, ObjectType::Signature)?;
+        self.put(id, &b);
+        Ok(b)
+    }
+
+    /// Keep a copy of a signature (best effort: a failing cache never fails a backup).
+    pub fn put(&self, id: &str, payload: &[u8]) {
+        if let Some(dir) = &self.dir {
+            if std::fs::create_dir_all(dir).is_ok() {
+                let tmp = dir.join(crate::repo::fsutil::temp_name(&id[..8]));
+                if std::fs::write(&tmp, payload).is_ok() {
+                    let _ = std::fs::rename(&tmp, dir.join(id));
+                } else {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+            }
+        }
+    }
+}
+
+fn compress(policy: &CodecPolicy, data: &[u8]) -> Result<Vec<u8>> {
+    let mut c = zstd::bulk::Compressor::new(policy.level).context("starting zstd")?;
+    if policy.threads > 1 && data.len() >= 2 << 20 {
+        c.multithread(policy.threads).context("enabling zstd workers")?;
+    }
+    c.compress(data).context("zstd compression")
+}
+
+fn decompress(data: &[u8], limit: usize, what: &str) -> Result<Vec<u8>> {
+    // The limit comes from the manifest's declared size: a frame that would expand past it is
+    // rejected before the memory is used.
+    zstd::bulk::decompress(data, limit).map_err(|e| {
+        integrity(format!(
+            "{what}: cannot decompress ({e}); it is damaged or larger than declared"
+        ))
+    })
+}
+
+/// Encode one piece. `reuse` is an already stored piece with the same plain hash (unchanged);
+/// `base` is the parent's piece at the same position (for a delta).
+pub fn encode_piece(
+    repo: &Repo,
+    policy: &CodecPolicy,
+    cache: &SigCache,
+    plain: &[u8],
+    plain_hash: &str,
+    want_sig: bool,
+    reuse: Option<&Piece>,
+    base: Option<&Piece>,
+) -> Result<(Piece, PieceCost)> {
+    let mut cost = PieceCost::default();
+    if let Some(r) = reuse {
+        if !want_sig || r.sig.is_some() {
+            cost.unchanged = true;
+            let mut p = r.clone();
+            if !want_sig {
+                p.sig = None;
+            }
+            return Ok((p, cost));
+        }
+    }
+    let size = plain.len() as u64;
+    let sig_id = if want_sig {
+        let sig = Signature::calculate(
+            plain,
+            SignatureOptions {
+                block_size: signature_block_size(plain.len()),
+                crypto_hash_size: SIG_HASH_BYTES,
+            },
+        );
+        let (id, n) = repo.put_object(ObjectType::Signature, sig.serialized())?;
+        cache.put(&id, sig.serialized());
+        if n > 0 {
+            cost.bytes_added += n;
+            cost.signature_bytes += n;
+            cost.objects_added += 1;
+        }
+        Some(id)
+    } else {
+        None
+    };
+    if let Some(r) = reuse {
+        // Same content stored before, only its signature was missing.
+        cost.unchanged = true;
+        let mut p = r.clone();
+        p.sig = sig_id;
+        return Ok((p, cost));
+    }
+
+    let mut data = None;
+    if policy.delta && want_sig {
+        if let Some(b) = base {
+            if let Some(bsig) = &b.sig {
+                let depth = b.piece.data.depth() + 1;
+                if depth <= policy.max_chain {
+                    let sig_bytes = cache.get(repo, bsig)?;
+                    let sig = Signature::deserialize(sig_bytes)
+                        .map_err(|_| integrity(format!("signature object {bsig} is not a valid signature")))?;
+                    let mut delta = Vec::new();
+                    fast_rsync::diff(&sig.index(), plain, &mut delta)
+                        .map_err(|e| anyhow::anyhow!("computing an rsync delta: {e}"))?;
+                    if (delta.len() as u64) * 100 <= size * policy.max_delta_percent as u64 {
+                        let z = compress(policy, &delta)?;
+                        let (id, n) = repo.put_object(ObjectType::Delta, &z)?;
+                        if n > 0 {
+                            cost.bytes_added += n;
+                            cost.objects_added += 1;
+                        }
+                        cost.delta = true;
+                        data = Some(Encoding::Delta {
+                            object: id,
+                            depth,
+                            base: Box::new(b.piece.clone()),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let data = match data {
+        Some(d) => d,
+        None => {
+            let z = compress(policy, plain)?;
+            let (id, n) = repo.put_object(ObjectType::Full, &z)?;
+            if n > 0 {
+                cost.bytes_added += n;
+                cost.objects_added += 1;
+            }
+            Encoding::Full { object: id }
+        }
+    };
+    Ok((
+        Piece {
+            piece: PieceData {
+                size,
+                blake3: plain_hash.to_string(),
+                data,
+            },
+            sig: sig_id,
+        },
+        cost,
+    ))
+}
+
+/// Reconstruct a piece's plain bytes and check them against its recorded size and BLAKE3.
+/// `what` names the item for error messages.
+pub fn decode_piece(repo: &Repo, p: &PieceData, what: &str) -> Result<Vec<u8>> {
+    if p.size > MAX_PIECE {
+        return Err(unsafe_content(format!(
+            "{what}: a piece declares {} bytes, more than the {} this format allows",
+            p.size, MAX_PIECE
+        )));
+    }
+    let out = match &p.data {
+        Encoding::Full { object } => {
+            let z = repo
+                .get_object(object, ObjectType::Full)
+                .with_context(|| format!("reading {what}"))?;
+            decompress(&z, p.size as usize, what)?
+        }
+        Encoding::Delta { object, base, .. } => {
+            let base_bytes = decode_piece(repo, base, what)?;
+            let z = repo
+                .get_object(object, ObjectType::Delta)
+                .with_context(|| format!("reading {what}"))?;
+            // A delta holds at most the piece's bytes as literals plus small command overhead.
+            let delta = decompress(&z, (p.size as usize) * 2 + 4096, what)?;
+            let mut out = Vec::with_capacity(p.size as usize);
+            fast_rsync::apply_limited(&base_bytes, &delta, &mut out, p.size as usize).map_err(|e| {
+                integrity(format!("{what}: delta does not apply ({e}); the piece is damaged"))
+            })?;
+            out
+        }
+    };
+    if out.len() as u64 != p.size || blake3::hash(&out).to_hex().as_str() != p.blake3 {
+        return Err(integrity(format!(
+            "{what}: content does not match its recorded size and BLAKE3 (expected {} bytes, \
+             {}); the stored data is damaged",
+            p.size, p.blake3
+        )));
+    }
+    Ok(out)
+}
+
+/// Check an item name: relative, '/'-separated, no empty, `.` or `..` components, no NUL.
+pub fn check_item_name(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.starts_with('/')
+        || name.contains('\0')
+        || name.contains('\\')
+        || name.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        return Err(unsafe_content(format!(
+            "item name `{}` is not a safe relative path (absolute, empty or `..` component); \
+             the manifest is malformed or hostile and is not used",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+fn check_piece(p: &PieceData, item: &str, depth_seen: u32) -> Result<()> {
+    if depth_seen > MAX_CHAIN_HARD {
+        return Err(unsafe_content(format!("{item}: delta chain longer than {MAX_CHAIN_HARD}")));
+    }
+    if p.size > MAX_PIECE {
+        return Err(unsafe_content(format!(
+            "{item}: a piece declares {} bytes (limit {MAX_PIECE})",
+            p.size
+        )));
+    }
+    match &p.data {
+        Encoding::Full { object } => check_object_id(object),
+        Encoding::Delta { object, base, depth } => {
+            check_object_id(object)?;
+            if *depth != base.data.depth() + 1 {
+                return Err(unsafe_content(format!("{item}: inconsistent delta depth")));
+            }
+            check_piece(base, item, depth_seen + 1)
+        }
+    }
+}
+
+/// Structural checks on a manifest before it is used: safe names, sane sizes, consistent pieces.
+pub fn validate_manifest(m: &Manifest) -> Result<()> {
+    crate::repo::check_snapshot_id(&m.id)?;
+    let mut names = std::collections::HashSet::new();
+    for item in &m.items {
+        validate_item(item)?;
+        if !names.insert(item.name.as_str()) {
+            return Err(unsafe_content(format!("item `{}` appears twice", item.name)));
+        }
+    }
+    Ok(())
+}
+
+fn validate_item(item: &Item) -> Result<()> {
+    check_item_name(&item.name)?;
+    let mut total = 0u64;
+    for p in &item.pieces {
+        check_piece(&p.piece, &item.name, 0)?;
+        if let Some(s) = &p.sig {
+            check_object_id(s)?;
+        }
+        total = total.checked_add(p.piece.size).ok_or_else(|| unsafe_content("size overflow"))?;
+    }
+    if total != item.size {
+        return Err(unsafe_content(format!(
+            "{}: pieces add up to {total} bytes but the item declares {}",
+            item.name, item.size
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! `mnbackup init`: create a repository.
+
+use anyhow::Result;
+
+use super::Ctx;
+use crate::repo::Repo;
+
+pub fn run(ctx: &Ctx) -> Result<i32> {
+    let path = ctx.repo_path()?;
+    let (repo, warning) = Repo::init(&path)?;
+    if let Some(w) = &warning {
+        tracing::warn!("{w}");
+    }
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({"repository": repo.root, "id": repo.config.id, "warning": warning})
+        );
+    } else {
+        ctx.say(format!(
+            "created mnbackup repository {} at {}",
+            &repo.config.id[..8],
+            repo.root.display()
+        ));
+    }
+    Ok(0)
+}

@@ -1,0 +1,56 @@
+//! `mnbackup list`: the snapshots.
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::Ctx;
+use crate::ui::bytes;
+
+pub fn run(ctx: &Ctx) -> Result<i32> {
+    let repo = ctx.open_repo()?;
+    let all = repo.load_all()?;
+    let mut damaged = 0;
+    if ctx.json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|r| match r {
+                Ok(m) => json!({
+                    "id": m.id, "time": m.time, "finished": m.finished, "hostname": m.hostname,
+                    "trigger": m.trigger, "tags": m.tags, "parent": m.parent,
+                    "items": m.stats.items, "stats": m.stats,
+                }),
+                Err((id, e)) => json!({"id": id, "error": format!("{e:#}")}),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{:<26} {:<20} {:<10} {:>6} {:>11} {:>11} {:>8}  tags",
+            "id", "time (UTC)", "trigger", "items", "size", "added", "duration"
+        );
+        for r in &all {
+            match r {
+                Ok(m) => println!(
+                    "{:<26} {:<20} {:<10} {:>6} {:>11} {:>11} {:>7.1}s  {}",
+                    m.id,
+                    m.time.format("%Y-%m-%d %H:%M:%S"),
+                    m.trigger,
+                    m.stats.items,
+                    bytes(m.stats.logical_bytes),
+                    bytes(m.stats.bytes_added),
+                    m.stats.duration_ms as f64 / 1000.0,
+                    m.tags.join(",")
+                ),
+                Err((id, e)) => {
+                    damaged += 1;
+                    println!("{id:<26} DAMAGED: {e:#}");
+                }
+            }
+        }
+        println!("{} snapshots", all.len());
+    }
+    if damaged > 0 {
+        tracing::warn!("{damaged} snapshot manifest(s) are damaged; run `mnbackup verify`");
+    }
+    Ok(0)
+}

@@ -1,0 +1,106 @@
+//! One module per command. `run` dispatches; every command gets the [`Ctx`].
+
+pub mod cat;
+pub mod config_check;
+pub mod export;
+pub mod init;
+pub mod list;
+pub mod show;
+pub mod snapshot;
+pub mod unlock;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command, ConfigCommand};
+use crate::config::{Config, DEFAULT_CONFIG};
+use crate::error::MnError;
+use crate::repo::Repo;
+
+/// What every command needs: the parsed global options and the loaded configuration.
+pub struct Ctx {
+    pub repo_path: Option<PathBuf>,
+    pub config_path: Option<PathBuf>,
+    pub config: Config,
+    pub json: bool,
+    pub quiet: bool,
+    pub verbose: u8,
+}
+
+impl Ctx {
+    /// Build the context: load the config from `-c`, `MNBACKUP_CONFIG` or the default path.
+    pub fn new(cli: &Cli) -> Result<Ctx> {
+        let config_path = cli.config.clone().or_else(|| {
+            let d = PathBuf::from(DEFAULT_CONFIG);
+            d.exists().then_some(d)
+        });
+        let config = match &config_path {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        Ok(Ctx {
+            repo_path: cli.repo.clone(),
+            config_path,
+            config,
+            json: cli.json,
+            quiet: cli.quiet,
+            verbose: cli.verbose,
+        })
+    }
+
+    /// The repository path: `-r`, `MNBACKUP_REPO`, or `[repository] path`.
+    pub fn repo_path(&self) -> Result<PathBuf> {
+        self.repo_path
+            .clone()
+            .or_else(|| self.config.repository.path.clone())
+            .ok_or_else(|| {
+                MnError::Usage(
+                    "no repository given: use -r PATH, set MNBACKUP_REPO, or set [repository] \
+                     path in the configuration"
+                        .into(),
+                )
+                .into()
+            })
+    }
+
+    /// Open the repository (refusing a path without the marker).
+    pub fn open_repo(&self) -> Result<Repo> {
+        let mut repo = Repo::open(&self.repo_path()?)?;
+        repo.stale_after = Duration::from_secs(self.config.repository.lock_stale_minutes.max(1) * 60);
+        Ok(repo)
+    }
+
+    pub fn lock_wait(&self) -> Duration {
+        Duration::from_secs(self.config.repository.lock_wait_seconds)
+    }
+
+    /// Print a line for humans (suppressed by -q and --json).
+    pub fn say(&self, msg: impl AsRef<str>) {
+        if !self.quiet && !self.json {
+            println!("{}", msg.as_ref());
+        }
+    }
+}
+
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> Result<i32> {
+    let ctx = Ctx::new(&cli)?;
+    match cli.command {
+        Command::Init => init::run(&ctx),
+        Command::Snapshot(args) => snapshot::run(&ctx, &args),
+        Command::List => list::run(&ctx),
+        Command::Show { snapshot } => show::run(&ctx, &snapshot),
+        Command::Cat { snapshot, item } => cat::run(&ctx, &snapshot, &item),
+        Command::Export {
+            snapshot,
+            dir,
+            include,
+        } => export::run(&ctx, &snapshot, &dir, &include),
+        Command::Unlock { remove_all } => unlock::run(&ctx, remove_all),
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check::run(&ctx),
+    }
+}

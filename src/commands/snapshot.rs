@@ -1,0 +1,182 @@
+//! `mnbackup snapshot`: take a snapshot of the configured sources now.
+//!
+//! Order: lock the repository (exclusive), clean leftovers of interrupted runs, pick the parent
+//! (the latest snapshot that loads), run the sources (MariaDB first, at its consistent point;
+//! then Cassandra; then files), commit the manifest. Any error aborts: the objects this run
+//! added are removed and no snapshot is committed.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::Ctx;
+use crate::cli::SnapshotArgs;
+use crate::codec::SigCache;
+use crate::model::Manifest;
+use crate::repo::Repo;
+use crate::sources;
+use crate::ui::{bytes, SnapshotProgress};
+use crate::writer::SnapshotWriter;
+
+/// The local signature cache directory for a repository.
+pub fn sig_cache(ctx: &Ctx, repo: &Repo) -> SigCache {
+    let base = ctx.config.repository.cache_dir.clone().or_else(|| {
+        if nix::unistd::geteuid().is_root() {
+            Some("/var/cache/mnbackup".into())
+        } else {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(std::path::PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+                .map(|p| p.join("mnbackup"))
+        }
+    });
+    SigCache {
+        dir: base.map(|b| b.join(&repo.config.id).join("signatures")),
+    }
+}
+
+/// The newest snapshot whose manifest loads (a damaged newest one is skipped with a warning).
+pub fn latest_good(repo: &Repo) -> Result<Option<Manifest>> {
+    for id in repo.snapshot_ids()?.iter().rev() {
+        match repo.load_manifest(id) {
+            Ok(m) => return Ok(Some(m)),
+            Err(e) => tracing::warn!("skipping snapshot {id} as delta parent: {e:#}"),
+        }
+    }
+    Ok(None)
+}
+
+/// Options of one snapshot run (the CLI's and the daemon's).
+pub struct SnapshotRequest<'a> {
+    pub tags: Vec<String>,
+    pub files: Vec<std::path::PathBuf>,
+    pub only_files: bool,
+    pub trigger: String,
+    pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+/// Take a snapshot; returns the committed manifest.
+pub fn take(ctx: &Ctx, req: &SnapshotRequest) -> Result<Manifest> {
+    let repo = ctx.open_repo()?;
+    let _lock = repo.lock(true, "snapshot", ctx.lock_wait())?;
+    let (n, b) = repo.clean_leftovers()?;
+    if n > 0 {
+        tracing::info!("removed {n} leftover files ({}) of an interrupted run", bytes(b));
+    }
+    let parent = latest_good(&repo)?;
+    let progress = SnapshotProgress::new(ctx.quiet || ctx.json);
+    let progress = Arc::new(progress);
+    struct P(Arc<SnapshotProgress>);
+    impl crate::writer::Progress for P {
+        fn item(&self, n: &str) {
+            self.0.item(n)
+        }
+        fn bytes(&self, n: u64) {
+            self.0.bytes(n)
+        }
+    }
+    let writer = SnapshotWriter::new(
+        repo.clone(),
+        ctx.config.codec_policy(),
+        sig_cache(ctx, &repo),
+        parent,
+        Some(Box::new(P(progress.clone()))),
+    )?;
+    let writer = Arc::new(writer);
+    let result = run_sources(ctx, req, writer.clone());
+    progress.finish();
+    let writer = Arc::try_unwrap(writer)
+        .map_err(|_| anyhow::anyhow!("internal error: a source kept the snapshot writer"))?;
+    match result {
+        Ok(()) => {
+            let m = writer.commit(crate::repo::lock::hostname(), req.trigger.clone(), req.tags.clone())?;
+            Ok(m)
+        }
+        Err(e) => {
+            let id = writer.id.clone();
+            match writer.abort() {
+                Ok(n) => tracing::info!("snapshot {id} abandoned; removed the {n} objects it had written"),
+                Err(e2) => tracing::warn!("snapshot {id} abandoned; cleaning its objects failed: {e2:#} (the next snapshot removes them)"),
+            }
+            Err(e.context("the snapshot failed; nothing was committed and earlier snapshots are unchanged"))
+        }
+    }
+}
+
+fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) -> Result<()> {
+    let cfg = &ctx.config;
+    let cancelled = || req.cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst));
+    if !req.only_files {
+        if let Some(m) = &cfg.mariadb {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let sink: Arc<dyn crate::source::ItemSink> = writer.clone();
+            let summary = rt.block_on(sources::mariadb::backup(m, sink))?;
+            tracing::info!("mariadb: {summary:?}");
+        }
+        if cancelled() {
+            anyhow::bail!("cancelled");
+        }
+        if let Some(c) = &cfg.cassandra {
+            let summary = sources::cassandra::backup(c, &writer.id, writer.as_ref())?;
+            tracing::info!("cassandra: {summary:?}");
+        }
+        if cancelled() {
+            anyhow::bail!("cancelled");
+        }
+    }
+    let file_cfgs: &[sources::files::FilesConfig] = if req.only_files { &[] } else { &cfg.files };
+    if !file_cfgs.is_empty() || !req.files.is_empty() {
+        let sum = sources::files::backup(file_cfgs, &req.files, writer.as_ref())?;
+        crate::source::ItemSink::set_source_info(writer.as_ref(), "files", serde_json::to_value(&sum)?);
+    }
+    Ok(())
+}
+
+pub fn run(ctx: &Ctx, args: &SnapshotArgs) -> Result<i32> {
+    let nothing = ctx.config.mariadb.is_none()
+        && ctx.config.cassandra.is_none()
+        && ctx.config.files.is_empty()
+        && args.files.is_empty();
+    if nothing {
+        return Err(crate::error::usage(
+            "nothing to back up: the configuration has no [mariadb], [cassandra] or [[files]] \
+             source and no --files was given (see the README's example configuration)",
+        ));
+    }
+    let m = take(
+        ctx,
+        &SnapshotRequest {
+            tags: args.tags.clone(),
+            files: args.files.clone(),
+            only_files: args.only_files,
+            trigger: args.trigger.clone(),
+            cancel: None,
+        },
+    )?;
+    let s = &m.stats;
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"id": m.id, "time": m.time, "stats": s, "parent": m.parent}))?
+        );
+    } else {
+        ctx.say(format!(
+            "snapshot {} saved: {} items, {} logical, {} added to the pool ({} of it signatures), \
+             {} unchanged / {} delta / {} full pieces, {:.1}s",
+            m.id,
+            s.items,
+            bytes(s.logical_bytes),
+            bytes(s.bytes_added),
+            bytes(s.signature_bytes_added),
+            s.pieces_unchanged,
+            s.pieces_delta,
+            s.pieces_full,
+            s.duration_ms as f64 / 1000.0
+        ));
+    }
+    Ok(0)
+}

@@ -1,0 +1,276 @@
+//! The TOML configuration: where the repository is, what is backed up, and how.
+//!
+//! Unknown keys are errors naming the key and its line. Secrets (passwords) are never taken from
+//! the command line: they come from the config file (which must then not be world-readable), an
+//! environment variable, or a MariaDB option file.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::CodecPolicy;
+use crate::error::MnError;
+use crate::sources::cassandra::CassandraConfig;
+use crate::sources::files::FilesConfig;
+use crate::sources::mariadb::MariadbConfig;
+
+/// The default config path, used when it exists and no `-c` is given.
+pub const DEFAULT_CONFIG: &str = "/etc/mnbackup/mnbackup.toml";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub repository: RepositoryConfig,
+    #[serde(default)]
+    pub compression: CompressionConfig,
+    #[serde(default)]
+    pub delta: DeltaConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    /// `[[schedule]]` entries; when none are given the daemon takes a snapshot at
+    /// `0 0,12 * * *` (twice daily).
+    #[serde(default)]
+    pub schedule: Vec<ScheduleConfig>,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mariadb: Option<MariadbConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cassandra: Option<CassandraConfig>,
+    /// `[[files]]` entries.
+    #[serde(default)]
+    pub files: Vec<FilesConfig>,
+}
+
+/// `[repository]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// The repository directory on the pool (overridden by `-r` / `MNBACKUP_REPO`).
+    pub path: Option<PathBuf>,
+    /// Local cache of rsync signatures on this node (the pool is the fallback).
+    pub cache_dir: Option<PathBuf>,
+    /// A lock whose heartbeat is older than this is stale.
+    pub lock_stale_minutes: u64,
+    /// How long to wait for a conflicting lock before giving up.
+    pub lock_wait_seconds: u64,
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        RepositoryConfig {
+            path: None,
+            cache_dir: None,
+            lock_stale_minutes: 30,
+            lock_wait_seconds: 0,
+        }
+    }
+}
+
+/// `[compression]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// zstd level, 1 (fast) to 19 (small).
+    pub level: i32,
+    /// zstd worker threads for large pieces; 0 = one per core.
+    pub threads: u32,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig { level: 3, threads: 0 }
+    }
+}
+
+/// `[delta]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaConfig {
+    pub enabled: bool,
+    /// A full copy at least every N snapshots of a piece (the delta chain length limit).
+    pub max_chain: u32,
+    /// Store a full copy when the delta exceeds this percentage of the piece.
+    pub max_delta_percent: u32,
+}
+
+impl Default for DeltaConfig {
+    fn default() -> Self {
+        DeltaConfig {
+            enabled: true,
+            max_chain: 8,
+            max_delta_percent: 50,
+        }
+    }
+}
+
+/// `[retention]`: which snapshots `forget` (and the daemon after each snapshot) keeps, as in
+/// restic's `forget`. All unset keeps everything.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    /// Run `prune` after `forget` when the daemon applies retention.
+    #[serde(default = "yes")]
+    pub prune: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[[schedule]]`: one job of the daemon.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub name: String,
+    /// Crontab syntax (5 fields), 6 fields with seconds, or `@daily`-style names.
+    pub cron: String,
+    /// `snapshot` or `verify`.
+    #[serde(default = "default_job")]
+    pub job: String,
+    /// Extra arguments (e.g. `["--read-data", "--subset", "10%"]` for verify).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Run a slot missed while the node was down once at start.
+    #[serde(default = "yes")]
+    pub catch_up: bool,
+    /// Retries for transient failures (pool not mounted yet, MariaDB restarting).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_job() -> String {
+    "snapshot".into()
+}
+fn default_retries() -> u32 {
+    3
+}
+
+/// `[daemon]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// `local` (the system's zone) or an IANA name such as `Asia/Shanghai`.
+    pub timezone: String,
+    /// The state file on local disk.
+    pub state_file: PathBuf,
+    /// Write Prometheus metrics here (textfile collector), when set.
+    pub prometheus_textfile: Option<PathBuf>,
+    /// A shell command run when a job fails (mail, pager); gets MNBACKUP_JOB and MNBACKUP_ERROR.
+    pub on_failure: Option<String>,
+    /// Seconds an in-flight job may take to finish after SIGTERM.
+    pub grace_seconds: u64,
+    /// `status` is healthy while the last success is younger than this (default: twice the
+    /// schedule interval).
+    pub max_age_hours: Option<f64>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            timezone: "local".into(),
+            state_file: PathBuf::from("/var/lib/mnbackup/state.json"),
+            prometheus_textfile: None,
+            on_failure: None,
+            grace_seconds: 300,
+            max_age_hours: None,
+        }
+    }
+}
+
+impl Config {
+    /// Parse a config text. `origin` names the file in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+        toml::from_str(text).map_err(|e| {
+            MnError::Usage(format!(
+                "the configuration {origin} is not valid: {}",
+                e.to_string().trim_end()
+            ))
+            .into()
+        })
+    }
+
+    /// Load the config from `path`, refusing a world-readable file that holds a secret.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            MnError::Usage(format!(
+                "cannot read the configuration {}: {e}",
+                path.display()
+            ))
+        })?;
+        let cfg = Config::parse(&text, &path.display().to_string())?;
+        if cfg.has_inline_secret() {
+            let mode = std::fs::metadata(path)
+                .with_context(|| format!("checking permissions of {}", path.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o004 != 0 {
+                return Err(MnError::Usage(format!(
+                    "the configuration {} holds a password and is readable by every user (mode \
+                     {:o}); run `chmod 600 {}` (or move the password to an environment variable \
+                     or a MariaDB option file)",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                ))
+                .into());
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Whether a secret is written in the file itself.
+    pub fn has_inline_secret(&self) -> bool {
+        self.mariadb.as_ref().is_some_and(|m| m.has_inline_secret())
+    }
+
+    /// The codec policy from `[compression]` and `[delta]`.
+    pub fn codec_policy(&self) -> CodecPolicy {
+        let threads = if self.compression.threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+        } else {
+            self.compression.threads
+        };
+        CodecPolicy {
+            level: self.compression.level,
+            threads,
+            delta: self.delta.enabled,
+            max_chain: self.delta.max_chain.max(1),
+            max_delta_percent: self.delta.max_delta_percent,
+        }
+    }
+
+    /// The effective config as TOML with every secret replaced by `********`.
+    pub fn masked_toml(&self) -> Result<String> {
+        let mut v = toml::Value::try_from(self).context("rendering the configuration")?;
+        mask_secrets(&mut v);
+        toml::to_string_pretty(&v).context("rendering the configuration")
+    }
+}
+
+fn mask_secrets(v: &mut toml::Value) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, val) in t.iter_mut() {
+                let secret = k == "password" || k.ends_with("_password") || k == "secret";
+                if secret && val.is_str() {
+                    *val = toml::Value::String("********".into());
+                } else {
+                    mask_secrets(val);
+                }
+            }
+        }
+        toml::Value::Array(a) => a.iter_mut().for_each(mask_secrets),
+        _ => {}
+    }
+}

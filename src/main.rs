@@ -1,0 +1,31 @@
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = mnbackup::cli::Cli::parse();
+    let level = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_env("MNBACKUP_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,mnbackup={level},mnbackup_restore={level},mnbackup_scheduler={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let code = match mnbackup::commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            mnbackup::error::exit_code(&e)
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,143 @@
+//! The repository's data model: snapshot manifests, items, pieces and their encodings.
+//!
+//! These types are serialized as JSON into `snapshots/<id>.json`; `docs/repository-format.md`
+//! is their specification. Changing a field here changes the format: bump
+//! [`crate::repo::FORMAT_VERSION`] and the spec together.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What kind of filesystem entry an item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// Regular content (a file, a SQL dump piece, an SSTable component).
+    File,
+    /// A directory (no content).
+    Dir,
+    /// A symbolic link (no content; `target` holds the link text).
+    Symlink,
+}
+
+/// Ownership, permissions and times of a filesystem entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct FileMeta {
+    /// Permission bits (including setuid/setgid/sticky), `st_mode & 0o7777`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// User and group names at backup time; restore prefers the names, falls back to the ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+}
+
+/// How one piece's bytes are stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "enc", rename_all = "lowercase")]
+pub enum Encoding {
+    /// A zstd frame of the whole piece.
+    Full { object: String },
+    /// A zstd-compressed fast_rsync delta against `base`; `depth` is the chain length (1 when the
+    /// base is full).
+    Delta {
+        object: String,
+        depth: u32,
+        base: Box<PieceData>,
+    },
+}
+
+impl Encoding {
+    /// Number of deltas to apply to reconstruct (0 for full).
+    pub fn depth(&self) -> u32 {
+        match self {
+            Encoding::Full { .. } => 0,
+            Encoding::Delta { depth, .. } => *depth,
+        }
+    }
+}
+
+/// A piece's plain identity plus how to get its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceData {
+    /// Plain (decoded) size in bytes.
+    pub size: u64,
+    /// BLAKE3 of the plain bytes, lowercase hex.
+    pub blake3: String,
+    #[serde(flatten)]
+    pub data: Encoding,
+}
+
+/// One bounded piece of an item's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    #[serde(flatten)]
+    pub piece: PieceData,
+    /// Object id of the fast_rsync signature of this piece's plain bytes, when the item takes
+    /// deltas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
+}
+
+/// One named thing in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// Relative '/'-separated name, e.g. `files/etc/my.cnf`, `mariadb/zstack/VmInstanceEO.000.sql`.
+    pub name: String,
+    pub kind: EntryKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<FileMeta>,
+    /// Symlink target text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Plain content size (0 for dirs and symlinks).
+    #[serde(default)]
+    pub size: u64,
+    /// BLAKE3 of the whole plain content (of the empty string for dirs and symlinks).
+    pub blake3: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<Piece>,
+}
+
+/// Totals recorded when a snapshot is committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotStats {
+    pub items: u64,
+    /// Sum of the plain sizes of all items.
+    pub logical_bytes: u64,
+    /// Bytes of new objects this snapshot wrote to the pool (data, deltas and signatures).
+    pub bytes_added: u64,
+    /// Of `bytes_added`, the bytes of new signature objects.
+    pub signature_bytes_added: u64,
+    pub objects_added: u64,
+    pub pieces_unchanged: u64,
+    pub pieces_delta: u64,
+    pub pieces_full: u64,
+    pub duration_ms: u64,
+}
+
+/// A committed snapshot: `snapshots/<id>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: String,
+    pub time: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub hostname: String,
+    /// `manual`, or `schedule:<job name>`, or `safety` (taken by restore --force).
+    pub trigger: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    pub items: Vec<Item>,
+    /// Per-source metadata (e.g. `mariadb`: versions, binlog position, row fingerprints).
+    #[serde(default)]
+    pub sources: BTreeMap<String, serde_json::Value>,
+    pub stats: SnapshotStats,
+}

@@ -1,0 +1,59 @@
+//! The interface between sources (what is backed up) and the snapshot writer (how it is stored).
+//!
+//! A source walks what it backs up and hands every item to an [`ItemSink`]. The sink is shared
+//! between threads (`&self` methods, `Send + Sync`): a source may call it from several worker
+//! threads at once. Calls block while the item is chunked, delta-encoded, compressed and written,
+//! so async sources call it through `tokio::task::spawn_blocking` (or `block_in_place`).
+
+use std::io::Read;
+
+use crate::model::{EntryKind, FileMeta};
+
+/// What a source says about one item.
+#[derive(Debug, Clone)]
+pub struct ItemSpec {
+    /// Relative '/'-separated item name; must be unique within a snapshot, must not contain `..`
+    /// components or start with '/'. Prefix by source: `files/`, `mariadb/`, `cassandra/`.
+    pub name: String,
+    pub kind: EntryKind,
+    pub meta: Option<FileMeta>,
+    /// Symlink target (only for [`EntryKind::Symlink`]).
+    pub target: Option<String>,
+    /// Whether this item may be stored as an rsync delta against the parent snapshot's item of
+    /// the same name (true for dumps and config files; false for immutable files such as
+    /// SSTables, which are only ever deduplicated whole).
+    pub delta: bool,
+}
+
+impl ItemSpec {
+    /// A regular content item with no filesystem metadata (e.g. a SQL dump piece).
+    pub fn content(name: impl Into<String>, delta: bool) -> Self {
+        ItemSpec {
+            name: name.into(),
+            kind: EntryKind::File,
+            meta: None,
+            target: None,
+            delta,
+        }
+    }
+}
+
+/// Where sources put items.
+pub trait ItemSink: Send + Sync {
+    /// Store a content item, reading it to the end from `reader`. Memory stays bounded whatever
+    /// the size: the content is cut into bounded pieces as it is read.
+    fn put_reader(&self, spec: ItemSpec, reader: &mut dyn Read) -> anyhow::Result<()>;
+
+    /// Store a content item held in memory.
+    fn put_bytes(&self, spec: ItemSpec, data: &[u8]) -> anyhow::Result<()> {
+        let mut r = data;
+        self.put_reader(spec, &mut r)
+    }
+
+    /// Record a directory or a symlink (no content).
+    fn put_entry(&self, spec: ItemSpec) -> anyhow::Result<()>;
+
+    /// Record per-source metadata in the manifest under `sources.<source>` (replaces any earlier
+    /// value for that source).
+    fn set_source_info(&self, source: &str, info: serde_json::Value);
+}

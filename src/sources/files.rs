@@ -1,0 +1,225 @@
+//! The files source: the files that make the node what it is (zstack.properties, the ansible
+//! key, inventory, UI properties, license, HA config, MariaDB config), with mode, owner, group,
+//! mtime and symlinks.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::error::MnError;
+use crate::model::{EntryKind, FileMeta};
+use crate::source::{ItemSink, ItemSpec};
+
+/// `[[files]]`: paths (files, directories or globs) to back up.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Absolute paths or glob patterns; directories are taken recursively.
+    pub paths: Vec<String>,
+    /// Glob patterns of paths to leave out (matched against the absolute path).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// When true, a path that matches nothing is an error; otherwise it is reported and skipped
+    /// (a node without HA has no ha.yaml).
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// What the files source did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FilesSummary {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    /// Configured paths that matched nothing.
+    pub missing: Vec<String>,
+    /// Entries skipped (sockets, devices, unreadable), with the reason.
+    pub skipped: Vec<String>,
+    /// Files that changed while they were read.
+    pub changed_during_read: Vec<String>,
+}
+
+/// The item name of an absolute path: `files/<path without the leading />`.
+pub fn item_name(path: &Path) -> String {
+    format!("files/{}", path.to_string_lossy().trim_start_matches('/'))
+}
+
+/// Filesystem metadata of an entry (owner names resolved when possible).
+pub fn file_meta(md: &fs::Metadata) -> FileMeta {
+    let user = nix::unistd::User::from_uid(md.uid().into())
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    let group = nix::unistd::Group::from_gid(md.gid().into())
+        .ok()
+        .flatten()
+        .map(|g| g.name);
+    FileMeta {
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        user,
+        group,
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+    }
+}
+
+fn expand(pattern: &str) -> Result<Vec<PathBuf>> {
+    if !pattern.starts_with('/') {
+        return Err(MnError::Usage(format!(
+            "[[files]] path `{pattern}` is not absolute; give the full path (e.g. /etc/my.cnf)"
+        ))
+        .into());
+    }
+    let has_glob = pattern.contains(['*', '?', '[']);
+    if !has_glob {
+        let p = PathBuf::from(pattern);
+        return Ok(if fs::symlink_metadata(&p).is_ok() { vec![p] } else { vec![] });
+    }
+    let mut out = Vec::new();
+    for entry in glob::glob(pattern).map_err(|e| {
+        MnError::Usage(format!("[[files]] pattern `{pattern}` is not a valid glob: {e}"))
+    })? {
+        out.push(entry.with_context(|| format!("expanding `{pattern}`"))?);
+    }
+    Ok(out)
+}
+
+/// Back up the configured paths plus `extra` (from `snapshot --files`; those must exist).
+pub fn backup(configs: &[FilesConfig], extra: &[PathBuf], sink: &dyn ItemSink) -> Result<FilesSummary> {
+    let mut sum = FilesSummary::default();
+    let mut roots: Vec<(PathBuf, Vec<glob::Pattern>)> = Vec::new();
+    for c in configs {
+        let excludes = c
+            .exclude
+            .iter()
+            .map(|e| {
+                glob::Pattern::new(e).map_err(|err| {
+                    MnError::Usage(format!("[[files]] exclude `{e}` is not a valid glob: {err}"))
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        for p in &c.paths {
+            let found = expand(p)?;
+            if found.is_empty() {
+                if c.required {
+                    return Err(MnError::Usage(format!(
+                        "[[files]] path `{p}` matches nothing and is marked required; check the \
+                         path or set required = false"
+                    ))
+                    .into());
+                }
+                tracing::warn!("files: `{p}` matches nothing; skipped");
+                sum.missing.push(p.clone());
+            }
+            for f in found {
+                roots.push((f, excludes.clone()));
+            }
+        }
+    }
+    for e in extra {
+        let abs = if e.is_absolute() {
+            e.clone()
+        } else {
+            std::env::current_dir()?.join(e)
+        };
+        if fs::symlink_metadata(&abs).is_err() {
+            return Err(MnError::Usage(format!(
+                "--files {}: no such file or directory",
+                e.display()
+            ))
+            .into());
+        }
+        roots.push((abs, Vec::new()));
+    }
+    // Several roots may overlap (a directory and a file inside it): each path is taken once.
+    let mut seen = std::collections::HashSet::new();
+    for (root, excludes) in roots {
+        let walker = walkdir::WalkDir::new(&root).follow_links(false).sort_by_file_name();
+        for entry in walker {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    let msg = format!("{e}");
+                    tracing::warn!("files: {msg}; skipped");
+                    sum.skipped.push(msg);
+                    continue;
+                }
+            };
+            let path = entry.path().to_path_buf();
+            if excludes.iter().any(|x| x.matches_path(&path)) {
+                continue;
+            }
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            put_path(&path, sink, &mut sum)?;
+        }
+    }
+    Ok(sum)
+}
+
+fn put_path(path: &Path, sink: &dyn ItemSink, sum: &mut FilesSummary) -> Result<()> {
+    let md = fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let name = item_name(path);
+    let meta = Some(file_meta(&md));
+    let ft = md.file_type();
+    if ft.is_dir() {
+        sum.dirs += 1;
+        sink.put_entry(ItemSpec {
+            name,
+            kind: EntryKind::Dir,
+            meta,
+            target: None,
+            delta: false,
+        })
+    } else if ft.is_symlink() {
+        let target = fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
+        sum.symlinks += 1;
+        sink.put_entry(ItemSpec {
+            name,
+            kind: EntryKind::Symlink,
+            meta,
+            target: Some(target.to_string_lossy().into_owned()),
+            delta: false,
+        })
+    } else if ft.is_file() {
+        let mut f = match fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                let msg = format!("{}: {e}", path.display());
+                tracing::warn!("files: cannot open {msg}; skipped");
+                sum.skipped.push(msg);
+                return Ok(());
+            }
+        };
+        sink.put_reader(
+            ItemSpec {
+                name,
+                kind: EntryKind::File,
+                meta,
+                target: None,
+                delta: true,
+            },
+            &mut f,
+        )?;
+        sum.files += 1;
+        sum.bytes += md.len();
+        if let Ok(after) = fs::symlink_metadata(path) {
+            if after.len() != md.len() || after.mtime_nsec() != md.mtime_nsec() || after.mtime() != md.mtime() {
+                tracing::warn!("files: {} changed while it was read", path.display());
+                sum.changed_during_read.push(path.display().to_string());
+            }
+        }
+        Ok(())
+    } else {
+        let msg = format!("{}: not a regular file, directory or symlink", path.display());
+        tracing::warn!("files: {msg}; skipped");
+        sum.skipped.push(msg);
+        Ok(())
+    }
+}

@@ -1,0 +1,311 @@
+//! The snapshot writer: the [`ItemSink`] that turns what sources hand over into objects and,
+//! at the end, one committed manifest.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+
+use crate::codec::{check_item_name, encode_piece, CodecPolicy, SigCache};
+use crate::error::unsafe_content;
+use crate::model::{EntryKind, Item, Manifest, Piece, SnapshotStats};
+use crate::repo::{Repo, FORMAT_VERSION};
+use crate::source::{ItemSink, ItemSpec};
+
+/// Receives progress: bytes of plain content processed, and the item being stored.
+pub trait Progress: Send + Sync {
+    fn item(&self, name: &str);
+    fn bytes(&self, n: u64);
+}
+
+/// A snapshot being written. Not visible to anyone until [`SnapshotWriter::commit`].
+pub struct SnapshotWriter {
+    repo: Repo,
+    policy: CodecPolicy,
+    cache: SigCache,
+    pub id: String,
+    started: DateTime<Utc>,
+    clock: Instant,
+    parent_id: Option<String>,
+    parent_items: HashMap<String, Item>,
+    known: Mutex<HashMap<String, Piece>>,
+    items: Mutex<Vec<Item>>,
+    names: Mutex<HashSet<String>>,
+    sources: Mutex<BTreeMap<String, serde_json::Value>>,
+    stats: Mutex<SnapshotStats>,
+    new_objects: Mutex<Vec<String>>,
+    in_progress: PathBuf,
+    progress: Option<Box<dyn Progress>>,
+    processed: AtomicU64,
+}
+
+/// A new snapshot id: UTC time plus 8 random hex digits, so ids sort by time.
+pub fn new_snapshot_id(now: DateTime<Utc>) -> String {
+    format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), rand::random::<u32>())
+}
+
+impl SnapshotWriter {
+    /// Start a snapshot whose delta parent is `parent` (normally the latest snapshot).
+    pub fn new(
+        repo: Repo,
+        policy: CodecPolicy,
+        cache: SigCache,
+        parent: Option<Manifest>,
+        progress: Option<Box<dyn Progress>>,
+    ) -> Result<Self> {
+        let started = Utc::now();
+        let id = new_snapshot_id(started);
+        let in_progress = repo.mark_in_progress(&id)?;
+        let mut known = HashMap::new();
+        let mut parent_items = HashMap::new();
+        let parent_id = parent.as_ref().map(|p| p.id.clone());
+        if let Some(p) = parent {
+            for item in p.items {
+                for piece in &item.pieces {
+                    known.insert(piece.piece.blake3.clone(), piece.clone());
+                }
+                parent_items.insert(item.name.clone(), item);
+            }
+        }
+        Ok(SnapshotWriter {
+            repo,
+            policy,
+            cache,
+            id,
+            started,
+            clock: Instant::now(),
+            parent_id,
+            parent_items,
+            known: Mutex::new(known),
+            items: Mutex::new(Vec::new()),
+            names: Mutex::new(HashSet::new()),
+            sources: Mutex::new(BTreeMap::new()),
+            stats: Mutex::new(SnapshotStats::default()),
+            new_objects: Mutex::new(Vec::new()),
+            in_progress,
+            progress,
+            processed: AtomicU64::new(0),
+        })
+    }
+
+    fn claim_name(&self, name: &str) -> Result<()> {
+        check_item_name(name)?;
+        if !self.names.lock().unwrap().insert(name.to_string()) {
+            return Err(unsafe_content(format!(
+                "two items are named `{name}` in one snapshot (check overlapping [[files]] paths)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn record(&self, item: Item) {
+        let mut st = self.stats.lock().unwrap();
+        st.items += 1;
+        st.logical_bytes += item.size;
+        drop(st);
+        self.items.lock().unwrap().push(item);
+    }
+
+    /// Plain bytes processed so far.
+    pub fn processed(&self) -> u64 {
+        self.processed.load(Ordering::Relaxed)
+    }
+
+    /// Commit the manifest: from here on the snapshot exists.
+    pub fn commit(self, hostname: String, trigger: String, tags: Vec<String>) -> Result<Manifest> {
+        let mut items = self.items.into_inner().unwrap();
+        items.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut stats = self.stats.into_inner().unwrap();
+        stats.duration_ms = self.clock.elapsed().as_millis() as u64;
+        let m = Manifest {
+            format: FORMAT_VERSION,
+            id: self.id.clone(),
+            time: self.started,
+            finished: Utc::now(),
+            hostname,
+            trigger,
+            tags,
+            parent: self.parent_id.clone(),
+            items,
+            sources: self.sources.into_inner().unwrap(),
+            stats,
+        };
+        crate::codec::validate_manifest(&m)?;
+        self.repo.commit_manifest(&m)?;
+        let _ = std::fs::remove_file(&self.in_progress);
+        Ok(m)
+    }
+
+    /// Abandon the snapshot: remove every object this run added (no manifest references them)
+    /// and the in-progress marker. Returns the number of objects removed.
+    pub fn abort(self) -> Result<usize> {
+        let objs = self.new_objects.into_inner().unwrap();
+        let mut n = 0;
+        for id in &objs {
+            if let Ok(p) = self.repo.object_path(id) {
+                if std::fs::remove_file(&p).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&self.in_progress);
+        Ok(n)
+    }
+
+    /// Snapshot statistics so far.
+    pub fn stats(&self) -> SnapshotStats {
+        self.stats.lock().unwrap().clone()
+    }
+}
+
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+impl ItemSink for SnapshotWriter {
+    fn put_reader(&self, spec: ItemSpec, reader: &mut dyn Read) -> Result<()> {
+        self.claim_name(&spec.name)?;
+        if let Some(p) = &self.progress {
+            p.item(&spec.name);
+        }
+        let cfg = &self.repo.config;
+        let parent = self.parent_items.get(&spec.name);
+        let mut whole = blake3::Hasher::new();
+        let mut pieces = Vec::new();
+        let mut size = 0u64;
+        // Content-defined chunking over a bounded window: memory is at most two maximum-size
+        // pieces whatever the item's size.
+        let max = cfg.chunk_max as usize;
+        let mut buf = vec![0u8; max];
+        let mut filled = 0usize;
+        let mut eof = false;
+        loop {
+            if !eof && filled < max {
+                let n = read_full(reader, &mut buf[filled..])
+                    .with_context(|| format!("reading {}", spec.name))?;
+                if filled + n < max {
+                    eof = true;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            let cut = if eof && filled <= cfg.chunk_min as usize {
+                filled
+            } else {
+                let mut cdc = fastcdc::v2020::FastCDC::new(
+                    &buf[..filled],
+                    cfg.chunk_min,
+                    cfg.chunk_avg,
+                    cfg.chunk_max,
+                );
+                match cdc.next() {
+                    Some(c) if c.length < filled || eof => c.length,
+                    _ => filled,
+                }
+            };
+            let chunk = &buf[..cut];
+            whole.update(chunk);
+            let hash = blake3::hash(chunk).to_hex().to_string();
+            let idx = pieces.len();
+            let base = parent.and_then(|p: &Item| p.pieces.get(idx));
+            let reuse = {
+                let same_pos = base.filter(|b| b.piece.blake3 == hash).cloned();
+                same_pos.or_else(|| self.known.lock().unwrap().get(&hash).cloned())
+            };
+            let want_sig = spec.delta && self.policy.delta;
+            let (piece, cost) = encode_piece(
+                &self.repo,
+                &self.policy,
+                &self.cache,
+                chunk,
+                &hash,
+                want_sig,
+                reuse.as_ref(),
+                base,
+            )
+            .with_context(|| format!("storing {}", spec.name))?;
+            {
+                let mut st = self.stats.lock().unwrap();
+                st.bytes_added += cost.bytes_added;
+                st.signature_bytes_added += cost.signature_bytes;
+                st.objects_added += cost.objects_added;
+                if cost.unchanged {
+                    st.pieces_unchanged += 1;
+                } else if cost.delta {
+                    st.pieces_delta += 1;
+                } else {
+                    st.pieces_full += 1;
+                }
+            }
+            if cost.objects_added > 0 {
+                let mut objs = self.new_objects.lock().unwrap();
+                let (crate::model::Encoding::Full { object }
+                | crate::model::Encoding::Delta { object, .. }) = &piece.piece.data;
+                objs.push(object.clone());
+                if let Some(s) = &piece.sig {
+                    objs.push(s.clone());
+                }
+            }
+            self.known
+                .lock()
+                .unwrap()
+                .entry(hash)
+                .or_insert_with(|| piece.clone());
+            size += cut as u64;
+            self.processed.fetch_add(cut as u64, Ordering::Relaxed);
+            if let Some(p) = &self.progress {
+                p.bytes(cut as u64);
+            }
+            pieces.push(piece);
+            buf.copy_within(cut..filled, 0);
+            filled -= cut;
+        }
+        self.record(Item {
+            name: spec.name,
+            kind: EntryKind::File,
+            meta: spec.meta,
+            target: None,
+            size,
+            blake3: whole.finalize().to_hex().to_string(),
+            pieces,
+        });
+        Ok(())
+    }
+
+    fn put_entry(&self, spec: ItemSpec) -> Result<()> {
+        if spec.kind == EntryKind::File {
+            return self.put_bytes(spec, &[]);
+        }
+        self.claim_name(&spec.name)?;
+        self.record(Item {
+            name: spec.name,
+            kind: spec.kind,
+            meta: spec.meta,
+            target: spec.target,
+            size: 0,
+            blake3: blake3::hash(b"").to_hex().to_string(),
+            pieces: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn set_source_info(&self, source: &str, info: serde_json::Value) {
+        self.sources.lock().unwrap().insert(source.to_string(), info);
+    }
+}
