@@ -44,9 +44,17 @@ pub struct SnapshotWriter {
     processed: AtomicU64,
 }
 
-/// A new snapshot id: UTC time plus 8 random hex digits, so ids sort by time.
-pub fn new_snapshot_id(now: DateTime<Utc>) -> String {
-    format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), rand::random::<u32>())
+/// A new snapshot id: UTC time to the millisecond plus 8 random hex digits, so ids sort by
+/// time. `after` (the newest existing id) keeps ids increasing even if the clock went back.
+pub fn new_snapshot_id(now: DateTime<Utc>, after: Option<&str>) -> String {
+    let mut t = now;
+    loop {
+        let id = format!("{}Z-{:08x}", t.format("%Y%m%dT%H%M%S%3f"), rand::random::<u32>());
+        match after {
+            Some(a) if id.as_str() <= a => t += chrono::Duration::milliseconds(1),
+            _ => return id,
+        }
+    }
 }
 
 impl SnapshotWriter {
@@ -59,7 +67,8 @@ impl SnapshotWriter {
         progress: Option<Box<dyn Progress>>,
     ) -> Result<Self> {
         let started = Utc::now();
-        let id = new_snapshot_id(started);
+        let newest = repo.snapshot_ids()?.pop();
+        let id = new_snapshot_id(started, newest.as_deref());
         let in_progress = repo.mark_in_progress(&id)?;
         let mut known = HashMap::new();
         let mut parent_items = HashMap::new();

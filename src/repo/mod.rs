@@ -320,6 +320,11 @@ impl Repo {
         let path = self.snapshots_dir().join(format!("{id}.json"));
         let bytes = fs::read(&path).with_context(|| format!("reading manifest {}", path.display()))?;
         decode_manifest(&bytes).map_err(|e| {
+            if let Some(MnError::Unsafe(msg)) = e.downcast_ref::<MnError>() {
+                return crate::error::unsafe_content(format!(
+                    "snapshot {id} is not used: {msg}"
+                ));
+            }
             integrity(format!(
                 "the manifest of snapshot {id} is damaged: {e:#}. That snapshot cannot be \
                  used; other snapshots are not affected (`mnbackup verify` checks them)"

@@ -1,0 +1,222 @@
+//! SQL text of the dump items: literals, headers, item names, and the statement syntax a native
+//! loader has to split.
+//!
+//! # Statement syntax of the items
+//!
+//! Items are plain SQL for the `mariadb` command-line client (`mariadb < item.sql`). A native
+//! loader executes them statement by statement with [`split_statements`]:
+//!
+//! - lines starting with `-- ` and empty lines between statements are comments;
+//! - a statement ends at the end of a line that ends with the current delimiter, which is `;`
+//!   and is changed by a line `DELIMITER ;;` (and back by `DELIMITER ;`), exactly as the client
+//!   does; the delimiter is not part of the statement;
+//! - data rows never contain a raw newline (string literals escape `\n` and `\r`), so a line
+//!   ending in `;` inside a literal cannot happen; routine, trigger and event bodies (which may
+//!   contain `;` at line ends) are always written inside `DELIMITER ;;` blocks.
+
+/// How a column's value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Integers, DECIMAL, FLOAT/DOUBLE, YEAR: the server's text, unquoted.
+    Number,
+    /// Binary strings, BLOBs, BIT, spatial types: `0x...` hex (or `''` when empty).
+    Binary,
+    /// Everything else (character strings, ENUM/SET, JSON, temporal types): a quoted literal.
+    Text,
+}
+
+impl ValueKind {
+    /// From `information_schema.COLUMNS.DATA_TYPE` (lowercase).
+    pub fn of(data_type: &str) -> ValueKind {
+        match data_type {
+            "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "decimal"
+            | "numeric" | "float" | "double" | "real" | "double precision" | "year" => {
+                ValueKind::Number
+            }
+            "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "bit"
+            | "geometry" | "point" | "linestring" | "polygon" | "multipoint"
+            | "multilinestring" | "multipolygon" | "geometrycollection" => ValueKind::Binary,
+            _ => ValueKind::Text,
+        }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Append the SQL literal of one value (`None` = NULL).
+pub fn push_value(out: &mut Vec<u8>, kind: ValueKind, v: Option<&[u8]>) {
+    let Some(b) = v else {
+        out.extend_from_slice(b"NULL");
+        return;
+    };
+    match kind {
+        ValueKind::Number => {
+            if b.is_empty() {
+                out.extend_from_slice(b"''");
+            } else {
+                out.extend_from_slice(b);
+            }
+        }
+        ValueKind::Binary => {
+            if b.is_empty() {
+                out.extend_from_slice(b"''");
+            } else {
+                out.reserve(2 + 2 * b.len());
+                out.extend_from_slice(b"0x");
+                for &x in b {
+                    out.push(HEX[(x >> 4) as usize]);
+                    out.push(HEX[(x & 15) as usize]);
+                }
+            }
+        }
+        ValueKind::Text => push_quoted(out, b),
+    }
+}
+
+/// Append a quoted, escaped string literal (the escapes of `mysql_real_escape_string`; binary-safe
+/// for any bytes, as long as the session has no `NO_BACKSLASH_ESCAPES`).
+pub fn push_quoted(out: &mut Vec<u8>, b: &[u8]) {
+    out.reserve(b.len() + 2);
+    out.push(b'\'');
+    for &c in b {
+        match c {
+            0 => out.extend_from_slice(b"\\0"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\'' => out.extend_from_slice(b"\\'"),
+            0x1a => out.extend_from_slice(b"\\Z"),
+            c => out.push(c),
+        }
+    }
+    out.push(b'\'');
+}
+
+/// A quoted literal as a String (for names and settings that are valid UTF-8).
+pub fn quoted(s: &str) -> String {
+    let mut v = Vec::new();
+    push_quoted(&mut v, s.as_bytes());
+    String::from_utf8(v).expect("escaping keeps UTF-8")
+}
+
+pub use mnbackup_restore::fingerprint::quote_ident as ident;
+
+/// The session settings every item starts with. `db` adds a `USE`.
+///
+/// - `utf8mb4` client character set (the dump reads with utf8mb4);
+/// - `time_zone = '+00:00'` (TIMESTAMP values are dumped in UTC);
+/// - no foreign-key or unique checks while loading (any load order works);
+/// - `sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'`: not strict (zero dates and
+///   other legacy values load as they were), 0 in an AUTO_INCREMENT column stays 0, and
+///   backslash escapes on;
+/// - `sql_notes = 0` (no notes for `IF NOT EXISTS`).
+pub fn header(what: &str, db: Option<&str>) -> String {
+    let mut s = format!(
+        "-- mnbackup MariaDB dump: {what}\n\
+         SET NAMES utf8mb4;\n\
+         SET time_zone = '+00:00';\n\
+         SET foreign_key_checks = 0;\n\
+         SET unique_checks = 0;\n\
+         SET sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION';\n\
+         SET sql_notes = 0;\n"
+    );
+    if let Some(db) = db {
+        s.push_str(&format!("USE {};\n", ident(db)));
+    }
+    s
+}
+
+/// Encode a database or table name for use as one component of an item name: ASCII letters,
+/// digits, `_`, `-` and `$` stay; every other byte is `%XX` (so `.` and `/` never appear).
+pub fn name_component(name: &str) -> String {
+    let mut s = String::with_capacity(name.len());
+    for &b in name.as_bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'$' {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+/// Split an item's text into statements (see the module docs); returns the statements without
+/// their delimiter. `DELIMITER` lines and comment lines are consumed.
+pub fn split_statements(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut delim = ";".to_string();
+    let mut cur = String::new();
+    for line in text.split('\n') {
+        let trimmed = line.trim_end_matches('\r');
+        if cur.is_empty() {
+            let t = trimmed.trim();
+            if t.is_empty() || t.starts_with("-- ") || t == "--" {
+                continue;
+            }
+            if let Some(d) = t
+                .strip_prefix("DELIMITER ")
+                .or_else(|| t.strip_prefix("delimiter "))
+            {
+                delim = d.trim().to_string();
+                continue;
+            }
+        }
+        if let Some(body) = trimmed.trim_end().strip_suffix(delim.as_str()) {
+            cur.push_str(body);
+            let stmt = cur.trim().to_string();
+            if !stmt.is_empty() {
+                out.push(stmt);
+            }
+            cur.clear();
+        } else {
+            cur.push_str(trimmed);
+            cur.push('\n');
+        }
+    }
+    let rest = cur.trim();
+    if !rest.is_empty() {
+        out.push(rest.to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals() {
+        let mut v = Vec::new();
+        push_value(&mut v, ValueKind::Text, Some(b"a'b\\c\nd\0\x1a\r\xf0\x9f\x98\x80"));
+        assert_eq!(v, b"'a\\'b\\\\c\\nd\\0\\Z\\r\xf0\x9f\x98\x80'".to_vec());
+        v.clear();
+        push_value(&mut v, ValueKind::Binary, Some(&[0, 0xff, 0x10]));
+        assert_eq!(v, b"0x00ff10");
+        v.clear();
+        push_value(&mut v, ValueKind::Binary, Some(&[]));
+        push_value(&mut v, ValueKind::Number, None);
+        push_value(&mut v, ValueKind::Number, Some(b"-1.5e-7"));
+        assert_eq!(v, b"''NULL-1.5e-7");
+        assert_eq!(ValueKind::of("bigint"), ValueKind::Number);
+        assert_eq!(ValueKind::of("point"), ValueKind::Binary);
+        assert_eq!(ValueKind::of("json"), ValueKind::Text);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(name_component("VmInstanceEO"), "VmInstanceEO");
+        assert_eq!(name_component("a.b/c d"), "a%2Eb%2Fc%20d");
+    }
+
+    #[test]
+    fn splitting() {
+        let text = "-- c\nSET NAMES utf8mb4;\nINSERT INTO t VALUES\n(1,'a;'),\n(2,'b');\n\
+                    DELIMITER ;;\nCREATE PROCEDURE p()\nBEGIN\n  SELECT 1;\n  SELECT 2;\nEND;;\n\
+                    DELIMITER ;\nSELECT 3;\n";
+        let s = split_statements(text);
+        assert_eq!(s.len(), 4, "{s:#?}");
+        assert_eq!(s[1], "INSERT INTO t VALUES\n(1,'a;'),\n(2,'b')");
+        assert!(s[2].starts_with("CREATE PROCEDURE p()") && s[2].ends_with("END"));
+        assert_eq!(s[3], "SELECT 3");
+    }
+}
