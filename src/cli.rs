@@ -60,6 +60,18 @@ pub enum Command {
         #[arg(long)]
         include: Vec<String>,
     },
+    /// Check the repository: structure (fast), or every byte with --read-data.
+    ///
+    /// Exit codes: 0 ok; 5 damaged data (or damaged manifest, or a chain over policy);
+    /// 8 objects missing; 9 drill mismatch; 1, 3, 4 could not run.
+    Verify {
+        /// Read, decompress and reconstruct every piece, checking each BLAKE3.
+        #[arg(long)]
+        read_data: bool,
+        /// Read only a subset: N/M (bucket N of M by object id; 1/M … M/M cover the pool) or P%.
+        #[arg(long, value_name = "N/M|P%")]
+        subset: Option<String>,
+    },
     /// Remove stale locks (a process that died, a host that crashed).
     Unlock {
         /// Remove every lock, also live ones. Only when you are sure no mnbackup runs anywhere.

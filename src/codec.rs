@@ -47,11 +47,13 @@ impl Default for CodecPolicy {
 }
 
 /// What encoding one piece cost.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct PieceCost {
     pub bytes_added: u64,
     pub signature_bytes: u64,
     pub objects_added: u64,
+    /// Ids of the objects this piece newly wrote (removed again if the snapshot is abandoned).
+    pub new_objects: Vec<String>,
     pub unchanged: bool,
     pub delta: bool,
 }
@@ -148,6 +150,7 @@ pub fn encode_piece(
             let mut p = r.clone();
             if !want_sig {
                 p.sig = None;
+                p.sig_size = None;
             }
             return Ok((p, cost));
         }
@@ -161,14 +164,15 @@ pub fn encode_piece(
                 crypto_hash_size: SIG_HASH_BYTES,
             },
         );
-        let (id, n) = repo.put_object(ObjectType::Signature, sig.serialized())?;
+        let (id, n, new) = repo.put_object(ObjectType::Signature, sig.serialized())?;
         cache.put(&id, sig.serialized());
-        if n > 0 {
+        if new {
             cost.bytes_added += n;
             cost.signature_bytes += n;
             cost.objects_added += 1;
+            cost.new_objects.push(id.clone());
         }
-        Some(id)
+        Some((id, n))
     } else {
         None
     };
@@ -176,7 +180,8 @@ pub fn encode_piece(
         // Same content stored before, only its signature was missing.
         cost.unchanged = true;
         let mut p = r.clone();
-        p.sig = sig_id;
+        p.sig_size = sig_id.as_ref().map(|s| s.1);
+        p.sig = sig_id.map(|s| s.0);
         return Ok((p, cost));
     }
 
@@ -185,23 +190,37 @@ pub fn encode_piece(
         if let Some(b) = base {
             if let Some(bsig) = &b.sig {
                 let depth = b.piece.data.depth() + 1;
-                if depth <= policy.max_chain {
-                    let sig_bytes = cache.get(repo, bsig)?;
-                    let sig = Signature::deserialize(sig_bytes)
-                        .map_err(|_| integrity(format!("signature object {bsig} is not a valid signature")))?;
+                // A missing or damaged signature only costs a full copy of this piece.
+                let sig = if depth <= policy.max_chain {
+                    match cache.get(repo, bsig).and_then(|b| {
+                        Signature::deserialize(b)
+                            .map_err(|_| integrity(format!("signature object {bsig} is not a valid signature")))
+                    }) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            tracing::warn!("{e:#}; storing this piece in full (run `mnbackup verify`)");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                if let Some(sig) = sig {
                     let mut delta = Vec::new();
                     fast_rsync::diff(&sig.index(), plain, &mut delta)
                         .map_err(|e| anyhow::anyhow!("computing an rsync delta: {e}"))?;
                     if (delta.len() as u64) * 100 <= size * policy.max_delta_percent as u64 {
                         let z = compress(policy, &delta)?;
-                        let (id, n) = repo.put_object(ObjectType::Delta, &z)?;
-                        if n > 0 {
+                        let (id, n, new) = repo.put_object(ObjectType::Delta, &z)?;
+                        if new {
                             cost.bytes_added += n;
                             cost.objects_added += 1;
+                            cost.new_objects.push(id.clone());
                         }
                         cost.delta = true;
                         data = Some(Encoding::Delta {
                             object: id,
+                            stored: n,
                             depth,
                             base: Box::new(b.piece.clone()),
                         });
@@ -214,12 +233,13 @@ pub fn encode_piece(
         Some(d) => d,
         None => {
             let z = compress(policy, plain)?;
-            let (id, n) = repo.put_object(ObjectType::Full, &z)?;
-            if n > 0 {
+            let (id, n, new) = repo.put_object(ObjectType::Full, &z)?;
+            if new {
                 cost.bytes_added += n;
                 cost.objects_added += 1;
+                cost.new_objects.push(id.clone());
             }
-            Encoding::Full { object: id }
+            Encoding::Full { object: id, stored: n }
         }
     };
     Ok((
@@ -229,7 +249,8 @@ pub fn encode_piece(
                 blake3: plain_hash.to_string(),
                 data,
             },
-            sig: sig_id,
+            sig_size: sig_id.as_ref().map(|s| s.1),
+            sig: sig_id.map(|s| s.0),
         },
         cost,
     ))
@@ -245,7 +266,7 @@ pub fn decode_piece(repo: &Repo, p: &PieceData, what: &str) -> Result<Vec<u8>> {
         )));
     }
     let out = match &p.data {
-        Encoding::Full { object } => {
+        Encoding::Full { object, .. } => {
             let z = repo
                 .get_object(object, ObjectType::Full)
                 .with_context(|| format!("reading {what}"))?;
@@ -303,8 +324,10 @@ fn check_piece(p: &PieceData, item: &str, depth_seen: u32) -> Result<()> {
         )));
     }
     match &p.data {
-        Encoding::Full { object } => check_object_id(object),
-        Encoding::Delta { object, base, depth } => {
+        Encoding::Full { object, .. } => check_object_id(object),
+        Encoding::Delta {
+            object, base, depth, ..
+        } => {
             check_object_id(object)?;
             if *depth != base.data.depth() + 1 {
                 return Err(unsafe_content(format!("{item}: inconsistent delta depth")));

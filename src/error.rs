@@ -23,6 +23,11 @@ pub const EXIT_UNSAFE: i32 = 6;
 /// Exit code: the pool (or the restore target) ran out of space.
 pub const EXIT_NO_SPACE: i32 = 7;
 
+/// Exit code of `verify`: objects are missing (and none is damaged).
+pub const EXIT_MISSING: i32 = 8;
+/// Exit code of `verify --drill` and `restore`: restored rows do not match the fingerprints.
+pub const EXIT_MISMATCH: i32 = 9;
+
 /// An error whose kind decides the exit code. The message says what happened and what to do.
 #[derive(Debug, Error)]
 pub enum MnError {

@@ -41,18 +41,28 @@ pub struct FileMeta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "enc", rename_all = "lowercase")]
 pub enum Encoding {
-    /// A zstd frame of the whole piece.
-    Full { object: String },
+    /// A zstd frame of the whole piece; `stored` is the object file's size.
+    Full { object: String, stored: u64 },
     /// A zstd-compressed fast_rsync delta against `base`; `depth` is the chain length (1 when the
     /// base is full).
     Delta {
         object: String,
+        stored: u64,
         depth: u32,
         base: Box<PieceData>,
     },
 }
 
 impl Encoding {
+    /// The object holding this encoding's data, and its file size.
+    pub fn object(&self) -> (&str, u64) {
+        match self {
+            Encoding::Full { object, stored } | Encoding::Delta { object, stored, .. } => {
+                (object, *stored)
+            }
+        }
+    }
+
     /// Number of deltas to apply to reconstruct (0 for full).
     pub fn depth(&self) -> u32 {
         match self {
@@ -82,6 +92,9 @@ pub struct Piece {
     /// deltas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<String>,
+    /// Size of the signature object file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig_size: Option<u64>,
 }
 
 /// One named thing in a snapshot.

@@ -262,14 +262,8 @@ impl ItemSink for SnapshotWriter {
                     st.pieces_full += 1;
                 }
             }
-            if cost.objects_added > 0 {
-                let mut objs = self.new_objects.lock().unwrap();
-                let (crate::model::Encoding::Full { object }
-                | crate::model::Encoding::Delta { object, .. }) = &piece.piece.data;
-                objs.push(object.clone());
-                if let Some(s) = &piece.sig {
-                    objs.push(s.clone());
-                }
+            if !cost.new_objects.is_empty() {
+                self.new_objects.lock().unwrap().extend(cost.new_objects);
             }
             self.known
                 .lock()

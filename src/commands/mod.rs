@@ -8,6 +8,7 @@ pub mod list;
 pub mod show;
 pub mod snapshot;
 pub mod unlock;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -99,6 +100,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             include,
         } => export::run(&ctx, &snapshot, &dir, &include),
         Command::Unlock { remove_all } => unlock::run(&ctx, remove_all),
+        Command::Verify { read_data, subset } => verify::run(&ctx, &verify::VerifyArgs { read_data, subset }),
         Command::Config {
             command: ConfigCommand::Check,
         } => config_check::run(&ctx),

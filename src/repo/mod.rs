@@ -246,8 +246,8 @@ impl Repo {
         Ok(self.root.join("objects").join(&id[..2]).join(id))
     }
 
-    /// Store an object; returns (id, bytes written — 0 when it already existed).
-    pub fn put_object(&self, ty: ObjectType, payload: &[u8]) -> Result<(String, u64)> {
+    /// Store an object; returns (id, file size, whether it was newly written).
+    pub fn put_object(&self, ty: ObjectType, payload: &[u8]) -> Result<(String, u64, bool)> {
         let mut bytes = Vec::with_capacity(payload.len() + 6);
         bytes.extend_from_slice(OBJECT_MAGIC);
         bytes.push(1);
@@ -256,7 +256,7 @@ impl Repo {
         let id = blake3::hash(&bytes).to_hex().to_string();
         let path = self.object_path(&id)?;
         let written = write_atomic(&self.tmp_dir(), &path, &bytes, true)?;
-        Ok((id, if written { bytes.len() as u64 } else { 0 }))
+        Ok((id, bytes.len() as u64, written))
     }
 
     /// Read an object, check its hash and type, return its payload.
@@ -478,14 +478,9 @@ impl Repo {
 }
 
 fn mark_piece(p: &PieceData, set: &mut HashSet<String>) {
-    match &p.data {
-        Encoding::Full { object } => {
-            set.insert(object.clone());
-        }
-        Encoding::Delta { object, base, .. } => {
-            set.insert(object.clone());
-            mark_piece(base, set);
-        }
+    set.insert(p.data.object().0.to_string());
+    if let Encoding::Delta { base, .. } = &p.data {
+        mark_piece(base, set);
     }
 }
 
