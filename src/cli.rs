@@ -72,6 +72,23 @@ pub enum Command {
         #[arg(long, value_name = "N/M|P%")]
         subset: Option<String>,
     },
+    /// Remove snapshots by id or by the retention policy ([retention] or --keep-*).
+    Forget(ForgetArgs),
+    /// Remove objects no snapshot references (never a base a kept delta needs).
+    Prune {
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run the configured schedules in the foreground (for systemd).
+    Daemon,
+    /// Health of the scheduled jobs from the state file; exit 0 fresh, 1 stale, 2 failing.
+    Status,
+    /// Schedule commands: next fire times, systemd unit, crontab import.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
     /// Remove stale locks (a process that died, a host that crashed).
     Unlock {
         /// Remove every lock, also live ones. Only when you are sure no mnbackup runs anywhere.
@@ -89,6 +106,58 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Check the configuration and print the effective settings, secrets masked.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Print the next N fire times of each schedule (or of EXPR).
+    Next {
+        /// How many.
+        #[arg(default_value_t = 5)]
+        n: usize,
+        /// A cron expression to explain instead of the configured schedules.
+        #[arg(long)]
+        expr: Option<String>,
+    },
+    /// Write a systemd unit running `mnbackup daemon`.
+    Install {
+        /// Print the unit instead of writing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Find the old rsync / zstack-ctl dump_mysql crontab lines and propose the schedule.
+    ImportCrontab {
+        /// Read this file instead of `crontab -l`.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Comment the old lines out (after saving a copy of the crontab).
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Snapshots to remove (ids, prefixes, `latest`); without them the policy decides.
+    pub snapshots: Vec<String>,
+    #[arg(long)]
+    pub keep_last: Option<u32>,
+    #[arg(long)]
+    pub keep_hourly: Option<u32>,
+    #[arg(long)]
+    pub keep_daily: Option<u32>,
+    #[arg(long)]
+    pub keep_weekly: Option<u32>,
+    #[arg(long)]
+    pub keep_monthly: Option<u32>,
+    #[arg(long)]
+    pub keep_yearly: Option<u32>,
+    /// Only report what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Prune afterwards.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,9 +2,14 @@
 
 pub mod cat;
 pub mod config_check;
+pub mod daemon;
 pub mod export;
+pub mod forget;
 pub mod init;
 pub mod list;
+pub mod prune;
+pub mod schedule;
+pub mod status;
 pub mod show;
 pub mod snapshot;
 pub mod unlock;
@@ -15,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, ConfigCommand};
+use crate::cli::{Cli, Command, ConfigCommand, ScheduleCommand};
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::error::MnError;
 use crate::repo::Repo;
@@ -99,6 +104,30 @@ pub fn run(cli: Cli) -> Result<i32> {
             dir,
             include,
         } => export::run(&ctx, &snapshot, &dir, &include),
+        Command::Forget(a) => forget::run(
+            &ctx,
+            &forget::ForgetArgs {
+                snapshots: a.snapshots,
+                keep: mnbackup_scheduler::KeepPolicy {
+                    last: a.keep_last,
+                    hourly: a.keep_hourly,
+                    daily: a.keep_daily,
+                    weekly: a.keep_weekly,
+                    monthly: a.keep_monthly,
+                    yearly: a.keep_yearly,
+                },
+                dry_run: a.dry_run,
+                prune: a.prune,
+            },
+        ),
+        Command::Prune { dry_run } => prune::run(&ctx, dry_run),
+        Command::Daemon => daemon::run(&ctx),
+        Command::Status => status::run(&ctx),
+        Command::Schedule { command } => match command {
+            ScheduleCommand::Next { n, expr } => schedule::next(&ctx, n, expr.as_deref()),
+            ScheduleCommand::Install { dry_run } => schedule::install(&ctx, dry_run),
+            ScheduleCommand::ImportCrontab { file, apply } => schedule::import_crontab(&ctx, file.as_deref(), apply),
+        },
         Command::Unlock { remove_all } => unlock::run(&ctx, remove_all),
         Command::Verify { read_data, subset } => verify::run(&ctx, &verify::VerifyArgs { read_data, subset }),
         Command::Config {

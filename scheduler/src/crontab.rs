@@ -1,0 +1,653 @@
+//! `mnbackup schedule import-crontab`: take over the operator's existing cron backups.
+//!
+//! Recognised lines (comments and already-disabled lines are ignored):
+//!
+//! * ZStack's own dump, e.g. `30 0,12 * * * zstack-ctl dump_mysql --keep-amount 14`
+//!   (installed by the ZStack installer; `--keep-amount N` becomes a `last: N` hint).
+//! * Any `rsync` whose source mentions the `mysql-backup` directory, e.g.
+//!   `0 0,12 * * * rsync -a /var/lib/zstack/mysql-backup/* /mysql_bk/`; its destination
+//!   becomes the proposed pool path.
+//!
+//! The proposed schedule keeps the operator's times: the `dump_mysql` line's if present
+//! (that is when the database is dumped), else the rsync line's. A `CRON_TZ=`/`TZ=` line
+//! is carried over as the time zone.
+//!
+//! [`Proposal::apply`] comments the matched lines out with a marker, keeping the rest of
+//! the crontab byte for byte. The commented-out `dump_mysql` line still contains the
+//! text `zstack-ctl dump_mysql`, so the ZStack installer's "add it if missing" check does
+//! not re-add it on upgrade. Reading `crontab -l`, saving a backup copy
+//! ([`backup_file_name`]) and installing the result are left to the caller.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::schedule::{Schedule, TzSpec};
+
+/// Prefix of the comment put in front of disabled lines.
+pub const DISABLED_MARKER: &str = "# disabled by mnbackup schedule import-crontab";
+
+/// What a matched line does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MatchKind {
+    /// `rsync ... <mysql-backup dir> ... <dest>`.
+    RsyncMysqlBackup {
+        /// Source arguments.
+        sources: Vec<String>,
+        /// Destination argument as written.
+        dest: String,
+    },
+    /// `zstack-ctl dump_mysql ...`.
+    ZstackDumpMysql {
+        /// `--keep-amount N`, if given.
+        keep_amount: Option<u32>,
+        /// `--host user@host`, if the dump is also copied to another host.
+        remote_host: Option<String>,
+    },
+}
+
+/// A crontab line that mnbackup would replace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatchedLine {
+    /// 1-based line number.
+    pub line_no: usize,
+    /// The line's schedule (5 fields or `@name`).
+    pub schedule: String,
+    /// The full line as written.
+    pub text: String,
+    /// What it does.
+    pub kind: MatchKind,
+}
+
+/// The result of analysing a crontab.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    /// Proposed mnbackup schedule (crontab syntax), if a backup line was found.
+    pub schedule: Option<String>,
+    /// Time zone from a `CRON_TZ=` or `TZ=` line, if any (else the system zone applies).
+    pub tz: Option<String>,
+    /// Proposed pool path (local rsync destination, trailing `/` removed).
+    pub pool: Option<String>,
+    /// `--keep-amount` of the `dump_mysql` line, a hint for `KeepPolicy::last`.
+    pub keep_last: Option<u32>,
+    /// Lines that would be disabled.
+    pub matches: Vec<MatchedLine>,
+    /// Things the operator should double-check.
+    pub warnings: Vec<String>,
+    original: String,
+}
+
+impl Proposal {
+    /// True if at least one backup line was recognised.
+    pub fn found(&self) -> bool {
+        !self.matches.is_empty()
+    }
+
+    /// The crontab with every matched line commented out as
+    /// `# disabled by mnbackup schedule import-crontab <today>: <original line>`.
+    /// Everything else (including line endings) is unchanged.
+    pub fn apply(&self, today: NaiveDate) -> String {
+        let mut out = String::with_capacity(self.original.len() + 128);
+        for (i, line) in self.original.split_inclusive('\n').enumerate() {
+            if self.matches.iter().any(|m| m.line_no == i + 1) {
+                out.push_str(&format!("{DISABLED_MARKER} {}: ", today.format("%Y-%m-%d")));
+            }
+            out.push_str(line);
+        }
+        out
+    }
+
+    /// A human-readable summary for the terminal.
+    pub fn summary(&self) -> String {
+        if !self.found() {
+            return "No rsync of the mysql-backup directory and no `zstack-ctl dump_mysql` \
+                    line found in this crontab; nothing to import. Configure the schedule \
+                    and pool by hand (default schedule \"0 0,12 * * *\")."
+                .to_string();
+        }
+        let mut s = String::from("Found existing backup lines:\n");
+        for m in &self.matches {
+            s.push_str(&format!("  line {}: {}\n", m.line_no, m.text.trim_end()));
+        }
+        s.push_str(&format!(
+            "Proposed schedule: {}{}\n",
+            self.schedule
+                .as_deref()
+                .unwrap_or("(none — set one by hand)"),
+            self.tz
+                .as_ref()
+                .map(|t| format!(" (time zone {t})"))
+                .unwrap_or_default()
+        ));
+        s.push_str(&format!(
+            "Proposed pool:     {}\n",
+            self.pool.as_deref().unwrap_or("(none found — pass --pool)")
+        ));
+        if let Some(k) = self.keep_last {
+            s.push_str(&format!(
+                "Retention hint:    dump_mysql kept {k} dumps (keep last = {k})\n"
+            ));
+        }
+        for w in &self.warnings {
+            s.push_str(&format!("WARNING: {w}\n"));
+        }
+        s
+    }
+}
+
+/// A name for the backup copy of the old crontab, e.g.
+/// `crontab.before-mnbackup.20260308T120000Z`.
+pub fn backup_file_name(now: DateTime<Utc>) -> String {
+    format!("crontab.before-mnbackup.{}", now.format("%Y%m%dT%H%M%SZ"))
+}
+
+#[derive(Debug, PartialEq)]
+enum Tok {
+    Word(String),
+    Op(String),
+}
+
+/// Minimal shell tokenizer: words (with quotes and backslashes), and control /
+/// redirection operators.
+fn tokenize(s: &str) -> Vec<Tok> {
+    let mut toks = vec![];
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars().peekable();
+    let flush = |cur: &mut String, in_word: &mut bool, toks: &mut Vec<Tok>| {
+        if *in_word {
+            toks.push(Tok::Word(std::mem::take(cur)));
+            *in_word = false;
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                for c in chars.by_ref() {
+                    if c == '\'' {
+                        break;
+                    }
+                    cur.push(c);
+                }
+            }
+            '"' => {
+                in_word = true;
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => {
+                            if let Some(n) = chars.next() {
+                                cur.push(n);
+                            }
+                        }
+                        _ => cur.push(c),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() => flush(&mut cur, &mut in_word, &mut toks),
+            ';' | '|' | '&' | '>' | '<' => {
+                // `2>` / `2>>`: the digits belong to the operator.
+                let mut op = String::new();
+                if c == '>' && in_word && cur.chars().all(|d| d.is_ascii_digit()) {
+                    op = std::mem::take(&mut cur);
+                    in_word = false;
+                }
+                flush(&mut cur, &mut in_word, &mut toks);
+                op.push(c);
+                if let Some(&n) = chars.peek() {
+                    if (n == c && c != ';') || (c == '>' && n == '&') || (c == '&' && n == '>') {
+                        op.push(n);
+                        chars.next();
+                    }
+                }
+                toks.push(Tok::Op(op));
+            }
+            _ => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    flush(&mut cur, &mut in_word, &mut toks);
+    toks
+}
+
+/// Splits a command into simple commands (word lists), dropping redirections.
+fn simple_commands(cmd: &str) -> Vec<Vec<String>> {
+    let mut out = vec![];
+    let mut cur = vec![];
+    let mut skip_next_word = false;
+    for t in tokenize(cmd) {
+        match t {
+            Tok::Word(w) => {
+                if std::mem::take(&mut skip_next_word) {
+                    continue;
+                }
+                cur.push(w);
+            }
+            Tok::Op(op) if op.contains('>') || op.contains('<') => {
+                // The next word is the target file (or the fd number after `>&`).
+                skip_next_word = true;
+            }
+            Tok::Op(_) => {
+                skip_next_word = false;
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// rsync options that take their value as the next argument.
+const RSYNC_OPTS_WITH_ARG: &[&str] = &[
+    "-e",
+    "--rsh",
+    "--exclude",
+    "--include",
+    "--exclude-from",
+    "--include-from",
+    "--filter",
+    "-f",
+    "--files-from",
+    "--password-file",
+    "--log-file",
+    "--bwlimit",
+    "--port",
+    "--timeout",
+    "--contimeout",
+    "--backup-dir",
+    "--suffix",
+    "--chmod",
+    "--chown",
+    "-T",
+    "--temp-dir",
+    "--compare-dest",
+    "--copy-dest",
+    "--link-dest",
+    "--partial-dir",
+    "--max-size",
+    "--min-size",
+    "--rsync-path",
+];
+
+fn basename(w: &str) -> &str {
+    w.rsplit('/').next().unwrap_or(w)
+}
+
+fn analyse_command(cmd: &str) -> Option<MatchKind> {
+    for words in simple_commands(cmd) {
+        let Some(pos) = words
+            .iter()
+            .position(|w| matches!(basename(w), "rsync" | "zstack-ctl"))
+        else {
+            continue;
+        };
+        let args = &words[pos + 1..];
+        if basename(&words[pos]) == "zstack-ctl" {
+            if args.first().map(String::as_str) != Some("dump_mysql") {
+                continue;
+            }
+            let mut keep_amount = None;
+            let mut remote_host = None;
+            let mut it = args.iter().skip(1);
+            while let Some(a) = it.next() {
+                let (key, inline) = match a.split_once('=') {
+                    Some((k, v)) => (k, Some(v.to_string())),
+                    None => (a.as_str(), None),
+                };
+                let mut value = || inline.clone().or_else(|| it.next().cloned());
+                match key {
+                    "--keep-amount" => keep_amount = value().and_then(|v| v.parse().ok()),
+                    "--host" => remote_host = value(),
+                    _ => {}
+                }
+            }
+            return Some(MatchKind::ZstackDumpMysql {
+                keep_amount,
+                remote_host,
+            });
+        }
+        let mut positional = vec![];
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if a == "--" {
+                positional.extend(it.by_ref().cloned());
+                break;
+            }
+            if a.starts_with('-') && a.len() > 1 {
+                if !a.contains('=') && RSYNC_OPTS_WITH_ARG.contains(&a.as_str()) {
+                    it.next();
+                }
+                continue;
+            }
+            positional.push(a.clone());
+        }
+        if positional.len() < 2 {
+            continue;
+        }
+        let dest = positional.pop().unwrap_or_default();
+        if positional.iter().any(|s| s.contains("mysql-backup")) {
+            return Some(MatchKind::RsyncMysqlBackup {
+                sources: positional,
+                dest,
+            });
+        }
+    }
+    None
+}
+
+fn is_env_line(line: &str) -> Option<(String, String)> {
+    let (name, value) = line.split_once('=')?;
+    let name = name.trim();
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    if !(first.is_ascii_alphabetic() || first == '_')
+        || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return None;
+    }
+    let v = value.trim();
+    let v = v
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+        .unwrap_or(v);
+    Some((name.to_string(), v.to_string()))
+}
+
+/// Splits a crontab job line into (schedule, command).
+fn split_job_line(line: &str) -> Option<(String, String)> {
+    let t = line.trim_start();
+    if t.starts_with('@') {
+        let (name, cmd) = t.split_once(char::is_whitespace)?;
+        return Some((name.to_string(), cmd.trim_start().to_string()));
+    }
+    let mut rest = t;
+    let mut fields = vec![];
+    for _ in 0..5 {
+        let (f, r) = rest.split_once(char::is_whitespace)?;
+        fields.push(f);
+        rest = r.trim_start();
+    }
+    Some((fields.join(" "), rest.to_string()))
+}
+
+fn pool_from_dest(dest: &str, warnings: &mut Vec<String>) -> Option<String> {
+    let is_remote = dest.contains("::")
+        || dest.starts_with("rsync://")
+        || dest
+            .split_once(':')
+            .is_some_and(|(host, _)| !host.contains('/'));
+    if is_remote {
+        warnings.push(format!(
+            "the rsync destination {dest:?} is on another host; mnbackup's pool must be a \
+             local directory or a mounted filesystem (e.g. an NFS mount of that host) — \
+             choose one and pass it with --pool"
+        ));
+        return None;
+    }
+    if !dest.starts_with('/') {
+        warnings.push(format!(
+            "the rsync destination {dest:?} is a relative path (cron runs in the user's home \
+             directory); pass the absolute pool path with --pool"
+        ));
+        return None;
+    }
+    let trimmed = dest.trim_end_matches('/');
+    Some(if trimmed.is_empty() { "/" } else { trimmed }.to_string())
+}
+
+/// Analyses a crontab (the text of `crontab -l`).
+pub fn import_crontab(text: &str) -> Proposal {
+    let mut matches = vec![];
+    let mut warnings = vec![];
+    let mut tz = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some((name, value)) = is_env_line(line) {
+            if name == "CRON_TZ" || name == "TZ" {
+                tz = Some(value);
+            }
+            continue;
+        }
+        let Some((schedule, cmd)) = split_job_line(line) else {
+            continue;
+        };
+        if let Some(kind) = analyse_command(&cmd) {
+            matches.push(MatchedLine {
+                line_no: i + 1,
+                schedule,
+                text: raw.to_string(),
+                kind,
+            });
+        }
+    }
+    let dump = matches
+        .iter()
+        .find(|m| matches!(m.kind, MatchKind::ZstackDumpMysql { .. }));
+    let rsyncs: Vec<&MatchedLine> = matches
+        .iter()
+        .filter(|m| matches!(m.kind, MatchKind::RsyncMysqlBackup { .. }))
+        .collect();
+    let mut schedule = dump.or(rsyncs.first().copied()).map(|m| m.schedule.clone());
+    let mut keep_last = None;
+    if let Some(MatchedLine {
+        kind:
+            MatchKind::ZstackDumpMysql {
+                keep_amount,
+                remote_host,
+            },
+        ..
+    }) = dump
+    {
+        keep_last = *keep_amount;
+        if let Some(h) = remote_host {
+            warnings.push(format!(
+                "the dump_mysql line also copies dumps to {h}; mnbackup does not do that — \
+                 keep an off-host copy of the pool (e.g. mount remote storage as the pool)"
+            ));
+        }
+    }
+    if let (Some(d), Some(r)) = (dump, rsyncs.first()) {
+        if d.schedule != r.schedule {
+            warnings.push(format!(
+                "dump_mysql runs at \"{}\" but the rsync runs at \"{}\"; proposing the \
+                 dump_mysql times",
+                d.schedule, r.schedule
+            ));
+        }
+    }
+    let mut pool = None;
+    for (n, r) in rsyncs.iter().enumerate() {
+        if let MatchKind::RsyncMysqlBackup { dest, .. } = &r.kind {
+            if n == 0 {
+                pool = pool_from_dest(dest, &mut warnings);
+            } else {
+                warnings.push(format!(
+                    "line {} also copies the mysql-backup directory (to {dest:?}); only the \
+                     first destination is proposed as the pool",
+                    r.line_no
+                ));
+            }
+        }
+    }
+    if let Some(s) = &schedule {
+        let zone = match tz.as_deref().map(TzSpec::parse) {
+            Some(Ok(z)) => z,
+            Some(Err(e)) => {
+                warnings.push(e.to_string());
+                TzSpec::Local
+            }
+            None => TzSpec::Local,
+        };
+        if let Err(e) = Schedule::parse(s, zone) {
+            warnings.push(format!("{e}; set the schedule by hand"));
+            schedule = None;
+        }
+    }
+    Proposal {
+        schedule,
+        tz,
+        pool,
+        keep_last,
+        matches,
+        warnings,
+        original: text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, 8).unwrap()
+    }
+
+    #[test]
+    fn operator_rsync_and_zstack_dump() {
+        let text = "\
+# m h dom mon dow command
+SHELL=/bin/bash
+MAILTO=\"\"
+30 0,12 * * * zstack-ctl dump_mysql --keep-amount 14
+0 1 * * * /usr/local/bin/cleanup-logs.sh > /dev/null 2>&1
+45 0,12 * * * rsync -avz --delete /var/lib/zstack/mysql-backup/* /mysql_bk/ >> /var/log/bk.log 2>&1
+";
+        let p = import_crontab(text);
+        assert!(p.found());
+        assert_eq!(p.matches.len(), 2);
+        assert_eq!(p.matches[0].line_no, 4);
+        assert_eq!(p.matches[1].line_no, 6);
+        assert_eq!(p.schedule.as_deref(), Some("30 0,12 * * *"));
+        assert_eq!(p.pool.as_deref(), Some("/mysql_bk"));
+        assert_eq!(p.keep_last, Some(14));
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert!(p.warnings[0].contains("proposing the dump_mysql times"));
+        let out = p.apply(day());
+        let expected = "\
+# m h dom mon dow command
+SHELL=/bin/bash
+MAILTO=\"\"
+# disabled by mnbackup schedule import-crontab 2026-03-08: 30 0,12 * * * zstack-ctl dump_mysql --keep-amount 14
+0 1 * * * /usr/local/bin/cleanup-logs.sh > /dev/null 2>&1
+# disabled by mnbackup schedule import-crontab 2026-03-08: 45 0,12 * * * rsync -avz --delete /var/lib/zstack/mysql-backup/* /mysql_bk/ >> /var/log/bk.log 2>&1
+";
+        assert_eq!(out, expected);
+        // Re-importing the result finds nothing (idempotent) but the ZStack installer's
+        // grep still sees its line.
+        assert!(!import_crontab(&out).found());
+        assert!(out.contains("zstack-ctl dump_mysql"));
+        assert!(p.summary().contains("Proposed pool:     /mysql_bk"));
+    }
+
+    #[test]
+    fn rsync_only_keeps_its_times() {
+        let text = "0 0,12 * * * /usr/bin/rsync -a -e 'ssh -p 2222' /var/lib/zstack/mysql-backup/ /mnt/backup/mn1/";
+        let p = import_crontab(text);
+        assert_eq!(p.schedule.as_deref(), Some("0 0,12 * * *"));
+        assert_eq!(p.pool.as_deref(), Some("/mnt/backup/mn1"));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        // No trailing newline in, none out.
+        assert_eq!(
+            p.apply(day()),
+            format!("{DISABLED_MARKER} 2026-03-08: {text}")
+        );
+        match &p.matches[0].kind {
+            MatchKind::RsyncMysqlBackup { sources, dest } => {
+                assert_eq!(sources, &["/var/lib/zstack/mysql-backup/"]);
+                assert_eq!(dest, "/mnt/backup/mn1/");
+            }
+            k => panic!("{k:?}"),
+        }
+    }
+
+    #[test]
+    fn chained_commands_tz_and_named_schedule() {
+        let text = "CRON_TZ=Asia/Shanghai\n\
+                    @daily cd /tmp && rsync -a \"/var/lib/zstack/mysql-backup\" /data/mysql_bk;echo done\r\n\
+                    */5 * * * * /opt/monitor.sh\n";
+        let p = import_crontab(text);
+        assert_eq!(p.tz.as_deref(), Some("Asia/Shanghai"));
+        assert_eq!(p.schedule.as_deref(), Some("@daily"));
+        assert_eq!(p.pool.as_deref(), Some("/data/mysql_bk"));
+        let out = p.apply(day());
+        // CRLF line ending preserved.
+        assert!(out.contains(
+            "# disabled by mnbackup schedule import-crontab 2026-03-08: @daily cd /tmp && rsync"
+        ));
+        assert!(out.contains("echo done\r\n"));
+        assert!(out.ends_with("*/5 * * * * /opt/monitor.sh\n"));
+    }
+
+    #[test]
+    fn remote_destination_and_remote_dump() {
+        let text = "\
+30 */2 * * * zstack-ctl dump_mysql  --host root@10.0.0.2 --d --keep-amount 20
+0 3 * * * rsync -a /var/lib/zstack/mysql-backup/ backup@nas:/volume1/mn/
+";
+        let p = import_crontab(text);
+        assert_eq!(p.schedule.as_deref(), Some("30 */2 * * *"));
+        assert_eq!(p.pool, None);
+        assert_eq!(p.keep_last, Some(20));
+        let w = p.warnings.join("\n");
+        assert!(w.contains("root@10.0.0.2"), "{w}");
+        assert!(w.contains("on another host"), "{w}");
+        assert!(p.summary().contains("pass --pool"));
+    }
+
+    #[test]
+    fn nothing_to_import() {
+        let text = "\
+# just comments
+PATH=/usr/bin:/bin
+0 2 * * * /usr/bin/certbot renew
+# 0 0,12 * * * rsync -a /var/lib/zstack/mysql-backup/* /mysql_bk/
+15 3 * * * rsync -a /etc/ /backup/etc/
+";
+        let p = import_crontab(text);
+        assert!(!p.found());
+        assert_eq!(p.schedule, None);
+        assert_eq!(p.pool, None);
+        assert_eq!(p.apply(day()), text);
+        assert!(p.summary().contains("nothing to import"));
+        assert!(!import_crontab("").found());
+    }
+
+    #[test]
+    fn tokenizer_and_redirections() {
+        assert_eq!(
+            simple_commands("rsync -a src dst 2>/dev/null >>log; echo \"a b\" | tee x &>/dev/null"),
+            vec![
+                vec!["rsync", "-a", "src", "dst"],
+                vec!["echo", "a b"],
+                vec!["tee", "x"],
+            ]
+        );
+        assert_eq!(
+            simple_commands("rsync a b > /dev/null 2>&1"),
+            vec![vec!["rsync", "a", "b"]]
+        );
+        assert_eq!(
+            backup_file_name(
+                DateTime::parse_from_rfc3339("2026-03-08T12:00:00Z")
+                    .unwrap()
+                    .with_timezone(&Utc)
+            ),
+            "crontab.before-mnbackup.20260308T120000Z"
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! `mnbackup forget`: remove snapshots, by id or by the retention policy (as restic's forget).
+//! Objects stay until `prune` (or `forget --prune`).
+
+use anyhow::Result;
+use mnbackup_scheduler::{apply_policy, KeepPolicy, SnapshotRef, TzSpec};
+use serde_json::json;
+
+use super::Ctx;
+use crate::error::usage;
+
+/// Options of `forget`.
+#[derive(Debug, Default, Clone)]
+pub struct ForgetArgs {
+    pub snapshots: Vec<String>,
+    pub keep: KeepPolicy,
+    pub dry_run: bool,
+    pub prune: bool,
+}
+
+/// The policy from the config, with command-line values taking precedence.
+pub fn policy(ctx: &Ctx, overrides: &KeepPolicy) -> KeepPolicy {
+    let r = &ctx.config.retention;
+    KeepPolicy {
+        last: overrides.last.or(r.keep_last),
+        hourly: overrides.hourly.or(r.keep_hourly),
+        daily: overrides.daily.or(r.keep_daily),
+        weekly: overrides.weekly.or(r.keep_weekly),
+        monthly: overrides.monthly.or(r.keep_monthly),
+        yearly: overrides.yearly.or(r.keep_yearly),
+    }
+}
+
+/// Decide and (unless dry run) remove; returns (kept, removed) ids. The caller holds the
+/// exclusive lock.
+pub fn forget_locked(ctx: &Ctx, repo: &crate::repo::Repo, args: &ForgetArgs) -> Result<(Vec<(String, String)>, Vec<String>)> {
+    let mut keep = Vec::new();
+    let mut remove = Vec::new();
+    if !args.snapshots.is_empty() {
+        for s in &args.snapshots {
+            remove.push(repo.resolve(s)?);
+        }
+    } else {
+        let pol = policy(ctx, &args.keep);
+        if pol.is_empty() {
+            return Err(usage(
+                "no retention policy: set [retention] keep_* in the configuration or give \
+                 --keep-last/--keep-daily/...; forget never removes everything by default",
+            ));
+        }
+        let tz = TzSpec::parse(&ctx.config.daemon.timezone).map_err(|e| usage(e.to_string()))?;
+        let mut refs = Vec::new();
+        for r in repo.load_all()? {
+            match r {
+                Ok(m) => refs.push(SnapshotRef { id: m.id, time: m.time }),
+                // A damaged snapshot is never chosen for removal by policy: verify reports it.
+                Err((id, _)) => keep.push((id, "damaged (kept for inspection)".to_string())),
+            }
+        }
+        let plan = apply_policy(&refs, &pol, &tz);
+        for d in plan.keep {
+            let why: Vec<_> = d.reasons.iter().map(|r| r.label()).collect();
+            keep.push((d.id, why.join(", ")));
+        }
+        remove.extend(plan.remove.into_iter().map(|d| d.id));
+    }
+    if !args.dry_run {
+        for id in &remove {
+            repo.remove_manifest(id)?;
+        }
+    }
+    Ok((keep, remove))
+}
+
+pub fn run(ctx: &Ctx, args: &ForgetArgs) -> Result<i32> {
+    let repo = ctx.open_repo()?;
+    let _lock = repo.lock(true, "forget", ctx.lock_wait())?;
+    let (keep, remove) = forget_locked(ctx, &repo, args)?;
+    let pruned = if args.prune {
+        Some(super::prune::prune_locked(&repo, args.dry_run)?)
+    } else {
+        None
+    };
+    if ctx.json {
+        let keep: Vec<_> = keep.iter().map(|(id, why)| json!({"id": id, "reasons": why})).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"keep": keep, "remove": remove, "dry_run": args.dry_run, "prune": pruned}))?
+        );
+    } else {
+        for (id, why) in &keep {
+            ctx.say(format!("keep   {id}  ({why})"));
+        }
+        for id in &remove {
+            ctx.say(format!("{} {id}", if args.dry_run { "would remove" } else { "remove" }));
+        }
+        ctx.say(format!(
+            "{} snapshots kept, {} {}",
+            keep.len(),
+            remove.len(),
+            if args.dry_run { "would be removed (dry run)" } else { "removed; run `mnbackup prune` to free their space" }
+        ));
+        if let Some(p) = &pruned {
+            super::prune::print_report(ctx, p)?;
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,93 @@
+//! `mnbackup prune`: remove objects no snapshot references (mark and sweep).
+//!
+//! Runs under the exclusive lock, so no snapshot is being written meanwhile and nothing a running
+//! snapshot needs can go. Delta bases are marked through the kept pieces' chains, so a base a
+//! kept delta needs is never removed. A damaged manifest stops the prune: what it references is
+//! unknown.
+
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::json;
+
+use super::Ctx;
+use crate::error::integrity;
+use crate::model::Manifest;
+use crate::repo::Repo;
+use crate::ui::bytes;
+
+/// What a prune removed (or would remove).
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub snapshots: usize,
+    pub objects_total: usize,
+    pub objects_removed: usize,
+    pub bytes_removed: u64,
+    pub bytes_kept: u64,
+    pub leftovers_removed: u64,
+    pub dry_run: bool,
+}
+
+/// Prune `repo`; the caller holds the exclusive lock.
+pub fn prune_locked(repo: &Repo, dry_run: bool) -> Result<PruneReport> {
+    let mut manifests: Vec<Manifest> = Vec::new();
+    for r in repo.load_all()? {
+        match r {
+            Ok(m) => manifests.push(m),
+            Err((id, e)) => {
+                return Err(integrity(format!(
+                    "prune stopped: the manifest of snapshot {id} is damaged ({e:#}), so what it \
+                     needs is unknown and nothing was removed. If that snapshot is lost, `mnbackup \
+                     forget {id}` first, then prune again"
+                )))
+            }
+        }
+    }
+    let mut report = PruneReport {
+        snapshots: manifests.len(),
+        dry_run,
+        ..Default::default()
+    };
+    if !dry_run {
+        report.leftovers_removed = repo.clean_leftovers()?.0;
+    }
+    let keep = Repo::referenced_objects(&manifests);
+    let all = repo.all_objects()?;
+    report.objects_total = all.len();
+    for (id, size) in all {
+        if keep.contains(&id) {
+            report.bytes_kept += size;
+            continue;
+        }
+        report.objects_removed += 1;
+        report.bytes_removed += size;
+        if !dry_run {
+            std::fs::remove_file(repo.object_path(&id)?)?;
+        }
+    }
+    Ok(report)
+}
+
+pub fn run(ctx: &Ctx, dry_run: bool) -> Result<i32> {
+    let repo = ctx.open_repo()?;
+    let _lock = repo.lock(true, "prune", ctx.lock_wait())?;
+    let r = prune_locked(&repo, dry_run)?;
+    print_report(ctx, &r)?;
+    Ok(0)
+}
+
+pub fn print_report(ctx: &Ctx, r: &PruneReport) -> Result<()> {
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&json!({"prune": r}))?);
+    } else {
+        ctx.say(format!(
+            "{} {} of {} objects ({}); {} kept for {} snapshots",
+            if r.dry_run { "would remove" } else { "removed" },
+            r.objects_removed,
+            r.objects_total,
+            bytes(r.bytes_removed),
+            bytes(r.bytes_kept),
+            r.snapshots
+        ));
+    }
+    Ok(())
+}
