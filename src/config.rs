@@ -48,7 +48,7 @@ pub struct Config {
 
 /// `[repository]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RepositoryConfig {
     /// The repository directory on the pool (overridden by `-r` / `MNBACKUP_REPO`).
     pub path: Option<PathBuf>,
@@ -73,7 +73,7 @@ impl Default for RepositoryConfig {
 
 /// `[compression]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CompressionConfig {
     /// zstd level, 1 (fast) to 19 (small).
     pub level: i32,
@@ -89,7 +89,7 @@ impl Default for CompressionConfig {
 
 /// `[delta]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DeltaConfig {
     pub enabled: bool,
     /// A full copy at least every N snapshots of a piece (the delta chain length limit).
@@ -158,7 +158,7 @@ fn default_retries() -> u32 {
 
 /// `[daemon]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DaemonConfig {
     /// `local` (the system's zone) or an IANA name such as `Asia/Shanghai`.
     pub timezone: String,
