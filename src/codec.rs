@@ -131,18 +131,33 @@ fn decompress(data: &[u8], limit: usize, what: &str) -> Result<Vec<u8>> {
     })
 }
 
-/// Encode one piece. `reuse` is an already stored piece with the same plain hash (unchanged);
-/// `base` is the parent's piece at the same position (for a delta).
+/// One piece to encode.
+pub struct PieceInput<'a> {
+    pub plain: &'a [u8],
+    /// BLAKE3 of `plain`, hex.
+    pub plain_hash: &'a str,
+    /// Whether the item takes deltas (then the piece gets a signature).
+    pub want_sig: bool,
+    /// An already stored piece with the same plain hash (unchanged).
+    pub reuse: Option<&'a Piece>,
+    /// The parent's piece at the same position (the delta base).
+    pub base: Option<&'a Piece>,
+}
+
+/// Encode one piece: unchanged, delta or full (see the module documentation).
 pub fn encode_piece(
     repo: &Repo,
     policy: &CodecPolicy,
     cache: &SigCache,
-    plain: &[u8],
-    plain_hash: &str,
-    want_sig: bool,
-    reuse: Option<&Piece>,
-    base: Option<&Piece>,
+    input: PieceInput,
 ) -> Result<(Piece, PieceCost)> {
+    let PieceInput {
+        plain,
+        plain_hash,
+        want_sig,
+        reuse,
+        base,
+    } = input;
     let mut cost = PieceCost::default();
     if let Some(r) = reuse {
         if !want_sig || r.sig.is_some() {

@@ -242,11 +242,13 @@ impl ItemSink for SnapshotWriter {
                 &self.repo,
                 &self.policy,
                 &self.cache,
-                chunk,
-                &hash,
-                want_sig,
-                reuse.as_ref(),
-                base,
+                crate::codec::PieceInput {
+                    plain: chunk,
+                    plain_hash: &hash,
+                    want_sig,
+                    reuse: reuse.as_ref(),
+                    base,
+                },
             )
             .with_context(|| format!("storing {}", spec.name))?;
             {

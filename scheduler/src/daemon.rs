@@ -799,6 +799,6 @@ trait NoneOrAfter {
 impl NoneOrAfter for Option<DateTime<Utc>> {
     /// True if there is no next slot or it is at/after `t`.
     fn is_none_or_after(&self, t: DateTime<Utc>) -> bool {
-        self.map_or(true, |n| n >= t)
+        self.is_none_or(|n| n >= t)
     }
 }

@@ -627,7 +627,7 @@ impl Schedule {
                 }
             }
             for t in self.instants(n) {
-                if t > after && best.map_or(true, |b| t < b) {
+                if t > after && best.is_none_or(|b| t < b) {
                     best = Some(t);
                 }
             }

@@ -30,9 +30,11 @@ pub fn policy(ctx: &Ctx, overrides: &KeepPolicy) -> KeepPolicy {
     }
 }
 
-/// Decide and (unless dry run) remove; returns (kept, removed) ids. The caller holds the
-/// exclusive lock.
-pub fn forget_locked(ctx: &Ctx, repo: &crate::repo::Repo, args: &ForgetArgs) -> Result<(Vec<(String, String)>, Vec<String>)> {
+/// Kept snapshots with the reasons, and removed snapshot ids.
+pub type ForgetOutcome = (Vec<(String, String)>, Vec<String>);
+
+/// Decide and (unless dry run) remove. The caller holds the exclusive lock.
+pub fn forget_locked(ctx: &Ctx, repo: &crate::repo::Repo, args: &ForgetArgs) -> Result<ForgetOutcome> {
     let mut keep = Vec::new();
     let mut remove = Vec::new();
     if !args.snapshots.is_empty() {

@@ -615,7 +615,9 @@ fn put_table(
     let mut stems = BTreeSet::new();
     let mut versions = BTreeSet::new();
     for f in found {
-        let Some((key, sf)) = key_of(&f.rel) else { continue };
+        let Some((key, sf)) = key_of(&f.rel) else {
+            continue;
+        };
         stems.insert(key.clone());
         versions.insert(sf.version.clone());
         if sf.is_digest() {
@@ -690,12 +692,12 @@ fn put_table(
             };
             info.digest_checks.push(check);
             if exp.value != actual {
-                return Err(digest_mismatch(&f.path.display().to_string(), exp, &actual).context(
-                    format!(
+                return Err(
+                    digest_mismatch(&f.path.display().to_string(), exp, &actual).context(format!(
                         "the snapshot was abandoned: Cassandra table {ks}.{table} has a corrupt \
                          SSTable"
-                    ),
-                ));
+                    )),
+                );
             }
             summary.digests_checked += 1;
         }
@@ -740,7 +742,10 @@ mod tests {
              cqlsh = [\"cqlsh\", \"127.0.0.1\"]\nflush = false",
         )
         .unwrap();
-        assert_eq!(c.nodetool.argv(), vec!["/opt/cassandra/bin/nodetool", "-Dx=1"]);
+        assert_eq!(
+            c.nodetool.argv(),
+            vec!["/opt/cassandra/bin/nodetool", "-Dx=1"]
+        );
         assert_eq!(c.cqlsh.unwrap().argv(), vec!["cqlsh", "127.0.0.1"]);
         assert!(!c.flush);
         let e = parse_config("nodetol = \"x\"").unwrap_err();

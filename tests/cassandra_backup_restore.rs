@@ -1,0 +1,674 @@
+//! Cassandra: backup through the `nodetool` stand-in into an in-memory sink, then restore into a
+//! fresh data directory. The stand-in (`fixtures/cassandra/nodetool`) really hard-links the
+//! SSTables into `snapshots/<tag>/` as Cassandra does; its calls are logged per test.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::io::{Cursor, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use mnbackup::source::{ItemSink, ItemSpec};
+use mnbackup::sources::cassandra::{backup, CassandraConfig, CommandLine};
+use mnbackup_fixtures::cassandra::{self as fx, Layout};
+use mnbackup_restore::cassandra::{self as rc, CassandraRestoreConfig, RestoreComponent};
+
+/// An in-memory sink: keeps every item's bytes, stores each distinct content once (as the
+/// repository does) and counts the zstd-compressed bytes of new contents.
+#[derive(Default)]
+struct MemSink {
+    items: Mutex<BTreeMap<String, (ItemSpec, Vec<u8>)>>,
+    store: Mutex<HashMap<[u8; 32], u64>>,
+    bytes_added: Mutex<u64>,
+    info: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// Fail the put after this many successful ones.
+    fail_after: Option<usize>,
+}
+
+impl MemSink {
+    fn take_bytes_added(&self) -> u64 {
+        std::mem::take(&mut *self.bytes_added.lock().unwrap())
+    }
+    fn new_run(&self) {
+        self.items.lock().unwrap().clear();
+        self.info.lock().unwrap().clear();
+        self.take_bytes_added();
+    }
+    fn item_names(&self) -> BTreeSet<String> {
+        self.items.lock().unwrap().keys().cloned().collect()
+    }
+    fn bytes_of(&self, name: &str) -> Vec<u8> {
+        self.items.lock().unwrap()[name].1.clone()
+    }
+    fn info(&self) -> serde_json::Value {
+        self.info.lock().unwrap()["cassandra"].clone()
+    }
+}
+
+impl ItemSink for MemSink {
+    fn put_reader(&self, spec: ItemSpec, reader: &mut dyn Read) -> anyhow::Result<()> {
+        if let Some(n) = self.fail_after {
+            if self.items.lock().unwrap().len() >= n {
+                anyhow::bail!("the pool went away (test sink)");
+            }
+        }
+        let mut data = Vec::new();
+        reader.read_to_end(&mut data)?;
+        let h = *blake3::hash(&data).as_bytes();
+        let mut store = self.store.lock().unwrap();
+        if let std::collections::hash_map::Entry::Vacant(e) = store.entry(h) {
+            let z = zstd::encode_all(&data[..], 3)?.len() as u64;
+            e.insert(z);
+            *self.bytes_added.lock().unwrap() += z;
+        }
+        let mut items = self.items.lock().unwrap();
+        assert!(
+            !items.contains_key(&spec.name),
+            "duplicate item {}",
+            spec.name
+        );
+        items.insert(spec.name.clone(), (spec, data));
+        Ok(())
+    }
+    fn put_entry(&self, spec: ItemSpec) -> anyhow::Result<()> {
+        self.items
+            .lock()
+            .unwrap()
+            .insert(spec.name.clone(), (spec, Vec::new()));
+        Ok(())
+    }
+    fn set_source_info(&self, source: &str, info: serde_json::Value) {
+        self.info.lock().unwrap().insert(source.to_string(), info);
+    }
+}
+
+/// A node: data directory, the stand-ins' logs, and a config that runs the stand-in on it.
+struct Node {
+    _tmp: tempfile::TempDir,
+    layout: Layout,
+    log: PathBuf,
+    cqlsh_log: PathBuf,
+}
+
+impl Node {
+    fn new(seed: u64, empty: bool) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let layout = if empty {
+            fx::generate_empty(&data, seed).unwrap()
+        } else {
+            fx::generate(&data, seed).unwrap()
+        };
+        Node {
+            log: tmp.path().join("nodetool.log"),
+            cqlsh_log: tmp.path().join("cqlsh.log"),
+            layout,
+            _tmp: tmp,
+        }
+    }
+
+    fn data(&self) -> &Path {
+        &self.layout.data_dir
+    }
+
+    /// `env CASSANDRA_DATA=… NODETOOL_LOG=… [extra…] <stand-in>`: per-test environment without
+    /// touching the test process's.
+    fn tool(&self, tool: &Path, extra: &[&str]) -> Vec<String> {
+        let mut v = vec![
+            "env".to_string(),
+            format!("CASSANDRA_DATA={}", self.data().display()),
+            format!("NODETOOL_LOG={}", self.log.display()),
+            format!("CQLSH_LOG={}", self.cqlsh_log.display()),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.push(tool.display().to_string());
+        v
+    }
+
+    fn config(&self, extra_env: &[&str]) -> CassandraConfig {
+        CassandraConfig {
+            data_dirs: vec![self.data().to_path_buf()],
+            nodetool: CommandLine::Argv(self.tool(&fx::nodetool_path(), extra_env)),
+            ..Default::default()
+        }
+    }
+
+    fn log_lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Snapshot directories left anywhere in the data directory.
+    fn leftover_snapshots(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for t in &self.layout.tables {
+            let s = t.dir.join("snapshots");
+            if let Ok(rd) = fs::read_dir(&s) {
+                out.extend(rd.map(|e| e.unwrap().path()));
+            }
+        }
+        out
+    }
+}
+
+fn expected_items(layout: &Layout) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for t in layout.user_tables() {
+        for f in t.live_files().unwrap() {
+            out.insert(format!("cassandra/{}/{}/{f}", t.keyspace, t.table));
+        }
+        for f in ["schema.cql", "manifest.json"] {
+            out.insert(format!("cassandra/{}/{}/{f}", t.keyspace, t.table));
+        }
+    }
+    out
+}
+
+#[test]
+fn backup_takes_every_user_table_checks_digests_and_clears_the_snapshot() {
+    let node = Node::new(1, false);
+    let sink = MemSink::default();
+    let summary = backup(&node.config(&[]), "20240101T000000Z-ab12", &sink).unwrap();
+
+    assert_eq!(
+        summary.keyspaces,
+        vec!["kairosdb", "zstack_billing", "zstack_logging"]
+    );
+    assert_eq!(sink.item_names(), expected_items(&node.layout));
+    assert!(!sink.item_names().iter().any(|n| n.contains("/system")));
+    // Byte for byte, with file metadata, never as deltas.
+    for t in node.layout.user_tables() {
+        for f in t.live_files().unwrap() {
+            let name = format!("cassandra/{}/{}/{f}", t.keyspace, t.table);
+            assert_eq!(
+                sink.bytes_of(&name),
+                fs::read(t.dir.join(&f)).unwrap(),
+                "{name}"
+            );
+            let items = sink.items.lock().unwrap();
+            let spec = &items[&name].0;
+            assert!(!spec.delta && spec.meta.is_some(), "{name}");
+        }
+    }
+    // manifest.json as Cassandra writes it.
+    let m: serde_json::Value =
+        serde_json::from_slice(&sink.bytes_of("cassandra/kairosdb/data_points/manifest.json"))
+            .unwrap();
+    assert_eq!(
+        m["files"],
+        serde_json::json!(["md-1-big-Data.db", "md-2-big-Data.db"])
+    );
+
+    // Every Data.db (the secondary index's too) was checked against its digest, of each format.
+    let data_files: usize = node
+        .layout
+        .user_tables()
+        .map(|t| {
+            t.live_files()
+                .unwrap()
+                .iter()
+                .filter(|f| f.ends_with("Data.db"))
+                .count()
+        })
+        .sum();
+    assert_eq!(summary.digests_checked, data_files);
+    assert_eq!(summary.digests_missing, 0);
+    let info = sink.info();
+    let checks = info["digest_checks"].as_array().unwrap();
+    assert_eq!(checks.len(), data_files);
+    let algos: BTreeSet<&str> = checks
+        .iter()
+        .map(|c| c["algorithm"].as_str().unwrap())
+        .collect();
+    assert_eq!(algos, BTreeSet::from(["adler32", "crc32"]));
+    assert!(checks.iter().all(|c| c["ok"] == true));
+    assert_eq!(info["tag"], "mnbackup-20240101T000000Z-ab12");
+    assert_eq!(info["snapshot_cleared"], true);
+    let dp = info["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "data_points")
+        .unwrap();
+    assert_eq!(dp["keyspace"], "kairosdb");
+    assert_eq!(
+        dp["id"],
+        node.layout.table("kairosdb", "data_points").id.as_str()
+    );
+    assert_eq!(dp["versions"], serde_json::json!(["md"]));
+    assert_eq!(dp["sstables"], 2);
+
+    // nodetool: flush each keyspace, snapshot the user keyspaces only, clear the tag.
+    let log = node.log_lines();
+    let cmds: Vec<String> = log
+        .iter()
+        .map(|l| l.split("-p 7199 ").last().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        cmds,
+        vec![
+            "flush kairosdb",
+            "flush zstack_billing",
+            "flush zstack_logging",
+            "snapshot -t mnbackup-20240101T000000Z-ab12 kairosdb zstack_billing zstack_logging",
+            "clearsnapshot -t mnbackup-20240101T000000Z-ab12",
+        ]
+    );
+    assert!(node.leftover_snapshots().is_empty());
+}
+
+#[test]
+fn second_snapshot_stores_only_the_new_sstable() {
+    let mut node = Node::new(2, false);
+    let sink = MemSink::default();
+    backup(&node.config(&[]), "s1", &sink).unwrap();
+    let first = sink.take_bytes_added();
+
+    sink.new_run();
+    let t = node.layout.table_mut("kairosdb", "data_points");
+    // A flush: a small new SSTable beside the big compacted ones.
+    let new_files = t.add_sstable(64 * 1024).unwrap();
+    let new_compressed: u64 = new_files
+        .iter()
+        .map(|p| {
+            zstd::encode_all(&fs::read(p).unwrap()[..], 3)
+                .unwrap()
+                .len() as u64
+        })
+        .sum();
+    let new_data = zstd::encode_all(&fs::read(&new_files[0]).unwrap()[..], 3)
+        .unwrap()
+        .len() as u64;
+    backup(&node.config(&[]), "s2", &sink).unwrap();
+    let second = sink.take_bytes_added();
+
+    assert!(sink
+        .item_names()
+        .contains("cassandra/kairosdb/data_points/md-3-big-Data.db"));
+    // The new SSTable (its TOC.txt is identical to the others', so deduplicated) plus the
+    // table's new manifest.json; nothing else.
+    assert!(
+        second >= new_data,
+        "second {second} < new Data.db {new_data}"
+    );
+    assert!(
+        second <= new_compressed + 256,
+        "second {second} > new SSTable {new_compressed} + manifest"
+    );
+    assert!(second * 5 < first, "second {second} vs first {first}");
+}
+
+#[test]
+fn digest_mismatch_is_an_error_and_the_snapshot_is_cleared() {
+    let node = Node::new(3, false);
+    node.layout
+        .table("kairosdb", "row_key_index")
+        .corrupt_data(1)
+        .unwrap();
+    let sink = MemSink::default();
+    let err = backup(&node.config(&[]), "bad", &sink).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("is corrupt"), "{msg}");
+    assert!(msg.contains("md-1-big-Data.db"), "{msg}");
+    assert!(msg.contains("Digest.crc32"), "{msg}");
+    assert!(msg.contains("nodetool scrub"), "{msg}");
+    assert!(node.leftover_snapshots().is_empty());
+    assert!(node
+        .log_lines()
+        .last()
+        .unwrap()
+        .contains("clearsnapshot -t mnbackup-bad"));
+
+    // 2.1's Digest.sha1 (a decimal Adler-32) is checked as well.
+    let node = Node::new(4, false);
+    node.layout
+        .table("zstack_billing", "usage")
+        .corrupt_data(2)
+        .unwrap();
+    let err = backup(&node.config(&[]), "bad2", &MemSink::default()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("Adler-32") && msg.contains("Digest.sha1"),
+        "{msg}"
+    );
+    assert!(node.leftover_snapshots().is_empty());
+}
+
+#[test]
+fn failing_sink_midway_still_clears_the_snapshot() {
+    let node = Node::new(5, false);
+    let sink = MemSink {
+        fail_after: Some(5),
+        ..Default::default()
+    };
+    let err = backup(&node.config(&[]), "midway", &sink).unwrap_err();
+    assert!(format!("{err:#}").contains("the pool went away"), "{err:#}");
+    let log = node.log_lines();
+    assert!(log
+        .iter()
+        .any(|l| l.contains("snapshot -t mnbackup-midway")));
+    assert!(log
+        .last()
+        .unwrap()
+        .contains("clearsnapshot -t mnbackup-midway"));
+    assert!(node.leftover_snapshots().is_empty());
+}
+
+#[test]
+fn failing_or_missing_nodetool_gives_a_clear_error() {
+    let node = Node::new(6, false);
+    let err = backup(
+        &node.config(&["NODETOOL_FAIL=snapshot"]),
+        "down",
+        &MemSink::default(),
+    )
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("taking the Cassandra snapshot"), "{msg}");
+    assert!(msg.contains("Connection refused"), "{msg}"); // nodetool's stderr
+    assert!(msg.contains("exit status 1"), "{msg}");
+    assert!(
+        msg.contains("Cassandra is running") && msg.contains("JMX"),
+        "{msg}"
+    );
+    // The tag is cleared even though the snapshot command failed.
+    assert!(node
+        .log_lines()
+        .last()
+        .unwrap()
+        .contains("clearsnapshot -t mnbackup-down"));
+
+    let err = backup(
+        &node.config(&["NODETOOL_FAIL=flush"]),
+        "f",
+        &MemSink::default(),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("flushing Cassandra keyspace"),
+        "{err:#}"
+    );
+
+    let cfg = CassandraConfig {
+        nodetool: CommandLine::Line("/nonexistent/bin/nodetool".into()),
+        ..node.config(&[])
+    };
+    let msg = format!("{:#}", backup(&cfg, "x", &MemSink::default()).unwrap_err());
+    assert!(
+        msg.contains("was not found") && msg.contains("/nonexistent/bin/nodetool"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn jmx_password_reaches_nodetool_through_a_private_file_only() {
+    let node = Node::new(7, false);
+    let pwfile = node.data().parent().unwrap().join("jmx.pw");
+    fs::write(&pwfile, "Sup3r-secret\n").unwrap();
+    let env = [
+        "NODETOOL_EXPECT_USER=jmxadmin",
+        "NODETOOL_EXPECT_PASSWORD=Sup3r-secret",
+    ];
+    let cfg = CassandraConfig {
+        jmx_user: Some("jmxadmin".into()),
+        jmx_password_file: Some(pwfile.clone()),
+        host: Some("127.0.0.1".into()),
+        ..node.config(&env)
+    };
+    backup(&cfg, "auth", &MemSink::default()).unwrap();
+    let log = node.log_lines().join("\n");
+    assert!(log.contains("-u jmxadmin -pwf "), "{log}");
+    assert!(!log.contains("Sup3r-secret"), "{log}");
+    // The temporary password files are gone.
+    let leftovers: Vec<_> = fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("mnbackup-jmx-{}-", std::process::id()))
+        })
+        .collect();
+    assert!(leftovers.is_empty());
+    // A wrong password is reported with nodetool's message.
+    fs::write(&pwfile, "wrong\n").unwrap();
+    let msg = format!(
+        "{:#}",
+        backup(&cfg, "auth2", &MemSink::default()).unwrap_err()
+    );
+    assert!(msg.contains("Authentication failed"), "{msg}");
+    assert!(!msg.contains("wrong"), "{msg}");
+}
+
+/// The restore input built from a backed-up sink, as `mnbackup restore` builds it from items.
+fn components(sink: &MemSink) -> Vec<RestoreComponent<'static>> {
+    let items = sink.items.lock().unwrap();
+    items
+        .iter()
+        .filter_map(|(name, (_, data))| {
+            let data = data.clone();
+            let size = data.len() as u64;
+            RestoreComponent::from_item_name(
+                name,
+                size,
+                Box::new(move || Ok(Box::new(Cursor::new(data)) as Box<dyn Read>)),
+            )
+        })
+        .collect()
+}
+
+fn restore_config(node: &Node) -> CassandraRestoreConfig {
+    let mut c = CassandraRestoreConfig::new(
+        node.data(),
+        rc::Nodetool::new(node.tool(&fx::nodetool_path(), &[])),
+    );
+    c.owner = Some("mnbackup-no-such-user".into());
+    c
+}
+
+fn backed_up(seed: u64) -> (Node, MemSink) {
+    let node = Node::new(seed, false);
+    let sink = MemSink::default();
+    backup(&node.config(&[]), "src", &sink).unwrap();
+    (node, sink)
+}
+
+#[test]
+fn restore_into_an_empty_node_puts_every_component_back_and_refreshes() {
+    let (src, sink) = backed_up(10);
+    let dst = Node::new(99, true);
+    let cfg = restore_config(&dst);
+
+    // The plan says where everything goes and changes nothing.
+    let plan = rc::plan(&cfg, &components(&sink)).unwrap();
+    assert_eq!(plan.tables.len(), 6);
+    for tp in &plan.tables {
+        let t = dst.layout.table(&tp.keyspace, &tp.table);
+        assert_eq!(tp.dest_dir.as_deref(), Some(t.dir.as_path()));
+        assert_ne!(t.id, src.layout.table(&tp.keyspace, &tp.table).id);
+        assert!(tp
+            .commands
+            .last()
+            .unwrap()
+            .ends_with(&format!("refresh {} {}", tp.keyspace, tp.table)));
+        assert!(tp.files.iter().all(|f| !f.exists));
+        assert!(t.live_files().unwrap().is_empty());
+    }
+    let text = plan.to_string();
+    assert!(
+        text.contains("kairosdb.data_points: 2 SSTable(s)"),
+        "{text}"
+    );
+    assert!(dst.log_lines().is_empty());
+
+    let report = rc::restore(&cfg, components(&sink)).unwrap();
+    assert!(report.pending.is_empty(), "{:?}", report.pending);
+    assert!(report
+        .notes
+        .iter()
+        .any(|n| n.contains("mnbackup-no-such-user")));
+    for s in src.layout.user_tables() {
+        let d = dst.layout.table(&s.keyspace, &s.table);
+        let src_files = s.live_files().unwrap();
+        assert_eq!(
+            d.live_files().unwrap(),
+            src_files,
+            "{}.{}",
+            s.keyspace,
+            s.table
+        );
+        for f in &src_files {
+            assert_eq!(
+                fs::read(d.dir.join(f)).unwrap(),
+                fs::read(s.dir.join(f)).unwrap(),
+                "{f}"
+            );
+        }
+        // Nothing went into snapshots/ or backups/, no temporary file is left.
+        assert!(!d.dir.join("snapshots").exists());
+        assert_eq!(fs::read_dir(d.dir.join("backups")).unwrap().count(), 0);
+        let tr = report
+            .tables
+            .iter()
+            .find(|t| t.keyspace == s.keyspace && t.table == s.table)
+            .unwrap();
+        assert_eq!(tr.files_written, src_files.len());
+        assert_eq!(
+            tr.digests_verified,
+            src_files.iter().filter(|f| f.ends_with("Data.db")).count()
+        );
+    }
+    let log = dst.log_lines();
+    for s in src.layout.user_tables() {
+        let want = format!("refresh {} {}", s.keyspace, s.table);
+        assert_eq!(
+            log.iter().filter(|l| l.ends_with(&want)).count(),
+            1,
+            "{log:?}"
+        );
+    }
+
+    // Running it again accepts the identical files and refreshes again.
+    let report = rc::restore(&cfg, components(&sink)).unwrap();
+    assert!(report
+        .tables
+        .iter()
+        .all(|t| t.files_written == 0 && t.files_present > 0));
+}
+
+#[test]
+fn restore_never_overwrites_a_different_file() {
+    let (_src, sink) = backed_up(11);
+    let dst = Node::new(98, true);
+    let t = dst.layout.table("kairosdb", "data_points");
+    fs::write(t.dir.join("md-1-big-Data.db"), b"someone else's sstable").unwrap();
+    let err = rc::restore(&restore_config(&dst), components(&sink)).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("refusing to overwrite"), "{msg}");
+    assert_eq!(
+        fs::read(t.dir.join("md-1-big-Data.db")).unwrap(),
+        b"someone else's sstable"
+    );
+    // Nothing else of that table was placed, and no temporary file is left.
+    assert_eq!(
+        t.live_files().unwrap(),
+        vec!["md-1-big-Data.db".to_string()]
+    );
+}
+
+#[test]
+fn restore_verifies_digests_of_the_backed_up_data() {
+    let (_src, sink) = backed_up(12);
+    {
+        let mut items = sink.items.lock().unwrap();
+        let data = &mut items
+            .get_mut("cassandra/zstack_billing/price/la-1-big-Data.db")
+            .unwrap()
+            .1;
+        data[100] ^= 1;
+    }
+    let dst = Node::new(97, true);
+    let err = rc::restore(&restore_config(&dst), components(&sink)).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("is corrupt") && msg.contains("Digest.adler32"),
+        "{msg}"
+    );
+    assert!(dst
+        .layout
+        .table("zstack_billing", "price")
+        .live_files()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn restore_creates_missing_tables_with_cqlsh_or_says_what_to_run() {
+    let (src, sink) = backed_up(13);
+    let dst = Node::new(96, true);
+    fs::remove_dir_all(dst.data().join("zstack_logging")).unwrap();
+
+    // Without cqlsh: the other tables are restored, this one is pending with the command.
+    let report = rc::restore(&restore_config(&dst), components(&sink)).unwrap();
+    assert_eq!(report.tables.len(), 5);
+    assert_eq!(report.pending.len(), 1);
+    assert!(
+        report.pending[0].contains("zstack_logging.logs"),
+        "{:?}",
+        report.pending
+    );
+    assert!(
+        report.pending[0].contains("cqlsh -f"),
+        "{:?}",
+        report.pending
+    );
+
+    // With cqlsh: keyspace and table are created (new id), then filled and refreshed.
+    let mut cfg = restore_config(&dst);
+    cfg.cqlsh = Some(dst.tool(&fx::cqlsh_path(), &[]));
+    let report = rc::restore(&cfg, components(&sink)).unwrap();
+    assert!(report.pending.is_empty(), "{:?}", report.pending);
+    let cql = fs::read_to_string(&dst.cqlsh_log).unwrap();
+    assert!(
+        cql.contains("CREATE KEYSPACE IF NOT EXISTS zstack_logging"),
+        "{cql}"
+    );
+    assert!(
+        cql.contains("CREATE TABLE IF NOT EXISTS zstack_logging.logs"),
+        "{cql}"
+    );
+    let dirs = rc::find_table_dirs(dst.data(), "zstack_logging", "logs").unwrap();
+    assert_eq!(dirs.len(), 1);
+    let s = src.layout.table("zstack_logging", "logs");
+    for f in s.live_files().unwrap() {
+        assert_eq!(
+            fs::read(dirs[0].join(&f)).unwrap(),
+            fs::read(s.dir.join(&f)).unwrap()
+        );
+    }
+    assert!(dst
+        .log_lines()
+        .iter()
+        .any(|l| l.ends_with("refresh zstack_logging logs")));
+}
+
+#[test]
+fn restore_with_nodetool_import() {
+    let (src, sink) = backed_up(14);
+    let dst = Node::new(95, true);
+    let mut cfg = restore_config(&dst);
+    cfg.use_import = true;
+    cfg.import_dir = Some(dst.data().parent().unwrap().join("staging"));
+    let report = rc::restore(&cfg, components(&sink)).unwrap();
+    assert!(report.tables.iter().all(|t| t.loaded_with == "import"));
+    let s = src.layout.table("kairosdb", "data_points");
+    let d = dst.layout.table("kairosdb", "data_points");
+    assert_eq!(d.live_files().unwrap(), s.live_files().unwrap());
+    assert!(dst
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("import kairosdb data_points ") && l.contains("staging")));
+}
