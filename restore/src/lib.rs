@@ -1,1 +1,8 @@
-pub fn placeholder() {}
+//! How mnbackup rebuilds a failed management node: plan, preflight, load, prove.
+//!
+//! This crate knows nothing of the repository format: the `mnbackup` binary hands it entries and
+//! content readers through narrow traits.
+
+pub mod files;
+pub mod cassandra;
+pub mod fingerprint;

@@ -131,13 +131,19 @@ impl MariadbConfig {
     /// Parallel reader connections.
     pub fn workers(&self) -> usize {
         self.workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            })
             .clamp(1, 64)
     }
 
     /// Rows per INSERT statement.
     pub fn rows_per_insert(&self) -> usize {
-        self.rows_per_insert.unwrap_or(DEFAULT_ROWS_PER_INSERT).max(1)
+        self.rows_per_insert
+            .unwrap_or(DEFAULT_ROWS_PER_INSERT)
+            .max(1)
     }
 
     /// Split threshold and bucket size.
@@ -235,7 +241,10 @@ impl MariadbConfig {
             if p.port.is_none() {
                 if let Some(port) = o.get("port") {
                     p.port = Some(port.parse().with_context(|| {
-                        format!("option file {}: port {port:?} is not a number", path.display())
+                        format!(
+                            "option file {}: port {port:?} is not a number",
+                            path.display()
+                        )
                     })?);
                 }
             }

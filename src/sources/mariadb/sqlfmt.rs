@@ -187,7 +187,11 @@ mod tests {
     #[test]
     fn literals() {
         let mut v = Vec::new();
-        push_value(&mut v, ValueKind::Text, Some(b"a'b\\c\nd\0\x1a\r\xf0\x9f\x98\x80"));
+        push_value(
+            &mut v,
+            ValueKind::Text,
+            Some(b"a'b\\c\nd\0\x1a\r\xf0\x9f\x98\x80"),
+        );
         assert_eq!(v, b"'a\\'b\\\\c\\nd\\0\\Z\\r\xf0\x9f\x98\x80'".to_vec());
         v.clear();
         push_value(&mut v, ValueKind::Binary, Some(&[0, 0xff, 0x10]));

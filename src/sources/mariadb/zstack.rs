@@ -41,7 +41,8 @@ pub fn encrypt(raw: &str) -> String {
 /// Encrypt with another passphrase (for tests of the wrong-key error).
 pub fn encrypt_with(passphrase: &str, raw: &str) -> String {
     let plain = format!("{PREFIX}{raw}");
-    let ct = Enc::new(&key_for(passphrase).into()).encrypt_padded_vec_mut::<Pkcs7>(plain.as_bytes());
+    let ct =
+        Enc::new(&key_for(passphrase).into()).encrypt_padded_vec_mut::<Pkcs7>(plain.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(ct)
 }
 
@@ -283,7 +284,10 @@ mod tests {
         b[0] ^= 0xff;
         let bad = base64::engine::general_purpose::STANDARD.encode(&b);
         assert!(decrypt(&bad).is_err());
-        assert!(decrypt("not base64!").unwrap_err().to_string().contains("base64"));
+        assert!(decrypt("not base64!")
+            .unwrap_err()
+            .to_string()
+            .contains("base64"));
     }
 
     #[test]

@@ -1,0 +1,78 @@
+//! Application accounts: `CREATE USER` with the password hash (loaded first, so definers exist)
+//! and their grants (loaded last, when the objects they name exist).
+
+use anyhow::Result;
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+
+use super::errors::explain;
+use super::sqlfmt::{header, quoted};
+
+/// Accounts never dumped: they belong to the server installation.
+pub fn is_system_account(user: &str) -> bool {
+    matches!(
+        user,
+        "root" | "mariadb.sys" | "mysql" | "PUBLIC" | "" | "debian-sys-maint" | "healthcheck"
+    ) || user.starts_with("mysql.")
+}
+
+fn account(user: &str, host: &str) -> String {
+    format!("{}@{}", quoted(user), quoted(host))
+}
+
+/// The accounts item and the grants item.
+pub struct Accounts {
+    pub accounts_sql: Vec<u8>,
+    pub grants_sql: Vec<u8>,
+    /// `user@host` of every account dumped.
+    pub names: Vec<String>,
+}
+
+/// Dump every non-system account and role.
+pub async fn dump_accounts(conn: &mut Conn, addr: &str) -> Result<Accounts> {
+    let rows: Vec<(String, String, String)> = conn
+        .query("SELECT User, Host, IF(is_role = 'Y', 'Y', 'N') FROM mysql.user ORDER BY User, Host")
+        .await
+        .map_err(|e| explain(e, addr, "listing accounts (SELECT on mysql.user)"))?;
+    let mut acc = header(
+        "accounts (CREATE USER / CREATE ROLE; grants are in the grants item)",
+        None,
+    );
+    let mut grants = header("grants of the accounts", None);
+    let mut names = Vec::new();
+    for (user, host, is_role) in rows {
+        if is_system_account(&user) {
+            continue;
+        }
+        let is_role = is_role == "Y";
+        let target = if is_role {
+            quoted(&user)
+        } else {
+            account(&user, &host)
+        };
+        if is_role {
+            acc.push_str(&format!("CREATE ROLE IF NOT EXISTS {target};\n"));
+        } else {
+            let create: Option<String> = conn
+                .query_first(format!("SHOW CREATE USER {target}"))
+                .await
+                .map_err(|e| explain(e, addr, &format!("SHOW CREATE USER {target}")))?;
+            let Some(create) = create else { continue };
+            let create = create.replacen("CREATE USER ", "CREATE OR REPLACE USER ", 1);
+            acc.push_str(&format!("{create};\n"));
+        }
+        let lines: Vec<String> = conn
+            .query(format!("SHOW GRANTS FOR {target}"))
+            .await
+            .map_err(|e| explain(e, addr, &format!("SHOW GRANTS FOR {target}")))?;
+        for g in lines {
+            grants.push_str(&format!("{g};\n"));
+        }
+        names.push(format!("{user}@{host}"));
+    }
+    Ok(Accounts {
+        accounts_sql: acc.into_bytes(),
+        grants_sql: grants.into_bytes(),
+        names,
+    })
+}
