@@ -1,5 +1,750 @@
-//! `mnbackup daemon` (PLACEHOLDER: being implemented).
-use super::Ctx;
-pub fn run(_ctx: &Ctx) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+//! `mnbackup daemon`: run the configured schedules in the foreground (for systemd).
+//!
+//! The timing (catch-up after downtime, no overlapping runs, retries with backoff, graceful
+//! shutdown, state files, Prometheus metrics) is the scheduler crate's [`Daemon`]; this module
+//! plugs in what a job does:
+//!
+//! * `snapshot`: [`snapshot::take`] with trigger `schedule:<name>` on its own thread, cancelled
+//!   between sources when the shutdown grace period expires. After each successful snapshot the
+//!   `[retention]` policy (if any) is applied under one exclusive lock: `forget`, then `prune`
+//!   when `[retention] prune` is on.
+//! * `verify`: [`verify::verify`] with the job's `args` (`--read-data`, `--subset X`); a report
+//!   with problems is a permanent failure.
+//!
+//! Errors are classified: pool not mounted, repository locked, MariaDB refusing connections or
+//! restarting are *transient* (retried per `[[schedule]] retries`); everything else is
+//! permanent. When a run has failed for good, `[daemon] on_failure` runs (`sh -c`, with
+//! `MNBACKUP_JOB`, `MNBACKUP_KIND` and `MNBACKUP_ERROR` set).
+//!
+//! Job state lives in the directory of `[daemon] state_file` (one `<job>.json` per job), which
+//! also holds `daemon.lock`, an `flock` that keeps a second daemon from starting.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use mnbackup_scheduler::{
+    CancelToken, Daemon, DaemonConfig, Job, JobContext, JobError, JobOutcome, JobSpec, KeepPolicy,
+    RetryPolicy, Schedule, SystemClock, TzSpec,
+};
+use tracing::{error, info, warn};
+
+use super::{forget, prune, snapshot, verify, Ctx};
+use crate::config::{Config, ScheduleConfig};
+use crate::error::{usage, MnError};
+use crate::ui::bytes;
+
+/// How long a job may take to stop after it was cancelled (after the grace period) before the
+/// daemon abandons it. Also used for the systemd unit's `TimeoutStopSec`.
+pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default job when the configuration has no `[[schedule]]`.
+pub const DEFAULT_CRON: &str = "0 0,12 * * *";
+
+/// How long the `on_failure` command may run before it is killed.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The `[[schedule]]` entries, or the default snapshot job at `0 0,12 * * *` when none is given.
+pub fn schedule_configs(cfg: &Config) -> Vec<ScheduleConfig> {
+    if !cfg.schedule.is_empty() {
+        return cfg.schedule.clone();
+    }
+    vec![ScheduleConfig {
+        name: "snapshot".into(),
+        cron: DEFAULT_CRON.into(),
+        job: "snapshot".into(),
+        args: Vec::new(),
+        catch_up: true,
+        retries: 3,
+    }]
+}
+
+/// The time zone of `[daemon] timezone`.
+pub fn timezone(cfg: &Config) -> Result<TzSpec> {
+    TzSpec::parse(&cfg.daemon.timezone).map_err(|e| usage(format!("[daemon] timezone: {e}")))
+}
+
+/// Every configured job with its parsed schedule (a bad expression is a usage error naming the
+/// job).
+pub fn parsed_schedules(cfg: &Config) -> Result<Vec<(ScheduleConfig, Schedule)>> {
+    let tz = timezone(cfg)?;
+    schedule_configs(cfg)
+        .into_iter()
+        .map(|s| {
+            let sched = Schedule::parse(&s.cron, tz.clone())
+                .map_err(|e| usage(format!("[[schedule]] {:?}: {e}", s.name)))?;
+            Ok((s, sched))
+        })
+        .collect()
+}
+
+/// The directory of `[daemon] state_file`: per-job state files, `daemon.lock`, crontab backups.
+pub fn state_dir(cfg: &Config) -> PathBuf {
+    match cfg.daemon.state_file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The single-instance lock file in the state directory.
+pub fn lock_path(cfg: &Config) -> PathBuf {
+    state_dir(cfg).join("daemon.lock")
+}
+
+/// The pid of a running daemon, read from `daemon.lock` (None if no daemon runs). Does not take
+/// the lock, so it never disturbs a daemon that is starting.
+pub fn running_pid(cfg: &Config) -> Option<u32> {
+    let text = std::fs::read_to_string(lock_path(cfg)).ok()?;
+    let pid: u32 = text.trim().parse().ok()?;
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    let alive = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    alive.then_some(pid)
+}
+
+/// What one job does, parsed from its `[[schedule]]` entry.
+#[derive(Debug, Clone)]
+enum Work {
+    Snapshot {
+        tags: Vec<String>,
+    },
+    Verify {
+        read_data: bool,
+        subset: verify::Subset,
+    },
+}
+
+impl Work {
+    fn parse(s: &ScheduleConfig) -> Result<Work> {
+        let bad = |what: String| usage(format!("[[schedule]] {:?}: {what}", s.name));
+        let mut args = s.args.iter();
+        match s.job.as_str() {
+            "snapshot" => {
+                let mut tags = Vec::new();
+                while let Some(a) = args.next() {
+                    match a.split_once('=') {
+                        Some(("--tag", v)) => tags.push(v.to_string()),
+                        _ if a == "--tag" => tags.push(
+                            args.next()
+                                .ok_or_else(|| bad("--tag needs a value".into()))?
+                                .clone(),
+                        ),
+                        _ => {
+                            return Err(bad(format!(
+                                "argument {a:?} is not understood by a snapshot job; only \
+                                 `--tag T` is"
+                            )))
+                        }
+                    }
+                }
+                Ok(Work::Snapshot { tags })
+            }
+            "verify" => {
+                let mut read_data = false;
+                let mut subset = None;
+                while let Some(a) = args.next() {
+                    match a.split_once('=') {
+                        Some(("--subset", v)) => subset = Some(v.to_string()),
+                        _ if a == "--subset" => {
+                            subset = Some(
+                                args.next()
+                                    .ok_or_else(
+                                        || bad("--subset needs a value (N/M or P%)".into()),
+                                    )?
+                                    .clone(),
+                            )
+                        }
+                        _ if a == "--read-data" => read_data = true,
+                        _ => {
+                            return Err(bad(format!(
+                                "argument {a:?} is not understood by a verify job; use \
+                                 `--read-data` and `--subset N/M|P%`"
+                            )))
+                        }
+                    }
+                }
+                let subset = match subset {
+                    Some(s) => {
+                        read_data = true;
+                        verify::Subset::parse(&s).map_err(|e| bad(format!("{e:#}")))?
+                    }
+                    None => verify::Subset::All,
+                };
+                Ok(Work::Verify { read_data, subset })
+            }
+            other => Err(bad(format!(
+                "job = {other:?} is not a job kind; use \"snapshot\" or \"verify\""
+            ))),
+        }
+    }
+}
+
+/// One configured job as the runner sees it.
+struct Plan {
+    work: Work,
+    schedule: Schedule,
+    retry: RetryPolicy,
+}
+
+/// The [`Job`] implementation: runs snapshots and verifies against the repository.
+struct Runner {
+    ctx: Arc<Ctx>,
+    plans: HashMap<String, Plan>,
+    on_failure: Option<String>,
+    shutdown: CancelToken,
+}
+
+/// Whether an error is worth retrying: the pool not (yet) mounted, the repository locked by
+/// another process, MariaDB refusing connections or restarting.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    use mysql_async::{DriverError, Error as MyError, IoError};
+    use std::io::ErrorKind as K;
+    for cause in e.chain() {
+        if let Some(m) = cause.downcast_ref::<MnError>() {
+            return matches!(m, MnError::NoRepo(_) | MnError::Locked(_));
+        }
+        if let Some(my) = cause.downcast_ref::<MyError>() {
+            return match my {
+                MyError::Io(IoError::Io(io)) => matches!(
+                    io.kind(),
+                    K::ConnectionRefused
+                        | K::ConnectionReset
+                        | K::ConnectionAborted
+                        | K::BrokenPipe
+                        | K::UnexpectedEof
+                        | K::NotFound
+                        | K::TimedOut
+                ),
+                MyError::Driver(DriverError::ConnectionClosed) => true,
+                // Server shutting down / connection killed / gone away / lost during query /
+                // too many connections / table changed by DDL during the dump.
+                MyError::Server(s) => matches!(s.code, 1053 | 1927 | 2006 | 2013 | 1040 | 1412),
+                _ => false,
+            };
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                K::ConnectionRefused | K::ConnectionReset | K::ConnectionAborted
+            ) {
+                return true;
+            }
+        }
+    }
+    // The MariaDB source explains driver errors in words; recognise those too in case the
+    // driver error itself was not kept in the chain.
+    let text = format!("{e:#}");
+    text.contains("cannot reach MariaDB")
+        || text.contains("lost the connection to MariaDB")
+        || (text.contains("MariaDB") && text.contains("closed the connection"))
+}
+
+/// Converts a failed attempt into the scheduler's error, transient or not.
+fn job_error(e: anyhow::Error) -> JobError {
+    let msg = format!("{e:#}");
+    if is_transient(&e) {
+        JobError::transient(msg)
+    } else {
+        JobError::permanent(msg)
+    }
+}
+
+/// Runs one attempt of a job on the current (blocking) thread.
+fn run_blocking(
+    ctx: &Ctx,
+    name: &str,
+    work: &Work,
+    cancel: &AtomicBool,
+) -> Result<String, JobError> {
+    match work {
+        Work::Snapshot { tags } => {
+            let m = snapshot::take(
+                ctx,
+                &snapshot::SnapshotRequest {
+                    tags: tags.clone(),
+                    files: Vec::new(),
+                    only_files: false,
+                    trigger: format!("schedule:{name}"),
+                    cancel: Some(cancel),
+                },
+            )
+            .map_err(|e| {
+                if cancel.load(Ordering::SeqCst) {
+                    JobError::permanent(format!(
+                        "cancelled by daemon shutdown: {e:#}; nothing was committed, the run is \
+                         caught up at the next start"
+                    ))
+                } else {
+                    job_error(e)
+                }
+            })?;
+            let s = &m.stats;
+            let mut summary = format!(
+                "snapshot {}: {} items, {} logical, {} added, {:.1}s",
+                m.id,
+                s.items,
+                bytes(s.logical_bytes),
+                bytes(s.bytes_added),
+                s.duration_ms as f64 / 1000.0
+            );
+            info!(job = %name, "snapshot {} committed", m.id);
+            match apply_retention(ctx) {
+                Ok(Some(r)) => {
+                    summary.push_str("; ");
+                    summary.push_str(&r);
+                }
+                Ok(None) => {}
+                Err(e)
+                    if e.chain().any(|c| {
+                        matches!(c.downcast_ref::<MnError>(), Some(MnError::Locked(_)))
+                    }) =>
+                {
+                    warn!(
+                        job = %name,
+                        "snapshot {} was saved, but the retention policy was not applied because \
+                         the repository is locked by another process ({e:#}); it is applied after \
+                         the next snapshot, or run `mnbackup forget --prune` by hand",
+                        m.id
+                    );
+                    summary.push_str("; retention skipped (repository locked)");
+                }
+                Err(e) => {
+                    return Err(JobError::permanent(format!(
+                        "snapshot {} was saved, but applying the retention policy failed: {e:#}. \
+                         Old snapshots are not being removed; fix the cause, then run `mnbackup \
+                         forget --prune`",
+                        m.id
+                    )))
+                }
+            }
+            Ok(summary)
+        }
+        Work::Verify { read_data, subset } => {
+            let repo = ctx.open_repo().map_err(job_error)?;
+            let _lock = repo
+                .lock(false, "verify", ctx.lock_wait())
+                .map_err(job_error)?;
+            let r = verify::verify(
+                &repo,
+                *read_data,
+                *subset,
+                ctx.config.delta.max_chain,
+                false,
+            )
+            .map_err(|e| job_error(e.context("verify could not run")))?;
+            let what = format!(
+                "{} snapshots, {} objects checked{}",
+                r.snapshots,
+                r.objects,
+                if *read_data {
+                    format!(
+                        ", {} objects read ({})",
+                        r.objects_read,
+                        bytes(r.bytes_read)
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            if r.ok {
+                return Ok(format!("verify ok: {what}"));
+            }
+            let mut problems = Vec::new();
+            if !r.damaged_manifests.is_empty() {
+                problems.push(format!("{} damaged manifest(s)", r.damaged_manifests.len()));
+            }
+            if !r.damaged.is_empty() {
+                problems.push(format!("{} damaged object(s)", r.damaged.len()));
+            }
+            if !r.missing.is_empty() {
+                problems.push(format!("{} missing object(s)", r.missing.len()));
+            }
+            if !r.policy.is_empty() {
+                problems.push(format!("{} delta chain(s) over policy", r.policy.len()));
+            }
+            Err(JobError::permanent(format!(
+                "verify found problems (exit code {}): {} ({what}); run `mnbackup verify \
+                 --read-data` for the affected snapshots and items, take a new snapshot, then \
+                 forget the affected snapshots and prune",
+                r.exit_code,
+                problems.join(", ")
+            )))
+        }
+    }
+}
+
+/// Applies `[retention]` (forget, then prune if configured) under one exclusive lock. `None`
+/// when no policy is configured.
+fn apply_retention(ctx: &Ctx) -> Result<Option<String>> {
+    let pol = forget::policy(ctx, &KeepPolicy::default());
+    if pol.is_empty() {
+        return Ok(None);
+    }
+    let repo = ctx.open_repo()?;
+    let _lock = repo.lock(true, "forget", ctx.lock_wait())?;
+    let (kept, removed) = forget::forget_locked(ctx, &repo, &forget::ForgetArgs::default())?;
+    let mut out = format!(
+        "retention ({pol}): {} kept, {} forgotten",
+        kept.len(),
+        removed.len()
+    );
+    if !removed.is_empty() {
+        info!(
+            "retention forgot {} snapshot(s): {}",
+            removed.len(),
+            removed.join(", ")
+        );
+    }
+    if ctx.config.retention.prune {
+        let p = prune::prune_locked(&repo, false)?;
+        out.push_str(&format!(
+            ", pruned {} objects ({})",
+            p.objects_removed,
+            bytes(p.bytes_removed)
+        ));
+    }
+    Ok(Some(out))
+}
+
+impl Runner {
+    /// Whether the scheduler will give up on this slot after `e` (mirrors its retry rule: no
+    /// retry for permanent errors, after the last attempt, during shutdown, or when the retry
+    /// would run into the next slot).
+    fn is_final(
+        &self,
+        plan: &Plan,
+        jc: &JobContext,
+        e: &JobError,
+        started: chrono::DateTime<Utc>,
+    ) -> bool {
+        if !e.transient || jc.attempt >= plan.retry.max_attempts || self.shutdown.is_cancelled() {
+            return true;
+        }
+        let finish = Utc::now();
+        let to_chrono =
+            |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let retry_at = finish + to_chrono(plan.retry.backoff(jc.attempt));
+        let headroom = to_chrono(plan.retry.min_headroom).max(finish - started);
+        plan.schedule
+            .next_after(jc.slot)
+            .is_some_and(|next| next < retry_at + headroom)
+    }
+
+    /// Runs `[daemon] on_failure` for a job that failed for good.
+    async fn on_failure(&self, job: &str, kind: &str, msg: &str) {
+        let Some(cmd) = &self.on_failure else { return };
+        let child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .env("MNBACKUP_JOB", job)
+            .env("MNBACKUP_KIND", kind)
+            .env("MNBACKUP_ERROR", msg)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(HOOK_TIMEOUT, child).await {
+            Ok(Ok(out)) if out.status.success() => {
+                info!(job = %job, "on_failure command ran: {cmd}")
+            }
+            Ok(Ok(out)) => warn!(
+                job = %job,
+                "the on_failure command `{cmd}` failed ({}): {}; fix [daemon] on_failure (test \
+                 it with `MNBACKUP_JOB=x MNBACKUP_ERROR=test sh -c '…'`)",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Ok(Err(e)) => warn!(
+                job = %job,
+                "could not run the on_failure command `{cmd}`: {e}; check that `sh` is available"
+            ),
+            Err(_) => warn!(
+                job = %job,
+                "the on_failure command `{cmd}` did not finish within {}s and was killed; make it \
+                 return promptly (run slow notifications in the background)",
+                HOOK_TIMEOUT.as_secs()
+            ),
+        }
+    }
+}
+
+impl Job for Runner {
+    async fn run(&self, jc: JobContext) -> Result<JobOutcome, JobError> {
+        let Some(plan) = self.plans.get(&jc.job_name) else {
+            return Err(JobError::permanent(format!(
+                "internal error: job {:?} has no plan; please report this",
+                jc.job_name
+            )));
+        };
+        let started = Utc::now();
+        let flag = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (flag, token) = (flag.clone(), jc.cancel.clone());
+            tokio::spawn(async move {
+                token.cancelled().await;
+                flag.store(true, Ordering::SeqCst);
+            })
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (ctx, work, name, f) = (
+            self.ctx.clone(),
+            plan.work.clone(),
+            jc.job_name.clone(),
+            flag.clone(),
+        );
+        // A plain thread, not the runtime's blocking pool: the snapshot starts its own runtime
+        // for MariaDB, and an abandoned run must not keep the daemon's runtime from shutting down.
+        let spawned = std::thread::Builder::new()
+            .name(format!("job-{name}"))
+            .spawn(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_blocking(&ctx, &name, &work, &f)))
+                    .unwrap_or_else(|p| {
+                        let what = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        Err(JobError::permanent(format!(
+                            "internal error: the job panicked ({what}); please report this with the log"
+                        )))
+                    });
+                let _ = tx.send(r);
+            });
+        let result = match spawned {
+            Ok(_) => rx.await.unwrap_or_else(|_| {
+                Err(JobError::permanent(
+                    "internal error: the job thread ended without a result".to_string(),
+                ))
+            }),
+            Err(e) => Err(JobError::transient(format!(
+                "cannot start a thread for the job: {e}"
+            ))),
+        };
+        watcher.abort();
+        match result {
+            Ok(summary) => Ok(JobOutcome { summary }),
+            Err(e) => {
+                if !flag.load(Ordering::SeqCst) && self.is_final(plan, &jc, &e, started) {
+                    self.on_failure(&jc.job_name, &jc.kind, &e.msg).await;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Takes the single-instance lock (`flock` on `<state dir>/daemon.lock`) and writes our pid
+/// into it. The lock lasts as long as the returned value.
+fn single_instance(cfg: &Config) -> Result<nix::fcntl::Flock<File>> {
+    let path = lock_path(cfg);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| {
+            format!(
+                "cannot open the daemon lock {}; check that the state directory is on a \
+                 writable local disk and owned by the user running mnbackup",
+                path.display()
+            )
+        })?;
+    let mut lock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    {
+        Ok(l) => l,
+        Err((mut f, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            return Err(MnError::Locked(format!(
+                "another `mnbackup daemon` is already running (pid {}) with the state directory \
+                 {}; stop it first (`systemctl stop mnbackup`), or give this one a different \
+                 [daemon] state_file",
+                pid.trim(),
+                state_dir(cfg).display()
+            ))
+            .into());
+        }
+        Err((_, errno)) => {
+            return Err(anyhow::anyhow!(
+                "cannot lock {}: {errno}; the state directory must be on a local disk that \
+                 supports flock",
+                path.display()
+            ))
+        }
+    };
+    lock.set_len(0)?;
+    lock.rewind()?;
+    writeln!(&mut *lock, "{}", std::process::id())?;
+    lock.sync_all()?;
+    Ok(lock)
+}
+
+/// Builds the jobs, checks the configuration, and runs the scheduler until SIGTERM / SIGINT.
+pub fn run(ctx: &Ctx) -> Result<i32> {
+    let cfg = &ctx.config;
+    ctx.repo_path()?;
+    let schedules = parsed_schedules(cfg)?;
+    let mut plans = HashMap::new();
+    let mut specs = Vec::new();
+    for (s, schedule) in schedules {
+        let work = Work::parse(&s)?;
+        if matches!(work, Work::Snapshot { .. })
+            && cfg.mariadb.is_none()
+            && cfg.cassandra.is_none()
+            && cfg.files.is_empty()
+        {
+            return Err(usage(format!(
+                "[[schedule]] {:?} takes snapshots, but the configuration has no [mariadb], \
+                 [cassandra] or [[files]] source; add one (see docs/zstack-node.example.toml)",
+                s.name
+            )));
+        }
+        let retry = RetryPolicy {
+            max_attempts: s.retries.saturating_add(1),
+            ..RetryPolicy::default()
+        };
+        specs.push(JobSpec {
+            name: s.name.clone(),
+            kind: s.job.clone(),
+            schedule: schedule.clone(),
+            retry: retry.clone(),
+            catch_up: s.catch_up,
+        });
+        if plans
+            .insert(
+                s.name.clone(),
+                Plan {
+                    work,
+                    schedule,
+                    retry,
+                },
+            )
+            .is_some()
+        {
+            return Err(usage(format!(
+                "[[schedule]] name {:?} is used twice; job names must be unique",
+                s.name
+            )));
+        }
+    }
+    let dir = state_dir(cfg);
+    std::fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "cannot create the state directory {}; check [daemon] state_file and that it is on \
+             a writable local disk",
+            dir.display()
+        )
+    })?;
+    let _instance = single_instance(cfg)?;
+    let dcfg = DaemonConfig {
+        state_dir: dir.clone(),
+        metrics_file: cfg.daemon.prometheus_textfile.clone(),
+        grace: Duration::from_secs(cfg.daemon.grace_seconds),
+        cancel_timeout: CANCEL_TIMEOUT,
+    };
+    let shutdown = CancelToken::new();
+    let runner = Runner {
+        ctx: Arc::new(Ctx {
+            repo_path: ctx.repo_path.clone(),
+            config_path: ctx.config_path.clone(),
+            config: ctx.config.clone(),
+            json: false,
+            quiet: true,
+            verbose: ctx.verbose,
+        }),
+        plans,
+        on_failure: cfg
+            .daemon
+            .on_failure
+            .clone()
+            .filter(|c| !c.trim().is_empty()),
+        shutdown: shutdown.clone(),
+    };
+    for s in &specs {
+        info!(
+            job = %s.name,
+            "job {:?} ({}) scheduled at {}, next run at {}",
+            s.name,
+            s.kind,
+            s.schedule,
+            s.schedule
+                .next_after(Utc::now())
+                .map(|t| s.schedule.tz().format(t))
+                .unwrap_or_else(|| "never".into())
+        );
+    }
+    let daemon = Daemon::new(dcfg, specs, Arc::new(runner), Arc::new(SystemClock))
+        .map_err(|e| usage(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let sd = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let which = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                if sd.is_cancelled() {
+                    info!("{which} received again; already shutting down (a running job gets its grace period)");
+                } else {
+                    info!("{which} received; shutting down: idle jobs stop now, a running job gets up to the grace period to finish");
+                    sd.cancel();
+                }
+            }
+        });
+        info!(
+            "mnbackup daemon started (pid {}); state in {}; stop it with SIGTERM (`systemctl stop mnbackup`)",
+            std::process::id(),
+            dir.display()
+        );
+        anyhow::Ok(daemon.run(shutdown).await)
+    })?;
+    rt.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(report) => {
+            for j in &report.jobs {
+                if j.interrupted {
+                    warn!(
+                        job = %j.name,
+                        "the run in progress was interrupted by the shutdown; it is caught up at \
+                         the next start (catch_up = true) or runs at its next slot"
+                    );
+                }
+            }
+            info!("mnbackup daemon stopped cleanly");
+            Ok(0)
+        }
+        Err(e) => {
+            error!("the daemon stopped: {e}");
+            Err(anyhow::Error::new(e).context(
+                "the scheduler stopped with an error; systemd restarts it (see the log above)",
+            ))
+        }
+    }
+}
+
+/// The state directory, for other commands' messages.
+pub fn describe_state_dir(cfg: &Config) -> String {
+    let d = state_dir(cfg);
+    if Path::new(&d).exists() {
+        d.display().to_string()
+    } else {
+        format!(
+            "{} (does not exist yet: the daemon has never run)",
+            d.display()
+        )
+    }
 }

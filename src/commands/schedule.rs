@@ -1,12 +1,341 @@
-//! `mnbackup schedule ...` (PLACEHOLDER: being implemented).
+//! `mnbackup schedule ...`: next fire times, the systemd unit, and the import of the old crontab.
+//!
+//! * `next [N] [--expr EXPR]`: the next N fire times of each configured job (or of EXPR) in the
+//!   `[daemon] timezone`.
+//! * `install [--dry-run]`: writes (or prints) the systemd unit that runs `mnbackup daemon`.
+//! * `import-crontab [--file F] [--apply]`: finds the operator's rsync of the mysql-backup
+//!   directory and `zstack-ctl dump_mysql` lines, proposes the schedule and pool, and with
+//!   `--apply` comments those lines out (after saving a copy of the old crontab next to the state
+//!   file) and prints the configuration to put into mnbackup.toml.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, FixedOffset, Utc};
+use mnbackup_scheduler::crontab::{backup_file_name, import_crontab as analyse, Proposal};
+use mnbackup_scheduler::schedule::{Schedule, TzSpec};
+use mnbackup_scheduler::systemd::{render_unit, UnitOptions, UNIT_PATH};
+use serde_json::json;
+
+use super::daemon::{parsed_schedules, state_dir, timezone, CANCEL_TIMEOUT};
 use super::Ctx;
-use std::path::Path;
-pub fn next(_ctx: &Ctx, _n: usize, _expr: Option<&str>) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+use crate::error::usage;
+
+/// An instant as RFC 3339 with the zone's offset at that instant.
+fn rfc3339(tz: &TzSpec, t: DateTime<Utc>) -> String {
+    let utc = FixedOffset::east_opt(0).expect("zero offset is valid");
+    let off = FixedOffset::east_opt(tz.offset_secs(t)).unwrap_or(utc);
+    t.with_timezone(&off).to_rfc3339()
 }
-pub fn install(_ctx: &Ctx, _dry_run: bool) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+
+/// `schedule next`: prints the next `n` fire times.
+pub fn next(ctx: &Ctx, n: usize, expr: Option<&str>) -> Result<i32> {
+    let tz = timezone(&ctx.config)?;
+    let list: Vec<(String, Schedule)> = match expr {
+        Some(e) => vec![(
+            "expr".to_string(),
+            Schedule::parse(e, tz.clone()).map_err(|e| usage(e.to_string()))?,
+        )],
+        None => parsed_schedules(&ctx.config)?
+            .into_iter()
+            .map(|(s, sched)| (s.name, sched))
+            .collect(),
+    };
+    let now = Utc::now();
+    if ctx.json {
+        let out: Vec<_> = list
+            .iter()
+            .map(|(name, s)| {
+                json!({
+                    "name": name,
+                    "cron": s.expr(),
+                    "timezone": s.tz().name(),
+                    "next": s.upcoming(now, n).iter().map(|t| rfc3339(s.tz(), *t)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    for (name, s) in &list {
+        println!("{name}: {s}");
+        let times = s.upcoming(now, n);
+        if times.is_empty() {
+            println!("  (no fire time within 40 years)");
+        }
+        for t in times {
+            println!("  {}", s.tz().format(t));
+        }
+    }
+    Ok(0)
 }
-pub fn import_crontab(_ctx: &Ctx, _file: Option<&Path>, _apply: bool) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+
+/// Makes a path absolute (relative to the current directory) without resolving symlinks.
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `schedule install`: renders the systemd unit and writes it (or prints it with `--dry-run`).
+pub fn install(ctx: &Ctx, dry_run: bool) -> Result<i32> {
+    let exe = std::env::current_exe().context("finding the path of the mnbackup binary")?;
+    let config = ctx.config_path.as_deref().map(absolute);
+    let pool = ctx.repo_path().ok().map(|p| absolute(&p));
+    if config.is_none() {
+        eprintln!(
+            "warning: no configuration file is in use; the service runs `mnbackup daemon` with \
+             the defaults. Write /etc/mnbackup/mnbackup.toml (see docs/zstack-node.example.toml) \
+             or pass -c FILE, then run this command again"
+        );
+    }
+    if ctx.repo_path.is_some() && ctx.config.repository.path.as_deref() != ctx.repo_path.as_deref()
+    {
+        eprintln!(
+            "warning: the repository was given with -r / MNBACKUP_REPO, but the service only \
+             reads the configuration file; set [repository] path = {:?} in it",
+            pool.as_deref()
+                .unwrap_or(Path::new(""))
+                .display()
+                .to_string()
+        );
+    }
+    let unit = render_unit(&UnitOptions {
+        exe: exe.clone(),
+        config,
+        pool,
+        grace: std::time::Duration::from_secs(ctx.config.daemon.grace_seconds),
+        cancel_timeout: CANCEL_TIMEOUT,
+        user: None,
+    });
+    if dry_run {
+        print!("{unit}");
+        return Ok(0);
+    }
+    let path = Path::new(UNIT_PATH);
+    let tmp = path.with_extension("service.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(unit.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::Error::new(e).context(format!(
+            "cannot write the unit {UNIT_PATH} (run as root, or use --dry-run and install it by \
+             hand)"
+        )));
+    }
+    ctx.say(format!(
+        "wrote {UNIT_PATH} (ExecStart runs {} daemon). Now run:\n  systemctl daemon-reload && \
+         systemctl enable --now mnbackup",
+        exe.display()
+    ));
+    Ok(0)
+}
+
+/// Reads the crontab: `F`, or `crontab -l` (no crontab = empty).
+fn read_crontab(file: Option<&Path>) -> Result<String> {
+    if let Some(f) = file {
+        return std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the crontab file {}", f.display()));
+    }
+    let out = Command::new("crontab")
+        .arg("-l")
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run `crontab -l` (is cron installed?); or pass --file FILE")?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("no crontab for") {
+        return Ok(String::new());
+    }
+    anyhow::bail!("`crontab -l` failed ({}): {}", out.status, err.trim())
+}
+
+/// Installs the new crontab text: writes `F` back, or pipes it into `crontab -`.
+fn write_crontab(file: Option<&Path>, text: &str) -> Result<()> {
+    if let Some(f) = file {
+        let tmp = {
+            let mut name = f.file_name().unwrap_or_default().to_os_string();
+            name.push(".mnbackup-tmp");
+            f.with_file_name(name)
+        };
+        let perms = std::fs::metadata(f).map(|m| m.permissions()).ok();
+        let res = (|| -> std::io::Result<()> {
+            let mut out = std::fs::File::create(&tmp)?;
+            out.write_all(text.as_bytes())?;
+            if let Some(p) = perms {
+                out.set_permissions(p)?;
+            }
+            out.sync_all()?;
+            std::fs::rename(&tmp, f)
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return res.with_context(|| format!("cannot write the crontab file {}", f.display()));
+    }
+    let mut child = Command::new("crontab")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run `crontab -`")?;
+    child
+        .stdin
+        .take()
+        .context("no stdin for `crontab -`")?
+        .write_all(text.as_bytes())
+        .context("writing the new crontab to `crontab -`")?;
+    let out = child
+        .wait_with_output()
+        .context("waiting for `crontab -`")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "`crontab -` refused the new crontab ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The scheduler crate's proposal texts refer to a `--pool` option; this command has none (the
+/// pool is `[repository] path` in mnbackup.toml), so say that instead.
+fn cli_wording(s: &str) -> String {
+    s.replace("pass --pool", "set [repository] path in mnbackup.toml")
+        .replace(
+            "pass it with --pool",
+            "set it as [repository] path in mnbackup.toml",
+        )
+        .replace(
+            "pass the absolute pool path with --pool",
+            "set the absolute pool path as [repository] path in mnbackup.toml",
+        )
+}
+
+/// The mnbackup.toml lines for the proposal.
+fn snippet(p: &Proposal) -> String {
+    let mut s = String::new();
+    if let Some(pool) = &p.pool {
+        let repo = Path::new(pool).join("mnbackup");
+        s.push_str("[repository]\n");
+        s.push_str(&format!(
+            "path = {:?}   # a new, empty directory on the pool: `mnbackup -r {} init`\n\n",
+            repo.display().to_string(),
+            repo.display()
+        ));
+    }
+    if let Some(k) = p.keep_last {
+        s.push_str(&format!(
+            "[retention]\nkeep_last = {k}   # as dump_mysql --keep-amount\n\n"
+        ));
+    }
+    if let Some(sched) = &p.schedule {
+        s.push_str(&format!(
+            "[[schedule]]\nname = \"snapshot\"\ncron = {sched:?}\njob = \"snapshot\"\n"
+        ));
+    }
+    if let Some(tz) = &p.tz {
+        s.push_str(&format!("\n[daemon]\ntimezone = {tz:?}\n"));
+    }
+    s
+}
+
+/// `schedule import-crontab`: shows the proposal; with `apply` disables the old lines.
+pub fn import_crontab(ctx: &Ctx, file: Option<&Path>, apply: bool) -> Result<i32> {
+    let text = read_crontab(file)?;
+    let p = analyse(&text);
+    let snippet = snippet(&p);
+    let mut backup = None;
+    if apply && p.found() {
+        let now = Utc::now();
+        let dir = state_dir(&ctx.config);
+        std::fs::create_dir_all(&dir).with_context(|| {
+            format!(
+                "cannot create {} for the crontab backup copy",
+                dir.display()
+            )
+        })?;
+        let path = dir.join(backup_file_name(now));
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("cannot save the old crontab to {}", path.display()))?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        let new = p.apply(chrono::Local::now().date_naive());
+        write_crontab(file, &new).with_context(|| {
+            format!(
+                "the old crontab is unchanged; its copy is in {}",
+                path.display()
+            )
+        })?;
+        backup = Some(path);
+    }
+    if ctx.json {
+        let lines: Vec<_> = p
+            .matches
+            .iter()
+            .map(|m| json!({"line": m.line_no, "schedule": m.schedule, "text": m.text}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "found": p.found(),
+                "schedule": p.schedule,
+                "timezone": p.tz,
+                "pool": p.pool,
+                "keep_last": p.keep_last,
+                "lines": lines,
+                "warnings": p.warnings.iter().map(|w| cli_wording(w)).collect::<Vec<_>>(),
+                "applied": backup.is_some(),
+                "backup": backup,
+                "config": snippet,
+            }))?
+        );
+        return Ok(0);
+    }
+    print!("{}", cli_wording(&p.summary()));
+    if !p.found() {
+        return Ok(0);
+    }
+    let source = file
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "the crontab".into());
+    match &backup {
+        Some(b) => println!(
+            "\nDisabled {} line(s) in {source} (commented out); the old crontab is saved in {}.",
+            p.matches.len(),
+            b.display()
+        ),
+        None => println!(
+            "\nNothing was changed. Run again with --apply to comment these lines out of {source} \
+             (a copy of it is saved first)."
+        ),
+    }
+    println!(
+        "\nPut this into mnbackup.toml{}:\n\n{snippet}",
+        ctx.config_path
+            .as_deref()
+            .map(|c| format!(" ({})", c.display()))
+            .unwrap_or_default()
+    );
+    if backup.is_some() {
+        println!(
+            "Then `mnbackup schedule install` and `systemctl daemon-reload && systemctl enable \
+             --now mnbackup`."
+        );
+    }
+    Ok(0)
 }

@@ -1,0 +1,607 @@
+//! End-to-end tests of the scheduler commands through the real binary (issue 5): `daemon` takes
+//! scheduled snapshots and stops cleanly on SIGTERM, `status` reports fresh / stale / failing,
+//! `schedule next`, `schedule install --dry-run` and `schedule import-crontab`.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::*;
+
+/// Runs mnbackup with only the given arguments (no `-r`), without the caller's environment
+/// pointing at a config or a repository.
+fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env_remove("MNBACKUP_CONFIG")
+        .env_remove("MNBACKUP_REPO")
+        .env("MNBACKUP_LOG", "warn")
+        .output()
+        .expect("run mnbackup")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\nstderr: {}", stdout(o), stderr(o)))
+}
+
+/// Writes a config file and returns its path.
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("mnbackup.toml");
+    fs::write(&p, text).unwrap();
+    p
+}
+
+/// A running `mnbackup daemon`; killed (SIGKILL) on drop if the test did not stop it.
+struct DaemonProc {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl DaemonProc {
+    fn start(cfg: &Path, log: PathBuf) -> DaemonProc {
+        let child = Command::new(bin())
+            .arg("-c")
+            .arg(cfg)
+            .arg("daemon")
+            .env_remove("MNBACKUP_CONFIG")
+            .env_remove("MNBACKUP_REPO")
+            .env("MNBACKUP_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start mnbackup daemon");
+        DaemonProc {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (up to 30 s) for the exit code.
+    fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take().expect("daemon still running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        assert_eq!(
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+            0
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the daemon did not exit within 30 s of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for DaemonProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `check` every 250 ms until it returns true or `timeout` passes.
+fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    check()
+}
+
+fn make_tree(root: &Path) {
+    let mut rng = Rng(11);
+    fs::create_dir_all(root.join("etc/zstack")).unwrap();
+    fs::create_dir_all(root.join("var/lib/zstack")).unwrap();
+    fs::write(
+        root.join("etc/zstack/zstack.properties"),
+        b"DB.url=jdbc:mysql://localhost:3306\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("var/lib/zstack/dump.sql"),
+        text(&mut rng, 200_000),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "../../etc/zstack/zstack.properties",
+        root.join("var/lib/props"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn daemon_takes_scheduled_snapshots_and_stops_on_sigterm() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("node");
+    let repo = t.path().join("pool/repo");
+    let state = t.path().join("state");
+    make_tree(&src);
+    ok(&repo, &["init"]);
+    let cfg = write_config(
+        t.path(),
+        &format!(
+            r#"
+[repository]
+path = "{repo}"
+
+[[files]]
+paths = ["{src}"]
+
+[[schedule]]
+name = "snap"
+cron = "*/2 * * * * *"
+
+[retention]
+keep_last = 2
+
+[daemon]
+timezone = "UTC"
+state_file = "{state}/state.json"
+grace_seconds = 20
+max_age_hours = 1
+prometheus_textfile = "{state}/mnbackup.prom"
+"#,
+            repo = repo.display(),
+            src = src.display(),
+            state = state.display()
+        ),
+    );
+    let c = cfg.to_str().unwrap();
+    let mut d = DaemonProc::start(&cfg, t.path().join("daemon.log"));
+    // Three runs, so the retention policy (keep the last 2) has had something to forget.
+    let three = wait_for(Duration::from_secs(40), || {
+        let o = mnb(&repo, &["--json", "list"]);
+        let st = run(&["-c", c, "--json", "status"]);
+        o.status.success()
+            && json(&o).as_array().is_some_and(|a| a.len() >= 2)
+            && serde_json::from_slice::<serde_json::Value>(&st.stdout)
+                .is_ok_and(|v| v["jobs"][0]["runs_total"].as_u64() >= Some(3))
+    });
+    assert!(
+        three,
+        "no three scheduled runs within 40 s; daemon log:\n{}",
+        d.log()
+    );
+
+    // A second daemon on the same state directory refuses to start.
+    let second = run(&["-c", c, "daemon"]);
+    assert_eq!(second.status.code(), Some(4), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("already running"),
+        "{}",
+        stderr(&second)
+    );
+
+    assert_eq!(d.terminate(), Some(0), "daemon log:\n{}", d.log());
+    let log = d.log();
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(log.contains("stopped cleanly"), "{log}");
+
+    let snaps = list(&repo);
+    assert_eq!(snaps.len(), 2, "retention keeps the last 2: {snaps:?}");
+    assert!(log.contains("retention forgot 1 snapshot(s)"), "{log}");
+    let expected = capture(&src);
+    for s in &snaps {
+        assert_eq!(s["trigger"], "schedule:snap", "{s}");
+        let id = s["id"].as_str().unwrap();
+        let out = t.path().join(format!("export-{id}"));
+        ok(&repo, &["export", id, out.to_str().unwrap()]);
+        let got = capture(&out.join("files").join(src.strip_prefix("/").unwrap()));
+        assert_same(&expected, &got);
+    }
+
+    let st = run(&["-c", c, "status"]);
+    assert_eq!(
+        st.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&st),
+        stderr(&st)
+    );
+    assert!(stdout(&st).contains("FRESH"), "{}", stdout(&st));
+    let st = run(&["-c", c, "--json", "status"]);
+    assert_eq!(st.status.code(), Some(0));
+    let v = json(&st);
+    let job = &v["jobs"][0];
+    assert_eq!(job["job"], "snap");
+    assert_eq!(job["health"], "fresh");
+    assert!(job["last_success"].is_string(), "{v}");
+    let summary = job["last_success_summary"].as_str().unwrap();
+    assert!(
+        summary.contains("snapshot ") && summary.contains("retention (keep 2 last snapshots)"),
+        "{v}"
+    );
+    assert_eq!(v["daemon"]["running"], false, "{v}");
+    let prom = fs::read_to_string(state.join("mnbackup.prom")).unwrap();
+    assert!(
+        prom.contains("mnbackup_last_success_timestamp_seconds{job=\"snap\",kind=\"snapshot\"}"),
+        "{prom}"
+    );
+}
+
+#[test]
+fn status_reports_stale_from_an_old_state_file() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    fs::create_dir_all(&state).unwrap();
+    let cfg = write_config(
+        t.path(),
+        &format!(
+            "[daemon]\ntimezone = \"UTC\"\nstate_file = \"{}/state.json\"\n",
+            state.display()
+        ),
+    );
+    let c = cfg.to_str().unwrap();
+    // No state at all: the default job "snapshot" has never run.
+    let o = run(&["-c", c, "status"]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("NEVER"), "{}", stdout(&o));
+
+    let old = Utc::now() - chrono::Duration::days(3);
+    fs::write(
+        state.join("snapshot.json"),
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "job": "snapshot", "kind": "snapshot", "last_start": old, "last_success": old,
+            "last_run_ok": true, "last_success_summary": "snapshot 20260101T000000000Z-00000000"
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let o = run(&["-c", c, "status"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("STALE"), "{}", stdout(&o));
+    let v = json(&run(&["-c", c, "--json", "status"]));
+    assert_eq!(v["jobs"][0]["health"], "stale", "{v}");
+    // The default schedule 0 0,12 * * * allows 24 h.
+    assert_eq!(v["jobs"][0]["max_age_hours"], 24.0, "{v}");
+    assert_eq!(v["exit_code"], 1);
+
+    // [daemon] max_age_hours overrides the default: 100 h makes 3 days fresh.
+    let cfg = write_config(
+        t.path(),
+        &format!(
+            "[daemon]\ntimezone = \"UTC\"\nstate_file = \"{}/state.json\"\nmax_age_hours = 100\n",
+            state.display()
+        ),
+    );
+    let o = run(&["-c", cfg.to_str().unwrap(), "status"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}
+
+#[test]
+fn a_failing_job_shows_in_status_and_runs_on_failure() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("node");
+    let pool = t.path().join("pool"); // exists but holds no repository: an unmounted pool
+    let state = t.path().join("state");
+    let hook = t.path().join("hook.log");
+    make_tree(&src);
+    fs::create_dir_all(&pool).unwrap();
+    let cfg = write_config(
+        t.path(),
+        &format!(
+            r#"
+[repository]
+path = "{pool}"
+
+[[files]]
+paths = ["{src}"]
+
+[[schedule]]
+name = "nightly"
+cron = "* * * * * *"
+
+[daemon]
+timezone = "UTC"
+state_file = "{state}/state.json"
+on_failure = 'echo "$MNBACKUP_JOB: $MNBACKUP_ERROR" >> {hook}'
+"#,
+            pool = pool.display(),
+            src = src.display(),
+            state = state.display(),
+            hook = hook.display()
+        ),
+    );
+    let c = cfg.to_str().unwrap();
+    let mut d = DaemonProc::start(&cfg, t.path().join("daemon.log"));
+    let failing = wait_for(Duration::from_secs(20), || {
+        let o = run(&["-c", c, "--json", "status"]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .is_ok_and(|v| v["jobs"][0]["health"] == "failing")
+    });
+    assert!(
+        failing,
+        "the job never showed as failing; daemon log:\n{}",
+        d.log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || hook.exists()),
+        "on_failure did not run; log:\n{}",
+        d.log()
+    );
+    assert_eq!(d.terminate(), Some(0), "daemon log:\n{}", d.log());
+
+    let o = run(&["-c", c, "status"]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("FAILING"), "{out}");
+    assert!(out.contains("no mnbackup repository"), "{out}");
+    let v = json(&run(&["-c", c, "--json", "status"]));
+    let job = &v["jobs"][0];
+    assert!(
+        job["last_error"].as_str().unwrap().contains("not mounted"),
+        "{v}"
+    );
+    assert!(job["consecutive_failures"].as_u64().unwrap() >= 1, "{v}");
+    assert!(job["last_success"].is_null(), "{v}");
+    let h = fs::read_to_string(&hook).unwrap();
+    assert!(h.starts_with("nightly: no mnbackup repository at"), "{h}");
+    // Nothing was created in the unmounted pool.
+    assert!(files_under(&pool).is_empty());
+}
+
+#[test]
+fn schedule_next_prints_times_twelve_hours_apart() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = write_config(t.path(), "[daemon]\ntimezone = \"UTC\"\n");
+    let c = cfg.to_str().unwrap();
+    let o = run(&["-c", c, "schedule", "next", "3", "--expr", "0 0,12 * * *"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<String> = stdout(&o)
+        .lines()
+        .filter(|l| l.starts_with("  "))
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", stdout(&o));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(" 00:00:00 UTC") || l.contains(" 12:00:00 UTC")),
+        "{lines:?}"
+    );
+
+    let v = json(&run(&[
+        "-c",
+        c,
+        "--json",
+        "schedule",
+        "next",
+        "3",
+        "--expr",
+        "0 0,12 * * *",
+    ]));
+    let times: Vec<DateTime<Utc>> = v[0]["next"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            DateTime::parse_from_rfc3339(s.as_str().unwrap())
+                .unwrap()
+                .with_timezone(&Utc)
+        })
+        .collect();
+    assert_eq!(times.len(), 3, "{v}");
+    assert!(times[0] > Utc::now());
+    for w in times.windows(2) {
+        assert_eq!(w[1] - w[0], chrono::Duration::hours(12), "{v}");
+    }
+
+    // The configured jobs (here the default one) when no --expr is given.
+    let o = run(&["-c", c, "schedule", "next", "2"]);
+    assert!(
+        stdout(&o).starts_with("snapshot: 0 0,12 * * * (UTC)"),
+        "{}",
+        stdout(&o)
+    );
+    // A bad expression is a usage error that says what is expected.
+    let o = run(&["-c", c, "schedule", "next", "--expr", "0 0 12 * * * *"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("expected 5 crontab fields"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn schedule_install_dry_run_prints_the_unit() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("pool/repo");
+    let cfg = write_config(
+        t.path(),
+        &format!("[repository]\npath = \"{}\"\n", repo.display()),
+    );
+    let o = run(&[
+        "-c",
+        cfg.to_str().unwrap(),
+        "schedule",
+        "install",
+        "--dry-run",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let unit = stdout(&o);
+    let exec = unit
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("ExecStart line");
+    assert_eq!(
+        exec,
+        format!(
+            "ExecStart={} --config {} daemon",
+            bin().display(),
+            cfg.display()
+        )
+    );
+    assert!(
+        unit.contains(&format!("RequiresMountsFor={}\n", repo.display())),
+        "{unit}"
+    );
+    assert!(unit.contains("KillMode=mixed\n"), "{unit}");
+    // Default grace 300 s + 60 s cancel timeout + 30 s.
+    assert!(unit.contains("TimeoutStopSec=390s\n"), "{unit}");
+
+    // Without a configuration file: `mnbackup daemon` with the defaults, and a warning.
+    if !Path::new("/etc/mnbackup/mnbackup.toml").exists() {
+        let o = run(&["schedule", "install", "--dry-run"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains(&format!("ExecStart={} daemon\n", bin().display())));
+        assert!(stdout(&o).contains("mnbackup daemon"));
+        assert!(
+            stderr(&o).contains("no configuration file"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn import_crontab_proposes_and_applies() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    let cfg = write_config(
+        t.path(),
+        &format!(
+            "[daemon]\nstate_file = \"{}/state.json\"\n",
+            state.display()
+        ),
+    );
+    let c = cfg.to_str().unwrap();
+    let crontab = t.path().join("crontab");
+    let original = "\
+# m h dom mon dow command
+MAILTO=root
+0 0,12 * * * /usr/bin/rsync -avu /var/lib/zstack/mysql-backup/* /mysql_bk/
+30 0,12 * * * zstack-ctl dump_mysql --keep-amount 14
+15 3 * * * /usr/local/bin/rotate-logs.sh > /dev/null 2>&1
+";
+    fs::write(&crontab, original).unwrap();
+    let f = crontab.to_str().unwrap();
+
+    // Without --apply: a proposal, nothing changed.
+    let o = run(&["-c", c, "schedule", "import-crontab", "--file", f]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("line 3: 0 0,12 * * * /usr/bin/rsync"), "{out}");
+    assert!(
+        out.contains("line 4: 30 0,12 * * * zstack-ctl dump_mysql"),
+        "{out}"
+    );
+    assert!(out.contains("Proposed schedule: 30 0,12 * * *"), "{out}");
+    assert!(out.contains("Proposed pool:     /mysql_bk"), "{out}");
+    assert!(out.contains("Nothing was changed"), "{out}");
+    assert_eq!(fs::read_to_string(&crontab).unwrap(), original);
+    assert!(!state.exists() || files_under(&state).is_empty());
+    let v = json(&run(&[
+        "-c",
+        c,
+        "--json",
+        "schedule",
+        "import-crontab",
+        "--file",
+        f,
+    ]));
+    assert_eq!(v["found"], true);
+    assert_eq!(v["pool"], "/mysql_bk");
+    assert_eq!(v["keep_last"], 14);
+    assert_eq!(v["applied"], false);
+    assert_eq!(v["lines"].as_array().unwrap().len(), 2);
+    assert_eq!(fs::read_to_string(&crontab).unwrap(), original);
+
+    // With --apply: the two lines are commented out, a copy of the old crontab is saved.
+    let o = run(&[
+        "-c",
+        c,
+        "schedule",
+        "import-crontab",
+        "--file",
+        f,
+        "--apply",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("[[schedule]]\nname = \"snapshot\"\ncron = \"30 0,12 * * *\""),
+        "{out}"
+    );
+    assert!(out.contains("path = \"/mysql_bk/mnbackup\""), "{out}");
+    assert!(out.contains("keep_last = 14"), "{out}");
+    let now = fs::read_to_string(&crontab).unwrap();
+    let lines: Vec<&str> = now.lines().collect();
+    assert_eq!(lines.len(), 5, "{now}");
+    assert_eq!(lines[0], "# m h dom mon dow command");
+    assert_eq!(lines[1], "MAILTO=root");
+    assert!(
+        lines[2].starts_with("# disabled by mnbackup schedule import-crontab "),
+        "{now}"
+    );
+    assert!(
+        lines[2].ends_with(
+            ": 0 0,12 * * * /usr/bin/rsync -avu /var/lib/zstack/mysql-backup/* /mysql_bk/"
+        ),
+        "{now}"
+    );
+    assert!(
+        lines[3].starts_with("# disabled by mnbackup")
+            && lines[3].ends_with("zstack-ctl dump_mysql --keep-amount 14"),
+        "{now}"
+    );
+    assert_eq!(
+        lines[4],
+        "15 3 * * * /usr/local/bin/rotate-logs.sh > /dev/null 2>&1"
+    );
+    let backups: Vec<PathBuf> = files_under(&state)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("crontab.before-mnbackup.")
+        })
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(fs::read_to_string(&backups[0]).unwrap(), original);
+
+    // Applying again finds nothing and changes nothing.
+    let o = run(&[
+        "-c",
+        c,
+        "schedule",
+        "import-crontab",
+        "--file",
+        f,
+        "--apply",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("nothing to import"), "{}", stdout(&o));
+    assert_eq!(fs::read_to_string(&crontab).unwrap(), now);
+    assert_eq!(files_under(&state).len(), 1);
+}
