@@ -116,7 +116,8 @@ impl SigCache {
 fn compress(policy: &CodecPolicy, data: &[u8]) -> Result<Vec<u8>> {
     let mut c = zstd::bulk::Compressor::new(policy.level).context("starting zstd")?;
     if policy.threads > 1 && data.len() >= 2 << 20 {
-        c.multithread(policy.threads).context("enabling zstd workers")?;
+        c.multithread(policy.threads)
+            .context("enabling zstd workers")?;
     }
     c.compress(data).context("zstd compression")
 }
@@ -208,12 +209,15 @@ pub fn encode_piece(
                 // A missing or damaged signature only costs a full copy of this piece.
                 let sig = if depth <= policy.max_chain {
                     match cache.get(repo, bsig).and_then(|b| {
-                        Signature::deserialize(b)
-                            .map_err(|_| integrity(format!("signature object {bsig} is not a valid signature")))
+                        Signature::deserialize(b).map_err(|_| {
+                            integrity(format!("signature object {bsig} is not a valid signature"))
+                        })
                     }) {
                         Ok(s) => Some(s),
                         Err(e) => {
-                            tracing::warn!("{e:#}; storing this piece in full (run `mnbackup verify`)");
+                            tracing::warn!(
+                                "{e:#}; storing this piece in full (run `mnbackup verify`)"
+                            );
                             None
                         }
                     }
@@ -254,7 +258,10 @@ pub fn encode_piece(
                 cost.objects_added += 1;
                 cost.new_objects.push(id.clone());
             }
-            Encoding::Full { object: id, stored: n }
+            Encoding::Full {
+                object: id,
+                stored: n,
+            }
         }
     };
     Ok((
@@ -295,9 +302,13 @@ pub fn decode_piece(repo: &Repo, p: &PieceData, what: &str) -> Result<Vec<u8>> {
             // A delta holds at most the piece's bytes as literals plus small command overhead.
             let delta = decompress(&z, (p.size as usize) * 2 + 4096, what)?;
             let mut out = Vec::with_capacity(p.size as usize);
-            fast_rsync::apply_limited(&base_bytes, &delta, &mut out, p.size as usize).map_err(|e| {
-                integrity(format!("{what}: delta does not apply ({e}); the piece is damaged"))
-            })?;
+            fast_rsync::apply_limited(&base_bytes, &delta, &mut out, p.size as usize).map_err(
+                |e| {
+                    integrity(format!(
+                        "{what}: delta does not apply ({e}); the piece is damaged"
+                    ))
+                },
+            )?;
             out
         }
     };
@@ -317,7 +328,9 @@ pub fn check_item_name(name: &str) -> Result<()> {
         || name.starts_with('/')
         || name.contains('\0')
         || name.contains('\\')
-        || name.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+        || name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
         return Err(unsafe_content(format!(
             "item name `{}` is not a safe relative path (absolute, empty or `..` component); \
@@ -330,7 +343,9 @@ pub fn check_item_name(name: &str) -> Result<()> {
 
 fn check_piece(p: &PieceData, item: &str, depth_seen: u32) -> Result<()> {
     if depth_seen > MAX_CHAIN_HARD {
-        return Err(unsafe_content(format!("{item}: delta chain longer than {MAX_CHAIN_HARD}")));
+        return Err(unsafe_content(format!(
+            "{item}: delta chain longer than {MAX_CHAIN_HARD}"
+        )));
     }
     if p.size > MAX_PIECE {
         return Err(unsafe_content(format!(
@@ -341,7 +356,10 @@ fn check_piece(p: &PieceData, item: &str, depth_seen: u32) -> Result<()> {
     match &p.data {
         Encoding::Full { object, .. } => check_object_id(object),
         Encoding::Delta {
-            object, base, depth, ..
+            object,
+            base,
+            depth,
+            ..
         } => {
             check_object_id(object)?;
             if *depth != base.data.depth() + 1 {
@@ -359,7 +377,10 @@ pub fn validate_manifest(m: &Manifest) -> Result<()> {
     for item in &m.items {
         validate_item(item)?;
         if !names.insert(item.name.as_str()) {
-            return Err(unsafe_content(format!("item `{}` appears twice", item.name)));
+            return Err(unsafe_content(format!(
+                "item `{}` appears twice",
+                item.name
+            )));
         }
     }
     Ok(())
@@ -373,7 +394,9 @@ fn validate_item(item: &Item) -> Result<()> {
         if let Some(s) = &p.sig {
             check_object_id(s)?;
         }
-        total = total.checked_add(p.piece.size).ok_or_else(|| unsafe_content("size overflow"))?;
+        total = total
+            .checked_add(p.piece.size)
+            .ok_or_else(|| unsafe_content("size overflow"))?;
     }
     if total != item.size {
         return Err(unsafe_content(format!(

@@ -12,8 +12,11 @@ fn main() {
             _ => "trace",
         }
     };
-    let filter = EnvFilter::try_from_env("MNBACKUP_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,mnbackup={level},mnbackup_restore={level},mnbackup_scheduler={level}")));
+    let filter = EnvFilter::try_from_env("MNBACKUP_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "warn,mnbackup={level},mnbackup_restore={level},mnbackup_scheduler={level}"
+        ))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

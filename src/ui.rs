@@ -62,7 +62,10 @@ impl Progress for SnapshotProgress {
     }
 
     fn bytes(&self, n: u64) {
-        let t = self.total.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        let t = self
+            .total
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed)
+            + n;
         if let Some(b) = &self.bar {
             b.inc(n);
         } else {
@@ -70,7 +73,11 @@ impl Progress for SnapshotProgress {
             if last.elapsed() >= Duration::from_secs(10) {
                 *last = Instant::now();
                 let secs = self.start.elapsed().as_secs_f64().max(0.001);
-                tracing::info!("{} processed ({}/s)", bytes(t), bytes((t as f64 / secs) as u64));
+                tracing::info!(
+                    "{} processed ({}/s)",
+                    bytes(t),
+                    bytes((t as f64 / secs) as u64)
+                );
             }
         }
     }

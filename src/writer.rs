@@ -49,7 +49,11 @@ pub struct SnapshotWriter {
 pub fn new_snapshot_id(now: DateTime<Utc>, after: Option<&str>) -> String {
     let mut t = now;
     loop {
-        let id = format!("{}Z-{:08x}", t.format("%Y%m%dT%H%M%S%3f"), rand::random::<u32>());
+        let id = format!(
+            "{}Z-{:08x}",
+            t.format("%Y%m%dT%H%M%S%3f"),
+            rand::random::<u32>()
+        );
         match after {
             Some(a) if id.as_str() <= a => t += chrono::Duration::milliseconds(1),
             _ => return id,
@@ -311,6 +315,9 @@ impl ItemSink for SnapshotWriter {
     }
 
     fn set_source_info(&self, source: &str, info: serde_json::Value) {
-        self.sources.lock().unwrap().insert(source.to_string(), info);
+        self.sources
+            .lock()
+            .unwrap()
+            .insert(source.to_string(), info);
     }
 }

@@ -20,7 +20,11 @@ fn run(args: &[&str]) -> std::process::Output {
 fn unknown_key_is_named_with_its_line() {
     let t = tempfile::tempdir().unwrap();
     let p = t.path().join("c.toml");
-    fs::write(&p, "[repository]\npath = \"/x\"\n\n[compression]\nlevel = 3\nlevle = 4\n").unwrap();
+    fs::write(
+        &p,
+        "[repository]\npath = \"/x\"\n\n[compression]\nlevel = 3\nlevle = 4\n",
+    )
+    .unwrap();
     let o = run(&["-c", p.to_str().unwrap(), "config", "check"]);
     assert_eq!(o.status.code(), Some(2));
     let e = String::from_utf8_lossy(&o.stderr);
@@ -31,7 +35,11 @@ fn unknown_key_is_named_with_its_line() {
 fn secrets_are_masked_and_world_readable_secret_refused() {
     let t = tempfile::tempdir().unwrap();
     let p = t.path().join("c.toml");
-    fs::write(&p, "[mariadb]\nhost = \"127.0.0.1\"\nuser = \"backup\"\npassword = \"s3cret-pw\"\n").unwrap();
+    fs::write(
+        &p,
+        "[mariadb]\nhost = \"127.0.0.1\"\nuser = \"backup\"\npassword = \"s3cret-pw\"\n",
+    )
+    .unwrap();
     fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
     let o = run(&["-c", p.to_str().unwrap(), "config", "check"]);
     assert_eq!(o.status.code(), Some(2));

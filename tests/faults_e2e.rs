@@ -19,12 +19,23 @@ fn tree(root: &Path, rng: &mut Rng, files: usize, size: usize) {
 
 fn verify_all(repo: &Path) {
     let o = mnb(repo, &["verify", "--read-data"]);
-    assert_eq!(o.status.code(), Some(0), "verify --read-data failed:\n{}\n{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "verify --read-data failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
 }
 
 /// Run mnbackup, kill it with SIGKILL after `delay`; returns whether it was still running.
 fn run_and_kill(args: &[&str], delay: Duration) -> bool {
-    let mut child = Command::new(bin()).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     while start.elapsed() < delay {
         if child.try_wait().unwrap().is_some() {
@@ -76,7 +87,10 @@ fn sigkill_at_random_points_of_snapshot_and_prune() {
     ok(&repo, &["snapshot", "--files", s]);
     let out = t.path().join("out");
     ok(&repo, &["export", "latest", out.to_str().unwrap()]);
-    assert_same(&capture(&src), &capture(&out.join("files").join(src.strip_prefix("/").unwrap())));
+    assert_same(
+        &capture(&src),
+        &capture(&out.join("files").join(src.strip_prefix("/").unwrap())),
+    );
     println!("snapshot: {killed} of 20 runs killed at seeded random points");
     assert!(killed >= 10, "only {killed} runs were killed mid-way");
 
@@ -91,7 +105,10 @@ fn sigkill_at_random_points_of_snapshot_and_prune() {
     let span = start.elapsed().as_micros().max(5_000) as u64 * 3;
     let mut pkilled = 0;
     for _ in 0..20 {
-        if run_and_kill(&["-q", "-r", r, "prune"], Duration::from_micros(rng.below(span))) {
+        if run_and_kill(
+            &["-q", "-r", r, "prune"],
+            Duration::from_micros(rng.below(span)),
+        ) {
             pkilled += 1;
         }
         verify_all(&repo);
@@ -114,11 +131,17 @@ fn two_snapshots_at_once_one_refuses() {
     ok(&repo, &["init"]);
     let r = repo.to_str().unwrap();
     let s = src.to_str().unwrap();
-    let mut first = Command::new(bin()).args(["-q", "-r", r, "snapshot", "--files", s]).spawn().unwrap();
+    let mut first = Command::new(bin())
+        .args(["-q", "-r", r, "snapshot", "--files", s])
+        .spawn()
+        .unwrap();
     // wait until the first holds its lock
     let start = Instant::now();
     while fs::read_dir(repo.join("locks")).unwrap().next().is_none() {
-        assert!(start.elapsed() < Duration::from_secs(20), "the first snapshot never took its lock");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the first snapshot never took its lock"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     let o = mnb(&repo, &["snapshot", "--files", s]);
@@ -130,10 +153,17 @@ fn two_snapshots_at_once_one_refuses() {
     } else {
         assert_eq!(code, Some(4), "{}", stderr(&o));
         assert!(stderr(&o).contains("locked"), "{}", stderr(&o));
-        assert!(stderr(&o).contains("snapshot"), "the message names the holder: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("snapshot"),
+            "the message names the holder: {}",
+            stderr(&o)
+        );
     }
     verify_all(&repo);
-    assert!(fs::read_dir(repo.join("locks")).unwrap().next().is_none(), "a lock was left behind");
+    assert!(
+        fs::read_dir(repo.join("locks")).unwrap().next().is_none(),
+        "a lock was left behind"
+    );
 }
 
 fn write_lock(repo: &Path, host: &str, age_minutes: i64, exclusive: bool) -> std::path::PathBuf {
@@ -142,7 +172,9 @@ fn write_lock(repo: &Path, host: &str, age_minutes: i64, exclusive: bool) -> std
         "host": host, "pid": 4242, "exclusive": exclusive, "command": "snapshot",
         "started": now, "heartbeat": now,
     });
-    let p = repo.join("locks").join(format!("{host}-4242-0000000000000001.json"));
+    let p = repo
+        .join("locks")
+        .join(format!("{host}-4242-0000000000000001.json"));
     fs::write(&p, serde_json::to_vec(&body).unwrap()).unwrap();
     p
 }
@@ -150,7 +182,12 @@ fn write_lock(repo: &Path, host: &str, age_minutes: i64, exclusive: bool) -> std
 /// RFC 3339 UTC time `minutes` ago, without pulling chrono into the tests.
 fn chrono_like_now(minutes: i64) -> String {
     let out = Command::new("date")
-        .args(["-u", "-d", &format!("{minutes} minutes ago"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .args([
+            "-u",
+            "-d",
+            &format!("{minutes} minutes ago"),
+            "+%Y-%m-%dT%H:%M:%SZ",
+        ])
         .output()
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
@@ -186,13 +223,20 @@ fn stale_lock_from_another_host_is_recognised_by_age() {
 }
 
 fn forge(repo: &Path, edit: impl Fn(&mut serde_json::Value)) {
-    let f = files_under(&repo.join("snapshots")).into_iter().next().unwrap();
+    let f = files_under(&repo.join("snapshots"))
+        .into_iter()
+        .next()
+        .unwrap();
     let bytes = fs::read(&f).unwrap();
     let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
     let mut v: serde_json::Value = serde_json::from_slice(&bytes[nl + 1..]).unwrap();
     edit(&mut v);
     let body = serde_json::to_vec(&v).unwrap();
-    let mut out = format!("mnbackup-manifest v1 blake3={}\n", blake3::hash(&body).to_hex()).into_bytes();
+    let mut out = format!(
+        "mnbackup-manifest v1 blake3={}\n",
+        blake3::hash(&body).to_hex()
+    )
+    .into_bytes();
     out.extend_from_slice(&body);
     fs::write(&f, out).unwrap();
 }
@@ -217,9 +261,20 @@ fn absurd_sizes_and_expanding_deltas_are_rejected_before_writing() {
     ok(&repo, &["forget", &first]);
 
     let base = t.path().join("repo-orig");
-    assert!(Command::new("cp").arg("-a").arg(&repo).arg(&base).status().unwrap().success());
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&repo)
+        .arg(&base)
+        .status()
+        .unwrap()
+        .success());
     let item_idx = |v: &serde_json::Value| {
-        v["items"].as_array().unwrap().iter().position(|i| i["name"].as_str().unwrap().ends_with("f000.sql")).unwrap()
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|i| i["name"].as_str().unwrap().ends_with("f000.sql"))
+            .unwrap()
     };
 
     // 1. an absurd declared size
@@ -235,7 +290,13 @@ fn absurd_sizes_and_expanding_deltas_are_rejected_before_writing() {
 
     // 2. a delta whose result would be larger than declared
     fs::remove_dir_all(&repo).unwrap();
-    assert!(Command::new("cp").arg("-a").arg(&base).arg(&repo).status().unwrap().success());
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&base)
+        .arg(&repo)
+        .status()
+        .unwrap()
+        .success());
     let mut shrunk = false;
     forge(&repo, |v| {
         let i = item_idx(v);
@@ -251,7 +312,10 @@ fn absurd_sizes_and_expanding_deltas_are_rejected_before_writing() {
         }
     });
     let v = {
-        let f = files_under(&repo.join("snapshots")).into_iter().next().unwrap();
+        let f = files_under(&repo.join("snapshots"))
+            .into_iter()
+            .next()
+            .unwrap();
         fs::read_to_string(f).unwrap()
     };
     if v.contains("\"enc\":\"delta\"") {
@@ -262,5 +326,9 @@ fn absurd_sizes_and_expanding_deltas_are_rejected_before_writing() {
     let o = mnb(&repo, &["export", "latest", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert!(stderr(&o).contains("f000.sql"), "{}", stderr(&o));
-    assert!(!out.join("files").join(src.strip_prefix("/").unwrap()).join("f000.sql").exists());
+    assert!(!out
+        .join("files")
+        .join(src.strip_prefix("/").unwrap())
+        .join("f000.sql")
+        .exists());
 }

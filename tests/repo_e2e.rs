@@ -23,8 +23,16 @@ fn make_tree(root: &Path, rng: &mut Rng, files: usize, size: usize) {
         let dir = if i % 2 == 0 { "etc/zstack" } else { "var/lib" };
         fs::write(root.join(format!("{dir}/f{i:03}.txt")), text(rng, size)).unwrap();
     }
-    fs::write(root.join("etc/zstack/zstack.properties"), b"DB.url=jdbc:mysql://localhost:3306\nDB.user=zstack\n").unwrap();
-    fs::set_permissions(root.join("etc/zstack/zstack.properties"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(
+        root.join("etc/zstack/zstack.properties"),
+        b"DB.url=jdbc:mysql://localhost:3306\nDB.user=zstack\n",
+    )
+    .unwrap();
+    fs::set_permissions(
+        root.join("etc/zstack/zstack.properties"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -45,12 +53,27 @@ fn round_trip_with_changes() {
     a.extend_from_slice(b"appended line\n");
     fs::write(src.join("etc/zstack/f000.txt"), a).unwrap();
     let mut big = fs::read(src.join("var/lib/big.bin")).unwrap();
-    big.splice(4_500_000..4_500_000, b"inserted in the middle of a big file".iter().copied());
+    big.splice(
+        4_500_000..4_500_000,
+        b"inserted in the middle of a big file".iter().copied(),
+    );
     fs::write(src.join("var/lib/big.bin"), big).unwrap();
     fs::remove_file(src.join("var/lib/f001.txt")).unwrap();
-    fs::rename(src.join("etc/zstack/f002.txt"), src.join("etc/zstack/renamed.txt")).unwrap();
-    fs::set_permissions(src.join("var/lib/f003.txt"), fs::Permissions::from_mode(0o640)).unwrap();
-    symlink("../../etc/zstack/zstack.properties", src.join("var/lib/props-link")).unwrap();
+    fs::rename(
+        src.join("etc/zstack/f002.txt"),
+        src.join("etc/zstack/renamed.txt"),
+    )
+    .unwrap();
+    fs::set_permissions(
+        src.join("var/lib/f003.txt"),
+        fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    symlink(
+        "../../etc/zstack/zstack.properties",
+        src.join("var/lib/props-link"),
+    )
+    .unwrap();
     ok(&repo, &["snapshot", "--files", s, "--tag", "second"]);
     let after = capture(&src);
 
@@ -62,7 +85,10 @@ fn round_trip_with_changes() {
         assert_same(expected, &capture(&exported(&out, &src)));
     }
     // cat gives the plain bytes
-    let o = ok(&repo, &["cat", "latest", &format!("files{s}/var/lib/big.bin")]);
+    let o = ok(
+        &repo,
+        &["cat", "latest", &format!("files{s}/var/lib/big.bin")],
+    );
     assert_eq!(o.stdout, fs::read(src.join("var/lib/big.bin")).unwrap());
     // the second snapshot stored the changed big file as deltas or reused pieces
     let l = list(&repo);
@@ -82,7 +108,10 @@ fn one_percent_change_adds_under_ten_percent() {
     let s = src.to_str().unwrap();
     ok(&repo, &["snapshot", "--files", s]);
     // change 1% of the bytes: 320 KB rewritten in 64 places spread over the files
-    let files: Vec<_> = files_under(&src).into_iter().filter(|p| p.extension().is_some_and(|e| e == "txt")).collect();
+    let files: Vec<_> = files_under(&src)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
     let mut changed = 0usize;
     for k in 0..64 {
         let f = &files[k % files.len()];
@@ -104,7 +133,11 @@ fn one_percent_change_adds_under_ten_percent() {
          ({:.2}%, of which signatures {sigs} bytes)",
         ratio * 100.0
     );
-    assert!(ratio < 0.10, "second snapshot added {:.2}% of the first", ratio * 100.0);
+    assert!(
+        ratio < 0.10,
+        "second snapshot added {:.2}% of the first",
+        ratio * 100.0
+    );
     // and it restores exactly
     let out = t.path().join("out");
     ok(&repo, &["export", "latest", out.to_str().unwrap()]);
@@ -125,7 +158,11 @@ fn sigkill_leaves_only_complete_snapshots() {
     let mut killed = 0;
     for (i, delay_ms) in [5u64, 20, 40, 80, 120, 200, 300, 450].iter().enumerate() {
         // change something so every run has new objects to write
-        fs::write(src.join(format!("etc/zstack/new{i}.txt")), text(&mut rng, 2_000_000)).unwrap();
+        fs::write(
+            src.join(format!("etc/zstack/new{i}.txt")),
+            text(&mut rng, 2_000_000),
+        )
+        .unwrap();
         let mut child = Command::new(bin())
             .args(["-q", "-r", repo.to_str().unwrap(), "snapshot", "--files", s])
             .spawn()
@@ -143,10 +180,16 @@ fn sigkill_leaves_only_complete_snapshots() {
             fs::remove_dir_all(&out).unwrap();
         }
     }
-    assert!(killed >= 3, "only {killed} runs were killed mid-way; the test did not exercise SIGKILL");
+    assert!(
+        killed >= 3,
+        "only {killed} runs were killed mid-way; the test did not exercise SIGKILL"
+    );
     // the next snapshot succeeds and cleans the leftovers
     ok(&repo, &["snapshot", "--files", s]);
-    assert!(fs::read_dir(repo.join("tmp")).unwrap().next().is_none(), "tmp/ still holds leftovers");
+    assert!(
+        fs::read_dir(repo.join("tmp")).unwrap().next().is_none(),
+        "tmp/ still holds leftovers"
+    );
     let out = t.path().join("final");
     ok(&repo, &["export", "latest", out.to_str().unwrap()]);
     assert_same(&capture(&src), &capture(&exported(&out, &src)));
@@ -179,12 +222,19 @@ fn flipped_byte_is_caught_and_named() {
     let o = mnb(&repo, &["cat", "latest", &item]);
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert!(o.stdout.is_empty(), "cat wrote bytes of a damaged item");
-    assert!(stderr(&o).contains("id_rsa"), "the error does not name the item: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("id_rsa"),
+        "the error does not name the item: {}",
+        stderr(&o)
+    );
     let out = t.path().join("out");
     let o = mnb(&repo, &["export", "latest", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert!(stderr(&o).contains("id_rsa"));
-    assert!(!exported(&out, &src).join("id_rsa").exists(), "a damaged file was written");
+    assert!(
+        !exported(&out, &src).join("id_rsa").exists(),
+        "a damaged file was written"
+    );
 }
 
 fn forge(repo: &Path, edit: impl Fn(&mut serde_json::Value)) {
@@ -197,7 +247,11 @@ fn forge(repo: &Path, edit: impl Fn(&mut serde_json::Value)) {
     let mut v: serde_json::Value = serde_json::from_slice(&bytes[nl + 1..]).unwrap();
     edit(&mut v);
     let body = serde_json::to_vec(&v).unwrap();
-    let mut out = format!("mnbackup-manifest v1 blake3={}\n", blake3::hash(&body).to_hex()).into_bytes();
+    let mut out = format!(
+        "mnbackup-manifest v1 blake3={}\n",
+        blake3::hash(&body).to_hex()
+    )
+    .into_bytes();
     out.extend_from_slice(&body);
     fs::write(&f, out).unwrap();
 }
@@ -205,13 +259,23 @@ fn forge(repo: &Path, edit: impl Fn(&mut serde_json::Value)) {
 #[test]
 fn hostile_manifests_are_rejected_by_export() {
     for (case, edit) in [
-        ("dotdot", Box::new(|v: &mut serde_json::Value| v["items"][0]["name"] = "../../etc/passwd".into()) as Box<dyn Fn(&mut serde_json::Value)>),
-        ("absolute", Box::new(|v: &mut serde_json::Value| v["items"][0]["name"] = "/etc/passwd".into())),
-        ("symlink", Box::new(|v: &mut serde_json::Value| {
-            let items = v["items"].as_array_mut().unwrap();
-            items.push(serde_json::json!({"name": "files/evil", "kind": "symlink", "target": "../../../etc", "size": 0, "blake3": blake3::hash(b"").to_hex().to_string()}));
-            items.push(serde_json::json!({"name": "files/abs", "kind": "symlink", "target": "/etc/shadow", "size": 0, "blake3": blake3::hash(b"").to_hex().to_string()}));
-        })),
+        (
+            "dotdot",
+            Box::new(|v: &mut serde_json::Value| v["items"][0]["name"] = "../../etc/passwd".into())
+                as Box<dyn Fn(&mut serde_json::Value)>,
+        ),
+        (
+            "absolute",
+            Box::new(|v: &mut serde_json::Value| v["items"][0]["name"] = "/etc/passwd".into()),
+        ),
+        (
+            "symlink",
+            Box::new(|v: &mut serde_json::Value| {
+                let items = v["items"].as_array_mut().unwrap();
+                items.push(serde_json::json!({"name": "files/evil", "kind": "symlink", "target": "../../../etc", "size": 0, "blake3": blake3::hash(b"").to_hex().to_string()}));
+                items.push(serde_json::json!({"name": "files/abs", "kind": "symlink", "target": "/etc/shadow", "size": 0, "blake3": blake3::hash(b"").to_hex().to_string()}));
+            }),
+        ),
     ] {
         let t = tempfile::tempdir().unwrap();
         let src = t.path().join("node");
@@ -224,8 +288,15 @@ fn hostile_manifests_are_rejected_by_export() {
         let out = t.path().join("out");
         let o = mnb(&repo, &["export", "latest", out.to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(6), "{case}: {}", stderr(&o));
-        assert!(stderr(&o).contains("refus") || stderr(&o).contains("not a safe"), "{case}: {}", stderr(&o));
-        assert!(!out.exists() || files_under(&out).is_empty(), "{case}: something was written");
+        assert!(
+            stderr(&o).contains("refus") || stderr(&o).contains("not a safe"),
+            "{case}: {}",
+            stderr(&o)
+        );
+        assert!(
+            !out.exists() || files_under(&out).is_empty(),
+            "{case}: something was written"
+        );
     }
 }
 
@@ -236,7 +307,10 @@ fn missing_marker_is_refused() {
     let o = mnb(t.path(), &["snapshot", "--files", "/etc/hostname"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("not mounted"), "{}", stderr(&o));
-    assert!(fs::read_dir(t.path()).unwrap().next().is_none(), "something was written");
+    assert!(
+        fs::read_dir(t.path()).unwrap().next().is_none(),
+        "something was written"
+    );
     // init refuses a non-empty directory
     fs::write(t.path().join("x"), b"").unwrap();
     let o = mnb(t.path(), &["init"]);
@@ -253,7 +327,14 @@ fn full_pool_fails_clearly_and_keeps_earlier_snapshots() {
     let mnt = t.path().join("pool");
     fs::create_dir_all(&mnt).unwrap();
     let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs", mnt.to_str().unwrap()])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=3m",
+            "tmpfs",
+            mnt.to_str().unwrap(),
+        ])
         .status()
         .unwrap();
     assert!(st.success(), "mounting a tmpfs failed");
@@ -270,7 +351,11 @@ fn full_pool_fails_clearly_and_keeps_earlier_snapshots() {
     let mut rng = Rng(5);
     fs::write(src.join("small.txt"), text(&mut rng, 50_000)).unwrap();
     let o = ok(&repo, &["init"]);
-    assert!(!stderr(&o).contains("not on a separately mounted"), "tmpfs is a mount: {}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("not on a separately mounted"),
+        "tmpfs is a mount: {}",
+        stderr(&o)
+    );
     ok(&repo, &["snapshot", "--files", src.to_str().unwrap()]);
     let good = capture(&src);
     // incompressible data larger than the pool
@@ -284,9 +369,18 @@ fn full_pool_fails_clearly_and_keeps_earlier_snapshots() {
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
     assert!(stderr(&o).contains("pool is full"), "{}", stderr(&o));
     assert_eq!(ids(&repo).len(), 1);
-    assert!(fs::read_dir(repo.join("tmp")).unwrap().next().is_none(), "partial files left in tmp/");
-    let used: u64 = files_under(&repo.join("objects")).iter().map(|f| fs::metadata(f).unwrap().len()).sum();
-    assert!(used < 200_000, "objects of the failed run were left behind ({used} bytes)");
+    assert!(
+        fs::read_dir(repo.join("tmp")).unwrap().next().is_none(),
+        "partial files left in tmp/"
+    );
+    let used: u64 = files_under(&repo.join("objects"))
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(
+        used < 200_000,
+        "objects of the failed run were left behind ({used} bytes)"
+    );
     let out = t.path().join("out");
     ok(&repo, &["export", "latest", out.to_str().unwrap()]);
     assert_same(&good, &capture(&exported(&out, &src)));

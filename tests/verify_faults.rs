@@ -32,13 +32,22 @@ fn fixture() -> Fixture {
     fs::write(src.join("dump.sql"), d).unwrap();
     ok(&repo, &["snapshot", "--files", src.to_str().unwrap()]);
     let l = list(&repo);
-    assert!(l[1]["stats"]["pieces_delta"].as_u64().unwrap() >= 1, "fixture has no delta: {}", l[1]);
+    assert!(
+        l[1]["stats"]["pieces_delta"].as_u64().unwrap() >= 1,
+        "fixture has no delta: {}",
+        l[1]
+    );
     Fixture { _t: t, root, src }
 }
 
 fn copy_repo(f: &Fixture, name: &str) -> PathBuf {
     let dst = f.root.join(name);
-    let st = Command::new("cp").args(["-a"]).arg(f.root.join("repo")).arg(&dst).status().unwrap();
+    let st = Command::new("cp")
+        .args(["-a"])
+        .arg(f.root.join("repo"))
+        .arg(&dst)
+        .status()
+        .unwrap();
     assert!(st.success());
     dst
 }
@@ -54,7 +63,10 @@ fn verify_json(repo: &Path, args: &[&str]) -> (i32, serde_json::Value) {
     let mut a = vec!["--json", "verify"];
     a.extend_from_slice(args);
     let o = mnb(repo, &a);
-    (o.status.code().unwrap(), serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null))
+    (
+        o.status.code().unwrap(),
+        serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[test]
@@ -71,13 +83,29 @@ fn faults_are_caught_at_the_right_level() {
     let n = b.len() - 3;
     b[n] ^= 1;
     fs::write(delta, b).unwrap();
-    assert_eq!(verify_json(&r, &[]).0, 0, "a same-size flip is invisible to the structure check");
+    assert_eq!(
+        verify_json(&r, &[]).0,
+        0,
+        "a same-size flip is invisible to the structure check"
+    );
     let (code, rep) = verify_json(&r, &["--read-data"]);
     assert_eq!(code, 5, "{rep}");
     let damaged = &rep["damaged"][0];
-    assert_eq!(damaged["object"], delta.file_name().unwrap().to_str().unwrap());
-    let affected: Vec<&str> = damaged["snapshots"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert_eq!(affected, vec![ids[1].as_str()], "only the second snapshot uses the delta");
+    assert_eq!(
+        damaged["object"],
+        delta.file_name().unwrap().to_str().unwrap()
+    );
+    let affected: Vec<&str> = damaged["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        affected,
+        vec![ids[1].as_str()],
+        "only the second snapshot uses the delta"
+    );
     // nothing else is affected: the first snapshot still exports
     let out = f.root.join("out-flip");
     ok(&r, &["export", &ids[0], out.to_str().unwrap()]);
@@ -86,10 +114,18 @@ fn faults_are_caught_at_the_right_level() {
     let r = copy_repo(&f, "trunc");
     let full = &objects_of_type(&r, b'F')[0];
     let len = fs::metadata(full).unwrap().len();
-    fs::OpenOptions::new().write(true).open(full).unwrap().set_len(len / 2).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(full)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let (code, rep) = verify_json(&r, &[]);
     assert_eq!(code, 5, "{rep}");
-    assert!(rep["damaged"][0]["problem"].as_str().unwrap().contains("truncated"));
+    assert!(rep["damaged"][0]["problem"]
+        .as_str()
+        .unwrap()
+        .contains("truncated"));
 
     // 3. a deleted object: missing, exit 8, names both snapshots when both use it
     let r = copy_repo(&f, "deleted");
@@ -100,7 +136,11 @@ fn faults_are_caught_at_the_right_level() {
     fs::remove_file(&full).unwrap();
     let (code, rep) = verify_json(&r, &[]);
     assert_eq!(code, 8, "{rep}");
-    assert_eq!(rep["missing"][0]["snapshots"].as_array().unwrap().len(), 2, "{rep}");
+    assert_eq!(
+        rep["missing"][0]["snapshots"].as_array().unwrap().len(),
+        2,
+        "{rep}"
+    );
 
     // 4. a deleted signature: reported, restores unaffected, the next snapshot works
     let r = copy_repo(&f, "sig");
@@ -116,7 +156,14 @@ fn faults_are_caught_at_the_right_level() {
     }
     // (a fresh cache so the signature really has to come from the pool)
     let o = Command::new(bin())
-        .args(["-q", "-r", r.to_str().unwrap(), "snapshot", "--files", f.src.to_str().unwrap()])
+        .args([
+            "-q",
+            "-r",
+            r.to_str().unwrap(),
+            "snapshot",
+            "--files",
+            f.src.to_str().unwrap(),
+        ])
         .env("XDG_CACHE_HOME", f.root.join("nocache"))
         .env("HOME", f.root.join("nohome"))
         .output()
@@ -138,7 +185,10 @@ fn faults_are_caught_at_the_right_level() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("DAMAGED"));
     let out = f.root.join("out-manifest");
     ok(&r, &["export", &ids[0], out.to_str().unwrap()]);
-    let o = mnb(&r, &["export", &ids[1], f.root.join("out-m2").to_str().unwrap()]);
+    let o = mnb(
+        &r,
+        &["export", &ids[1], f.root.join("out-m2").to_str().unwrap()],
+    );
     assert_eq!(o.status.code(), Some(5));
 }
 
@@ -153,7 +203,11 @@ fn subset_buckets_cover_the_pool() {
         assert_eq!(code, 0);
         read += rep["objects_read"].as_u64().unwrap();
     }
-    assert_eq!(read, all["objects_read"].as_u64().unwrap(), "1/3, 2/3, 3/3 together read every object once");
+    assert_eq!(
+        read,
+        all["objects_read"].as_u64().unwrap(),
+        "1/3, 2/3, 3/3 together read every object once"
+    );
     let o = mnb(&r, &["verify", "--subset", "4/3"]);
     assert_eq!(o.status.code(), Some(2));
 }

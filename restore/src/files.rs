@@ -86,7 +86,9 @@ pub fn check_relative(path: &str) -> Result<()> {
     let bad = path.is_empty()
         || path.starts_with('/')
         || path.contains('\0')
-        || path.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
         bail!(
             "refusing entry `{}`: not a safe relative path (absolute, empty or `..` component); \
@@ -132,7 +134,9 @@ fn safe_parent(root: &Path, rel: &str) -> Result<PathBuf> {
                  way; a path may not pass through a symlink)",
                 cur.display()
             ),
-            Err(_) => fs::create_dir(&cur).with_context(|| format!("creating {}", cur.display()))?,
+            Err(_) => {
+                fs::create_dir(&cur).with_context(|| format!("creating {}", cur.display()))?
+            }
         }
     }
     Ok(cur)
@@ -189,7 +193,10 @@ pub fn preflight(entries: &[Entry], root: &Path, opts: &PlaceOptions) -> Result<
         if e.kind == Kind::Symlink {
             let t = e.target.as_deref().unwrap_or("");
             if t.is_empty() {
-                bail!("symlink `{}` has no target; the manifest is malformed", e.path);
+                bail!(
+                    "symlink `{}` has no target; the manifest is malformed",
+                    e.path
+                );
             }
             if !opts.allow_outside_symlinks && !symlink_stays_inside(&e.path, t) {
                 bail!(
@@ -203,7 +210,10 @@ pub fn preflight(entries: &[Entry], root: &Path, opts: &PlaceOptions) -> Result<
         if opts.existing == Existing::Refuse && e.kind != Kind::Dir {
             let p = root.join(&e.path);
             if fs::symlink_metadata(&p).is_ok() {
-                bail!("{} exists; refusing to replace it (nothing was written)", p.display());
+                bail!(
+                    "{} exists; refusing to replace it (nothing was written)",
+                    p.display()
+                );
             }
         }
     }
@@ -211,7 +221,12 @@ pub fn preflight(entries: &[Entry], root: &Path, opts: &PlaceOptions) -> Result<
 }
 
 /// Place entries under `root` (created when missing). Checks everything first.
-pub fn place(entries: &[Entry], root: &Path, content: &dyn Content, opts: &PlaceOptions) -> Result<PlaceReport> {
+pub fn place(
+    entries: &[Entry],
+    root: &Path,
+    content: &dyn Content,
+    opts: &PlaceOptions,
+) -> Result<PlaceReport> {
     preflight(entries, root, opts)?;
     fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     let mut report = PlaceReport::default();
@@ -228,7 +243,8 @@ pub fn place(entries: &[Entry], root: &Path, content: &dyn Content, opts: &Place
                 match &existing {
                     Some(md) if md.file_type().is_dir() => {}
                     Some(_) => bail!("{} exists and is not a directory", dest.display()),
-                    None => fs::create_dir(&dest).with_context(|| format!("creating {}", dest.display()))?,
+                    None => fs::create_dir(&dest)
+                        .with_context(|| format!("creating {}", dest.display()))?,
                 }
                 report.dirs += 1;
                 dirs.push((dest, e));
@@ -238,7 +254,10 @@ pub fn place(entries: &[Entry], root: &Path, content: &dyn Content, opts: &Place
         }
         if let Some(md) = &existing {
             if md.file_type().is_dir() {
-                bail!("{} is a directory where the snapshot has a file; move it away and rerun", dest.display());
+                bail!(
+                    "{} is a directory where the snapshot has a file; move it away and rerun",
+                    dest.display()
+                );
             }
         }
         let tmp = parent.join(format!(".{name}.mnbackup-{}.tmp", std::process::id()));
@@ -280,7 +299,8 @@ pub fn place(entries: &[Entry], root: &Path, content: &dyn Content, opts: &Place
             match opts.existing {
                 Existing::KeepAsPreRestore => {
                     let keep = parent.join(format!("{name}.pre-restore"));
-                    fs::rename(&dest, &keep).with_context(|| format!("keeping {}", dest.display()))?;
+                    fs::rename(&dest, &keep)
+                        .with_context(|| format!("keeping {}", dest.display()))?;
                     report.kept.push(keep.display().to_string());
                 }
                 Existing::Overwrite => {}

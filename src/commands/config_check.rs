@@ -11,7 +11,10 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         match &ctx.config_path {
-            Some(p) => ctx.say(format!("# configuration {} is valid; effective settings:", p.display())),
+            Some(p) => ctx.say(format!(
+                "# configuration {} is valid; effective settings:",
+                p.display()
+            )),
             None => ctx.say("# no configuration file (defaults); effective settings:"),
         }
         print!("{}", ctx.config.masked_toml()?);

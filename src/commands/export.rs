@@ -55,7 +55,12 @@ pub fn entry_of(item: &Item) -> Entry {
 }
 
 /// Export the items of `m` selected by `include` prefixes into `dir`.
-pub fn export(repo: &Repo, m: &Manifest, dir: &Path, include: &[String]) -> Result<mnbackup_restore::files::PlaceReport> {
+pub fn export(
+    repo: &Repo,
+    m: &Manifest,
+    dir: &Path,
+    include: &[String],
+) -> Result<mnbackup_restore::files::PlaceReport> {
     let selected: Vec<&Item> = m
         .items
         .iter()
@@ -93,7 +98,10 @@ pub fn run(ctx: &Ctx, spec: &str, dir: &Path, include: &[String]) -> Result<i32>
     let m = repo.load_manifest(&id)?;
     let r = export(&repo, &m, dir, include)?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&json!({"snapshot": m.id, "dir": dir, "report": r}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"snapshot": m.id, "dir": dir, "report": r}))?
+        );
     } else {
         ctx.say(format!(
             "exported snapshot {} to {}: {} files ({}), {} directories, {} symlinks",

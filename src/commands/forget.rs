@@ -34,7 +34,11 @@ pub fn policy(ctx: &Ctx, overrides: &KeepPolicy) -> KeepPolicy {
 pub type ForgetOutcome = (Vec<(String, String)>, Vec<String>);
 
 /// Decide and (unless dry run) remove. The caller holds the exclusive lock.
-pub fn forget_locked(ctx: &Ctx, repo: &crate::repo::Repo, args: &ForgetArgs) -> Result<ForgetOutcome> {
+pub fn forget_locked(
+    ctx: &Ctx,
+    repo: &crate::repo::Repo,
+    args: &ForgetArgs,
+) -> Result<ForgetOutcome> {
     let mut keep = Vec::new();
     let mut remove = Vec::new();
     if !args.snapshots.is_empty() {
@@ -53,7 +57,10 @@ pub fn forget_locked(ctx: &Ctx, repo: &crate::repo::Repo, args: &ForgetArgs) -> 
         let mut refs = Vec::new();
         for r in repo.load_all()? {
             match r {
-                Ok(m) => refs.push(SnapshotRef { id: m.id, time: m.time }),
+                Ok(m) => refs.push(SnapshotRef {
+                    id: m.id,
+                    time: m.time,
+                }),
                 // A damaged snapshot is never chosen for removal by policy: verify reports it.
                 Err((id, _)) => keep.push((id, "damaged (kept for inspection)".to_string())),
             }
@@ -83,23 +90,39 @@ pub fn run(ctx: &Ctx, args: &ForgetArgs) -> Result<i32> {
         None
     };
     if ctx.json {
-        let keep: Vec<_> = keep.iter().map(|(id, why)| json!({"id": id, "reasons": why})).collect();
+        let keep: Vec<_> = keep
+            .iter()
+            .map(|(id, why)| json!({"id": id, "reasons": why}))
+            .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"keep": keep, "remove": remove, "dry_run": args.dry_run, "prune": pruned}))?
+            serde_json::to_string_pretty(
+                &json!({"keep": keep, "remove": remove, "dry_run": args.dry_run, "prune": pruned})
+            )?
         );
     } else {
         for (id, why) in &keep {
             ctx.say(format!("keep   {id}  ({why})"));
         }
         for id in &remove {
-            ctx.say(format!("{} {id}", if args.dry_run { "would remove" } else { "remove" }));
+            ctx.say(format!(
+                "{} {id}",
+                if args.dry_run {
+                    "would remove"
+                } else {
+                    "remove"
+                }
+            ));
         }
         ctx.say(format!(
             "{} snapshots kept, {} {}",
             keep.len(),
             remove.len(),
-            if args.dry_run { "would be removed (dry run)" } else { "removed; run `mnbackup prune` to free their space" }
+            if args.dry_run {
+                "would be removed (dry run)"
+            } else {
+                "removed; run `mnbackup prune` to free their space"
+            }
         ));
         if let Some(p) = &pruned {
             super::prune::print_report(ctx, p)?;

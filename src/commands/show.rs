@@ -43,15 +43,26 @@ pub fn run(ctx: &Ctx, spec: &str) -> Result<i32> {
         );
         return Ok(0);
     }
-    println!("snapshot {} taken {} ({}) on {}", m.id, m.time, m.trigger, m.hostname);
+    println!(
+        "snapshot {} taken {} ({}) on {}",
+        m.id, m.time, m.trigger, m.hostname
+    );
     for i in &m.items {
         let kind = match i.kind {
             EntryKind::File => "file",
             EntryKind::Dir => "dir",
             EntryKind::Symlink => "link",
         };
-        let mode = i.meta.as_ref().map(|m| format!("{:04o}", m.mode)).unwrap_or_else(|| "-".into());
-        let extra = i.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+        let mode = i
+            .meta
+            .as_ref()
+            .map(|m| format!("{:04o}", m.mode))
+            .unwrap_or_else(|| "-".into());
+        let extra = i
+            .target
+            .as_ref()
+            .map(|t| format!(" -> {t}"))
+            .unwrap_or_default();
         println!(
             "{kind:<4} {mode:>5} {:>11} {:<16} {}{extra}",
             bytes(i.size),

@@ -27,7 +27,9 @@ pub fn sig_cache(ctx: &Ctx, repo: &Repo) -> SigCache {
         } else {
             std::env::var_os("XDG_CACHE_HOME")
                 .map(std::path::PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache"))
+                })
                 .map(|p| p.join("mnbackup"))
         }
     });
@@ -62,7 +64,10 @@ pub fn take(ctx: &Ctx, req: &SnapshotRequest) -> Result<Manifest> {
     let _lock = repo.lock(true, "snapshot", ctx.lock_wait())?;
     let (n, b) = repo.clean_leftovers()?;
     if n > 0 {
-        tracing::info!("removed {n} leftover files ({}) of an interrupted run", bytes(b));
+        tracing::info!(
+            "removed {n} leftover files ({}) of an interrupted run",
+            bytes(b)
+        );
     }
     let parent = latest_good(&repo)?;
     let progress = SnapshotProgress::new(ctx.quiet || ctx.json);
@@ -90,7 +95,11 @@ pub fn take(ctx: &Ctx, req: &SnapshotRequest) -> Result<Manifest> {
         .map_err(|_| anyhow::anyhow!("internal error: a source kept the snapshot writer"))?;
     match result {
         Ok(()) => {
-            let m = writer.commit(crate::repo::lock::hostname(), req.trigger.clone(), req.tags.clone())?;
+            let m = writer.commit(
+                crate::repo::lock::hostname(),
+                req.trigger.clone(),
+                req.tags.clone(),
+            )?;
             Ok(m)
         }
         Err(e) => {
@@ -99,14 +108,19 @@ pub fn take(ctx: &Ctx, req: &SnapshotRequest) -> Result<Manifest> {
                 Ok(n) => tracing::info!("snapshot {id} abandoned; removed the {n} objects it had written"),
                 Err(e2) => tracing::warn!("snapshot {id} abandoned; cleaning its objects failed: {e2:#} (the next snapshot removes them)"),
             }
-            Err(e.context("the snapshot failed; nothing was committed and earlier snapshots are unchanged"))
+            Err(e.context(
+                "the snapshot failed; nothing was committed and earlier snapshots are unchanged",
+            ))
         }
     }
 }
 
 fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) -> Result<()> {
     let cfg = &ctx.config;
-    let cancelled = || req.cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst));
+    let cancelled = || {
+        req.cancel
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+    };
     if !req.only_files {
         if let Some(m) = &cfg.mariadb {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -131,7 +145,11 @@ fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) ->
     let file_cfgs: &[sources::files::FilesConfig] = if req.only_files { &[] } else { &cfg.files };
     if !file_cfgs.is_empty() || !req.files.is_empty() {
         let sum = sources::files::backup(file_cfgs, &req.files, writer.as_ref())?;
-        crate::source::ItemSink::set_source_info(writer.as_ref(), "files", serde_json::to_value(&sum)?);
+        crate::source::ItemSink::set_source_info(
+            writer.as_ref(),
+            "files",
+            serde_json::to_value(&sum)?,
+        );
     }
     Ok(())
 }
@@ -161,7 +179,9 @@ pub fn run(ctx: &Ctx, args: &SnapshotArgs) -> Result<i32> {
     if ctx.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"id": m.id, "time": m.time, "stats": s, "parent": m.parent}))?
+            serde_json::to_string_pretty(
+                &json!({"id": m.id, "time": m.time, "stats": s, "parent": m.parent})
+            )?
         );
     } else {
         ctx.say(format!(

@@ -9,7 +9,10 @@ pub fn run(ctx: &Ctx, all: bool) -> Result<i32> {
     let repo = ctx.open_repo()?;
     let removed = remove_locks(&repo.locks_dir(), repo.stale_after, all)?;
     if ctx.json {
-        let v: Vec<_> = removed.iter().map(|(p, i)| serde_json::json!({"file": p, "lock": i})).collect();
+        let v: Vec<_> = removed
+            .iter()
+            .map(|(p, i)| serde_json::json!({"file": p, "lock": i}))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if removed.is_empty() {
         ctx.say("no stale locks");

@@ -103,12 +103,7 @@ struct Users {
     items: BTreeSet<String>,
 }
 
-fn index_piece(
-    p: &PieceData,
-    snap: &str,
-    item: &str,
-    idx: &mut HashMap<String, Users>,
-) {
+fn index_piece(p: &PieceData, snap: &str, item: &str, idx: &mut HashMap<String, Users>) {
     let (obj, stored) = p.data.object();
     let ty = match p.data {
         Encoding::Full { .. } => ObjectType::Full,
@@ -125,7 +120,13 @@ fn index_piece(
 }
 
 /// Verify the repository. `max_chain` is the policy's chain limit.
-pub fn verify(repo: &Repo, read_data: bool, subset: Subset, max_chain: u32, progress: bool) -> Result<VerifyReport> {
+pub fn verify(
+    repo: &Repo,
+    read_data: bool,
+    subset: Subset,
+    max_chain: u32,
+    progress: bool,
+) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let mut manifests: Vec<Manifest> = Vec::new();
     for r in repo.load_all()? {
@@ -157,7 +158,8 @@ pub fn verify(repo: &Repo, read_data: bool, subset: Subset, max_chain: u32, prog
                         u.size = sz;
                     }
                     u.snapshots.insert(m.id.clone());
-                    u.items.insert(format!("{}:{} (signature)", m.id, item.name));
+                    u.items
+                        .insert(format!("{}:{} (signature)", m.id, item.name));
                 }
                 let key = (p.piece.blake3.clone(), p.piece.data.object().0.to_string());
                 pieces
@@ -185,9 +187,14 @@ pub fn verify(repo: &Repo, read_data: bool, subset: Subset, max_chain: u32, prog
                 bad_objects.insert(id.clone());
             }
             Some(sz) if u.size != 0 && sz != u.size => {
-                report
-                    .damaged
-                    .push(problem(id, format!("size {sz} bytes, recorded {} (truncated or overwritten)", u.size), u));
+                report.damaged.push(problem(
+                    id,
+                    format!(
+                        "size {sz} bytes, recorded {} (truncated or overwritten)",
+                        u.size
+                    ),
+                    u,
+                ));
                 bad_objects.insert(id.clone());
             }
             Some(sz) => {
@@ -211,14 +218,18 @@ pub fn verify(repo: &Repo, read_data: bool, subset: Subset, max_chain: u32, prog
         } else {
             None
         };
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let queue = Mutex::new(to_read.iter());
         let found = Mutex::new(Vec::new());
         let read_bytes = std::sync::atomic::AtomicU64::new(0);
         std::thread::scope(|s| {
             for _ in 0..threads {
                 s.spawn(|| loop {
-                    let Some((id, sz)) = queue.lock().unwrap().next().cloned() else { break };
+                    let Some((id, sz)) = queue.lock().unwrap().next().cloned() else {
+                        break;
+                    };
                     let ty = idx[&id].ty.unwrap_or(ObjectType::Full);
                     if let Err(e) = repo.get_object(&id, ty) {
                         found.lock().unwrap().push((id.clone(), format!("{e:#}")));
@@ -243,19 +254,28 @@ pub fn verify(repo: &Repo, read_data: bool, subset: Subset, max_chain: u32, prog
         // fine: this proves decompression, delta application and the plain BLAKE3.
         let in_subset: BTreeSet<&String> = to_read.iter().map(|x| &x.0).collect();
         for ((_, obj), (piece, user)) in &pieces {
-            if !in_subset.contains(obj) || chain_objects(piece).iter().any(|o| bad_objects.contains(*o)) {
+            if !in_subset.contains(obj)
+                || chain_objects(piece)
+                    .iter()
+                    .any(|o| bad_objects.contains(*o))
+            {
                 continue;
             }
             report.pieces_reconstructed += 1;
             if let Err(e) = decode_piece(repo, piece, user) {
-                report
-                    .damaged
-                    .push(problem(obj, format!("does not reconstruct: {e:#}"), &idx[obj]));
+                report.damaged.push(problem(
+                    obj,
+                    format!("does not reconstruct: {e:#}"),
+                    &idx[obj],
+                ));
                 bad_objects.insert(obj.clone());
             }
         }
     }
-    report.exit_code = if !report.damaged.is_empty() || !report.damaged_manifests.is_empty() || !report.policy.is_empty() {
+    report.exit_code = if !report.damaged.is_empty()
+        || !report.damaged_manifests.is_empty()
+        || !report.policy.is_empty()
+    {
         EXIT_INTEGRITY
     } else if !report.missing.is_empty() {
         EXIT_MISSING
@@ -303,8 +323,14 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<i32> {
     };
     let read_data = args.read_data || args.subset.is_some();
     let start = std::time::Instant::now();
-    let report = verify(&repo, read_data, subset, ctx.config.delta.max_chain, !ctx.quiet && !ctx.json)
-        .context("verify could not run")?;
+    let report = verify(
+        &repo,
+        read_data,
+        subset,
+        ctx.config.delta.max_chain,
+        !ctx.quiet && !ctx.json,
+    )
+    .context("verify could not run")?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -319,7 +345,11 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<i32> {
         let secs = start.elapsed().as_secs_f64();
         ctx.say(format!(
             "{}: {} snapshots, {} objects checked{} in {:.1}s",
-            if report.ok { "no problems found" } else { "PROBLEMS FOUND" },
+            if report.ok {
+                "no problems found"
+            } else {
+                "PROBLEMS FOUND"
+            },
             report.snapshots,
             report.objects,
             if read_data {

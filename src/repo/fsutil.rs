@@ -26,7 +26,8 @@ pub fn temp_name(stem: &str) -> String {
 
 /// fsync a directory so that a rename or unlink inside it is durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    let f = File::open(dir).with_context(|| format!("opening directory {} to sync it", dir.display()))?;
+    let f = File::open(dir)
+        .with_context(|| format!("opening directory {} to sync it", dir.display()))?;
     f.sync_all()
         .with_context(|| format!("syncing directory {}", dir.display()))?;
     Ok(())
@@ -60,7 +61,12 @@ pub fn write_error(e: std::io::Error, what: &str, path: &Path) -> anyhow::Error 
 /// Write `bytes` to `dest` atomically: a temp file in `tmp_dir`, fsync, rename, fsync dest's dir.
 /// When `keep_existing` is true and `dest` already exists, nothing is written (content-addressed
 /// objects). Returns true when a new file was written.
-pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8], keep_existing: bool) -> Result<bool> {
+pub fn write_atomic(
+    tmp_dir: &Path,
+    dest: &Path,
+    bytes: &[u8],
+    keep_existing: bool,
+) -> Result<bool> {
     if keep_existing && dest.exists() {
         return Ok(false);
     }
@@ -74,7 +80,8 @@ pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8], keep_existing: bo
             .create_new(true)
             .open(&tmp)
             .map_err(|e| write_error(e, "a temporary file", &tmp))?;
-        f.write_all(bytes).map_err(|e| write_error(e, "a file", &tmp))?;
+        f.write_all(bytes)
+            .map_err(|e| write_error(e, "a file", &tmp))?;
         f.sync_all().map_err(|e| write_error(e, "a file", &tmp))?;
     }
     let dir = dest.parent().expect("destination has a parent");

@@ -50,7 +50,11 @@ impl LockInfo {
     fn describe(&self) -> String {
         format!(
             "{} lock held by `{}` (pid {} on host {}, started {}, last heartbeat {})",
-            if self.exclusive { "an exclusive" } else { "a shared" },
+            if self.exclusive {
+                "an exclusive"
+            } else {
+                "a shared"
+            },
             self.command,
             self.pid,
             self.host,
@@ -171,7 +175,12 @@ pub fn acquire(
             None => {
                 let info = Arc::new(Mutex::new(info));
                 let stop = Arc::new(AtomicBool::new(false));
-                let thread = spawn_heartbeat(path.clone(), tmp_dir.to_path_buf(), info.clone(), stop.clone());
+                let thread = spawn_heartbeat(
+                    path.clone(),
+                    tmp_dir.to_path_buf(),
+                    info.clone(),
+                    stop.clone(),
+                );
                 return Ok(Lock {
                     path,
                     stop,

@@ -179,7 +179,10 @@ impl Repo {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let hint = if !path.exists() {
                     "the directory does not exist".to_string()
-                } else if fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false) {
+                } else if fs::read_dir(path)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false)
+                {
                     "the directory is empty: if the pool is an NFS mount, it is probably not \
                      mounted (check `mount` / `df`)"
                         .to_string()
@@ -265,7 +268,9 @@ impl Repo {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(integrity(format!("object {id} is missing from the repository")));
+                return Err(integrity(format!(
+                    "object {id} is missing from the repository"
+                )));
             }
             Err(e) => return Err(e).with_context(|| format!("reading object {}", path.display())),
         };
@@ -318,12 +323,11 @@ impl Repo {
     pub fn load_manifest(&self, id: &str) -> Result<Manifest> {
         check_snapshot_id(id)?;
         let path = self.snapshots_dir().join(format!("{id}.json"));
-        let bytes = fs::read(&path).with_context(|| format!("reading manifest {}", path.display()))?;
+        let bytes =
+            fs::read(&path).with_context(|| format!("reading manifest {}", path.display()))?;
         decode_manifest(&bytes).map_err(|e| {
             if let Some(MnError::Unsafe(msg)) = e.downcast_ref::<MnError>() {
-                return crate::error::unsafe_content(format!(
-                    "snapshot {id} is not used: {msg}"
-                ));
+                return crate::error::unsafe_content(format!("snapshot {id} is not used: {msg}"));
             }
             integrity(format!(
                 "the manifest of snapshot {id} is damaged: {e:#}. That snapshot cannot be \
@@ -400,7 +404,9 @@ impl Repo {
     }
 
     /// Every object id referenced by the given manifests (pieces, delta bases, signatures).
-    pub fn referenced_objects<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> HashSet<String> {
+    pub fn referenced_objects<'a>(
+        manifests: impl IntoIterator<Item = &'a Manifest>,
+    ) -> HashSet<String> {
         let mut set = HashSet::new();
         for m in manifests {
             for item in &m.items {
@@ -419,7 +425,9 @@ impl Repo {
     pub fn all_objects(&self) -> Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
         let objects = self.root.join("objects");
-        for sub in fs::read_dir(&objects).with_context(|| format!("listing {}", objects.display()))? {
+        for sub in
+            fs::read_dir(&objects).with_context(|| format!("listing {}", objects.display()))?
+        {
             let sub = sub?;
             if !sub.file_type()?.is_dir() {
                 continue;
@@ -449,11 +457,16 @@ impl Repo {
                 interrupted = true;
             }
             bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-            fs::remove_file(e.path()).with_context(|| format!("removing leftover {}", e.path().display()))?;
+            fs::remove_file(e.path())
+                .with_context(|| format!("removing leftover {}", e.path().display()))?;
             files += 1;
         }
         if interrupted {
-            let manifests: Vec<Manifest> = self.load_all()?.into_iter().filter_map(|r| r.ok()).collect();
+            let manifests: Vec<Manifest> = self
+                .load_all()?
+                .into_iter()
+                .filter_map(|r| r.ok())
+                .collect();
             let keep = Self::referenced_objects(&manifests);
             for (id, size) in self.all_objects()? {
                 if !keep.contains(&id) {
@@ -486,7 +499,11 @@ fn mark_piece(p: &PieceData, set: &mut HashSet<String>) {
 
 /// Check that an object id is 64 lowercase hex digits.
 pub fn check_object_id(id: &str) -> Result<()> {
-    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(())
     } else {
         Err(crate::error::unsafe_content(format!(
@@ -498,7 +515,10 @@ pub fn check_object_id(id: &str) -> Result<()> {
 
 /// Check a snapshot id: letters, digits and '-' only (it becomes a file name).
 pub fn check_snapshot_id(id: &str) -> Result<()> {
-    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         Ok(())
     } else {
         Err(crate::error::unsafe_content(format!(

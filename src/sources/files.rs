@@ -78,11 +78,17 @@ fn expand(pattern: &str) -> Result<Vec<PathBuf>> {
     let has_glob = pattern.contains(['*', '?', '[']);
     if !has_glob {
         let p = PathBuf::from(pattern);
-        return Ok(if fs::symlink_metadata(&p).is_ok() { vec![p] } else { vec![] });
+        return Ok(if fs::symlink_metadata(&p).is_ok() {
+            vec![p]
+        } else {
+            vec![]
+        });
     }
     let mut out = Vec::new();
     for entry in glob::glob(pattern).map_err(|e| {
-        MnError::Usage(format!("[[files]] pattern `{pattern}` is not a valid glob: {e}"))
+        MnError::Usage(format!(
+            "[[files]] pattern `{pattern}` is not a valid glob: {e}"
+        ))
     })? {
         out.push(entry.with_context(|| format!("expanding `{pattern}`"))?);
     }
@@ -90,7 +96,11 @@ fn expand(pattern: &str) -> Result<Vec<PathBuf>> {
 }
 
 /// Back up the configured paths plus `extra` (from `snapshot --files`; those must exist).
-pub fn backup(configs: &[FilesConfig], extra: &[PathBuf], sink: &dyn ItemSink) -> Result<FilesSummary> {
+pub fn backup(
+    configs: &[FilesConfig],
+    extra: &[PathBuf],
+    sink: &dyn ItemSink,
+) -> Result<FilesSummary> {
     let mut sum = FilesSummary::default();
     let mut roots: Vec<(PathBuf, Vec<glob::Pattern>)> = Vec::new();
     for c in configs {
@@ -99,7 +109,9 @@ pub fn backup(configs: &[FilesConfig], extra: &[PathBuf], sink: &dyn ItemSink) -
             .iter()
             .map(|e| {
                 glob::Pattern::new(e).map_err(|err| {
-                    MnError::Usage(format!("[[files]] exclude `{e}` is not a valid glob: {err}"))
+                    MnError::Usage(format!(
+                        "[[files]] exclude `{e}` is not a valid glob: {err}"
+                    ))
                 })
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
@@ -139,7 +151,9 @@ pub fn backup(configs: &[FilesConfig], extra: &[PathBuf], sink: &dyn ItemSink) -
     // Several roots may overlap (a directory and a file inside it): each path is taken once.
     let mut seen = std::collections::HashSet::new();
     for (root, excludes) in roots {
-        let walker = walkdir::WalkDir::new(&root).follow_links(false).sort_by_file_name();
+        let walker = walkdir::WalkDir::new(&root)
+            .follow_links(false)
+            .sort_by_file_name();
         for entry in walker {
             let entry = match entry {
                 Ok(e) => e,
@@ -178,7 +192,8 @@ fn put_path(path: &Path, sink: &dyn ItemSink, sum: &mut FilesSummary) -> Result<
             delta: false,
         })
     } else if ft.is_symlink() {
-        let target = fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
+        let target =
+            fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
         sum.symlinks += 1;
         sink.put_entry(ItemSpec {
             name,
@@ -210,14 +225,20 @@ fn put_path(path: &Path, sink: &dyn ItemSink, sum: &mut FilesSummary) -> Result<
         sum.files += 1;
         sum.bytes += md.len();
         if let Ok(after) = fs::symlink_metadata(path) {
-            if after.len() != md.len() || after.mtime_nsec() != md.mtime_nsec() || after.mtime() != md.mtime() {
+            if after.len() != md.len()
+                || after.mtime_nsec() != md.mtime_nsec()
+                || after.mtime() != md.mtime()
+            {
                 tracing::warn!("files: {} changed while it was read", path.display());
                 sum.changed_during_read.push(path.display().to_string());
             }
         }
         Ok(())
     } else {
-        let msg = format!("{}: not a regular file, directory or symlink", path.display());
+        let msg = format!(
+            "{}: not a regular file, directory or symlink",
+            path.display()
+        );
         tracing::warn!("files: {msg}; skipped");
         sum.skipped.push(msg);
         Ok(())

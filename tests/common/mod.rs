@@ -51,9 +51,18 @@ pub fn list(repo: &Path) -> Vec<serde_json::Value> {
 /// One entry of a tree as compared by the tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    File { content: Vec<u8>, mode: u32, mtime: i64, mtime_ns: i64 },
-    Dir { mode: u32 },
-    Link { target: String },
+    File {
+        content: Vec<u8>,
+        mode: u32,
+        mtime: i64,
+        mtime_ns: i64,
+    },
+    Dir {
+        mode: u32,
+    },
+    Link {
+        target: String,
+    },
 }
 
 /// Read a whole tree (relative paths) with contents and metadata.
@@ -61,12 +70,24 @@ pub fn capture(root: &Path) -> BTreeMap<String, Node> {
     let mut out = BTreeMap::new();
     for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let e = e.unwrap();
-        let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let md = fs::symlink_metadata(e.path()).unwrap();
         let node = if md.file_type().is_symlink() {
-            Node::Link { target: fs::read_link(e.path()).unwrap().to_string_lossy().into_owned() }
+            Node::Link {
+                target: fs::read_link(e.path())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            }
         } else if md.is_dir() {
-            Node::Dir { mode: md.permissions().mode() & 0o7777 }
+            Node::Dir {
+                mode: md.permissions().mode() & 0o7777,
+            }
         } else {
             Node::File {
                 content: fs::read(e.path()).unwrap(),
@@ -89,12 +110,25 @@ pub fn assert_same(expected: &BTreeMap<String, Node>, actual: &BTreeMap<String, 
         let a = &actual[k];
         if v != a {
             let short = |n: &Node| match n {
-                Node::File { content, mode, mtime, mtime_ns } => {
-                    format!("file len {} blake3 {} mode {mode:o} mtime {mtime}.{mtime_ns}", content.len(), blake3::hash(content))
+                Node::File {
+                    content,
+                    mode,
+                    mtime,
+                    mtime_ns,
+                } => {
+                    format!(
+                        "file len {} blake3 {} mode {mode:o} mtime {mtime}.{mtime_ns}",
+                        content.len(),
+                        blake3::hash(content)
+                    )
                 }
                 other => format!("{other:?}"),
             };
-            panic!("{k} differs:\n expected {}\n actual   {}", short(v), short(a));
+            panic!(
+                "{k} differs:\n expected {}\n actual   {}",
+                short(v),
+                short(a)
+            );
         }
     }
 }
@@ -116,8 +150,23 @@ impl Rng {
 /// Compressible, log-like text of about `len` bytes (like SQL dumps and config files).
 pub fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "INSERT", "INTO", "VmInstanceEO", "VALUES", "Running", "Stopped", "host", "volume",
-        "zstack", "uuid", "192.168.1.", "kvm", "ceph", "image", "2026-11-29", "NULL", "l3",
+        "INSERT",
+        "INTO",
+        "VmInstanceEO",
+        "VALUES",
+        "Running",
+        "Stopped",
+        "host",
+        "volume",
+        "zstack",
+        "uuid",
+        "192.168.1.",
+        "kvm",
+        "ceph",
+        "image",
+        "2026-11-29",
+        "NULL",
+        "l3",
     ];
     let mut v = Vec::with_capacity(len + 64);
     while v.len() < len {
@@ -132,7 +181,10 @@ pub fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
 
 /// Snapshot ids from `list --json`, oldest first.
 pub fn ids(repo: &Path) -> Vec<String> {
-    list(repo).iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+    list(repo)
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Every file under `dir` (recursively).
