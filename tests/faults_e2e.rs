@@ -222,23 +222,8 @@ fn stale_lock_from_another_host_is_recognised_by_age() {
     assert!(!live.exists());
 }
 
-fn forge(repo: &Path, edit: impl Fn(&mut serde_json::Value)) {
-    let f = files_under(&repo.join("snapshots"))
-        .into_iter()
-        .next()
-        .unwrap();
-    let bytes = fs::read(&f).unwrap();
-    let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
-    let mut v: serde_json::Value = serde_json::from_slice(&bytes[nl + 1..]).unwrap();
-    edit(&mut v);
-    let body = serde_json::to_vec(&v).unwrap();
-    let mut out = format!(
-        "mnbackup-manifest v1 blake3={}\n",
-        blake3::hash(&body).to_hex()
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
-    fs::write(&f, out).unwrap();
+fn forge(repo: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    forge_manifest(repo, None, edit);
 }
 
 #[test]

@@ -237,23 +237,8 @@ fn flipped_byte_is_caught_and_named() {
     );
 }
 
-fn forge(repo: &Path, edit: impl Fn(&mut serde_json::Value)) {
-    // Take the latest manifest, edit it, and write it back with a valid header, as an attacker
-    // with write access to the pool could.
-    let dir = repo.join("snapshots");
-    let f = files_under(&dir).into_iter().next().unwrap();
-    let bytes = fs::read(&f).unwrap();
-    let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
-    let mut v: serde_json::Value = serde_json::from_slice(&bytes[nl + 1..]).unwrap();
-    edit(&mut v);
-    let body = serde_json::to_vec(&v).unwrap();
-    let mut out = format!(
-        "mnbackup-manifest v1 blake3={}\n",
-        blake3::hash(&body).to_hex()
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
-    fs::write(&f, out).unwrap();
+fn forge(repo: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    forge_manifest(repo, None, edit);
 }
 
 #[test]

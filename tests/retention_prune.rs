@@ -18,19 +18,9 @@ const SNAPSHOTS: usize = 8;
 
 /// Rewrites the `time` of snapshot `id`'s manifest, with a valid header checksum.
 fn set_time(repo: &Path, id: &str, time: DateTime<Utc>) {
-    let f = repo.join("snapshots").join(format!("{id}.json"));
-    let bytes = fs::read(&f).unwrap();
-    let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
-    let mut v: serde_json::Value = serde_json::from_slice(&bytes[nl + 1..]).unwrap();
-    v["time"] = serde_json::to_value(time).unwrap();
-    let body = serde_json::to_vec(&v).unwrap();
-    let mut out = format!(
-        "mnbackup-manifest v1 blake3={}\n",
-        blake3::hash(&body).to_hex()
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
-    fs::write(&f, out).unwrap();
+    forge_manifest(repo, Some(id), |v| {
+        v["time"] = serde_json::to_value(time).unwrap()
+    });
 }
 
 fn utc(s: &str) -> DateTime<Utc> {

@@ -196,3 +196,27 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         .map(|e| e.path().to_path_buf())
         .collect()
 }
+
+/// Edit a manifest's JSON body and write it back with a valid header checksum, as someone with
+/// write access to the pool could. `id` None: the first manifest file found.
+pub fn forge_manifest(repo: &Path, id: Option<&str>, edit: impl FnOnce(&mut serde_json::Value)) {
+    let f = match id {
+        Some(id) => repo.join("snapshots").join(format!("{id}.json")),
+        None => files_under(&repo.join("snapshots"))
+            .into_iter()
+            .next()
+            .expect("a manifest"),
+    };
+    let bytes = fs::read(&f).unwrap();
+    let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes[nl + 1..]).unwrap();
+    edit(&mut v);
+    let body = serde_json::to_vec(&v).unwrap();
+    let mut out = format!(
+        "mnbackup-manifest v1 blake3={}\n",
+        blake3::hash(&body).to_hex()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    fs::write(&f, out).unwrap();
+}
