@@ -71,7 +71,20 @@ pub enum Command {
         /// Read only a subset: N/M (bucket N of M by object id; 1/M … M/M cover the pool) or P%.
         #[arg(long, value_name = "N/M|P%")]
         subset: Option<String>,
+        /// Restore SNAPSHOT's MariaDB data into scratch databases (mnbackup_drill_<db>), compare
+        /// every table's row fingerprint, drop them. Default SNAPSHOT: latest.
+        #[arg(long, value_name = "SNAPSHOT", num_args = 0..=1, default_missing_value = "latest")]
+        drill: Option<String>,
+        /// Where the drill loads (default: the [mariadb] connection).
+        #[command(flatten)]
+        target: crate::commands::restore::TargetArgs,
     },
+    /// Rebuild the node from a snapshot: MariaDB, files, Cassandra; proven by row fingerprints.
+    ///
+    /// Exit codes: 0 restored and every table matches; 9 a table does not match its
+    /// fingerprint; 2 refused by a preflight check (non-empty target databases, running
+    /// service, moved volumes: see --plan) or bad usage; 5 damaged or missing data; 7 no space.
+    Restore(crate::commands::restore::RestoreArgs),
     /// Remove snapshots by id or by the retention policy ([retention] or --keep-*).
     Forget(ForgetArgs),
     /// Remove objects no snapshot references (never a base a kept delta needs).

@@ -44,6 +44,36 @@ pub struct Config {
     /// `[[files]]` entries.
     #[serde(default)]
     pub files: Vec<FilesConfig>,
+    /// `[restore]`: how `mnbackup restore` checks the node and what it runs afterwards.
+    #[serde(default)]
+    pub restore: RestoreConfig,
+}
+
+/// `[restore]`
+///
+/// `service_check` is run with `sh -c` by the restore's preflight (also by `--plan`, so it must
+/// only read). The management service counts as **running** when the command exits
+/// 0 and a line of its output contains `running` (any case) but not `not running`; ZStack's
+/// `zstack-ctl status` prints `MN status: Running [PID:…]` then. A running service refuses the
+/// restore unless `--force`. Exit 127 (command not found: ZStack is not installed yet) counts as
+/// not running. An empty string disables the check.
+///
+/// `post_hooks` are run in order with `sh -c` after a restore whose every check passed (e.g.
+/// `["zstack-ctl start"]`); their exit codes and output are in the report.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestoreConfig {
+    pub service_check: String,
+    pub post_hooks: Vec<String>,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        RestoreConfig {
+            service_check: "zstack-ctl status".into(),
+            post_hooks: Vec::new(),
+        }
+    }
 }
 
 /// `[repository]`
@@ -83,7 +113,10 @@ pub struct CompressionConfig {
 
 impl Default for CompressionConfig {
     fn default() -> Self {
-        CompressionConfig { level: 3, threads: 0 }
+        CompressionConfig {
+            level: 3,
+            threads: 0,
+        }
     }
 }
 
@@ -237,7 +270,9 @@ impl Config {
     /// The codec policy from `[compression]` and `[delta]`.
     pub fn codec_policy(&self) -> CodecPolicy {
         let threads = if self.compression.threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1)
         } else {
             self.compression.threads
         };

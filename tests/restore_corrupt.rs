@@ -25,7 +25,12 @@ fn damaged_item_stops_before_its_table_is_touched() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|i| i["name"].as_str().unwrap().starts_with("mariadb/2-data/zstack/VolumeEO"))
+        .find(|i| {
+            i["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("mariadb/2-data/zstack/VolumeEO")
+        })
         .expect("a VolumeEO data item")
         .clone();
     let name = item["name"].as_str().unwrap().to_string();
@@ -45,8 +50,13 @@ fn damaged_item_stops_before_its_table_is_touched() {
     eprintln!("{err}");
     assert!(err.contains(&name), "the error names the item: {err}");
     assert!(err.contains("zstack.VolumeEO was not touched"), "{err}");
-    let n = b.sql("SELECT COUNT(*) FROM zstack.VolumeEO").unwrap_or_default();
-    assert!(n.trim().is_empty() || n.trim() == "0", "VolumeEO was touched: {n}");
+    let n = b
+        .sql("SELECT COUNT(*) FROM zstack.VolumeEO")
+        .unwrap_or_default();
+    assert!(
+        n.trim().is_empty() || n.trim() == "0",
+        "VolumeEO was touched: {n}"
+    );
     assert!(env.journal.exists(), "the journal keeps the progress");
 
     // Repaired: the same command finishes.

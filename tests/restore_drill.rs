@@ -21,14 +21,38 @@ mod common;
 fn make_tree(root: &Path) {
     fs::create_dir_all(root.join("etc/zstack")).unwrap();
     fs::create_dir_all(root.join("var/lib/zstack/license")).unwrap();
-    fs::write(root.join("etc/zstack/zstack.properties"), b"DB.url=jdbc:mysql://localhost:3306\nDB.user=zstack\n").unwrap();
-    fs::set_permissions(root.join("etc/zstack/zstack.properties"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(
+        root.join("etc/zstack/zstack.properties"),
+        b"DB.url=jdbc:mysql://localhost:3306\nDB.user=zstack\n",
+    )
+    .unwrap();
+    fs::set_permissions(
+        root.join("etc/zstack/zstack.properties"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     fs::write(root.join("var/lib/zstack/license/license.bin"), &big).unwrap();
-    fs::write(root.join("etc/zstack/start.sh"), b"#!/bin/sh\nexec zstack-ctl start\n").unwrap();
-    fs::set_permissions(root.join("etc/zstack/start.sh"), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::set_permissions(root.join("var/lib/zstack/license"), fs::Permissions::from_mode(0o750)).unwrap();
-    symlink("../etc/zstack/zstack.properties", root.join("var/zstack.properties")).unwrap();
+    fs::write(
+        root.join("etc/zstack/start.sh"),
+        b"#!/bin/sh\nexec zstack-ctl start\n",
+    )
+    .unwrap();
+    fs::set_permissions(
+        root.join("etc/zstack/start.sh"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    fs::set_permissions(
+        root.join("var/lib/zstack/license"),
+        fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    symlink(
+        "../etc/zstack/zstack.properties",
+        root.join("var/zstack.properties"),
+    )
+    .unwrap();
     for (p, t) in [
         ("etc/zstack/zstack.properties", 1_700_000_000),
         ("etc/zstack/start.sh", 1_600_000_000),
@@ -48,9 +72,11 @@ fn disaster_drill_end_to_end() {
     let mut a = TestServer::start().unwrap();
     generate(&a, 0.01, 7);
     // A VM HA setting, as a real ZStack has it (for --disable-vm-ha below).
-    a.sql("INSERT INTO zstack.GlobalConfigVO (name, description, category, defaultValue, value) \
-           VALUES ('enable', 'VM HA', 'ha', 'true', 'true')")
-        .unwrap();
+    a.sql(
+        "INSERT INTO zstack.GlobalConfigVO (name, description, category, defaultValue, value) \
+           VALUES ('enable', 'VM HA', 'ha', 'true', 'true')",
+    )
+    .unwrap();
     let node = env.dir.path().join("node");
     make_tree(&node);
     env.config(&a, &[&node], "");
@@ -113,24 +139,42 @@ fn disaster_drill_end_to_end() {
     assert_eq!(report["snapshot"], s2.as_str());
     assert_eq!(report["ok"], true);
     assert_eq!(report["tables_mismatched"], 0);
-    assert!(!env.journal.exists(), "the journal is removed after a successful restore");
+    assert!(
+        !env.journal.exists(),
+        "the journal is removed after a successful restore"
+    );
 
     // Every table: the fingerprints recorded at dump time, and every row.
     let n = check_fingerprints(&b, &m2, &[]);
     assert!(n > 20);
     let got_rows = all_rows(&b, &DBS);
-    assert_eq!(got_rows.keys().collect::<Vec<_>>(), expected_rows.keys().collect::<Vec<_>>());
+    assert_eq!(
+        got_rows.keys().collect::<Vec<_>>(),
+        expected_rows.keys().collect::<Vec<_>>()
+    );
     for (k, v) in &expected_rows {
         assert!(got_rows[k] == *v, "rows of {k} differ after the restore");
     }
     // Views, routines, triggers and the AUTO_INCREMENT counters came back.
     assert_eq!(
-        b.sql("SELECT COUNT(*) FROM zstack.VmInstanceVO").unwrap().trim(),
-        b.sql("SELECT COUNT(*) FROM zstack.VmInstanceEO WHERE deleted IS NULL").unwrap().trim()
+        b.sql("SELECT COUNT(*) FROM zstack.VmInstanceVO")
+            .unwrap()
+            .trim(),
+        b.sql("SELECT COUNT(*) FROM zstack.VmInstanceEO WHERE deleted IS NULL")
+            .unwrap()
+            .trim()
     );
-    assert_eq!(b.sql("SELECT zstack.ipToLong('10.0.0.1')").unwrap().trim(), "167772161");
-    assert!(b.sql("SHOW TRIGGERS FROM zstack").unwrap().contains("trigger_cleanup_for_VmInstanceEO_soft_delete"));
-    let ai = m2["sources"]["mariadb"]["auto_increment"]["zstack.VmUsageHistoryVO"].as_u64().unwrap();
+    assert_eq!(
+        b.sql("SELECT zstack.ipToLong('10.0.0.1')").unwrap().trim(),
+        "167772161"
+    );
+    assert!(b
+        .sql("SHOW TRIGGERS FROM zstack")
+        .unwrap()
+        .contains("trigger_cleanup_for_VmInstanceEO_soft_delete"));
+    let ai = m2["sources"]["mariadb"]["auto_increment"]["zstack.VmUsageHistoryVO"]
+        .as_u64()
+        .unwrap();
     let got_ai: u64 = b
         .sql("SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA='zstack' AND TABLE_NAME='VmUsageHistoryVO'")
         .unwrap()
@@ -146,8 +190,13 @@ fn disaster_drill_end_to_end() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let opts = b.opts_as("zstack", Some(ZSTACK_PASSWORD));
     let vms: u64 = rt.block_on(async move {
-        let mut c = mysql_async::Conn::new(opts).await.expect("zstack logs in on the new server");
-        c.query_first("SELECT COUNT(*) FROM zstack.VmInstanceEO").await.unwrap().unwrap()
+        let mut c = mysql_async::Conn::new(opts)
+            .await
+            .expect("zstack logs in on the new server");
+        c.query_first("SELECT COUNT(*) FROM zstack.VmInstanceEO")
+            .await
+            .unwrap()
+            .unwrap()
     });
     assert!(vms > 0);
 
@@ -170,7 +219,9 @@ fn disaster_drill_end_to_end() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
-        report["changes"].to_string().contains("ha.enable: true -> false"),
+        report["changes"]
+            .to_string()
+            .contains("ha.enable: true -> false"),
         "{}",
         report["changes"]
     );
@@ -180,15 +231,28 @@ fn disaster_drill_end_to_end() {
     check_fingerprints(
         &b,
         &m1,
-        &[("zstack", "zstack_old"), ("zstack_rest", "zstack_rest_old"), ("zstack_ui", "zstack_ui_old")],
+        &[
+            ("zstack", "zstack_old"),
+            ("zstack_rest", "zstack_rest_old"),
+            ("zstack_ui", "zstack_ui_old"),
+        ],
     );
     // The live databases are untouched, and the old copy differs from them.
     let live = all_rows(&b, &DBS);
-    assert!(live == expected_rows, "the renamed restore changed the live databases");
+    assert!(
+        live == expected_rows,
+        "the renamed restore changed the live databases"
+    );
     let old = all_rows(&b, &["zstack_old", "zstack_rest_old", "zstack_ui_old"]);
-    assert_eq!(old.keys().collect::<Vec<_>>(), expected_rows.keys().collect::<Vec<_>>());
+    assert_eq!(
+        old.keys().collect::<Vec<_>>(),
+        expected_rows.keys().collect::<Vec<_>>()
+    );
     assert!(old != expected_rows);
     // The renamed copy's views point at the renamed tables.
     let v = b.sql("SHOW CREATE VIEW zstack_old.VmInstanceVO").unwrap();
-    assert!(v.contains("`zstack_old`.`VmInstanceEO`") && !v.contains("`zstack`.`VmInstanceEO`"), "{v}");
+    assert!(
+        v.contains("`zstack_old`.`VmInstanceEO`") && !v.contains("`zstack`.`VmInstanceEO`"),
+        "{v}"
+    );
 }

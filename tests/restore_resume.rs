@@ -37,7 +37,13 @@ fn killed_restores_resume_and_finish() {
         .unwrap()
         .iter()
         .filter(|e| e["kind"] == "data")
-        .map(|e| format!("{}.{}", e["db"].as_str().unwrap(), e["table"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{}.{}",
+                e["db"].as_str().unwrap(),
+                e["table"].as_str().unwrap()
+            )
+        })
         .collect::<std::collections::BTreeSet<_>>()
         .len();
     drop(a);
@@ -58,22 +64,42 @@ fn killed_restores_resume_and_finish() {
     type Cond = Box<dyn Fn(Option<&serde_json::Value>, usize, Duration) -> bool>;
     let done = |j: Option<&serde_json::Value>| j.map(|j| count(j, "tables_done")).unwrap_or(0);
     let points: Vec<(&str, Cond)> = vec![
-        ("early (preflight / schema)", Box::new(|_, _, t| t > Duration::from_millis(300))),
-        ("after one more table", Box::new(move |j, base, _| done(j) > base)),
-        ("half of the remaining tables", Box::new(move |j, base, _| done(j) >= base + (tables - base) / 2)),
-        ("most of the tables", Box::new(move |j, _, _| done(j) + 3 >= tables)),
+        (
+            "early (preflight / schema)",
+            Box::new(|_, _, t| t > Duration::from_millis(300)),
+        ),
+        (
+            "after one more table",
+            Box::new(move |j, base, _| done(j) > base),
+        ),
+        (
+            "half of the remaining tables",
+            Box::new(move |j, base, _| done(j) >= base + (tables - base) / 2),
+        ),
+        (
+            "most of the tables",
+            Box::new(move |j, _, _| done(j) + 3 >= tables),
+        ),
     ];
     let mut kills = 0;
     for (what, cond) in &points {
         let base = done(journal(&env).as_ref());
-        let mut child = env.cmd(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = env
+            .cmd(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let t0 = Instant::now();
         let killed = loop {
             if let Some(st) = child.try_wait().unwrap() {
                 let mut e = String::new();
                 use std::io::Read;
                 child.stderr.take().unwrap().read_to_string(&mut e).ok();
-                assert!(st.success(), "restore failed before the kill point {what}: {e}");
+                assert!(
+                    st.success(),
+                    "restore failed before the kill point {what}: {e}"
+                );
                 break false;
             }
             let j = journal(&env);
@@ -82,7 +108,14 @@ fn killed_restores_resume_and_finish() {
                 child.wait().unwrap();
                 break true;
             }
-            assert!(t0.elapsed() < Duration::from_secs(120), "restore hangs");
+            if t0.elapsed() > Duration::from_secs(90) {
+                let pl = b.sql("SHOW FULL PROCESSLIST").unwrap_or_default();
+                child.kill().ok();
+                let mut e = String::new();
+                use std::io::Read;
+                child.stderr.take().unwrap().read_to_string(&mut e).ok();
+                panic!("the restore hangs at kill point {what}; processlist:\n{pl}\nstderr: {e}");
+            }
             std::thread::sleep(Duration::from_millis(2));
         };
         let j = journal(&env);
@@ -99,19 +132,26 @@ fn killed_restores_resume_and_finish() {
         }
         kills += 1;
     }
-    assert!(kills >= 2, "the restore was too fast to interrupt; use a bigger fixture");
+    assert!(
+        kills >= 2,
+        "the restore was too fast to interrupt; use a bigger fixture"
+    );
     // The last run completes.
     let t0 = Instant::now();
     let out = env.run(&[&["--json"][..], &args[..]].concat());
-    assert!(
-        out.status.code() == Some(0),
-        "{}",
-        text(&out)
-    );
+    assert!(out.status.code() == Some(0), "{}", text(&out));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    eprintln!("final run after {kills} kills: {:.2}s, {}", t0.elapsed().as_secs_f64(), r["warnings"]);
+    eprintln!(
+        "final run after {kills} kills: {:.2}s, {}",
+        t0.elapsed().as_secs_f64(),
+        r["warnings"]
+    );
     assert_eq!(r["tables_mismatched"], 0);
-    assert!(r["warnings"].to_string().contains("resuming"), "{}", r["warnings"]);
+    assert!(
+        r["warnings"].to_string().contains("resuming"),
+        "{}",
+        r["warnings"]
+    );
     let n = check_fingerprints(&b, &m, &[]);
     assert!(n >= tables);
     assert!(!env.journal.exists());

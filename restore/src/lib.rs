@@ -6,3 +6,8 @@
 pub mod files;
 pub mod cassandra;
 pub mod fingerprint;
+pub mod journal;
+pub mod mariadb;
+pub mod plan;
+pub mod report;
+pub mod sql;

@@ -3,15 +3,17 @@
 pub mod cat;
 pub mod config_check;
 pub mod daemon;
+pub mod drill;
 pub mod export;
 pub mod forget;
 pub mod init;
 pub mod list;
 pub mod prune;
+pub mod restore;
 pub mod schedule;
-pub mod status;
 pub mod show;
 pub mod snapshot;
+pub mod status;
 pub mod unlock;
 pub mod verify;
 
@@ -74,7 +76,8 @@ impl Ctx {
     /// Open the repository (refusing a path without the marker).
     pub fn open_repo(&self) -> Result<Repo> {
         let mut repo = Repo::open(&self.repo_path()?)?;
-        repo.stale_after = Duration::from_secs(self.config.repository.lock_stale_minutes.max(1) * 60);
+        repo.stale_after =
+            Duration::from_secs(self.config.repository.lock_stale_minutes.max(1) * 60);
         Ok(repo)
     }
 
@@ -126,10 +129,20 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Schedule { command } => match command {
             ScheduleCommand::Next { n, expr } => schedule::next(&ctx, n, expr.as_deref()),
             ScheduleCommand::Install { dry_run } => schedule::install(&ctx, dry_run),
-            ScheduleCommand::ImportCrontab { file, apply } => schedule::import_crontab(&ctx, file.as_deref(), apply),
+            ScheduleCommand::ImportCrontab { file, apply } => {
+                schedule::import_crontab(&ctx, file.as_deref(), apply)
+            }
         },
         Command::Unlock { remove_all } => unlock::run(&ctx, remove_all),
-        Command::Verify { read_data, subset } => verify::run(&ctx, &verify::VerifyArgs { read_data, subset }),
+        Command::Verify {
+            drill: Some(snapshot),
+            target,
+            ..
+        } => drill::run(&ctx, &snapshot, &target),
+        Command::Verify {
+            read_data, subset, ..
+        } => verify::run(&ctx, &verify::VerifyArgs { read_data, subset }),
+        Command::Restore(args) => restore::run(&ctx, &args),
         Command::Config {
             command: ConfigCommand::Check,
         } => config_check::run(&ctx),

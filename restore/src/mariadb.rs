@@ -1,0 +1,1067 @@
+//! Loading a snapshot's MariaDB items into a server, natively over `mysql_async` (no `mariadb`
+//! client subprocess), and proving the result with the row fingerprints.
+//!
+//! # Order
+//!
+//! 1. accounts (`0-accounts`; skipped with database renames unless asked for);
+//! 2. databases and tables (`1-schema/<db>`), one database after the other;
+//! 3. data (`2-data/…`): tables biggest first, the items of all tables loaded in parallel over
+//!    `workers` connections, each item in one transaction, with `FOREIGN_KEY_CHECKS=0`,
+//!    `UNIQUE_CHECKS=0` and the `sql_mode` of the dump header. **Every item of a table is read
+//!    and BLAKE3-checked (through [`ItemSource`]) before the table is touched**: a damaged item
+//!    stops the restore naming it, with its table still empty. Tables up to the memory budget are
+//!    held in memory between the check and the load; bigger ones are read twice (checked, then
+//!    streamed item by item);
+//! 4. routines, views (over their placeholders), triggers, events, per database;
+//! 5. grants (`7-grants`; skipped like the accounts);
+//! 6. AUTO_INCREMENT counters from the source info.
+//!
+//! The fingerprint check ([`check_fingerprints`]) then reads every table back and compares its
+//! row count and row hash with the ones the dump recorded.
+//!
+//! # Errors
+//!
+//! A failed statement is reported with the table, the item, the rows of the item the statement
+//! holds, the statement number and its beginning. The restore is resumable through the
+//! [`Journal`]: completed steps and tables are skipped on a rerun, a table that was started but
+//! not completed is emptied and loaded again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts};
+
+use crate::fingerprint::{quote_str, table_fingerprint};
+use crate::journal::Journal;
+use crate::plan::{target_db, target_table, ItemKind, MariadbSource, SqlItem};
+use crate::report::{StepReport, StepStatus, TableCheck};
+use crate::sql::{
+    excerpt, insert_rows, quote_ident, rename_data_statement, rename_statement, split_statements,
+};
+
+/// Reads an item's plain content, verified: an implementation must fail (naming the item) rather
+/// than return damaged bytes.
+pub trait ItemSource: Send + Sync {
+    fn read(&self, name: &str) -> Result<Vec<u8>>;
+}
+
+/// Session settings of every loader connection (those of the dump items' header, plus long
+/// timeouts: a worker may wait while a big table is checked).
+pub const LOAD_SESSION: &str = "SET NAMES utf8mb4, time_zone = '+00:00', foreign_key_checks = 0, \
+     unique_checks = 0, sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', sql_notes = 0, \
+     net_read_timeout = 3600, net_write_timeout = 3600, wait_timeout = 28800, \
+     lock_wait_timeout = 600";
+
+/// The server to restore into.
+#[derive(Clone)]
+pub struct Target {
+    pub opts: Opts,
+    /// `host:port` or `socket PATH`, for messages and the journal key.
+    pub address: String,
+    /// The user name, for messages.
+    pub user: String,
+}
+
+/// Connect and set up the loader session, with a clear error.
+pub async fn connect(t: &Target, what: &str) -> Result<Conn> {
+    let conn = tokio::time::timeout(Duration::from_secs(30), Conn::new(t.opts.clone())).await;
+    let mut conn = match conn {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            return Err(anyhow!(
+                "cannot connect to the target MariaDB at {} as '{}' while {what}: {e}. Check that \
+                 MariaDB is installed and running there (`systemctl status mariadb`), and the \
+                 --target-* options or the [mariadb] connection of the configuration (the \
+                 password comes from password_env, option_file or zstack_properties, or \
+                 --target-password-env)",
+                t.address,
+                t.user
+            ))
+        }
+        Err(_) => {
+            return Err(anyhow!(
+                "the target MariaDB at {} did not answer within 30 s while {what}; check that it \
+                 is running and reachable (firewall, socket path)",
+                t.address
+            ))
+        }
+    };
+    conn.query_drop(LOAD_SESSION)
+        .await
+        .with_context(|| format!("setting up the loader session on {}", t.address))?;
+    Ok(conn)
+}
+
+/// The server's `VERSION()`.
+pub async fn server_version(conn: &mut Conn) -> Result<String> {
+    let v: Option<String> = conn
+        .query_first("SELECT VERSION()")
+        .await
+        .context("reading the target server's version")?;
+    Ok(v.unwrap_or_default())
+}
+
+/// (major, minor) of a `VERSION()` string.
+pub fn major_minor(v: &str) -> Option<(u32, u32)> {
+    let mut it = v.split(|c: char| !c.is_ascii_digit());
+    let a = it.next()?.parse().ok()?;
+    let b = it.next()?.parse().ok()?;
+    Some((a, b))
+}
+
+/// A warning when restoring from `source` to `target` is a downgrade (lower major.minor) or
+/// crosses between MariaDB and MySQL.
+pub fn version_warning(source: &str, target: &str) -> Option<String> {
+    let (s, t) = (major_minor(source)?, major_minor(target)?);
+    let s_maria = source.to_ascii_lowercase().contains("mariadb");
+    let t_maria = target.to_ascii_lowercase().contains("mariadb");
+    if s_maria != t_maria {
+        return Some(format!(
+            "the snapshot comes from {source} and the target runs {target}: MariaDB and MySQL \
+             differ in SQL and system tables; the restore may fail or need manual fixes"
+        ));
+    }
+    (t < s).then(|| {
+        format!(
+            "the target server ({target}) is older than the one the snapshot was taken from \
+             ({source}): a downgrade. ZStack's schema is sensitive to the MariaDB version; \
+             prefer installing {}.{} or newer",
+            s.0, s.1
+        )
+    })
+}
+
+/// A target database and what is in it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DbState {
+    pub name: String,
+    pub exists: bool,
+    /// Tables and views.
+    pub tables: u64,
+    /// Procedures, functions, triggers and events.
+    pub routines: u64,
+}
+
+impl DbState {
+    /// Absent, or present with nothing in it.
+    pub fn is_empty(&self) -> bool {
+        self.tables == 0 && self.routines == 0
+    }
+}
+
+/// The state of each named database on the server.
+pub async fn database_states(conn: &mut Conn, names: &[String]) -> Result<Vec<DbState>> {
+    let mut out = Vec::new();
+    for n in names {
+        let q = quote_str(n);
+        let exists: Option<String> = conn
+            .query_first(format!(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {q}"
+            ))
+            .await
+            .context("listing the target's databases")?;
+        let tables: Option<u64> = conn
+            .query_first(format!(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {q}"
+            ))
+            .await
+            .context("counting the target's tables")?;
+        let routines: Option<u64> = conn
+            .query_first(format!(
+                "SELECT (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {q}) \
+                 + (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {q}) \
+                 + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {q})"
+            ))
+            .await
+            .context("counting the target's routines")?;
+        out.push(DbState {
+            name: n.clone(),
+            exists: exists.is_some(),
+            tables: tables.unwrap_or(0),
+            routines: routines.unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+/// Drop databases (`DROP DATABASE IF EXISTS`).
+pub async fn drop_databases(conn: &mut Conn, names: &[String]) -> Result<()> {
+    for n in names {
+        conn.query_drop(format!("DROP DATABASE IF EXISTS {}", quote_ident(n)))
+            .await
+            .with_context(|| format!("dropping database {n} on the target"))?;
+    }
+    Ok(())
+}
+
+/// Whether `db`.`table` exists.
+pub async fn table_exists(conn: &mut Conn, db: &str, table: &str) -> Result<bool> {
+    let n: Option<u64> = conn
+        .query_first(format!(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
+            quote_str(db),
+            quote_str(table)
+        ))
+        .await
+        .with_context(|| format!("looking for table {db}.{table}"))?;
+    Ok(n.unwrap_or(0) > 0)
+}
+
+/// What the loader does besides the snapshot's content.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Source database → target database.
+    pub renames: BTreeMap<String, String>,
+    /// Load the accounts and grants items.
+    pub with_accounts: bool,
+    /// Leave the events out (the drill: scratch copies must not run scheduled jobs).
+    pub skip_events: bool,
+    /// Parallel connections for the data.
+    pub workers: usize,
+    /// Bytes of checked items held in memory between their check and their load.
+    pub memory_budget: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            renames: BTreeMap::new(),
+            with_accounts: true,
+            skip_events: false,
+            workers: 4,
+            memory_budget: 512 << 20,
+        }
+    }
+}
+
+/// Why executing an item failed.
+fn statement_error(
+    e: mysql_async::Error,
+    item: &SqlItem,
+    target: &str,
+    n: usize,
+    total: usize,
+    rows_before: u64,
+    stmt: &str,
+) -> anyhow::Error {
+    let what = match item.table_key() {
+        Some(t) if t != target => format!("loading table {t} (into {target})"),
+        Some(t) => format!("loading table {t}"),
+        None => format!("loading the {} of {}", item.kind.as_str(), target),
+    };
+    let rows = insert_rows(stmt);
+    let range = if rows > 0 {
+        format!(
+            " (rows {}–{} of that item)",
+            rows_before + 1,
+            rows_before + rows
+        )
+    } else {
+        String::new()
+    };
+    anyhow!(
+        "{what} failed at statement {n} of {total} of item {}{range}: {e}. Statement: {}. \
+         Nothing after it was loaded; fix the cause (the server's error log, disk space, \
+         max_allowed_packet) and run the same restore command again: it resumes, and reloads \
+         this table from the start",
+        item.name,
+        excerpt(stmt, 160)
+    )
+}
+
+/// Execute one item on `conn` (data items in one transaction). Returns the rows inserted.
+pub async fn exec_item(
+    conn: &mut Conn,
+    item: &SqlItem,
+    text: &[u8],
+    renames: &BTreeMap<String, String>,
+) -> Result<u64> {
+    let text = std::str::from_utf8(text).map_err(|e| {
+        anyhow!(
+            "item {} is not UTF-8 text ({e}); load it with the mariadb client instead \
+             (`mnbackup cat SNAPSHOT {} | mariadb`)",
+            item.name,
+            item.name
+        )
+    })?;
+    let stmts = split_statements(text);
+    let target = match (&item.db, &item.table) {
+        (Some(d), Some(t)) => format!("{}.{t}", target_db(renames, d)),
+        (Some(d), None) => target_db(renames, d).to_string(),
+        _ => "the server".to_string(),
+    };
+    let data = item.kind == ItemKind::Data;
+    let mut attempt = 0u32;
+    'attempt: loop {
+        attempt += 1;
+        if data {
+            conn.query_drop("START TRANSACTION")
+                .await
+                .with_context(|| format!("starting the transaction of item {}", item.name))?;
+        }
+        let mut rows = 0u64;
+        let total = stmts.len();
+        for (i, s) in stmts.iter().enumerate() {
+            let renamed = if data {
+                rename_data_statement(s, renames)
+            } else if item.kind.is_ddl() {
+                Some(rename_statement(s, renames))
+            } else {
+                None
+            };
+            let sql = renamed.as_deref().unwrap_or(s);
+            if let Err(e) = conn.query_drop(sql).await {
+                if data {
+                    let _ = conn.query_drop("ROLLBACK").await;
+                    // Parallel items of one table can deadlock on InnoDB's locks: the item is
+                    // one transaction, so it is simply loaded again.
+                    if is_retryable(&e) && attempt < MAX_ATTEMPTS {
+                        tracing::info!(
+                            "item {}: {e}; loading it again (attempt {attempt})",
+                            item.name
+                        );
+                        tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
+                        continue 'attempt;
+                    }
+                }
+                return Err(statement_error(e, item, &target, i + 1, total, rows, s));
+            }
+            rows += insert_rows(s);
+        }
+        if data {
+            if let Err(e) = conn.query_drop("COMMIT").await {
+                if is_retryable(&e) && attempt < MAX_ATTEMPTS {
+                    let _ = conn.query_drop("ROLLBACK").await;
+                    continue 'attempt;
+                }
+                return Err(anyhow!(e).context(format!("committing item {}", item.name)));
+            }
+        }
+        return Ok(rows);
+    }
+}
+
+/// Attempts of an item whose transaction hit a deadlock or a lock wait timeout.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// Deadlock (1213) and lock wait timeout (1205): the transaction can simply be run again.
+fn is_retryable(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if s.code == 1213 || s.code == 1205)
+}
+
+/// The MariaDB loader.
+pub struct Loader {
+    pub target: Target,
+    pub src: Arc<MariadbSource>,
+    pub items: Arc<dyn ItemSource>,
+    pub opts: LoadOptions,
+    pub journal: Option<Arc<Mutex<Journal>>>,
+}
+
+struct TableWork {
+    key: String,
+    items: Vec<SqlItem>,
+    bytes: u64,
+}
+
+struct TableState {
+    key: String,
+    remaining: AtomicUsize,
+    permit: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+struct ItemJob {
+    table: Arc<TableState>,
+    item: SqlItem,
+    data: Option<Arc<Vec<u8>>>,
+}
+
+impl Loader {
+    fn resumed(&self) -> bool {
+        self.journal
+            .as_ref()
+            .is_some_and(|j| j.lock().expect("journal").resumed)
+    }
+
+    fn step_done(&self, key: &str) -> bool {
+        self.journal
+            .as_ref()
+            .is_some_and(|j| j.lock().expect("journal").step_done(key))
+    }
+
+    fn mark_step(&self, key: &str) -> Result<()> {
+        if let Some(j) = &self.journal {
+            j.lock().expect("journal").mark_step(key)?;
+        }
+        Ok(())
+    }
+
+    fn read_item(&self, item: &SqlItem) -> Result<Vec<u8>> {
+        self.items.read(&item.name).with_context(|| {
+            format!(
+                "the restore stopped before loading item {}: it cannot be read back intact. \
+                 Nothing of it was loaded{}. Run `mnbackup verify --read-data` to see what is \
+                 damaged, and restore an older snapshot (`mnbackup list`)",
+                item.name,
+                item.table_key()
+                    .map(|t| format!(" and table {t} was not touched"))
+                    .unwrap_or_default()
+            )
+        })
+    }
+
+    /// Run every step (see the module docs); returns one report per step.
+    pub async fn run(&self) -> Result<Vec<StepReport>> {
+        let mut out = Vec::new();
+        let mut ctl = connect(&self.target, "opening the control connection").await?;
+        if self.opts.with_accounts {
+            out.push(self.ddl_kind(&mut ctl, ItemKind::Accounts).await?);
+        } else if self.src.items.iter().any(|i| i.kind == ItemKind::Accounts) {
+            out.push(
+                StepReport::new("mariadb accounts", StepStatus::Skipped).note(
+                    "not restored: the databases are renamed (--rename-db, or the drill's scratch \
+                 copies), and the accounts would change the live users (restore \
+                 --with-accounts loads them anyway)",
+                ),
+            );
+        }
+        out.push(self.ddl_kind(&mut ctl, ItemKind::Schema).await?);
+        out.push(self.load_data().await?);
+        for k in [ItemKind::Routines, ItemKind::Views, ItemKind::Triggers] {
+            out.push(self.ddl_kind(&mut ctl, k).await?);
+        }
+        if self.opts.skip_events {
+            out.push(
+                StepReport::new("mariadb events", StepStatus::Skipped).note(
+                    "events are not loaded into scratch copies (they would run scheduled jobs)",
+                ),
+            );
+        } else {
+            out.push(self.ddl_kind(&mut ctl, ItemKind::Events).await?);
+        }
+        if self.opts.with_accounts {
+            out.push(self.ddl_kind(&mut ctl, ItemKind::Grants).await?);
+        } else if self.src.items.iter().any(|i| i.kind == ItemKind::Grants) {
+            out.push(
+                StepReport::new("mariadb grants", StepStatus::Skipped).note(
+                    "not restored with renamed databases (restore --with-accounts loads them)",
+                ),
+            );
+        }
+        out.push(self.auto_increment(&mut ctl).await?);
+        ctl.disconnect().await.ok();
+        Ok(out)
+    }
+
+    /// Load every item of one non-data kind, in order, on the control connection.
+    async fn ddl_kind(&self, ctl: &mut Conn, kind: ItemKind) -> Result<StepReport> {
+        let t0 = Instant::now();
+        let items: Vec<&SqlItem> = self.src.items.iter().filter(|i| i.kind == kind).collect();
+        let mut r = StepReport::new(format!("mariadb {}", kind.as_str()), StepStatus::Skipped);
+        if items.is_empty() {
+            r.note = Some("nothing of this kind in the snapshot".into());
+            return Ok(r);
+        }
+        let mut ran = 0;
+        for item in &items {
+            let key = format!("mariadb:{}:{}", kind.as_str(), item.name);
+            r.items += 1;
+            r.bytes += item.size;
+            if self.step_done(&key) {
+                continue;
+            }
+            let text = self.read_item(item)?;
+            if kind == ItemKind::Schema && self.resumed() {
+                // An interrupted schema step: the database is ours (the journal says so), drop
+                // it and create it again.
+                if let Some(db) = &item.db {
+                    let tdb = target_db(&self.opts.renames, db).to_string();
+                    let ours = self.journal.as_ref().is_some_and(|j| {
+                        j.lock()
+                            .expect("journal")
+                            .data
+                            .created_databases
+                            .contains(&tdb)
+                    });
+                    if ours {
+                        drop_databases(ctl, std::slice::from_ref(&tdb)).await?;
+                    }
+                }
+            }
+            exec_item(ctl, item, &text, &self.opts.renames).await?;
+            self.mark_step(&key)?;
+            ran += 1;
+        }
+        r.status = if ran > 0 {
+            StepStatus::Done
+        } else {
+            StepStatus::AlreadyDone
+        };
+        r.duration_ms = t0.elapsed().as_millis() as u64;
+        Ok(r)
+    }
+
+    /// Restore the AUTO_INCREMENT counters.
+    async fn auto_increment(&self, ctl: &mut Conn) -> Result<StepReport> {
+        let t0 = Instant::now();
+        let mut r = StepReport::new("mariadb auto_increment", StepStatus::Done);
+        let key = "mariadb:auto_increment";
+        if self.step_done(key) {
+            r.status = StepStatus::AlreadyDone;
+            return Ok(r);
+        }
+        for (k, n) in &self.src.auto_increment {
+            let Some((d, t)) = k.split_once('.') else {
+                continue;
+            };
+            let sql = format!(
+                "ALTER TABLE {}.{} AUTO_INCREMENT = {n}",
+                quote_ident(target_db(&self.opts.renames, d)),
+                quote_ident(t)
+            );
+            ctl.query_drop(sql).await.with_context(|| {
+                format!(
+                    "restoring the AUTO_INCREMENT counter of {} to {n}; the data is loaded, only \
+                     new rows could reuse ids: rerun the restore to finish",
+                    target_table(&self.opts.renames, k)
+                )
+            })?;
+            r.items += 1;
+        }
+        self.mark_step(key)?;
+        r.note = Some(format!("{} counters set", r.items));
+        r.duration_ms = t0.elapsed().as_millis() as u64;
+        Ok(r)
+    }
+
+    /// The data step (see the module docs).
+    async fn load_data(&self) -> Result<StepReport> {
+        let t0 = Instant::now();
+        let mut r = StepReport::new("mariadb data", StepStatus::Done);
+        let mut by_table: BTreeMap<String, TableWork> = BTreeMap::new();
+        for i in self.src.items.iter().filter(|i| i.kind == ItemKind::Data) {
+            let Some(key) = i.table_key() else { continue };
+            let w = by_table.entry(key.clone()).or_insert_with(|| TableWork {
+                key,
+                items: Vec::new(),
+                bytes: 0,
+            });
+            w.bytes += i.size;
+            w.items.push(i.clone());
+        }
+        let done: BTreeSet<String> = self
+            .journal
+            .as_ref()
+            .map(|j| j.lock().expect("journal").data.tables_done.clone())
+            .unwrap_or_default();
+        let mut already = 0usize;
+        let mut todo: Vec<TableWork> = Vec::new();
+        for (k, w) in by_table {
+            if done.contains(&k) {
+                already += 1;
+                r.items += w.items.len();
+                r.bytes += w.bytes;
+                r.rows += w.items.iter().filter_map(|i| i.rows).sum::<u64>();
+            } else {
+                todo.push(w);
+            }
+        }
+        todo.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.key.cmp(&b.key)));
+        if todo.is_empty() {
+            r.status = if already > 0 {
+                StepStatus::AlreadyDone
+            } else {
+                StepStatus::Skipped
+            };
+            return Ok(r);
+        }
+        let resumed = self.resumed();
+        let budget_mib = (self.opts.memory_budget >> 20).max(1) as u32;
+        let sem = Arc::new(tokio::sync::Semaphore::new(budget_mib as usize));
+        let failed = Arc::new(AtomicBool::new(false));
+        let rows = Arc::new(AtomicU64::new(0));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let items_n = Arc::new(AtomicUsize::new(0));
+
+        // Reader: check every item of a table before handing the table on.
+        type Checked = (
+            TableWork,
+            Vec<Option<Arc<Vec<u8>>>>,
+            tokio::sync::OwnedSemaphorePermit,
+        );
+        let (rtx, mut rrx) = tokio::sync::mpsc::channel::<Result<Checked>>(1);
+        let reader = {
+            let sem = sem.clone();
+            let items = self.items.clone();
+            let failed = failed.clone();
+            let budget = self.opts.memory_budget;
+            tokio::spawn(async move {
+                for t in todo {
+                    if failed.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let mib = (t.bytes >> 20).clamp(1, budget_mib as u64) as u32;
+                    let Ok(permit) = sem.clone().acquire_many_owned(mib).await else {
+                        return;
+                    };
+                    let items = items.clone();
+                    let keep = t.bytes <= budget;
+                    let names: Vec<String> = t.items.iter().map(|i| i.name.clone()).collect();
+                    let key = t.key.clone();
+                    let res = tokio::task::spawn_blocking(
+                        move || -> Result<Vec<Option<Arc<Vec<u8>>>>> {
+                            let mut out = Vec::new();
+                            for n in &names {
+                                let b = items.read(n).with_context(|| {
+                                    format!(
+                                    "the restore stopped: data item {n} of table {key} cannot be \
+                                     read back intact, so table {key} was not touched. Run \
+                                     `mnbackup verify --read-data` to see what is damaged, and \
+                                     restore an older snapshot (`mnbackup list`)"
+                                )
+                                })?;
+                                out.push(keep.then(|| Arc::new(b)));
+                            }
+                            Ok(out)
+                        },
+                    )
+                    .await
+                    .map_err(|e| anyhow!("the item reader thread failed: {e}"))
+                    .and_then(|r| r);
+                    let stop = res.is_err();
+                    if rtx.send(res.map(|d| (t, d, permit))).await.is_err() || stop {
+                        return;
+                    }
+                }
+            })
+        };
+
+        // Workers.
+        let (wtx, wrx) = tokio::sync::mpsc::channel::<ItemJob>(self.opts.workers.max(1) * 2);
+        let wrx = Arc::new(tokio::sync::Mutex::new(wrx));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..self.opts.workers.max(1) {
+            let mut conn = match connect(&self.target, "opening a loader connection").await {
+                Ok(c) => c,
+                Err(e) => {
+                    failed.store(true, Ordering::SeqCst);
+                    reader.abort();
+                    return Err(e);
+                }
+            };
+            let wrx = wrx.clone();
+            let failed = failed.clone();
+            let renames = self.opts.renames.clone();
+            let items_src = self.items.clone();
+            let journal = self.journal.clone();
+            let (rows, bytes, items_n) = (rows.clone(), bytes.clone(), items_n.clone());
+            let sem = sem.clone();
+            let fail = move |f: &AtomicBool| {
+                // Stop the others: the reader (waiting for memory) and the dispatcher.
+                f.store(true, Ordering::SeqCst);
+                sem.close();
+            };
+            set.spawn(async move {
+                loop {
+                    if failed.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let job = wrx.lock().await.recv().await;
+                    let Some(job) = job else { break };
+                    let data = match job.data {
+                        Some(d) => d,
+                        None => {
+                            let s = items_src.clone();
+                            let n = job.item.name.clone();
+                            let key = job.table.key.clone();
+                            let r = tokio::task::spawn_blocking(move || s.read(&n))
+                                .await
+                                .map_err(|e| anyhow!("the item reader thread failed: {e}"))
+                                .and_then(|r| r)
+                                .with_context(|| {
+                                    format!(
+                                        "reading item {} of table {key} again to load it (it was \
+                                         intact moments ago: is the pool failing?). The table is \
+                                         incomplete; rerun the restore to reload it",
+                                        job.item.name
+                                    )
+                                });
+                            match r {
+                                Ok(b) => Arc::new(b),
+                                Err(e) => {
+                                    fail(&failed);
+                                    return Err(e);
+                                }
+                            }
+                        }
+                    };
+                    match exec_item(&mut conn, &job.item, &data, &renames).await {
+                        Ok(n) => {
+                            rows.fetch_add(n, Ordering::Relaxed);
+                            bytes.fetch_add(job.item.size, Ordering::Relaxed);
+                            items_n.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            fail(&failed);
+                            return Err(e);
+                        }
+                    }
+                    drop(data);
+                    if job.table.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        job.table.permit.lock().expect("permit").take();
+                        if let Some(j) = &journal {
+                            let mut j = j.lock().expect("journal");
+                            j.data.tables_done.insert(job.table.key.clone());
+                            if let Err(e) = j.save() {
+                                fail(&failed);
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+                conn.disconnect().await.ok();
+                Ok::<(), anyhow::Error>(())
+            });
+        }
+
+        // Only the workers hold the receiver: when they all stop, sending fails.
+        drop(wrx);
+
+        // Dispatcher: tables whose items all checked out go to the workers.
+        let mut ctl = connect(&self.target, "opening the control connection").await?;
+        let mut dispatch_err = None;
+        while let Some(res) = rrx.recv().await {
+            let (t, data, permit) = match res {
+                Ok(x) => x,
+                Err(e) => {
+                    dispatch_err = Some(e);
+                    break;
+                }
+            };
+            if failed.load(Ordering::SeqCst) {
+                break;
+            }
+            match self
+                .dispatch(&mut ctl, t, data, permit, resumed, &wtx)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    dispatch_err = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(wtx);
+        drop(rrx);
+        if dispatch_err.is_some() {
+            failed.store(true, Ordering::SeqCst);
+            sem.close();
+        }
+        let mut worker_err = None;
+        while let Some(j) = set.join_next().await {
+            match j {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    worker_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    worker_err.get_or_insert(anyhow!("a loader task panicked: {e}"));
+                }
+            }
+        }
+        reader.abort();
+        ctl.disconnect().await.ok();
+        if let Some(e) = dispatch_err.or(worker_err) {
+            return Err(e);
+        }
+        r.items += items_n.load(Ordering::Relaxed);
+        r.rows += rows.load(Ordering::Relaxed);
+        r.bytes += bytes.load(Ordering::Relaxed);
+        r.duration_ms = t0.elapsed().as_millis() as u64;
+        if already > 0 {
+            r.note = Some(format!(
+                "{already} tables were already loaded by the interrupted run"
+            ));
+        }
+        Ok(r)
+    }
+
+    /// Hand a checked table to the workers: journal it as started, empty it when resuming (an
+    /// earlier run may have loaded part of it), queue its items. Returns false when the workers
+    /// are gone.
+    async fn dispatch(
+        &self,
+        ctl: &mut Conn,
+        t: TableWork,
+        data: Vec<Option<Arc<Vec<u8>>>>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        resumed: bool,
+        wtx: &tokio::sync::mpsc::Sender<ItemJob>,
+    ) -> Result<bool> {
+        let (sd, st) = t.key.split_once('.').unwrap_or((&t.key, ""));
+        let tdb = target_db(&self.opts.renames, sd).to_string();
+        if let Some(j) = &self.journal {
+            let mut j = j.lock().expect("journal");
+            if j.data.tables_started.insert(t.key.clone()) {
+                j.save()?;
+            }
+        }
+        if resumed {
+            // Not done according to the journal: whatever an earlier run loaded goes.
+            let q = format!("{}.{}", quote_ident(&tdb), quote_ident(st));
+            if let Err(e) = ctl.query_drop(format!("TRUNCATE TABLE {q}")).await {
+                ctl.query_drop(format!("DELETE FROM {q}"))
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "emptying {tdb}.{st} (partly loaded by the interrupted run) before \
+                             loading it again failed (TRUNCATE: {e})"
+                        )
+                    })?;
+            }
+        }
+        let state = Arc::new(TableState {
+            key: t.key.clone(),
+            remaining: AtomicUsize::new(t.items.len()),
+            permit: Mutex::new(Some(permit)),
+        });
+        for (item, d) in t.items.into_iter().zip(data) {
+            let job = ItemJob {
+                table: state.clone(),
+                item,
+                data: d,
+            };
+            if wtx.send(job).await.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Compare every table's fingerprint on the target with the recorded one, over `workers`
+/// connections. A table that cannot be read is a mismatch (with the reason).
+pub async fn check_fingerprints(
+    target: &Target,
+    src: &MariadbSource,
+    renames: &BTreeMap<String, String>,
+    workers: usize,
+) -> Result<Vec<TableCheck>> {
+    let queue: Arc<Mutex<Vec<(String, crate::fingerprint::Fingerprint)>>> = Arc::new(Mutex::new(
+        src.fingerprints
+            .iter()
+            .rev()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    ));
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers.clamp(1, src.fingerprints.len().max(1)) {
+        let mut conn = connect(target, "opening a connection to check fingerprints").await?;
+        let (queue, out, renames) = (queue.clone(), out.clone(), renames.clone());
+        set.spawn(async move {
+            loop {
+                let next = queue.lock().expect("queue").pop();
+                let Some((key, exp)) = next else { break };
+                let tkey = target_table(&renames, &key);
+                let (d, t) = tkey.split_once('.').unwrap_or((&tkey, ""));
+                let mut c = TableCheck {
+                    table: key.clone(),
+                    target: tkey.clone(),
+                    expected_rows: exp.rows,
+                    expected_hash: exp.hash.clone(),
+                    rows: None,
+                    hash: None,
+                    ok: false,
+                    error: None,
+                };
+                match table_fingerprint(&mut conn, d, t).await {
+                    Ok(fp) => {
+                        c.ok = fp == exp;
+                        c.rows = Some(fp.rows);
+                        c.hash = Some(fp.hash);
+                    }
+                    Err(e) => c.error = Some(format!("{e:#}")),
+                }
+                out.lock().expect("out").push(c);
+            }
+            conn.disconnect().await.ok();
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.map_err(|e| anyhow!("a fingerprint task panicked: {e}"))?;
+    }
+    let mut v = std::mem::take(&mut *out.lock().expect("out"));
+    v.sort_by(|a, b| a.table.cmp(&b.table));
+    Ok(v)
+}
+
+/// The result of comparing `VolumeEO.installPath` between the snapshot and a live database.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VolumeCheck {
+    /// Volumes present in both.
+    pub compared: u64,
+    /// (uuid, path in the snapshot, path in the live database) of volumes that moved.
+    pub moved: Vec<(String, Option<String>, Option<String>)>,
+    /// Why the check was not done, when it was not.
+    pub skipped: Option<String>,
+}
+
+/// ZStack's `check_restore_mysql`: load the snapshot's `VolumeEO` rows of `source_db` into a
+/// scratch database on the target (the table definition from the schema item, the rows through
+/// the same loader), join with `live_db`.`VolumeEO` on `uuid`, list the volumes whose
+/// `installPath` differs, and drop the scratch database (also on failure).
+pub async fn volume_check(
+    target: &Target,
+    src: &MariadbSource,
+    items: &dyn ItemSource,
+    source_db: &str,
+    live_db: &str,
+) -> Result<VolumeCheck> {
+    let mut res = VolumeCheck::default();
+    let Some(schema) = src
+        .items
+        .iter()
+        .find(|i| i.kind == ItemKind::Schema && i.db.as_deref() == Some(source_db))
+    else {
+        res.skipped = Some(format!("the snapshot has no schema of {source_db}"));
+        return Ok(res);
+    };
+    let data: Vec<&SqlItem> = src
+        .items
+        .iter()
+        .filter(|i| {
+            i.kind == ItemKind::Data
+                && i.db.as_deref() == Some(source_db)
+                && i.table.as_deref() == Some("VolumeEO")
+        })
+        .collect();
+    let text = items.read(&schema.name)?;
+    let text = String::from_utf8_lossy(&text);
+    let Some(create) = split_statements(&text)
+        .into_iter()
+        .find(|s| s.starts_with("CREATE TABLE `VolumeEO` "))
+    else {
+        res.skipped = Some(format!("the snapshot's {source_db} has no VolumeEO table"));
+        return Ok(res);
+    };
+    let mut conn = connect(target, "comparing volume paths").await?;
+    if !table_exists(&mut conn, live_db, "VolumeEO").await? {
+        res.skipped = Some(format!("the live {live_db} has no VolumeEO table"));
+        return Ok(res);
+    }
+    let mut texts = Vec::new();
+    for i in &data {
+        texts.push(items.read(&i.name)?);
+    }
+    let scratch = format!("mnbackup_volcheck_{}", std::process::id());
+    let qs = quote_ident(&scratch);
+    let run = async {
+        conn.query_drop(format!("DROP DATABASE IF EXISTS {qs}"))
+            .await?;
+        conn.query_drop(format!("CREATE DATABASE {qs}")).await?;
+        conn.query_drop(format!("USE {qs}")).await?;
+        conn.query_drop(create.as_str()).await?;
+        let mut renames = BTreeMap::new();
+        renames.insert(source_db.to_string(), scratch.clone());
+        for (i, t) in data.iter().zip(&texts) {
+            exec_item(&mut conn, i, t, &renames).await?;
+        }
+        let ql = quote_ident(live_db);
+        let n: Option<u64> = conn
+            .query_first(format!(
+                "SELECT COUNT(*) FROM {qs}.`VolumeEO` s JOIN {ql}.`VolumeEO` l ON l.uuid = s.uuid"
+            ))
+            .await?;
+        let moved: Vec<(String, Option<String>, Option<String>)> = conn
+            .query(format!(
+                "SELECT s.uuid, s.installPath, l.installPath FROM {qs}.`VolumeEO` s \
+                 JOIN {ql}.`VolumeEO` l ON l.uuid = s.uuid \
+                 WHERE NOT (s.installPath <=> l.installPath) ORDER BY s.uuid"
+            ))
+            .await?;
+        Ok::<_, anyhow::Error>((n.unwrap_or(0), moved))
+    }
+    .await;
+    let dropped = conn
+        .query_drop(format!("DROP DATABASE IF EXISTS {qs}"))
+        .await;
+    conn.disconnect().await.ok();
+    let (n, moved) = res_with(run, "comparing VolumeEO.installPath with the live database")?;
+    dropped.with_context(|| format!("dropping the scratch database {scratch}; drop it by hand"))?;
+    res.compared = n;
+    res.moved = moved;
+    Ok(res)
+}
+
+fn res_with<T>(r: Result<T>, what: &str) -> Result<T> {
+    r.with_context(|| what.to_string())
+}
+
+/// `--disable-vm-ha`: `UPDATE <db>.GlobalConfigVO SET value='false' WHERE category='ha' AND
+/// name='enable'`, when that table exists. Returns what changed, for the report.
+pub async fn disable_vm_ha(conn: &mut Conn, db: &str) -> Result<String> {
+    if !table_exists(conn, db, "GlobalConfigVO").await? {
+        return Ok(format!(
+            "{db}.GlobalConfigVO does not exist: VM HA left as it was"
+        ));
+    }
+    let before: Option<Option<String>> = conn
+        .query_first(format!(
+            "SELECT value FROM {}.GlobalConfigVO WHERE category = 'ha' AND name = 'enable'",
+            quote_ident(db)
+        ))
+        .await
+        .context("reading the VM HA setting")?;
+    conn.query_drop(format!(
+        "UPDATE {}.GlobalConfigVO SET value = 'false' WHERE category = 'ha' AND name = 'enable'",
+        quote_ident(db)
+    ))
+    .await
+    .context("switching VM HA off (GlobalConfigVO ha.enable)")?;
+    let n = conn.affected_rows();
+    Ok(match before {
+        None => format!("{db}.GlobalConfigVO has no ha.enable row: nothing changed"),
+        Some(v) => format!(
+            "{db}.GlobalConfigVO ha.enable: {} -> false ({n} row changed); turn it back on in \
+             the UI once the hosts are checked",
+            v.as_deref().unwrap_or("NULL")
+        ),
+    })
+}
+
+/// The last successful Flyway migration of `db` (`schema_version`), when the table exists.
+pub async fn flyway_version(conn: &mut Conn, db: &str) -> Result<Option<String>> {
+    if !table_exists(conn, db, "schema_version").await? {
+        return Ok(None);
+    }
+    let v: Option<Option<String>> = conn
+        .query_first(format!(
+            "SELECT version FROM {}.schema_version WHERE success = 1 ORDER BY installed_rank DESC LIMIT 1",
+            quote_ident(db)
+        ))
+        .await
+        .with_context(|| format!("reading {db}.schema_version"))?;
+    Ok(v.flatten())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(major_minor("10.11.6-MariaDB-0+deb12u1"), Some((10, 11)));
+        assert!(version_warning("10.11.6-MariaDB", "10.5.2-MariaDB").is_some());
+        assert!(version_warning("10.5.2-MariaDB", "10.11.6-MariaDB").is_none());
+        assert!(version_warning("10.11.6-MariaDB", "10.11.2-MariaDB").is_none());
+        assert!(version_warning("8.0.36", "10.11.2-MariaDB").is_some());
+        assert!(version_warning("", "10.11.2-MariaDB").is_none());
+    }
+}
