@@ -195,8 +195,9 @@ fn default_retries() -> u32 {
 pub struct DaemonConfig {
     /// `local` (the system's zone) or an IANA name such as `Asia/Shanghai`.
     pub timezone: String,
-    /// The state file on local disk.
-    pub state_file: PathBuf,
+    /// Local state directory: one `<job>.json` state file per scheduled job, the daemon's
+    /// single-instance lock, crontab backups and the restore journal.
+    pub state_dir: PathBuf,
     /// Write Prometheus metrics here (textfile collector), when set.
     pub prometheus_textfile: Option<PathBuf>,
     /// A shell command run when a job fails (mail, pager); gets MNBACKUP_JOB and MNBACKUP_ERROR.
@@ -212,7 +213,7 @@ impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
             timezone: "local".into(),
-            state_file: PathBuf::from("/var/lib/mnbackup/state.json"),
+            state_dir: PathBuf::from("/var/lib/mnbackup"),
             prometheus_textfile: None,
             on_failure: None,
             grace_seconds: 300,

@@ -165,7 +165,7 @@ keep_last = 2
 
 [daemon]
 timezone = "UTC"
-state_file = "{state}/state.json"
+state_dir = "{state}"
 grace_seconds = 20
 max_age_hours = 1
 prometheus_textfile = "{state}/mnbackup.prom"
@@ -256,7 +256,7 @@ fn status_reports_stale_from_an_old_state_file() {
     let cfg = write_config(
         t.path(),
         &format!(
-            "[daemon]\ntimezone = \"UTC\"\nstate_file = \"{}/state.json\"\n",
+            "[daemon]\ntimezone = \"UTC\"\nstate_dir = \"{}\"\n",
             state.display()
         ),
     );
@@ -289,7 +289,7 @@ fn status_reports_stale_from_an_old_state_file() {
     let cfg = write_config(
         t.path(),
         &format!(
-            "[daemon]\ntimezone = \"UTC\"\nstate_file = \"{}/state.json\"\nmax_age_hours = 100\n",
+            "[daemon]\ntimezone = \"UTC\"\nstate_dir = \"{}\"\nmax_age_hours = 100\n",
             state.display()
         ),
     );
@@ -322,7 +322,7 @@ cron = "* * * * * *"
 
 [daemon]
 timezone = "UTC"
-state_file = "{state}/state.json"
+state_dir = "{state}"
 on_failure = 'echo "$MNBACKUP_JOB: $MNBACKUP_ERROR" >> {hook}'
 "#,
             pool = pool.display(),
@@ -490,7 +490,7 @@ fn import_crontab_proposes_and_applies() {
     let cfg = write_config(
         t.path(),
         &format!(
-            "[daemon]\nstate_file = \"{}/state.json\"\n",
+            "[daemon]\nstate_dir = \"{}\"\n",
             state.display()
         ),
     );

@@ -1,9 +1,8 @@
 //! The statement syntax of the MariaDB dump items, as a native loader needs it: splitting an
 //! item into statements, and rewriting database names for `--rename-db` and the drill.
 //!
-//! [`split_statements`] is a copy of `mnbackup::sources::mariadb::sqlfmt::split_statements` (the
-//! restore crate must not depend on the root crate); the root crate is to re-export this one.
-//! Its rules:
+//! [`split_statements`] is the one splitter of the project (the dump side re-exports it as
+//! `mnbackup::sources::mariadb::sqlfmt::split_statements`). Its rules:
 //!
 //! - lines starting with `-- ` and empty lines between statements are comments;
 //! - a statement ends at the end of a line that ends with the current delimiter, which is `;`
@@ -73,10 +72,7 @@ pub fn split_statements(text: &str) -> Vec<String> {
     out
 }
 
-/// Quote an identifier with backticks (doubling any backtick inside).
-pub fn quote_ident(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
+pub use crate::fingerprint::quote_ident;
 
 fn is_ident_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80

@@ -16,7 +16,7 @@
 //! permanent. When a run has failed for good, `[daemon] on_failure` runs (`sh -c`, with
 //! `MNBACKUP_JOB`, `MNBACKUP_KIND` and `MNBACKUP_ERROR` set).
 //!
-//! Job state lives in the directory of `[daemon] state_file` (one `<job>.json` per job), which
+//! Job state lives in the directory of `[daemon] state_dir` (one `<job>.json` per job), which
 //! also holds `daemon.lock`, an `flock` that keeps a second daemon from starting.
 
 use std::collections::HashMap;
@@ -84,12 +84,9 @@ pub fn parsed_schedules(cfg: &Config) -> Result<Vec<(ScheduleConfig, Schedule)>>
         .collect()
 }
 
-/// The directory of `[daemon] state_file`: per-job state files, `daemon.lock`, crontab backups.
+/// `[daemon] state_dir`: per-job state files, `daemon.lock`, crontab backups.
 pub fn state_dir(cfg: &Config) -> PathBuf {
-    match cfg.daemon.state_file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
+    cfg.daemon.state_dir.clone()
 }
 
 /// The single-instance lock file in the state directory.
@@ -564,7 +561,7 @@ fn single_instance(cfg: &Config) -> Result<nix::fcntl::Flock<File>> {
             return Err(MnError::Locked(format!(
                 "another `mnbackup daemon` is already running (pid {}) with the state directory \
                  {}; stop it first (`systemctl stop mnbackup`), or give this one a different \
-                 [daemon] state_file",
+                 [daemon] state_dir",
                 pid.trim(),
                 state_dir(cfg).display()
             ))
@@ -636,7 +633,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
     let dir = state_dir(cfg);
     std::fs::create_dir_all(&dir).with_context(|| {
         format!(
-            "cannot create the state directory {}; check [daemon] state_file and that it is on \
+            "cannot create the state directory {}; check [daemon] state_dir and that it is on \
              a writable local disk",
             dir.display()
         )

@@ -167,7 +167,7 @@ pub struct RestoreArgs {
     /// Parallel MariaDB connections for the data [default: [mariadb] workers, or the cores].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
-    /// The restore journal [default: restore-journal.json beside [daemon] state_file].
+    /// The restore journal [default: restore-journal.json in [daemon] state_dir].
     #[arg(long, value_name = "PATH")]
     pub journal: Option<PathBuf>,
     /// MiB of checked SQL items held in memory between their check and their load.
@@ -471,14 +471,9 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// The restore journal's default path: beside `[daemon] state_file`.
+/// The restore journal's default path: in `[daemon] state_dir`.
 fn default_journal(ctx: &Ctx) -> PathBuf {
-    ctx.config
-        .daemon
-        .state_file
-        .parent()
-        .unwrap_or(Path::new("/var/lib/mnbackup"))
-        .join("restore-journal.json")
+    ctx.config.daemon.state_dir.join("restore-journal.json")
 }
 
 /// Everything the preflight learned.

@@ -44,10 +44,10 @@ impl Env {
     /// plus `extra` TOML.
     pub fn config(&self, server: &TestServer, files: &[&Path], extra: &str) {
         let mut s = format!(
-            "[repository]\ncache_dir = \"{}\"\n[daemon]\nstate_file = \"{}\"\n[restore]\nservice_check = \"\"\n{extra}\n\
+            "[repository]\ncache_dir = \"{}\"\n[daemon]\nstate_dir = \"{}\"\n[restore]\nservice_check = \"\"\n{extra}\n\
              [mariadb]\nsocket = \"{}\"\nuser = \"root\"\nworkers = 2\nsplit_rows = 300\n",
             self.dir.path().join("cache").display(),
-            self.dir.path().join("state").join("state.json").display(),
+            self.dir.path().join("state").display(),
             server.socket().display()
         );
         for f in files {

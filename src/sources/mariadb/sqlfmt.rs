@@ -140,45 +140,9 @@ pub fn name_component(name: &str) -> String {
     s
 }
 
-/// Split an item's text into statements (see the module docs); returns the statements without
-/// their delimiter. `DELIMITER` lines and comment lines are consumed.
-pub fn split_statements(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut delim = ";".to_string();
-    let mut cur = String::new();
-    for line in text.split('\n') {
-        let trimmed = line.trim_end_matches('\r');
-        if cur.is_empty() {
-            let t = trimmed.trim();
-            if t.is_empty() || t.starts_with("-- ") || t == "--" {
-                continue;
-            }
-            if let Some(d) = t
-                .strip_prefix("DELIMITER ")
-                .or_else(|| t.strip_prefix("delimiter "))
-            {
-                delim = d.trim().to_string();
-                continue;
-            }
-        }
-        if let Some(body) = trimmed.trim_end().strip_suffix(delim.as_str()) {
-            cur.push_str(body);
-            let stmt = cur.trim().to_string();
-            if !stmt.is_empty() {
-                out.push(stmt);
-            }
-            cur.clear();
-        } else {
-            cur.push_str(trimmed);
-            cur.push('\n');
-        }
-    }
-    let rest = cur.trim();
-    if !rest.is_empty() {
-        out.push(rest.to_string());
-    }
-    out
-}
+/// The native loader's statement splitter lives in the restore crate (which loads the items);
+/// the rules are the ones documented above.
+pub use mnbackup_restore::sql::split_statements;
 
 #[cfg(test)]
 mod tests {
