@@ -489,10 +489,7 @@ fn import_crontab_proposes_and_applies() {
     let state = t.path().join("state");
     let cfg = write_config(
         t.path(),
-        &format!(
-            "[daemon]\nstate_dir = \"{}\"\n",
-            state.display()
-        ),
+        &format!("[daemon]\nstate_dir = \"{}\"\n", state.display()),
     );
     let c = cfg.to_str().unwrap();
     let crontab = t.path().join("crontab");
