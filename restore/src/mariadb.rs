@@ -233,7 +233,7 @@ impl Default for LoadOptions {
             with_accounts: true,
             skip_events: false,
             workers: 4,
-            memory_budget: 192 << 20,
+            memory_budget: 128 << 20,
         }
     }
 }
