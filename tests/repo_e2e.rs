@@ -369,4 +369,5 @@ fn full_pool_fails_clearly_and_keeps_earlier_snapshots() {
     let out = t.path().join("out");
     ok(&repo, &["export", "latest", out.to_str().unwrap()]);
     assert_same(&good, &capture(&exported(&out, &src)));
+    ok(&repo, &["verify", "--read-data"]);
 }

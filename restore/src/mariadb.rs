@@ -41,6 +41,7 @@ use crate::plan::{target_db, target_table, ItemKind, MariadbSource, SqlItem};
 use crate::report::{StepReport, StepStatus, TableCheck};
 use crate::sql::{
     excerpt, insert_rows, quote_ident, rename_data_statement, rename_statement, split_statements,
+    statement_slices,
 };
 
 /// Reads an item's plain content, verified: an implementation must fail (naming the item) rather
@@ -233,7 +234,7 @@ impl Default for LoadOptions {
             with_accounts: true,
             skip_events: false,
             workers: 4,
-            memory_budget: 128 << 20,
+            memory_budget: 64 << 20,
         }
     }
 }
@@ -288,7 +289,7 @@ pub async fn exec_item(
             item.name
         )
     })?;
-    let stmts = split_statements(text);
+    let stmts = statement_slices(text);
     let target = match (&item.db, &item.table) {
         (Some(d), Some(t)) => format!("{}.{t}", target_db(renames, d)),
         (Some(d), None) => target_db(renames, d).to_string(),
@@ -853,13 +854,14 @@ pub async fn check_fingerprints(
     renames: &BTreeMap<String, String>,
     workers: usize,
 ) -> Result<Vec<TableCheck>> {
-    let queue: Arc<Mutex<Vec<(String, crate::fingerprint::Fingerprint)>>> = Arc::new(Mutex::new(
-        src.fingerprints
-            .iter()
-            .rev()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    ));
+    // Biggest tables first (popped from the end), so the connections finish together.
+    let mut todo: Vec<(String, crate::fingerprint::Fingerprint)> = src
+        .fingerprints
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    todo.sort_by_key(|(_, f)| f.rows);
+    let queue = Arc::new(Mutex::new(todo));
     let out = Arc::new(Mutex::new(Vec::new()));
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..workers.clamp(1, src.fingerprints.len().max(1)) {

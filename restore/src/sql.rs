@@ -30,17 +30,33 @@
 //! items (with renames they are skipped unless asked for, because they would change the live
 //! users' privileges).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Split an item's text into statements (see the module docs); returns the statements without
 /// their delimiter. `DELIMITER` lines and comment lines are consumed.
 pub fn split_statements(text: &str) -> Vec<String> {
+    statement_slices(text)
+        .into_iter()
+        .map(Cow::into_owned)
+        .collect()
+}
+
+/// [`split_statements`] without copying: each statement borrows from `text` (only a statement
+/// with `\r\n` line ends is copied), so loading an item does not hold it twice in memory.
+pub fn statement_slices(text: &str) -> Vec<Cow<'_, str>> {
     let mut out = Vec::new();
     let mut delim = ";".to_string();
-    let mut cur = String::new();
+    // Byte offset of the current statement's first line, and its copy once a line had `\r`.
+    let mut start: Option<usize> = None;
+    let mut owned: Option<String> = None;
+    let mut pos = 0;
     for line in text.split('\n') {
+        let line_start = pos;
+        pos += line.len() + 1;
         let trimmed = line.trim_end_matches('\r');
-        if cur.is_empty() {
+        let had_cr = trimmed.len() != line.len();
+        if start.is_none() {
             let t = trimmed.trim();
             if t.is_empty() || t.starts_with("-- ") || t == "--" {
                 continue;
@@ -53,21 +69,37 @@ pub fn split_statements(text: &str) -> Vec<String> {
                 continue;
             }
         }
+        let s0 = *start.get_or_insert(line_start);
         if let Some(body) = trimmed.trim_end().strip_suffix(delim.as_str()) {
-            cur.push_str(body);
-            let stmt = cur.trim().to_string();
+            let stmt = match owned.take() {
+                Some(mut o) => {
+                    o.push_str(body);
+                    Cow::Owned(o.trim().to_string())
+                }
+                None => Cow::Borrowed(text[s0..line_start + body.len()].trim()),
+            };
             if !stmt.is_empty() {
                 out.push(stmt);
             }
-            cur.clear();
+            start = None;
         } else {
-            cur.push_str(trimmed);
-            cur.push('\n');
+            if had_cr && owned.is_none() {
+                owned = Some(text[s0..line_start].to_string());
+            }
+            if let Some(o) = owned.as_mut() {
+                o.push_str(trimmed);
+                o.push('\n');
+            }
         }
     }
-    let rest = cur.trim();
-    if !rest.is_empty() {
-        out.push(rest.to_string());
+    if let Some(s0) = start {
+        let rest = match owned {
+            Some(o) => Cow::Owned(o.trim().to_string()),
+            None => Cow::Borrowed(text[s0..].trim()),
+        };
+        if !rest.is_empty() {
+            out.push(rest);
+        }
     }
     out
 }
@@ -290,6 +322,21 @@ mod tests {
         assert_eq!(insert_rows(&s[1]), 2);
         assert!(s[2].starts_with("CREATE PROCEDURE p()") && s[2].ends_with("END"));
         assert_eq!(s[3], "SELECT 3");
+        // the borrowing splitter gives the same statements, borrowed
+        let b = statement_slices(text);
+        assert_eq!(
+            b,
+            s.iter()
+                .map(|x| Cow::Borrowed(x.as_str()))
+                .collect::<Vec<_>>()
+        );
+        assert!(b.iter().all(|c| matches!(c, Cow::Borrowed(_))));
+        // CRLF line ends: the same statements (copied), and a trailing statement without delimiter
+        let crlf = text.replace('\n', "\r\n") + "SELECT 4";
+        let c = statement_slices(&crlf);
+        assert_eq!(c.len(), 5);
+        assert_eq!(&c[..4], &b[..]);
+        assert_eq!(c[4], "SELECT 4");
     }
 
     #[test]

@@ -171,7 +171,7 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "PATH")]
     pub journal: Option<PathBuf>,
     /// MiB of checked SQL items held in memory between their check and their load.
-    #[arg(long, hide = true, default_value_t = 128)]
+    #[arg(long, hide = true, default_value_t = 64)]
     pub memory_budget_mib: u64,
 }
 
