@@ -25,13 +25,13 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{:<26} {:<20} {:<10} {:>6} {:>11} {:>11} {:>8}  tags",
+            "{:<28} {:<20} {:<10} {:>6} {:>11} {:>11} {:>8}  tags",
             "id", "time (UTC)", "trigger", "items", "size", "added", "duration"
         );
         for r in &all {
             match r {
                 Ok(m) => println!(
-                    "{:<26} {:<20} {:<10} {:>6} {:>11} {:>11} {:>7.1}s  {}",
+                    "{:<28} {:<20} {:<10} {:>6} {:>11} {:>11} {:>7.1}s  {}",
                     m.id,
                     m.time.format("%Y-%m-%d %H:%M:%S"),
                     m.trigger,
@@ -43,7 +43,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
                 ),
                 Err((id, e)) => {
                     damaged += 1;
-                    println!("{id:<26} DAMAGED: {e:#}");
+                    println!("{id:<28} DAMAGED: {e:#}");
                 }
             }
         }

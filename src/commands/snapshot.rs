@@ -129,14 +129,39 @@ fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) ->
                 .context("starting the async runtime")?;
             let sink: Arc<dyn crate::source::ItemSink> = writer.clone();
             let summary = rt.block_on(sources::mariadb::backup(m, sink))?;
-            tracing::info!("mariadb: {summary:?}");
+            tracing::info!(
+                "mariadb: {} databases, {} tables, {} rows in {} items ({}); commits were \
+                 blocked {} ms; {:.1}s",
+                summary.databases,
+                summary.tables,
+                summary.rows,
+                summary.items,
+                bytes(summary.bytes),
+                summary.block_ms,
+                summary.duration_ms as f64 / 1000.0
+            );
         }
         if cancelled() {
             anyhow::bail!("cancelled");
         }
         if let Some(c) = &cfg.cassandra {
             let summary = sources::cassandra::backup(c, &writer.id, writer.as_ref())?;
-            tracing::info!("cassandra: {summary:?}");
+            tracing::info!(
+                "cassandra: {} keyspaces, {} tables, {} SSTables ({} files, {}); {} digests \
+                 checked; snapshot {} {}",
+                summary.keyspaces.len(),
+                summary.tables,
+                summary.sstables,
+                summary.files,
+                bytes(summary.bytes),
+                summary.digests_checked,
+                summary.tag,
+                if summary.snapshot_cleared {
+                    "cleared"
+                } else {
+                    "NOT cleared (run `nodetool clearsnapshot`)"
+                }
+            );
         }
         if cancelled() {
             anyhow::bail!("cancelled");
