@@ -361,6 +361,10 @@ pub struct Loader {
     pub items: Arc<dyn ItemSource>,
     pub opts: LoadOptions,
     pub journal: Option<Arc<Mutex<Journal>>>,
+    /// Fingerprint checks of the tables this run loaded, each made by the connection that
+    /// loaded the table right after its last item committed (so the proof overlaps with the
+    /// loading of the other tables). [`check_fingerprints`] checks only the tables not in here.
+    pub checked: Arc<Mutex<BTreeMap<String, TableCheck>>>,
 }
 
 struct TableWork {
@@ -657,6 +661,8 @@ impl Loader {
             let wrx = wrx.clone();
             let failed = failed.clone();
             let renames = self.opts.renames.clone();
+            let src = self.src.clone();
+            let checked = self.checked.clone();
             let items_src = self.items.clone();
             let journal = self.journal.clone();
             let (rows, bytes, items_n) = (rows.clone(), bytes.clone(), items_n.clone());
@@ -721,6 +727,11 @@ impl Loader {
                                 fail(&failed);
                                 return Err(e);
                             }
+                        }
+                        let key = &job.table.key;
+                        if let Some(exp) = src.fingerprints.get(key) {
+                            let c = check_table(&mut conn, key, exp, &renames).await;
+                            checked.lock().expect("checked").insert(key.clone(), c);
                         }
                     }
                 }
@@ -848,49 +859,66 @@ impl Loader {
 
 /// Compare every table's fingerprint on the target with the recorded one, over `workers`
 /// connections. A table that cannot be read is a mismatch (with the reason).
+/// Compare one table's fingerprint on the target with the recorded one.
+pub async fn check_table(
+    conn: &mut Conn,
+    key: &str,
+    exp: &crate::fingerprint::Fingerprint,
+    renames: &BTreeMap<String, String>,
+) -> TableCheck {
+    let tkey = target_table(renames, key);
+    let (d, t) = tkey.split_once('.').unwrap_or((&tkey, ""));
+    let mut c = TableCheck {
+        table: key.to_string(),
+        target: tkey.clone(),
+        expected_rows: exp.rows,
+        expected_hash: exp.hash.clone(),
+        rows: None,
+        hash: None,
+        ok: false,
+        error: None,
+    };
+    match table_fingerprint(conn, d, t).await {
+        Ok(fp) => {
+            c.ok = fp == *exp;
+            c.rows = Some(fp.rows);
+            c.hash = Some(fp.hash);
+        }
+        Err(e) => c.error = Some(format!("{e:#}")),
+    }
+    c
+}
+
+/// Check every table's fingerprint; `done` holds the tables already checked (see
+/// [`Loader::checked`]), whose results are taken as they are.
 pub async fn check_fingerprints(
     target: &Target,
     src: &MariadbSource,
     renames: &BTreeMap<String, String>,
     workers: usize,
+    done: &BTreeMap<String, TableCheck>,
 ) -> Result<Vec<TableCheck>> {
     // Biggest tables first (popped from the end), so the connections finish together.
     let mut todo: Vec<(String, crate::fingerprint::Fingerprint)> = src
         .fingerprints
         .iter()
+        .filter(|(k, _)| !done.contains_key(*k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     todo.sort_by_key(|(_, f)| f.rows);
     let queue = Arc::new(Mutex::new(todo));
-    let out = Arc::new(Mutex::new(Vec::new()));
+    let out = Arc::new(Mutex::new(done.values().cloned().collect::<Vec<_>>()));
     let mut set = tokio::task::JoinSet::new();
-    for _ in 0..workers.clamp(1, src.fingerprints.len().max(1)) {
+    let n = queue.lock().expect("queue").len();
+    let conns = if n == 0 { 0 } else { workers.clamp(1, n) };
+    for _ in 0..conns {
         let mut conn = connect(target, "opening a connection to check fingerprints").await?;
         let (queue, out, renames) = (queue.clone(), out.clone(), renames.clone());
         set.spawn(async move {
             loop {
                 let next = queue.lock().expect("queue").pop();
                 let Some((key, exp)) = next else { break };
-                let tkey = target_table(&renames, &key);
-                let (d, t) = tkey.split_once('.').unwrap_or((&tkey, ""));
-                let mut c = TableCheck {
-                    table: key.clone(),
-                    target: tkey.clone(),
-                    expected_rows: exp.rows,
-                    expected_hash: exp.hash.clone(),
-                    rows: None,
-                    hash: None,
-                    ok: false,
-                    error: None,
-                };
-                match table_fingerprint(&mut conn, d, t).await {
-                    Ok(fp) => {
-                        c.ok = fp == exp;
-                        c.rows = Some(fp.rows);
-                        c.hash = Some(fp.hash);
-                    }
-                    Err(e) => c.error = Some(format!("{e:#}")),
-                }
+                let c = check_table(&mut conn, &key, &exp, &renames).await;
                 out.lock().expect("out").push(c);
             }
             conn.disconnect().await.ok();

@@ -105,14 +105,16 @@ pub fn run(ctx: &Ctx, spec: &str, target: &TargetArgs) -> Result<i32> {
                 with_accounts: false,
                 skip_events: true,
                 workers,
-                memory_budget: 512 << 20,
+                ..LoadOptions::default()
             },
             journal: None,
+            checked: Default::default(),
         };
         let steps = loader.run().await?;
         report.steps.extend(steps);
         let tf = Instant::now();
-        report.fingerprints = rm::check_fingerprints(&t, &src, &renames, workers).await?;
+        let early = loader.checked.lock().expect("checked").clone();
+        report.fingerprints = rm::check_fingerprints(&t, &src, &renames, workers, &early).await?;
         let mut s = StepReport::new("mariadb fingerprints", StepStatus::Done);
         s.items = report.fingerprints.len();
         s.rows = report.fingerprints.iter().filter_map(|c| c.rows).sum();

@@ -761,6 +761,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
                 memory_budget: args.memory_budget_mib.max(1) << 20,
             },
             journal: Some(journal.clone()),
+            checked: Default::default(),
         };
         ctx.say(format!(
             "restoring MariaDB of snapshot {id} into {} ({} databases, {} items, {workers} \
@@ -772,7 +773,8 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
         let steps = rt.block_on(loader.run())?;
         report.steps.extend(steps);
         let tf = Instant::now();
-        let checks = rt.block_on(rm::check_fingerprints(t, &src, &renames, workers))?;
+        let early = loader.checked.lock().expect("checked").clone();
+        let checks = rt.block_on(rm::check_fingerprints(t, &src, &renames, workers, &early))?;
         let mut step = StepReport::new("mariadb fingerprints", StepStatus::Done);
         step.items = checks.len();
         step.rows = checks.iter().filter_map(|c| c.rows).sum();
