@@ -440,11 +440,10 @@ impl Loader {
             out.push(self.ddl_kind(&mut ctl, k).await?);
         }
         if self.opts.skip_events {
-            out.push(
-                StepReport::new("mariadb events", StepStatus::Skipped).note(
-                    "events are not loaded into scratch copies (they would run scheduled jobs)",
-                ),
-            );
+            out.push(StepReport::new("mariadb events", StepStatus::Skipped).note(
+                "events are not loaded into renamed or scratch copies (they would run \
+                     scheduled jobs there)",
+            ));
         } else {
             out.push(self.ddl_kind(&mut ctl, ItemKind::Events).await?);
         }

@@ -139,7 +139,7 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// Restore database FROM as TO (repeatable), e.g. `--rename-db zstack=zstack_old` to inspect
-    /// an old state beside the live one. Accounts and grants are then skipped.
+    /// an old state beside the live one. Accounts, grants and events are then skipped.
     #[arg(long = "rename-db", value_name = "FROM=TO")]
     pub rename_db: Vec<String>,
     /// With --rename-db, restore the accounts and grants anyway.
@@ -756,7 +756,8 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
             opts: LoadOptions {
                 renames: renames.clone(),
                 with_accounts,
-                skip_events: false,
+                // A renamed copy is for inspection: its events must not run scheduled jobs.
+                skip_events: !renames.is_empty(),
                 workers,
                 memory_budget: args.memory_budget_mib.max(1) << 20,
             },

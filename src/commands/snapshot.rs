@@ -169,7 +169,7 @@ fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) ->
     }
     let file_cfgs: &[sources::files::FilesConfig] = if req.only_files { &[] } else { &cfg.files };
     if !file_cfgs.is_empty() || !req.files.is_empty() {
-        let sum = sources::files::backup(file_cfgs, &req.files, writer.as_ref())?;
+        let sum = sources::files::backup(file_cfgs, &req.files, writer.as_ref(), req.cancel)?;
         crate::source::ItemSink::set_source_info(
             writer.as_ref(),
             "files",

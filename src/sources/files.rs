@@ -96,10 +96,12 @@ fn expand(pattern: &str) -> Result<Vec<PathBuf>> {
 }
 
 /// Back up the configured paths plus `extra` (from `snapshot --files`; those must exist).
+/// `cancel` (set on SIGTERM) stops the walk between two files.
 pub fn backup(
     configs: &[FilesConfig],
     extra: &[PathBuf],
     sink: &dyn ItemSink,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<FilesSummary> {
     let mut sum = FilesSummary::default();
     let mut roots: Vec<(PathBuf, Vec<glob::Pattern>)> = Vec::new();
@@ -170,6 +172,9 @@ pub fn backup(
             }
             if !seen.insert(path.clone()) {
                 continue;
+            }
+            if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst)) {
+                anyhow::bail!("cancelled while backing up files (shutdown requested)");
             }
             put_path(&path, sink, &mut sum)?;
         }
