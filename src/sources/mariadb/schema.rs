@@ -598,6 +598,71 @@ pub async fn routines_item(
     Ok(s.into_bytes())
 }
 
+/// Where `SHOW CREATE TRIGGER` / `SHOW CREATE EVENT` put what an item needs.
+struct ShowCreate {
+    keyword: &'static str,
+    plural: &'static str,
+    create: usize,
+    sql_mode: usize,
+    charset: usize,
+    collation: usize,
+    time_zone: Option<usize>,
+}
+
+const TRIGGERS: ShowCreate = ShowCreate {
+    keyword: "TRIGGER",
+    plural: "triggers",
+    create: 2,
+    sql_mode: 1,
+    charset: 3,
+    collation: 4,
+    time_zone: None,
+};
+
+const EVENTS: ShowCreate = ShowCreate {
+    keyword: "EVENT",
+    plural: "events",
+    create: 3,
+    sql_mode: 1,
+    charset: 4,
+    collation: 5,
+    time_zone: Some(2),
+};
+
+/// An item of triggers or events: each dropped and recreated with its own session settings.
+async fn show_create_item(
+    conn: &mut Conn,
+    db: &str,
+    names: &[String],
+    addr: &str,
+    k: &ShowCreate,
+) -> Result<Vec<u8>> {
+    let mut s = header(&format!("{} of database {}", k.plural, ident(db)), Some(db));
+    s.push_str("DELIMITER ;;\n");
+    for name in names {
+        let row = show_create(
+            conn,
+            format!("SHOW CREATE {} {}.{}", k.keyword, ident(db), ident(name)),
+            addr,
+        )
+        .await?;
+        let what = format!("{} {db}.{name}", k.keyword.to_lowercase());
+        let create = need(&row, k.create, &what)?;
+        s.push_str(&format!("DROP {} IF EXISTS {};;\n", k.keyword, ident(name)));
+        s.push_str(&session_block(
+            col_str(&row, k.sql_mode).as_deref(),
+            col_str(&row, k.charset).as_deref(),
+            col_str(&row, k.collation).as_deref(),
+        ));
+        if let Some(tz) = k.time_zone.and_then(|i| col_str(&row, i)) {
+            s.push_str(&format!("SET time_zone = {};;\n", quoted(&tz)));
+        }
+        s.push_str(&format!("{create};;\n"));
+    }
+    s.push_str("DELIMITER ;\n");
+    Ok(s.into_bytes())
+}
+
 /// The triggers item, in creation order (table, action order).
 pub async fn triggers_item(
     conn: &mut Conn,
@@ -605,26 +670,7 @@ pub async fn triggers_item(
     triggers: &[String],
     addr: &str,
 ) -> Result<Vec<u8>> {
-    let mut s = header(&format!("triggers of database {}", ident(db)), Some(db));
-    s.push_str("DELIMITER ;;\n");
-    for name in triggers {
-        let row = show_create(
-            conn,
-            format!("SHOW CREATE TRIGGER {}.{}", ident(db), ident(name)),
-            addr,
-        )
-        .await?;
-        let create = need(&row, 2, &format!("trigger {db}.{name}"))?;
-        s.push_str(&format!("DROP TRIGGER IF EXISTS {};;\n", ident(name)));
-        s.push_str(&session_block(
-            col_str(&row, 1).as_deref(),
-            col_str(&row, 3).as_deref(),
-            col_str(&row, 4).as_deref(),
-        ));
-        s.push_str(&format!("{create};;\n"));
-    }
-    s.push_str("DELIMITER ;\n");
-    Ok(s.into_bytes())
+    show_create_item(conn, db, triggers, addr, &TRIGGERS).await
 }
 
 /// The events item, each with its sql_mode and time zone.
@@ -634,29 +680,7 @@ pub async fn events_item(
     events: &[String],
     addr: &str,
 ) -> Result<Vec<u8>> {
-    let mut s = header(&format!("events of database {}", ident(db)), Some(db));
-    s.push_str("DELIMITER ;;\n");
-    for name in events {
-        let row = show_create(
-            conn,
-            format!("SHOW CREATE EVENT {}.{}", ident(db), ident(name)),
-            addr,
-        )
-        .await?;
-        let create = need(&row, 3, &format!("event {db}.{name}"))?;
-        s.push_str(&format!("DROP EVENT IF EXISTS {};;\n", ident(name)));
-        s.push_str(&session_block(
-            col_str(&row, 1).as_deref(),
-            col_str(&row, 4).as_deref(),
-            col_str(&row, 5).as_deref(),
-        ));
-        if let Some(tz) = col_str(&row, 2) {
-            s.push_str(&format!("SET time_zone = {};;\n", quoted(&tz)));
-        }
-        s.push_str(&format!("{create};;\n"));
-    }
-    s.push_str("DELIMITER ;\n");
-    Ok(s.into_bytes())
+    show_create_item(conn, db, events, addr, &EVENTS).await
 }
 
 /// AUTO_INCREMENT counters of the dumped tables (`db.table` -> next value).
