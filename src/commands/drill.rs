@@ -71,15 +71,7 @@ pub fn run(ctx: &Ctx, spec: &str, target: &TargetArgs) -> Result<i32> {
         .map(|m| m.workers())
         .unwrap_or(2);
     let rt = runtime()?;
-    let items = Arc::new(RepoItems {
-        repo: repo.clone(),
-        items: m
-            .items
-            .iter()
-            .filter(|i| i.name.starts_with("mariadb/"))
-            .map(|i| (i.name.clone(), i.clone()))
-            .collect(),
-    });
+    let items = Arc::new(RepoItems::mariadb(&repo, &m));
     let mut report = RestoreReport {
         snapshot: id.clone(),
         kind: "drill".into(),

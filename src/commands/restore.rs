@@ -209,6 +209,21 @@ pub struct RepoItems {
     pub items: HashMap<String, Item>,
 }
 
+impl RepoItems {
+    /// The MariaDB items (`mariadb/…`) of a snapshot.
+    pub fn mariadb(repo: &Repo, m: &Manifest) -> RepoItems {
+        RepoItems {
+            repo: repo.clone(),
+            items: m
+                .items
+                .iter()
+                .filter(|i| i.name.starts_with("mariadb/"))
+                .map(|i| (i.name.clone(), i.clone()))
+                .collect(),
+        }
+    }
+}
+
 impl ItemSource for RepoItems {
     fn read(&self, name: &str) -> Result<Vec<u8>> {
         let item = self.items.get(name).ok_or_else(|| {
@@ -740,15 +755,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
     // MariaDB.
     if let (Some(src), Some((_, t))) = (&src, &target) {
         let src = Arc::new(src.clone());
-        let items = Arc::new(RepoItems {
-            repo: repo.clone(),
-            items: m
-                .items
-                .iter()
-                .filter(|i| i.name.starts_with("mariadb/"))
-                .map(|i| (i.name.clone(), i.clone()))
-                .collect(),
-        });
+        let items = Arc::new(RepoItems::mariadb(&repo, &m));
         let loader = Loader {
             target: t.clone(),
             src: src.clone(),
@@ -1022,15 +1029,7 @@ fn preflight(
                         ),
                     ));
                 } else {
-                    let items = RepoItems {
-                        repo: repo.clone(),
-                        items: m
-                            .items
-                            .iter()
-                            .filter(|i| i.name.starts_with("mariadb/"))
-                            .map(|i| (i.name.clone(), i.clone()))
-                            .collect(),
-                    };
+                    let items = RepoItems::mariadb(repo, m);
                     let vc = rm::volume_check(t, src, &items, "zstack", &live).await?;
                     checks.push(match (&vc.skipped, vc.moved.is_empty()) {
                         (Some(why), _) => {

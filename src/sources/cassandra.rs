@@ -12,7 +12,11 @@
 //!    as item `cassandra/<ks>/<table>/<file>` with `delta: false`: SSTables are immutable, so an
 //!    SSTable already in the repository is deduplicated whole and only new SSTables cost space;
 //!    each `Data.db` is checked against its `Digest.*` component while it streams;
-//! 4. `nodetool clearsnapshot -t <tag>`, always, also when a step above failed (a guard does it),
+//! 4. when `cqlsh` is configured, `cqlsh -e "DESCRIBE KEYSPACE <ks>"` per keyspace, stored as item
+//!    `cassandra/<ks>/keyspace.cql`: the keyspace's real replication and every table's CREATE
+//!    statement (Cassandra 2.2 writes no `schema.cql`), so a restore can recreate them; a failure
+//!    there is a warning, not an error (the SSTables are what matters);
+//! 5. `nodetool clearsnapshot -t <tag>`, always, also when a step above failed (a guard does it),
 //!    so snapshots never pile up on the node.
 //!
 //! The restore half is `mnbackup_restore::cassandra`, which also holds what both halves share
@@ -24,8 +28,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use mnbackup_restore::cassandra::{
-    digest_mismatch, is_valid_name, split_command_line, split_table_dir, CassandraRestoreConfig,
-    ExpectedDigest, HashingReader, JmxPassword, Nodetool, SstableFile,
+    digest_mismatch, is_valid_name, run_command, split_command_line, split_table_dir,
+    CassandraRestoreConfig, ExpectedDigest, HashingReader, JmxPassword, Nodetool, SstableFile,
 };
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +80,8 @@ pub struct CassandraConfig {
     pub keyspaces: Option<Vec<String>>,
     /// Run `nodetool flush` per keyspace before the snapshot.
     pub flush: bool,
-    /// cqlsh command (with host, `-u`, … as needed) used by the restore to create missing tables.
+    /// cqlsh command (with host, `-u`, … as needed): the backup stores each keyspace's
+    /// `DESCRIBE KEYSPACE` through it, the restore creates missing keyspaces and tables with it.
     pub cqlsh: Option<CommandLine>,
     /// Owner of restored files (skipped when the user does not exist).
     pub owner: Option<String>,
@@ -241,6 +246,8 @@ pub struct CassandraSummary {
     pub digests_missing: usize,
     /// Whether `nodetool clearsnapshot` succeeded.
     pub snapshot_cleared: bool,
+    /// Keyspaces whose `DESCRIBE KEYSPACE` was stored as `cassandra/<ks>/keyspace.cql`.
+    pub keyspace_schemas: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -289,6 +296,9 @@ pub struct CassandraSourceInfo {
     pub tables: Vec<TableInfo>,
     pub digest_checks: Vec<DigestCheck>,
     pub snapshot_cleared: bool,
+    /// Keyspaces whose `DESCRIBE KEYSPACE` was stored as `cassandra/<ks>/keyspace.cql`.
+    #[serde(default)]
+    pub keyspace_schemas: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -393,6 +403,7 @@ pub fn backup(
         tables: Vec::new(),
         digest_checks: Vec::new(),
         snapshot_cleared: false,
+        keyspace_schemas: Vec::new(),
         warnings: Vec::new(),
     };
     if keyspaces.is_empty() {
@@ -433,7 +444,8 @@ pub fn backup(
     let result = nodetool
         .run(&args)
         .context("taking the Cassandra snapshot")
-        .and_then(|_| collect(cfg, &keyspaces, &tag, sink, &mut summary, &mut info));
+        .and_then(|_| collect(cfg, &keyspaces, &tag, sink, &mut summary, &mut info))
+        .and_then(|_| describe_keyspaces(cfg, &keyspaces, sink, &mut summary, &mut info));
     let cleared = guard.clear();
     drop(guard);
     match (result, cleared) {
@@ -589,6 +601,66 @@ fn collect(
     }
     summary.tables = info.tables.len();
     summary.warnings.extend(info.warnings.iter().cloned());
+    Ok(())
+}
+
+/// `DESCRIBE KEYSPACE <ks>` of every keyspace through the configured cqlsh, stored as
+/// `cassandra/<ks>/keyspace.cql`. Does nothing without a cqlsh; a cqlsh failure (or an answer
+/// without CREATE KEYSPACE) is a warning; a sink failure is an error.
+fn describe_keyspaces(
+    cfg: &CassandraConfig,
+    keyspaces: &[String],
+    sink: &dyn ItemSink,
+    summary: &mut CassandraSummary,
+    info: &mut CassandraSourceInfo,
+) -> Result<()> {
+    let Some(cqlsh) = &cfg.cqlsh else {
+        return Ok(());
+    };
+    let base = cqlsh.argv();
+    for ks in keyspaces {
+        // Mixed-case names are case-sensitive only when quoted.
+        let quoted = if ks.bytes().any(|b| b.is_ascii_uppercase()) {
+            format!("\"{ks}\"")
+        } else {
+            ks.clone()
+        };
+        let mut argv = base.clone();
+        argv.extend(["-e".to_string(), format!("DESCRIBE KEYSPACE {quoted}")]);
+        let result = run_command(
+            &argv,
+            "Check that Cassandra accepts CQL (port 9042) and the cqlsh command and credentials \
+             in [cassandra] cqlsh.",
+        );
+        let text = match result {
+            Ok(t) if t.to_ascii_uppercase().contains("CREATE KEYSPACE") => t,
+            other => {
+                let why = match other {
+                    Ok(t) => format!(
+                        "`DESCRIBE KEYSPACE {quoted}` printed no CREATE KEYSPACE ({:?})",
+                        t.trim().chars().take(200).collect::<String>()
+                    ),
+                    Err(e) => format!("{e:#}"),
+                };
+                let w = format!(
+                    "the schema of keyspace {ks} (replication, CREATE TABLE statements) is not \
+                     in this backup, its SSTables are: {why}"
+                );
+                tracing::warn!("{w}");
+                summary.warnings.push(w.clone());
+                info.warnings.push(w);
+                continue;
+            }
+        };
+        let spec = ItemSpec::content(format!("cassandra/{ks}/keyspace.cql"), false);
+        let mut reader = text.as_bytes();
+        sink.put_reader(spec, &mut reader)
+            .with_context(|| format!("storing the schema of Cassandra keyspace {ks}"))?;
+        summary.files += 1;
+        summary.bytes += text.len() as u64;
+        summary.keyspace_schemas.push(ks.clone());
+        info.keyspace_schemas.push(ks.clone());
+    }
     Ok(())
 }
 

@@ -175,16 +175,4 @@ mod tests {
         assert_eq!(name_component("VmInstanceEO"), "VmInstanceEO");
         assert_eq!(name_component("a.b/c d"), "a%2Eb%2Fc%20d");
     }
-
-    #[test]
-    fn splitting() {
-        let text = "-- c\nSET NAMES utf8mb4;\nINSERT INTO t VALUES\n(1,'a;'),\n(2,'b');\n\
-                    DELIMITER ;;\nCREATE PROCEDURE p()\nBEGIN\n  SELECT 1;\n  SELECT 2;\nEND;;\n\
-                    DELIMITER ;\nSELECT 3;\n";
-        let s = split_statements(text);
-        assert_eq!(s.len(), 4, "{s:#?}");
-        assert_eq!(s[1], "INSERT INTO t VALUES\n(1,'a;'),\n(2,'b')");
-        assert!(s[2].starts_with("CREATE PROCEDURE p()") && s[2].ends_with("END"));
-        assert_eq!(s[3], "SELECT 3");
-    }
 }
