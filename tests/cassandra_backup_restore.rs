@@ -672,3 +672,165 @@ fn restore_with_nodetool_import() {
         .iter()
         .any(|l| l.contains("import kairosdb data_points ") && l.contains("staging")));
 }
+
+/// A config whose `cqlsh` is the stand-in on this node (with `extra` environment).
+fn config_with_cqlsh(node: &Node, extra: &[&str]) -> CassandraConfig {
+    CassandraConfig {
+        cqlsh: Some(CommandLine::Argv(node.tool(&fx::cqlsh_path(), extra))),
+        ..node.config(&[])
+    }
+}
+
+#[test]
+fn backup_with_cqlsh_stores_each_keyspace_schema() {
+    let node = Node::new(15, false);
+    let sink = MemSink::default();
+    let summary = backup(&config_with_cqlsh(&node, &[]), "ks", &sink).unwrap();
+    assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+    let keyspaces = ["kairosdb", "zstack_billing", "zstack_logging"];
+    assert_eq!(summary.keyspace_schemas, keyspaces);
+    let mut want = expected_items(&node.layout);
+    for ks in keyspaces {
+        want.insert(format!("cassandra/{ks}/keyspace.cql"));
+    }
+    assert_eq!(sink.item_names(), want);
+    let text = String::from_utf8(sink.bytes_of("cassandra/zstack_logging/keyspace.cql")).unwrap();
+    assert!(
+        text.contains(
+            "CREATE KEYSPACE zstack_logging WITH replication = {'class': 'NetworkTopologyStrategy'"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("CREATE TABLE zstack_logging.logs ("),
+        "{text}"
+    );
+    assert!(
+        text.contains("CREATE INDEX logs_level_idx ON zstack_logging.logs"),
+        "{text}"
+    );
+    assert!(
+        !sink.items.lock().unwrap()["cassandra/zstack_logging/keyspace.cql"]
+            .0
+            .delta
+    );
+    assert_eq!(
+        sink.info()["keyspace_schemas"],
+        serde_json::json!(keyspaces)
+    );
+    let log = fs::read_to_string(&node.cqlsh_log).unwrap();
+    for ks in keyspaces {
+        assert!(log.contains(&format!("DESCRIBE KEYSPACE {ks}")), "{log}");
+    }
+    assert!(node.leftover_snapshots().is_empty());
+}
+
+#[test]
+fn failing_cqlsh_is_a_warning_not_a_failed_backup() {
+    let node = Node::new(16, false);
+    let sink = MemSink::default();
+    let summary = backup(&config_with_cqlsh(&node, &["CQLSH_FAIL=1"]), "nocql", &sink).unwrap();
+    // The SSTables are all there; only the keyspace schemas are missing.
+    assert_eq!(sink.item_names(), expected_items(&node.layout));
+    assert!(summary.keyspace_schemas.is_empty());
+    assert_eq!(summary.warnings.len(), 3, "{:?}", summary.warnings);
+    for (w, ks) in summary
+        .warnings
+        .iter()
+        .zip(["kairosdb", "zstack_billing", "zstack_logging"])
+    {
+        assert!(w.contains(&format!("keyspace {ks}")), "{w}");
+        assert!(w.contains("Connection refused"), "{w}"); // cqlsh's stderr
+    }
+    let info = sink.info();
+    assert_eq!(info["warnings"].as_array().unwrap().len(), 3);
+    assert_eq!(info["snapshot_cleared"], true);
+    assert!(node.leftover_snapshots().is_empty());
+}
+
+#[test]
+fn restore_creates_a_missing_keyspace_from_its_keyspace_cql() {
+    let node = Node::new(17, false);
+    let sink = MemSink::default();
+    backup(&config_with_cqlsh(&node, &[]), "src", &sink).unwrap();
+    // As on Cassandra 2.2: no schema.cql at all.
+    sink.items
+        .lock()
+        .unwrap()
+        .retain(|name, _| !name.ends_with("/schema.cql"));
+    let dst = Node::new(93, true);
+    fs::remove_dir_all(dst.data().join("zstack_billing")).unwrap();
+    let mut cfg = restore_config(&dst);
+
+    // Without keyspace.cql the tables can only be pending (the gap this closes).
+    let without: Vec<_> = components(&sink)
+        .into_iter()
+        .filter(|c| c.name != "keyspace.cql")
+        .collect();
+    let report = rc::restore(&cfg, without).unwrap();
+    assert_eq!(report.tables.len(), 4);
+    assert_eq!(report.pending.len(), 2, "{:?}", report.pending);
+    assert!(
+        report.pending[0].contains("no schema.cql"),
+        "{:?}",
+        report.pending
+    );
+    assert!(!dst.data().join("zstack_billing").exists());
+
+    // With keyspace.cql and cqlsh: the plan says so, the restore creates keyspace and tables.
+    cfg.cqlsh = Some(dst.tool(&fx::cqlsh_path(), &[]));
+    let plan = rc::plan(&cfg, &components(&sink)).unwrap();
+    for tb in ["usage", "price"] {
+        let tp = plan
+            .tables
+            .iter()
+            .find(|t| t.keyspace == "zstack_billing" && t.table == tb)
+            .unwrap();
+        assert!(tp.keyspace_missing && tp.creates_table && tp.from_keyspace_cql);
+        assert!(tp.commands[0].contains("keyspace.cql"), "{:?}", tp.commands);
+    }
+    let text = plan.to_string();
+    assert!(
+        text.contains("keyspace zstack_billing does not exist on this node")
+            && text.contains("backed-up replication"),
+        "{text}"
+    );
+    assert!(!dst.cqlsh_log.exists(), "the plan ran cqlsh");
+
+    let report = rc::restore(&cfg, components(&sink)).unwrap();
+    assert!(report.pending.is_empty(), "{:?}", report.pending);
+    assert_eq!(report.tables.len(), 6);
+    assert!(report.notes.iter().any(|n| n.contains("keyspace.cql")));
+    let cql = fs::read_to_string(&dst.cqlsh_log).unwrap();
+    assert_eq!(cql.matches("cqlsh -f ").count(), 1, "{cql}");
+    assert!(
+        cql.contains(
+            "CREATE KEYSPACE IF NOT EXISTS zstack_billing WITH replication = {'class': \
+             'NetworkTopologyStrategy', 'dc1': '1'}"
+        ),
+        "{cql}"
+    );
+    assert!(!cql.contains("SimpleStrategy"), "{cql}");
+    for tb in ["usage", "price"] {
+        assert!(
+            cql.contains(&format!("CREATE TABLE IF NOT EXISTS zstack_billing.{tb} (")),
+            "{cql}"
+        );
+        let dirs = rc::find_table_dirs(dst.data(), "zstack_billing", tb).unwrap();
+        assert_eq!(dirs.len(), 1);
+        let s = node.layout.table("zstack_billing", tb);
+        let src_files = s.live_files().unwrap();
+        assert!(!src_files.is_empty());
+        for f in &src_files {
+            assert_eq!(
+                fs::read(dirs[0].join(f)).unwrap(),
+                fs::read(s.dir.join(f)).unwrap(),
+                "{tb} {f}"
+            );
+        }
+        assert!(dst
+            .log_lines()
+            .iter()
+            .any(|l| l.ends_with(&format!("refresh zstack_billing {tb}"))));
+    }
+}

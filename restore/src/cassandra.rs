@@ -597,9 +597,11 @@ impl Drop for PrivateTempFile {
 pub type OpenFn<'a> = Box<dyn FnOnce() -> Result<Box<dyn Read + 'a>> + 'a>;
 
 /// One backed-up file of a table: an SSTable component, the table's `schema.cql` or the
-/// snapshot's `manifest.json`.
+/// snapshot's `manifest.json`; or of a keyspace: its `keyspace.cql` (the `DESCRIBE KEYSPACE`
+/// output), with an empty `table`.
 pub struct RestoreComponent<'a> {
     pub keyspace: String,
+    /// Empty for the keyspace's `keyspace.cql`.
     pub table: String,
     /// Path relative to the table directory: a component file name (`md-1-big-Data.db`),
     /// `.<index>/<file>` for a secondary index, `schema.cql`, `manifest.json`.
@@ -622,11 +624,17 @@ impl fmt::Debug for RestoreComponent<'_> {
 }
 
 impl<'a> RestoreComponent<'a> {
-    /// Build from a snapshot item name `cassandra/<ks>/<table>/<name…>`; None for other items.
+    /// Build from a snapshot item name `cassandra/<ks>/<table>/<name…>` (or
+    /// `cassandra/<ks>/keyspace.cql`, which gets an empty `table`); None for other items.
     pub fn from_item_name(item: &str, size: u64, open: OpenFn<'a>) -> Option<Self> {
         let rest = item.strip_prefix("cassandra/")?;
         let mut it = rest.splitn(3, '/');
-        let (ks, table, name) = (it.next()?, it.next()?, it.next()?);
+        let (ks, second, third) = (it.next()?, it.next()?, it.next());
+        let (table, name) = match third {
+            Some(name) => (second, name),
+            None if second == KEYSPACE_CQL => ("", KEYSPACE_CQL),
+            None => return None,
+        };
         Some(RestoreComponent {
             keyspace: ks.to_string(),
             table: table.to_string(),
@@ -635,6 +643,134 @@ impl<'a> RestoreComponent<'a> {
             open,
         })
     }
+}
+
+/// The item (`cassandra/<ks>/keyspace.cql`) holding a keyspace's `DESCRIBE KEYSPACE` output.
+pub const KEYSPACE_CQL: &str = "keyspace.cql";
+
+/// Split CQL text (such as `DESCRIBE KEYSPACE` output) into statements, without their `;`,
+/// trimmed, empty ones dropped. `;` inside string literals (`'…'`, `$$…$$`), quoted identifiers
+/// and comments (`--`, `//`, `/* */`) does not split; comments are dropped.
+pub fn split_cql_statements(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut push = |cur: &mut String| {
+        let t = cur.trim();
+        if !t.is_empty() {
+            out.push(t.to_string());
+        }
+        cur.clear();
+    };
+    while i < b.len() {
+        let rest = &text[i..];
+        if rest.starts_with("--") || rest.starts_with("//") {
+            let end = rest.find('\n').map(|n| i + n).unwrap_or(b.len());
+            i = end;
+            continue;
+        }
+        if let Some(body) = rest.strip_prefix("/*") {
+            i = body.find("*/").map(|n| i + 2 + n + 2).unwrap_or(b.len());
+            cur.push(' ');
+            continue;
+        }
+        let quoted_end = if let Some(body) = rest.strip_prefix("$$") {
+            Some(body.find("$$").map(|n| 2 + n + 2).unwrap_or(rest.len()))
+        } else if b[i] == b'\'' || b[i] == b'"' {
+            // A doubled quote is an escaped quote inside the literal.
+            let q = b[i];
+            let mut j = i + 1;
+            loop {
+                if j >= b.len() {
+                    break Some(b.len() - i);
+                }
+                if b[j] == q {
+                    if j + 1 < b.len() && b[j + 1] == q {
+                        j += 2;
+                        continue;
+                    }
+                    break Some(j + 1 - i);
+                }
+                j += 1;
+            }
+        } else {
+            None
+        };
+        if let Some(n) = quoted_end {
+            cur.push_str(&rest[..n]);
+            i += n;
+            continue;
+        }
+        if b[i] == b';' {
+            push(&mut cur);
+            i += 1;
+            continue;
+        }
+        let c = rest.chars().next().expect("in bounds");
+        cur.push(c);
+        i += c.len_utf8();
+    }
+    push(&mut cur);
+    out
+}
+
+/// `CREATE [CUSTOM] <KEYSPACE|TABLE|TYPE|INDEX|…> name …` with `IF NOT EXISTS` added after the
+/// object kind when it is not there yet; other statements unchanged.
+pub fn with_if_not_exists(stmt: &str) -> String {
+    let words: Vec<(usize, &str)> = stmt
+        .split_whitespace()
+        .take(6)
+        .map(|w| (w.as_ptr() as usize - stmt.as_ptr() as usize, w))
+        .collect();
+    let up = |k: usize| words.get(k).map(|(_, w)| w.to_ascii_uppercase());
+    if up(0).as_deref() != Some("CREATE") {
+        return stmt.to_string();
+    }
+    let mut k = 1;
+    if up(k).as_deref() == Some("CUSTOM") {
+        k += 1;
+    }
+    match up(k).as_deref() {
+        Some(
+            "KEYSPACE" | "SCHEMA" | "TABLE" | "COLUMNFAMILY" | "TYPE" | "INDEX" | "FUNCTION"
+            | "AGGREGATE" | "TRIGGER",
+        ) => {}
+        Some("MATERIALIZED") if up(k + 1).as_deref() == Some("VIEW") => k += 1,
+        _ => return stmt.to_string(),
+    }
+    if up(k + 1).as_deref() == Some("IF") {
+        return stmt.to_string();
+    }
+    let (pos, w) = words[k];
+    let at = pos + w.len();
+    format!("{} IF NOT EXISTS{}", &stmt[..at], &stmt[at..])
+}
+
+/// The statements of a keyspace's `DESCRIBE KEYSPACE` output (`keyspace.cql`), each made
+/// `IF NOT EXISTS`, as a file for `cqlsh -f`. Errors when it holds no `CREATE KEYSPACE`.
+pub fn keyspace_cql_script(ks: &str, text: &str) -> Result<String> {
+    let stmts = split_cql_statements(text);
+    let has_keyspace = stmts.iter().any(|s| {
+        let w: Vec<String> = s
+            .split_whitespace()
+            .take(2)
+            .map(|w| w.to_ascii_uppercase())
+            .collect();
+        w == ["CREATE", "KEYSPACE"]
+    });
+    if !has_keyspace {
+        bail!(
+            "the backup's keyspace.cql of {ks} holds no CREATE KEYSPACE statement; the snapshot \
+             may be damaged"
+        );
+    }
+    let mut out = String::new();
+    for s in stmts {
+        out.push_str(&with_if_not_exists(&s));
+        out.push_str(";\n\n");
+    }
+    Ok(out)
 }
 
 /// Where and how to restore.
@@ -655,7 +791,8 @@ pub struct CassandraRestoreConfig {
     pub use_import: bool,
     /// Staging directory for `use_import` (default: `mnbackup-import` beside `data_dir`).
     pub import_dir: Option<PathBuf>,
-    /// Replication for a keyspace that has to be created (schema.cql does not hold it).
+    /// Replication for a keyspace that has to be created when the backup has no `keyspace.cql`
+    /// for it (schema.cql does not hold it).
     pub keyspace_replication: String,
 }
 
@@ -707,10 +844,14 @@ pub struct TablePlan {
     pub dest_dir: Option<PathBuf>,
     /// Other directories of the same table (left by a dropped and recreated table).
     pub other_dirs: Vec<PathBuf>,
-    /// The table is missing and is created from the backup's `schema.cql` (through cqlsh).
+    /// The table is missing and is created from the backup's `schema.cql` or `keyspace.cql`
+    /// (through cqlsh).
     pub creates_table: bool,
     /// The keyspace directory is missing too (the keyspace is created first).
     pub keyspace_missing: bool,
+    /// The missing keyspace (and its tables) is created from the backup's `keyspace.cql`, with
+    /// its backed-up replication.
+    pub from_keyspace_cql: bool,
     pub files: Vec<PlannedFile>,
     /// SSTables in the backup (distinct stems).
     pub sstables: usize,
@@ -833,9 +974,17 @@ fn is_plain_file_name(f: &str) -> bool {
     !f.is_empty() && f != "." && f != ".." && !f.contains('/') && !f.contains('\0')
 }
 
-fn group_inputs(components: &[(String, String, String, u64)]) -> Result<Vec<TableInput>> {
+/// The per-table inputs, and the keyspaces the backup has a `keyspace.cql` for.
+fn group_inputs(
+    components: &[(String, String, String, u64)],
+) -> Result<(Vec<TableInput>, BTreeSet<String>)> {
     let mut map: BTreeMap<(String, String), TableInput> = BTreeMap::new();
+    let mut ks_cql = BTreeSet::new();
     for (ks, table, name, size) in components {
+        if table.is_empty() && name == KEYSPACE_CQL && is_valid_name(ks) {
+            ks_cql.insert(ks.clone());
+            continue;
+        }
         if !is_valid_name(ks) || !is_valid_name(table) {
             bail!(
                 "refusing Cassandra keyspace/table name {ks:?}.{table:?}: Cassandra names are \
@@ -861,7 +1010,7 @@ fn group_inputs(components: &[(String, String, String, u64)]) -> Result<Vec<Tabl
     for t in &mut out {
         t.files.sort();
     }
-    Ok(out)
+    Ok((out, ks_cql))
 }
 
 /// The live directories of table `ks.table` under `data_dir`, newest first.
@@ -890,7 +1039,11 @@ pub fn find_table_dirs(data_dir: &Path, ks: &str, table: &str) -> Result<Vec<Pat
     Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
-fn build_plan(cfg: &CassandraRestoreConfig, inputs: &[TableInput]) -> Result<CassandraPlan> {
+fn build_plan(
+    cfg: &CassandraRestoreConfig,
+    inputs: &[TableInput],
+    ks_cql: &BTreeSet<String>,
+) -> Result<CassandraPlan> {
     let mut plan = CassandraPlan {
         data_dir: cfg.data_dir.clone(),
         tables: Vec::new(),
@@ -942,19 +1095,35 @@ fn build_plan(cfg: &CassandraRestoreConfig, inputs: &[TableInput]) -> Result<Cas
             });
         }
         let mut commands = Vec::new();
-        let creates_table = table_dir.is_none() && t.has_schema;
-        if creates_table {
-            let cqlsh = cfg
-                .cqlsh
-                .as_ref()
-                .map(|c| display_argv(c))
-                .unwrap_or_else(|| "cqlsh".to_string());
+        let from_keyspace_cql =
+            table_dir.is_none() && keyspace_missing && ks_cql.contains(&t.keyspace);
+        let creates_table = table_dir.is_none() && (t.has_schema || from_keyspace_cql);
+        let cqlsh = cfg
+            .cqlsh
+            .as_ref()
+            .map(|c| display_argv(c))
+            .unwrap_or_else(|| "cqlsh".to_string());
+        if from_keyspace_cql {
+            commands.push(format!(
+                "{cqlsh} -f <CREATE KEYSPACE {} and its tables, IF NOT EXISTS, from the backup's \
+                 keyspace.cql>",
+                t.keyspace
+            ));
+            let note = format!(
+                "keyspace {} does not exist on this node: it is created with its backed-up \
+                 replication and tables from the backup's keyspace.cql (DESCRIBE KEYSPACE)",
+                t.keyspace
+            );
+            if !plan.notes.contains(&note) {
+                plan.notes.push(note);
+            }
+        } else if creates_table {
             commands.push(format!(
                 "{cqlsh} -f <schema of {}.{} from the backup's schema.cql>",
                 t.keyspace, t.table
             ));
         }
-        if table_dir.is_none() && !t.has_schema {
+        if table_dir.is_none() && !creates_table {
             plan.notes.push(format!(
                 "{}.{} does not exist on this node and the backup has no schema.cql for it \
                  (Cassandra before 3.0 does not write one): create the table first (start the \
@@ -985,6 +1154,7 @@ fn build_plan(cfg: &CassandraRestoreConfig, inputs: &[TableInput]) -> Result<Cas
             other_dirs,
             creates_table,
             keyspace_missing,
+            from_keyspace_cql,
             bytes: files.iter().map(|f| f.size).sum(),
             sstables: stems.len(),
             files,
@@ -1008,8 +1178,8 @@ pub fn plan(
     cfg: &CassandraRestoreConfig,
     components: &[RestoreComponent<'_>],
 ) -> Result<CassandraPlan> {
-    let inputs = group_inputs(&metadata_of(components))?;
-    build_plan(cfg, &inputs)
+    let (inputs, ks_cql) = group_inputs(&metadata_of(components))?;
+    build_plan(cfg, &inputs, &ks_cql)
 }
 
 /// Removes the listed files on drop unless disarmed.
@@ -1158,9 +1328,12 @@ fn create_dir_owned(dir: &Path, owner: Option<(u32, u32)>) -> Result<()> {
 
 /// Restore `components` into the node of `cfg`:
 ///
-/// 1. tables missing on the node are created from the backup's `schema.cql` with
-///    `<cqlsh> -f <file>` (keyspace first, with `keyspace_replication`); without a configured
-///    cqlsh the table is skipped and the report's `pending` says what to run;
+/// 1. tables missing on the node are created with `<cqlsh> -f <file>`: a missing keyspace for
+///    which the backup has a `keyspace.cql` (its `DESCRIBE KEYSPACE`) is created from it, with
+///    its backed-up replication and all its tables (statements made `IF NOT EXISTS`); other
+///    missing tables from their `schema.cql` (a missing keyspace first, with
+///    `keyspace_replication`); without a configured cqlsh the table is skipped and the report's
+///    `pending` says what to run;
 /// 2. per table, the live directory `<data_dir>/<ks>/<table>-<id>/` is found (the id differs on
 ///    a new node; `snapshots/` and `backups/` are never touched); every component is written to
 ///    a temporary name, fsynced, its size and (for `Data.db`) its digest checked, then linked to
@@ -1175,8 +1348,8 @@ pub fn restore(
     cfg: &CassandraRestoreConfig,
     components: Vec<RestoreComponent<'_>>,
 ) -> Result<CassandraRestoreReport> {
-    let inputs = group_inputs(&metadata_of(&components))?;
-    let mut plan = build_plan(cfg, &inputs)?;
+    let (inputs, ks_cql) = group_inputs(&metadata_of(&components))?;
+    let mut plan = build_plan(cfg, &inputs, &ks_cql)?;
     let mut report = CassandraRestoreReport {
         notes: plan.notes.clone(),
         ..Default::default()
@@ -1189,7 +1362,16 @@ pub fn restore(
         files: Vec<RestoreComponent<'a>>,
     }
     let mut buckets: BTreeMap<(String, String), Bucket<'_>> = BTreeMap::new();
+    let mut keyspace_cql: BTreeMap<String, String> = BTreeMap::new();
     for c in components {
+        if c.table.is_empty() {
+            if c.name == KEYSPACE_CQL && ks_cql.contains(&c.keyspace) {
+                let what = format!("keyspace.cql of {}", c.keyspace);
+                let text = read_all_limited(c.open, &what, 16 << 20)?;
+                keyspace_cql.insert(c.keyspace, String::from_utf8_lossy(&text).into_owned());
+            }
+            continue;
+        }
         let key = (c.keyspace.clone(), c.table.clone());
         let b = buckets.entry(key).or_insert_with(|| Bucket {
             schema: None,
@@ -1219,6 +1401,19 @@ pub fn restore(
     let mut need_schema = Vec::new();
     for tp in &plan.tables {
         if tp.table_dir.is_some() {
+            continue;
+        }
+        if tp.from_keyspace_cql {
+            if created_keyspaces.insert(tp.keyspace.clone()) {
+                let text = &keyspace_cql[&tp.keyspace];
+                cql.push_str(&keyspace_cql_script(&tp.keyspace, text)?);
+                report.notes.push(format!(
+                    "keyspace {} is created with its backed-up replication and tables (the \
+                     backup's keyspace.cql)",
+                    tp.keyspace
+                ));
+            }
+            need_schema.push((tp.keyspace.clone(), tp.table.clone()));
             continue;
         }
         let b = &buckets[&(tp.keyspace.clone(), tp.table.clone())];
@@ -1257,7 +1452,10 @@ pub fn restore(
                     "Check that Cassandra is running and accepts CQL (port 9042), and the cqlsh \
                      command and credentials in [cassandra] cqlsh.",
                 )
-                .context("creating the missing Cassandra tables from the backup's schema.cql")?;
+                .context(
+                    "creating the missing Cassandra keyspaces and tables from the backup's \
+                     keyspace.cql / schema.cql",
+                )?;
                 for (ks, table) in &need_schema {
                     let dirs = find_table_dirs(&cfg.data_dir, ks, table)?;
                     let Some(dir) = dirs.first() else {
@@ -1565,6 +1763,52 @@ mod tests {
             .collect();
         let shown = display_argv(&argv);
         assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
+    fn keyspace_cql_statements_are_split_and_made_if_not_exists() {
+        let text = "\nCREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy', \
+                    'replication_factor': '3'}  AND durable_writes = true;\n\n\
+                    /* a; comment */\nCREATE TABLE ks.t (\n    k int PRIMARY KEY\n) WITH \
+                    comment = 'it''s; here';\n-- done;\nCREATE CUSTOM INDEX i ON ks.t (k);\n\
+                    CREATE TABLE IF NOT EXISTS ks.u (k int PRIMARY KEY);\n\
+                    CREATE MATERIALIZED VIEW ks.v AS SELECT * FROM ks.t;\n";
+        let stmts = split_cql_statements(text);
+        assert_eq!(stmts.len(), 5, "{stmts:?}");
+        assert!(stmts[1].ends_with("comment = 'it''s; here'"), "{stmts:?}");
+        let script = keyspace_cql_script("ks", text).unwrap();
+        assert!(
+            script.contains(
+                "CREATE KEYSPACE IF NOT EXISTS ks WITH replication = {'class': \
+                             'SimpleStrategy', 'replication_factor': '3'}"
+            ),
+            "{script}"
+        );
+        assert!(
+            script.contains("CREATE TABLE IF NOT EXISTS ks.t (\n"),
+            "{script}"
+        );
+        assert!(
+            script.contains("CREATE CUSTOM INDEX IF NOT EXISTS i ON"),
+            "{script}"
+        );
+        assert!(
+            script.contains("CREATE TABLE IF NOT EXISTS ks.u ("),
+            "{script}"
+        );
+        assert!(!script.contains("IF NOT EXISTS IF"), "{script}");
+        assert!(
+            script.contains("CREATE MATERIALIZED VIEW IF NOT EXISTS ks.v"),
+            "{script}"
+        );
+        assert!(keyspace_cql_script("ks", "CREATE TABLE ks.t (k int PRIMARY KEY);").is_err());
+
+        let open =
+            || -> OpenFn<'static> { Box::new(|| Ok(Box::new(io::empty()) as Box<dyn Read>)) };
+        let c = RestoreComponent::from_item_name("cassandra/ks/keyspace.cql", 1, open()).unwrap();
+        assert_eq!((c.keyspace.as_str(), c.table.as_str()), ("ks", ""));
+        assert_eq!(c.name, KEYSPACE_CQL);
+        assert!(RestoreComponent::from_item_name("cassandra/ks/other", 1, open()).is_none());
     }
 
     #[test]
