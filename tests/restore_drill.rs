@@ -14,9 +14,8 @@ use std::time::Instant;
 use mnbackup_fixtures::mariadb::TestServer;
 use mnbackup_fixtures::zstack_db::ZSTACK_PASSWORD;
 use mysql_async::prelude::*;
+use restore_common::common;
 use restore_common::*;
-
-mod common;
 
 fn make_tree(root: &Path) {
     fs::create_dir_all(root.join("etc/zstack")).unwrap();

@@ -8,6 +8,9 @@ use std::process::{Command, Output};
 
 use mnbackup_fixtures::mariadb::TestServer;
 
+#[path = "../common/mod.rs"]
+pub mod common;
+
 /// The databases of the ZStack-like fixture.
 pub const DBS: [&str; 3] = ["zstack", "zstack_rest", "zstack_ui"];
 
@@ -106,17 +109,8 @@ impl Env {
     }
 
     /// Rewrite a manifest with a valid header (as someone with write access to the pool could).
-    pub fn forge(&self, id: &str, edit: impl Fn(&mut serde_json::Value)) {
-        let mut v = self.manifest(id);
-        edit(&mut v);
-        let body = serde_json::to_vec(&v).unwrap();
-        let mut out = format!(
-            "mnbackup-manifest v1 blake3={}\n",
-            blake3::hash(&body).to_hex()
-        )
-        .into_bytes();
-        out.extend_from_slice(&body);
-        std::fs::write(self.repo.join("snapshots").join(format!("{id}.json")), out).unwrap();
+    pub fn forge(&self, id: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+        common::forge_manifest(&self.repo, Some(id), edit);
     }
 }
 
