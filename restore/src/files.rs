@@ -13,6 +13,19 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+/// Content that is unsafe to place (a path leaving the root, a symlink escaping it, a path
+/// through a symlink): the snapshot's manifest is malformed or hostile. Callers map it to their
+/// "unsafe content" error; nothing was written for it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unsafe(pub String);
+
+macro_rules! refuse {
+    ($($arg:tt)*) => {
+        return Err(Unsafe(format!($($arg)*)).into())
+    };
+}
+
 /// Metadata to restore.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EntryMeta {
@@ -56,8 +69,6 @@ pub enum Existing {
     KeepAsPreRestore,
     /// Replace it.
     Overwrite,
-    /// Refuse (error before anything is written).
-    Refuse,
 }
 
 /// Options for [`place`].
@@ -90,7 +101,7 @@ pub fn check_relative(path: &str) -> Result<()> {
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
-        bail!(
+        refuse!(
             "refusing entry `{}`: not a safe relative path (absolute, empty or `..` component); \
              the snapshot's manifest is malformed or hostile, nothing was written",
             path.escape_debug()
@@ -129,7 +140,7 @@ fn safe_parent(root: &Path, rel: &str) -> Result<PathBuf> {
         cur.push(part);
         match fs::symlink_metadata(&cur) {
             Ok(md) if md.file_type().is_dir() => {}
-            Ok(_) => bail!(
+            Ok(_) => refuse!(
                 "refusing to write `{rel}`: {} is not a directory (a symlink or file is in the \
                  way; a path may not pass through a symlink)",
                 cur.display()
@@ -186,33 +197,24 @@ fn apply_meta(path: &Path, meta: &EntryMeta, is_link: bool, chown: bool) -> Resu
     Ok(())
 }
 
-/// Check every entry (names, symlink targets, existing files) without writing anything.
+/// Check every entry (names, symlink targets) without writing anything.
 pub fn preflight(entries: &[Entry], root: &Path, opts: &PlaceOptions) -> Result<()> {
     for e in entries {
         check_relative(&e.path)?;
         if e.kind == Kind::Symlink {
             let t = e.target.as_deref().unwrap_or("");
             if t.is_empty() {
-                bail!(
-                    "symlink `{}` has no target; the manifest is malformed",
+                refuse!(
+                    "refusing symlink `{}`: it has no target; the manifest is malformed",
                     e.path
                 );
             }
             if !opts.allow_outside_symlinks && !symlink_stays_inside(&e.path, t) {
-                bail!(
+                refuse!(
                     "refusing symlink `{}` -> `{t}`: it points outside the target directory {}; \
                      nothing was written",
                     e.path,
                     root.display()
-                );
-            }
-        }
-        if opts.existing == Existing::Refuse && e.kind != Kind::Dir {
-            let p = root.join(&e.path);
-            if fs::symlink_metadata(&p).is_ok() {
-                bail!(
-                    "{} exists; refusing to replace it (nothing was written)",
-                    p.display()
                 );
             }
         }
@@ -304,7 +306,6 @@ pub fn place(
                     report.kept.push(keep.display().to_string());
                 }
                 Existing::Overwrite => {}
-                Existing::Refuse => bail!("{} exists", dest.display()),
             }
         }
         fs::rename(&tmp, &dest).with_context(|| format!("placing {}", dest.display()))?;

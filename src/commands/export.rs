@@ -82,7 +82,9 @@ pub fn export(
         },
     )
     .map_err(|e| {
-        if format!("{e:#}").contains("refusing") {
+        if e.downcast_ref::<mnbackup_restore::files::Unsafe>()
+            .is_some()
+        {
             crate::error::unsafe_content(format!("{e:#}"))
         } else {
             e

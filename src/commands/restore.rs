@@ -1453,9 +1453,10 @@ fn restore_files(
         },
     )
     .map_err(|e| {
-        let s = format!("{e:#}");
-        if s.contains("refusing") {
-            crate::error::unsafe_content(format!("restoring files under {}: {s}", root.display()))
+        if e.downcast_ref::<mnbackup_restore::files::Unsafe>()
+            .is_some()
+        {
+            crate::error::unsafe_content(format!("restoring files under {}: {e:#}", root.display()))
         } else {
             e.context(format!(
                 "restoring files under {} (MariaDB is restored; rerun the same command to finish)",
