@@ -142,7 +142,7 @@ fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) ->
             );
         }
         if cancelled() {
-            anyhow::bail!("cancelled");
+            anyhow::bail!("cancelled by a shutdown request (SIGTERM) between two sources");
         }
         if let Some(c) = &cfg.cassandra {
             let summary = sources::cassandra::backup(c, &writer.id, writer.as_ref())?;
@@ -164,7 +164,7 @@ fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) ->
             );
         }
         if cancelled() {
-            anyhow::bail!("cancelled");
+            anyhow::bail!("cancelled by a shutdown request (SIGTERM) between two sources");
         }
     }
     let file_cfgs: &[sources::files::FilesConfig] = if req.only_files { &[] } else { &cfg.files };
