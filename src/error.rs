@@ -28,6 +28,10 @@ pub const EXIT_MISSING: i32 = 8;
 /// Exit code of `verify --drill` and `restore`: restored rows do not match the fingerprints.
 pub const EXIT_MISMATCH: i32 = 9;
 
+/// Exit code: the snapshot (or restore) was committed (or done), but is incomplete: some
+/// source could not capture (or restore) everything; the gaps are listed.
+pub const EXIT_INCOMPLETE: i32 = 10;
+
 /// An error whose kind decides the exit code. The message says what happened and what to do.
 #[derive(Debug, Error)]
 pub enum MnError {

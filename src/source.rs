@@ -7,7 +7,7 @@
 
 use std::io::Read;
 
-use crate::model::{EntryKind, FileMeta};
+use crate::model::{EntryKind, FileMeta, Gap};
 
 /// What a source says about one item.
 #[derive(Debug, Clone)]
@@ -56,4 +56,8 @@ pub trait ItemSink: Send + Sync {
     /// Record per-source metadata in the manifest under `sources.<source>` (replaces any earlier
     /// value for that source).
     fn set_source_info(&self, source: &str, info: serde_json::Value);
+
+    /// Record something the source could not capture. The snapshot is still committed, but as
+    /// incomplete: `complete: false` with this gap in the manifest, and `snapshot` exits 10.
+    fn gap(&self, gap: Gap);
 }

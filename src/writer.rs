@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::codec::{check_item_name, encode_piece, CodecPolicy, SigCache};
 use crate::error::unsafe_content;
-use crate::model::{EntryKind, Item, Manifest, Piece, SnapshotStats};
+use crate::model::{EntryKind, Gap, Item, Manifest, Piece, SnapshotStats};
 use crate::repo::{Repo, FORMAT_VERSION};
 use crate::source::{ItemSink, ItemSpec};
 
@@ -37,6 +37,7 @@ pub struct SnapshotWriter {
     items: Mutex<Vec<Item>>,
     names: Mutex<HashSet<String>>,
     sources: Mutex<BTreeMap<String, serde_json::Value>>,
+    gaps: Mutex<Vec<Gap>>,
     stats: Mutex<SnapshotStats>,
     new_objects: Mutex<Vec<String>>,
     in_progress: PathBuf,
@@ -98,6 +99,7 @@ impl SnapshotWriter {
             items: Mutex::new(Vec::new()),
             names: Mutex::new(HashSet::new()),
             sources: Mutex::new(BTreeMap::new()),
+            gaps: Mutex::new(Vec::new()),
             stats: Mutex::new(SnapshotStats::default()),
             new_objects: Mutex::new(Vec::new()),
             in_progress,
@@ -135,6 +137,7 @@ impl SnapshotWriter {
         items.sort_by(|a, b| a.name.cmp(&b.name));
         let mut stats = self.stats.into_inner().unwrap();
         stats.duration_ms = self.clock.elapsed().as_millis() as u64;
+        let gaps = self.gaps.into_inner().unwrap();
         let m = Manifest {
             format: FORMAT_VERSION,
             id: self.id.clone(),
@@ -147,6 +150,8 @@ impl SnapshotWriter {
             items,
             sources: self.sources.into_inner().unwrap(),
             stats,
+            complete: gaps.is_empty(),
+            gaps,
         };
         crate::codec::validate_manifest(&m)?;
         self.repo.commit_manifest(&m)?;
@@ -319,5 +324,10 @@ impl ItemSink for SnapshotWriter {
             .lock()
             .unwrap()
             .insert(source.to_string(), info);
+    }
+
+    fn gap(&self, gap: Gap) {
+        tracing::warn!("gap: {}", gap.describe());
+        self.gaps.lock().unwrap().push(gap);
     }
 }

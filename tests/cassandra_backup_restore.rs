@@ -23,6 +23,8 @@ struct MemSink {
     info: Mutex<BTreeMap<String, serde_json::Value>>,
     /// Fail the put after this many successful ones.
     fail_after: Option<usize>,
+    /// What the source reported it could not capture.
+    gaps: Mutex<Vec<mnbackup::model::Gap>>,
 }
 
 impl MemSink {
@@ -79,6 +81,9 @@ impl ItemSink for MemSink {
     }
     fn set_source_info(&self, source: &str, info: serde_json::Value) {
         self.info.lock().unwrap().insert(source.to_string(), info);
+    }
+    fn gap(&self, gap: mnbackup::model::Gap) {
+        self.gaps.lock().unwrap().push(gap);
     }
 }
 

@@ -320,6 +320,16 @@ fn run_blocking(
                     )))
                 }
             }
+            if !m.complete {
+                // Committed (a partial copy beats none), but a gap is never a success: the job
+                // fails, `status` reports it and `on_failure` runs. Retrying would not help.
+                let gaps: Vec<String> = m.gaps.iter().map(|g| g.describe()).collect();
+                return Err(JobError::permanent(format!(
+                    "{summary}; but the snapshot is INCOMPLETE ({} gaps): {}",
+                    gaps.len(),
+                    gaps.join("; ")
+                )));
+            }
             Ok(summary)
         }
         Work::Verify { read_data, subset } => {

@@ -18,6 +18,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
                     "id": m.id, "time": m.time, "finished": m.finished, "hostname": m.hostname,
                     "trigger": m.trigger, "tags": m.tags, "parent": m.parent,
                     "items": m.stats.items, "stats": m.stats,
+                    "complete": m.complete, "gaps": m.gaps.len(),
                 }),
                 Err((id, e)) => json!({"id": id, "error": format!("{e:#}")}),
             })
@@ -25,16 +26,23 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{:<28} {:<20} {:<10} {:>6} {:>11} {:>11} {:>8}  tags",
-            "id", "time (UTC)", "trigger", "items", "size", "added", "duration"
+            "{:<28} {:<20} {:<10} {:<10} {:>6} {:>11} {:>11} {:>8}  tags",
+            "id", "time (UTC)", "trigger", "complete", "items", "size", "added", "duration"
         );
+        let mut incomplete = 0;
         for r in &all {
             match r {
                 Ok(m) => println!(
-                    "{:<28} {:<20} {:<10} {:>6} {:>11} {:>11} {:>7.1}s  {}",
+                    "{:<28} {:<20} {:<10} {:<10} {:>6} {:>11} {:>11} {:>7.1}s  {}",
                     m.id,
                     m.time.format("%Y-%m-%d %H:%M:%S"),
                     m.trigger,
+                    if m.complete {
+                        "yes".to_string()
+                    } else {
+                        incomplete += 1;
+                        format!("NO ({} gaps)", m.gaps.len())
+                    },
                     m.stats.items,
                     bytes(m.stats.logical_bytes),
                     bytes(m.stats.bytes_added),
@@ -48,6 +56,11 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
             }
         }
         println!("{} snapshots", all.len());
+        if incomplete > 0 {
+            println!(
+                "{incomplete} snapshot(s) are incomplete; `mnbackup show ID` lists what each lacks"
+            );
+        }
     }
     if damaged > 0 {
         tracing::warn!("{damaged} snapshot manifest(s) are damaged; run `mnbackup verify`");

@@ -35,6 +35,7 @@ pub fn run(ctx: &Ctx, spec: &str) -> Result<i32> {
             serde_json::to_string_pretty(&json!({
                 "id": m.id, "time": m.time, "trigger": m.trigger, "tags": m.tags,
                 "parent": m.parent, "stats": m.stats, "sources": m.sources,
+                "complete": m.complete, "gaps": m.gaps,
                 "items": m.items.iter().map(|i| json!({
                     "name": i.name, "kind": i.kind, "size": i.size, "blake3": i.blake3,
                     "meta": i.meta, "target": i.target, "pieces": i.pieces.len(),
@@ -71,5 +72,11 @@ pub fn run(ctx: &Ctx, spec: &str) -> Result<i32> {
         );
     }
     println!("{} items, {}", m.items.len(), bytes(m.stats.logical_bytes));
+    if !m.complete {
+        println!("INCOMPLETE: this snapshot lacks {} thing(s):", m.gaps.len());
+        for g in &m.gaps {
+            println!("  - {}", g.describe());
+        }
+    }
     Ok(0)
 }

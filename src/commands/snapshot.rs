@@ -205,7 +205,8 @@ pub fn run(ctx: &Ctx, args: &SnapshotArgs) -> Result<i32> {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &json!({"id": m.id, "time": m.time, "stats": s, "parent": m.parent})
+                &json!({"id": m.id, "time": m.time, "stats": s, "parent": m.parent,
+                        "complete": m.complete, "gaps": m.gaps})
             )?
         );
     } else {
@@ -223,5 +224,26 @@ pub fn run(ctx: &Ctx, args: &SnapshotArgs) -> Result<i32> {
             s.duration_ms as f64 / 1000.0
         ));
     }
+    if !m.complete {
+        report_gaps(&m);
+        return Ok(crate::error::EXIT_INCOMPLETE);
+    }
     Ok(0)
+}
+
+/// Tell the operator, on stderr, what an incomplete snapshot lacks and how to close each gap.
+pub fn report_gaps(m: &Manifest) {
+    eprintln!(
+        "snapshot {} was committed but is INCOMPLETE ({} gap{}); a restore from it will lack:",
+        m.id,
+        m.gaps.len(),
+        if m.gaps.len() == 1 { "" } else { "s" }
+    );
+    for g in &m.gaps {
+        eprintln!("  - {}", g.describe());
+    }
+    eprintln!(
+        "fix each gap as it says (`mnbackup check` lists what the credentials lack), then take a \
+         new snapshot; until then this node has no complete backup"
+    );
 }

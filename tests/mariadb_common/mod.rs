@@ -20,6 +20,8 @@ pub struct MemSink {
     pub items: Mutex<BTreeMap<String, Vec<u8>>>,
     pub info: Mutex<BTreeMap<String, serde_json::Value>>,
     pub hook: Mutex<Option<Hook>>,
+    /// What the source reported it could not capture.
+    pub gaps: Mutex<Vec<mnbackup::model::Gap>>,
 }
 
 impl MemSink {
@@ -57,6 +59,9 @@ impl ItemSink for MemSink {
     }
     fn set_source_info(&self, source: &str, info: serde_json::Value) {
         self.info.lock().unwrap().insert(source.to_string(), info);
+    }
+    fn gap(&self, gap: mnbackup::model::Gap) {
+        self.gaps.lock().unwrap().push(gap);
     }
 }
 
