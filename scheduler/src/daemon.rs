@@ -35,7 +35,7 @@ use chrono::{DateTime, Duration, Utc};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Wake};
 use crate::schedule::Schedule;
 use crate::state::{write_prometheus, JobState, StateError, StateStore};
 
@@ -456,6 +456,12 @@ enum SlotEnd {
     Stop,
 }
 
+enum Sleep {
+    Due,
+    Jumped,
+    Stop,
+}
+
 struct JobLoop<C, J> {
     shared: Arc<Shared<C, J>>,
     spec: JobSpec,
@@ -485,12 +491,35 @@ impl<C: Clock, J: Job> JobLoop<C, J> {
         self.shared.persist(&self.st);
     }
 
-    /// Sleeps until `t`; false if shutdown was requested first.
-    async fn sleep_until(&self, t: DateTime<Utc>) -> bool {
-        tokio::select! {
-            biased;
-            _ = self.shared.stop.cancelled() => false,
-            _ = self.shared.clock.sleep_until(t) => true,
+    /// Sleeps until `t`; `Stop` if shutdown was requested first, `Jumped` if the wall clock
+    /// was stepped so that `t` is not reached yet (the caller re-plans from the present).
+    async fn sleep_until(&self, t: DateTime<Utc>) -> Sleep {
+        loop {
+            let wake = tokio::select! {
+                biased;
+                _ = self.shared.stop.cancelled() => return Sleep::Stop,
+                w = self.shared.clock.sleep_until(t) => w,
+            };
+            match wake {
+                Wake::Due => return Sleep::Due,
+                Wake::ClockJumped(step) => {
+                    let now = self.now();
+                    if now >= t {
+                        return Sleep::Due;
+                    }
+                    warn!(
+                        job = %self.spec.name,
+                        "the system clock was stepped by {:+}s (NTP or a manual change); \
+                         re-planning from the present time {}",
+                        step.num_seconds(),
+                        self.spec.schedule.tz().format(now)
+                    );
+                    if step < Duration::zero() {
+                        return Sleep::Jumped;
+                    }
+                    // A step forward that does not reach `t`: the deadline is still right.
+                }
+            }
         }
     }
 
@@ -538,6 +567,15 @@ impl<C: Clock, J: Job> JobLoop<C, J> {
             Some(u) => Some(u - Duration::seconds(1)),
             None => self.st.last_slot,
         };
+        if let Some(b) = baseline.filter(|b| *b > now) {
+            warn!(
+                job = %name,
+                "the last recorded run is for {}, which is in the future: the system clock was \
+                 ahead then (or is behind now); planning from the present time {}",
+                sched.tz().format(b),
+                sched.tz().format(now)
+            );
+        }
         match baseline {
             None => {
                 let Some(next) = sched.next_after(now) else {
@@ -587,8 +625,20 @@ impl<C: Clock, J: Job> JobLoop<C, J> {
         loop {
             self.st.next_due = Some(due);
             self.persist();
-            if !self.sleep_until(due).await {
-                break;
+            match self.sleep_until(due).await {
+                Sleep::Stop => break,
+                Sleep::Due => {}
+                Sleep::Jumped => {
+                    // The clock went back: the planned slot is far away now. Plan again from
+                    // the present, so an every-minute job keeps running every minute.
+                    let Some(next) = sched.next_after(self.now()) else {
+                        error!(job = %name, "schedule {sched} has no future fire time; job disabled");
+                        break;
+                    };
+                    slot = next;
+                    due = next;
+                    continue;
+                }
             }
             let now = self.now();
             let (late, latest) = sched.slots_between(slot, now, SLOT_COUNT_CAP);
@@ -701,7 +751,8 @@ impl<C: Clock, J: Job> JobLoop<C, J> {
                                 sched.tz().format(retry_at)
                             );
                             self.persist();
-                            if !self.sleep_until(retry_at).await {
+                            // After a clock step back the retry runs at once.
+                            if matches!(self.sleep_until(retry_at).await, Sleep::Stop) {
                                 self.st.last_error =
                                     Some(format!("{} (retry cancelled by daemon shutdown)", e.msg));
                                 self.report.interrupted = true;

@@ -21,7 +21,7 @@ pub mod schedule;
 pub mod state;
 pub mod systemd;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock, Wake};
 pub use daemon::{
     CancelToken, Daemon, DaemonConfig, DaemonError, DaemonReport, Job, JobContext, JobError,
     JobOutcome, JobSpec, RetryPolicy,

@@ -292,6 +292,14 @@ impl Health {
     pub fn describe(&self) -> String {
         match self {
             Health::Fresh => "OK: last run succeeded recently".to_string(),
+            Health::Stale { last_success, age } if *age < Duration::zero() => format!(
+                "STALE: the last success is recorded at {}, {}h in the future: the system \
+                 clock was wrong when it ran (or is wrong now); check the clock (timedatectl), \
+                 then run the job by hand (`mnbackup snapshot`) to record a success at the \
+                 right time",
+                last_success.to_rfc3339(),
+                -age.num_hours()
+            ),
             Health::Stale { last_success, age } => format!(
                 "STALE: last success {} ({}h ago) is older than the allowed max age; \
                  check that `mnbackup daemon` is running (systemctl status mnbackup) and \
@@ -327,6 +335,12 @@ pub fn health(state: Option<&JobState>, now: DateTime<Utc>, max_age: Duration) -
     }
     match st.last_success {
         None => Health::Never,
+        // A success "in the future" was recorded while the clock was wrong: it proves nothing
+        // about the present (more than a minute ahead: beyond any NTP slew or test jitter).
+        Some(t) if t - now > Duration::minutes(1) => Health::Stale {
+            last_success: t,
+            age: now - t,
+        },
         Some(t) if now - t > max_age => Health::Stale {
             last_success: t,
             age: now - t,
@@ -572,6 +586,14 @@ mod tests {
         let h = health(Some(&st), now, max);
         assert_eq!(h.exit_code(), 2);
         assert!(h.describe().contains("pool not mounted"));
+
+        // A last success in the future (recorded while the clock was ahead) is stale.
+        let mut ahead = JobState::new("j", "snapshot");
+        ahead.last_success = Some(utc("2026-01-02T15:00:00Z"));
+        ahead.last_run_ok = Some(true);
+        let ha = health(Some(&ahead), now, max);
+        assert_eq!((ha.label(), ha.exit_code()), ("stale", 1));
+        assert!(ha.describe().contains("in the future"), "{}", ha.describe());
 
         let mut never_ok = JobState::new("j", "snapshot");
         never_ok.last_run_ok = Some(false);

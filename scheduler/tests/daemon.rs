@@ -683,3 +683,79 @@ async fn clock_jump_runs_once_for_the_latest_slot() {
     assert_eq!(st.next_due, Some(utc("2026-01-07T00:00:00Z")));
     stop(h, &shutdown, &clock).await;
 }
+
+/// Issue 14 item 1: NTP steps the clock back 3 hours (it was ahead). An every-minute job keeps
+/// running every minute of the corrected time instead of stalling for 3 hours; a step forward
+/// runs once for the latest passed slot.
+#[tokio::test]
+async fn a_clock_stepped_back_is_replanned_from_the_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = utc("2026-01-05T13:00:30Z");
+    let clock = ManualClock::new(t0);
+    // Zero-length runs so each run ends at its start.
+    let job = RecJob::new(&clock, (0..50).map(|_| ok(0)).collect());
+    let (h, shutdown) = start(
+        config(dir.path()),
+        vec![spec("minutely", "* * * * *", RetryPolicy::none(), true)],
+        &job,
+        &clock,
+    );
+    run_until(&clock, utc("2026-01-05T13:03:30Z")).await;
+    assert_eq!(job.starts("minutely").len(), 3);
+    // NTP corrects the clock: it was 3 hours ahead.
+    clock.step(utc("2026-01-05T10:03:40Z"));
+    run_until(&clock, utc("2026-01-05T10:06:30Z")).await;
+    let starts: Vec<_> = job.starts("minutely").into_iter().map(|(t, _)| t).collect();
+    assert_eq!(
+        starts[3..],
+        [
+            utc("2026-01-05T10:04:00Z"),
+            utc("2026-01-05T10:05:00Z"),
+            utc("2026-01-05T10:06:00Z")
+        ],
+        "{starts:?}"
+    );
+    let st = load(dir.path(), "minutely");
+    assert_eq!(st.last_slot, Some(utc("2026-01-05T10:06:00Z")));
+    assert_eq!(st.next_due, Some(utc("2026-01-05T10:07:00Z")));
+    // A step forward by a day: one run for the latest passed slot, then on schedule again.
+    clock.step(utc("2026-01-06T10:06:40Z"));
+    run_until(&clock, utc("2026-01-06T10:07:30Z")).await;
+    let starts: Vec<_> = job.starts("minutely").into_iter().map(|(t, _)| t).collect();
+    assert_eq!(
+        starts[6..],
+        [utc("2026-01-06T10:06:40Z"), utc("2026-01-06T10:07:00Z")],
+        "{starts:?}"
+    );
+    stop(h, &shutdown, &clock).await;
+}
+
+/// A state file written while the clock was ahead (last slot in the future) does not keep the
+/// job from running on time after a restart.
+#[tokio::test]
+async fn a_last_slot_in_the_future_does_not_stall_a_restarted_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::new(dir.path().join("state"));
+    store.ensure_dir().unwrap();
+    let mut st = JobState::new("minutely", "snapshot");
+    st.last_slot = Some(utc("2027-01-01T00:00:00Z"));
+    st.last_success = Some(utc("2027-01-01T00:00:05Z"));
+    store.save(&st).unwrap();
+    let clock = ManualClock::new(utc("2026-01-05T10:00:30Z"));
+    let job = RecJob::new(&clock, vec![ok(0), ok(0)]);
+    let (h, shutdown) = start(
+        config(dir.path()),
+        vec![spec("minutely", "* * * * *", RetryPolicy::none(), true)],
+        &job,
+        &clock,
+    );
+    run_until(&clock, utc("2026-01-05T10:02:30Z")).await;
+    assert_eq!(
+        job.starts("minutely"),
+        vec![
+            (utc("2026-01-05T10:01:00Z"), 1),
+            (utc("2026-01-05T10:02:00Z"), 1)
+        ]
+    );
+    stop(h, &shutdown, &clock).await;
+}
