@@ -281,8 +281,8 @@ fn status_reports_stale_from_an_old_state_file() {
     assert!(stdout(&o).contains("STALE"), "{}", stdout(&o));
     let v = json(&run(&["-c", c, "--json", "status"]));
     assert_eq!(v["jobs"][0]["health"], "stale", "{v}");
-    // The default schedule 0 0,12 * * * allows 24 h.
-    assert_eq!(v["jobs"][0]["max_age_hours"], 24.0, "{v}");
+    // The default schedule 0 0,12 * * * allows 12 h plus 1 h grace: one missed slot is flagged.
+    assert_eq!(v["jobs"][0]["max_age_hours"], 13.0, "{v}");
     assert_eq!(v["exit_code"], 1);
 
     // [daemon] max_age_hours overrides the default: 100 h makes 3 days fresh.
@@ -601,4 +601,168 @@ MAILTO=root
     assert!(stdout(&o).contains("nothing to import"), "{}", stdout(&o));
     assert_eq!(fs::read_to_string(&crontab).unwrap(), now);
     assert_eq!(files_under(&state).len(), 1);
+}
+
+/// Issue 14 item 7: `status` reads the repository (manual snapshots count, the newest being
+/// incomplete is CRITICAL), prints the Nagios verdict first (also with -q, for the worst job),
+/// and uses 0/1/2/3.
+#[test]
+fn status_sees_manual_snapshots_and_speaks_nagios() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("node");
+    let repo = t.path().join("pool/repo");
+    let state = t.path().join("state");
+    make_tree(&src);
+    ok(&repo, &["init"]);
+    let cfg = write_config(
+        t.path(),
+        &format!(
+            r#"
+[repository]
+path = "{repo}"
+
+[[files]]
+paths = ["{src}"]
+
+[[schedule]]
+name = "nightly"
+cron = "0 0,12 * * *"
+
+[[schedule]]
+name = "check"
+cron = "30 3 * * *"
+job = "verify"
+
+[daemon]
+timezone = "UTC"
+state_dir = "{state}"
+"#,
+            repo = repo.display(),
+            src = src.display(),
+            state = state.display()
+        ),
+    );
+    let c = cfg.to_str().unwrap();
+    for _ in 0..2 {
+        let o = run(&["-c", c, "snapshot"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    // The verify job has a good state file; the snapshot job only manual snapshots.
+    fs::create_dir_all(&state).unwrap();
+    let recent = Utc::now() - chrono::Duration::hours(1);
+    let verify_state = serde_json::to_vec_pretty(&serde_json::json!({
+        "job": "check", "kind": "verify", "last_start": recent, "last_success": recent,
+        "last_run_ok": true, "last_success_summary": "verify ok"
+    }))
+    .unwrap();
+    fs::write(state.join("check.json"), &verify_state).unwrap();
+    let o = run(&["-c", c, "status"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    let first = out.lines().next().unwrap();
+    assert!(first.starts_with("MNBACKUP OK - "), "{out}");
+    assert!(first.contains("nightly fresh"), "{first}");
+    let perf = first.split_once(" | ").expect("performance data").1;
+    let age: i64 = perf
+        .split(' ')
+        .find_map(|p| p.strip_prefix("age="))
+        .and_then(|p| p.split_once("s;"))
+        .map(|(a, _)| a.parse().unwrap())
+        .unwrap_or_else(|| panic!("no age= in {perf}"));
+    assert!((0..300).contains(&age), "{perf}");
+    // 12 h interval + 1 h grace as the warning threshold.
+    assert!(
+        perf.contains("nightly_age=") && perf.contains("s;46800;;0"),
+        "{perf}"
+    );
+    let v = json(&run(&["-c", c, "--json", "status"]));
+    let nightly = &v["jobs"][0];
+    assert_eq!(nightly["health"], "fresh", "{v}");
+    assert!(nightly["last_success_summary"]
+        .as_str()
+        .unwrap()
+        .contains("manual"));
+
+    // -q prints only the verdict, and it is the worst job's: a corrupt state file is UNKNOWN.
+    fs::write(state.join("check.json"), "{not json").unwrap();
+    let o = run(&["-c", c, "-q", "status"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stdout(&o));
+    assert_eq!(stdout(&o).lines().count(), 1, "{}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with("MNBACKUP UNKNOWN - check: UNKNOWN: "),
+        "{}",
+        stdout(&o)
+    );
+    fs::write(state.join("check.json"), &verify_state).unwrap();
+
+    // The newest snapshot is incomplete: CRITICAL with the reason, even though an older one
+    // is complete and recent.
+    let newest = ids(&repo).pop().unwrap();
+    forge_manifest(&repo, Some(&newest), |m| {
+        m["complete"] = false.into();
+        m["gaps"] = serde_json::json!([{
+            "source": "mariadb", "kind": "routines", "reason": "SHOW CREATE PROCEDURE denied"
+        }]);
+    });
+    let o = run(&["-c", c, "-q", "status"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "MNBACKUP CRITICAL - nightly: FAILING: the newest snapshot {newest} (manual) is \
+             INCOMPLETE (1 gap(s): mariadb routines: SHOW CREATE PROCEDURE denied"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("check fresh"), "{out}");
+}
+
+/// Issue 14 item 7: a new installation whose daemon has planned, but not yet reached, the
+/// first slot is OK, not CRITICAL.
+#[test]
+fn status_of_a_new_installation_is_ok_until_the_first_slot() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    fs::create_dir_all(&state).unwrap();
+    let cfg = write_config(
+        t.path(),
+        &format!(
+            "[daemon]\ntimezone = \"UTC\"\nstate_dir = \"{}\"\n",
+            state.display()
+        ),
+    );
+    let c = cfg.to_str().unwrap();
+    let first = Utc::now() + chrono::Duration::hours(5);
+    fs::write(
+        state.join("snapshot.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "job": "snapshot", "kind": "snapshot", "next_due": first
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let o = run(&["-c", c, "status"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with("MNBACKUP OK - snapshot pending"),
+        "{}",
+        stdout(&o)
+    );
+    // The first slot passed long ago without a run: CRITICAL.
+    let long_ago = Utc::now() - chrono::Duration::hours(20);
+    fs::write(
+        state.join("snapshot.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "job": "snapshot", "kind": "snapshot", "next_due": long_ago
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let o = run(&["-c", c, "status"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with("MNBACKUP CRITICAL - snapshot: NEVER"),
+        "{}",
+        stdout(&o)
+    );
 }

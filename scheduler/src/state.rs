@@ -11,12 +11,14 @@
 //! | [`Health`] | exit | meaning |
 //! |------------|------|---------|
 //! | `Fresh`    | 0    | last run succeeded and the last success is younger than max age |
-//! | `Stale`    | 1    | last run did not fail, but the last success is older than max age (daemon stopped? jobs not firing?) |
+//! | `Pending`  | 0    | a new installation: the daemon runs, the first slot has not come (and gone) yet |
+//! | `Stale`    | 1    | last run did not fail, but the last success is older than max age (daemon stopped? jobs not firing?), or it lies in the future (the clock was wrong) |
 //! | `Failing`  | 2    | the most recent run failed (after its retries) |
 //! | `Never`    | 2    | no successful run was ever recorded |
 //!
 //! For several jobs use the worst (highest) code: [`worst_exit_code`]. The default max
-//! age is twice the longest interval between upcoming fire times ([`default_max_age`]).
+//! age is the longest interval between upcoming fire times plus a grace
+//! ([`default_max_age`]), so one missed slot is flagged.
 
 use std::fs;
 use std::io::{self, Write};
@@ -266,13 +268,19 @@ pub enum Health {
     },
     /// Never succeeded (and never failed either).
     Never,
+    /// Never ran yet, but the daemon has planned the first run and it is not overdue: a
+    /// new installation, not a problem.
+    Pending {
+        /// The first planned run.
+        first_due: DateTime<Utc>,
+    },
 }
 
 impl Health {
     /// Process exit code: 0 fresh, 1 stale, 2 failing or never.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Health::Fresh => 0,
+            Health::Fresh | Health::Pending { .. } => 0,
             Health::Stale { .. } => 1,
             Health::Failing { .. } | Health::Never => 2,
         }
@@ -285,6 +293,7 @@ impl Health {
             Health::Stale { .. } => "stale",
             Health::Failing { .. } => "failing",
             Health::Never => "never",
+            Health::Pending { .. } => "pending",
         }
     }
 
@@ -318,6 +327,10 @@ impl Health {
             Health::Never => "NEVER: no successful run recorded yet; run the job by hand or \
                               wait for its first scheduled slot"
                 .to_string(),
+            Health::Pending { first_due } => format!(
+                "PENDING: no run yet; the first is planned for {} (a new installation)",
+                first_due.to_rfc3339()
+            ),
         }
     }
 }
@@ -334,6 +347,10 @@ pub fn health(state: Option<&JobState>, now: DateTime<Utc>, max_age: Duration) -
         };
     }
     match st.last_success {
+        None if st.last_run_ok.is_none() => match st.next_due.or(st.running_since) {
+            Some(first) if now <= first + max_age => Health::Pending { first_due: first },
+            _ => Health::Never,
+        },
         None => Health::Never,
         // A success "in the future" was recorded while the clock was wrong: it proves nothing
         // about the present (more than a minute ahead: beyond any NTP slew or test jitter).
@@ -349,13 +366,20 @@ pub fn health(state: Option<&JobState>, now: DateTime<Utc>, max_age: Duration) -
     }
 }
 
-/// Default max age for [`health`]: twice the longest gap between the next 32 fire times
-/// (so `0 0,12 * * *` gives 24 h, and a Monday–Friday job tolerates the weekend).
+/// Default max age for [`health`]: the longest gap between the next 32 fire times plus
+/// [`default_grace`], so one missed slot is flagged (`0 0,12 * * *` gives 13 h, and a
+/// Monday–Friday job tolerates the weekend).
 pub fn default_max_age(schedule: &Schedule, now: DateTime<Utc>) -> Duration {
-    schedule
-        .max_interval(now, 32)
-        .map(|d| d * 2)
-        .unwrap_or_else(|| Duration::days(2))
+    match schedule.max_interval(now, 32) {
+        Some(d) => d + default_grace(d),
+        None => Duration::days(2),
+    }
+}
+
+/// Slack on top of the interval for a run's duration and its retries: a quarter of the
+/// interval, at least 1 minute and at most 1 hour.
+pub fn default_grace(interval: Duration) -> Duration {
+    (interval / 4).clamp(Duration::minutes(1), Duration::hours(1))
 }
 
 /// Everything `mnbackup status` shows for one job.
@@ -614,7 +638,7 @@ mod tests {
         let now = utc("2026-01-02T05:00:00Z");
         let s = job_status(&store, "nightly", &sched, now, None).unwrap();
         assert_eq!(s.health, Health::Never);
-        assert_eq!(s.max_age, Duration::hours(24));
+        assert_eq!(s.max_age, Duration::hours(13));
         assert_eq!(s.next_run, Some(utc("2026-01-02T12:00:00Z")));
         let mut st = JobState::new("nightly", "snapshot");
         st.last_success = Some(utc("2026-01-02T00:10:00Z"));
@@ -627,15 +651,49 @@ mod tests {
     }
 
     #[test]
-    fn default_max_age_is_twice_interval() {
+    fn default_max_age_flags_one_missed_slot() {
         let tz = TzSpec::parse("UTC").unwrap();
         let now = utc("2026-01-01T05:00:00Z");
         let s = Schedule::parse("0 0,12 * * *", tz.clone()).unwrap();
-        assert_eq!(default_max_age(&s, now), Duration::hours(24));
+        assert_eq!(default_max_age(&s, now), Duration::hours(13));
         let s = Schedule::parse("@hourly", tz.clone()).unwrap();
-        assert_eq!(default_max_age(&s, now), Duration::hours(2));
-        let s = Schedule::parse("0 1 * * 1-5", tz).unwrap();
-        assert_eq!(default_max_age(&s, now), Duration::days(6));
+        assert_eq!(default_max_age(&s, now), Duration::minutes(75));
+        let s = Schedule::parse("0 1 * * 1-5", tz.clone()).unwrap();
+        assert_eq!(
+            default_max_age(&s, now),
+            Duration::days(3) + Duration::hours(1)
+        );
+        // A twice-daily job whose 12:00 run was missed: last success 00:40, now 13:41.
+        let s = Schedule::parse("0 0,12 * * *", tz).unwrap();
+        let mut st = JobState::new("j", "snapshot");
+        st.last_success = Some(utc("2026-01-01T00:40:00Z"));
+        st.last_run_ok = Some(true);
+        let max = default_max_age(&s, now);
+        assert_eq!(
+            health(Some(&st), utc("2026-01-01T12:39:00Z"), max),
+            Health::Fresh
+        );
+        assert_eq!(
+            health(Some(&st), utc("2026-01-01T13:41:00Z"), max).label(),
+            "stale"
+        );
+    }
+
+    #[test]
+    fn a_new_installation_is_pending_until_its_first_slot_is_overdue() {
+        let max = Duration::hours(13);
+        let mut st = JobState::new("j", "snapshot");
+        st.next_due = Some(utc("2026-01-02T12:00:00Z"));
+        let h = health(Some(&st), utc("2026-01-02T05:00:00Z"), max);
+        assert_eq!((h.label(), h.exit_code()), ("pending", 0));
+        let h = health(Some(&st), utc("2026-01-03T02:00:00Z"), max);
+        assert_eq!((h.label(), h.exit_code()), ("never", 2));
+        // Daemon not running (no next run planned): never.
+        st.next_due = None;
+        assert_eq!(
+            health(Some(&st), utc("2026-01-02T05:00:00Z"), max),
+            Health::Never
+        );
     }
 
     #[test]

@@ -1,18 +1,52 @@
-//! `mnbackup status`: the health of each scheduled job, from the daemon's state files.
+//! `mnbackup status`: the health of each scheduled job, as a Nagios/Icinga plugin.
 //!
-//! Per job: health (`fresh`, `stale`, `failing`, `never`), last start, last success, last error,
-//! next due. The exit code is the worst over the jobs, Nagios style: 0 fresh, 1 stale, 2 failing
-//! or never (an unreadable state file counts as 2). The max age is `[daemon] max_age_hours`, or
-//! twice the longest interval of the job's schedule.
+//! Sources: the daemon's state files *and* the repository. For a snapshot job the newest
+//! snapshot taken for it (trigger `schedule:<job>`) or by hand (trigger `manual`) counts as
+//! well, so manual snapshots are seen, and the newest of those being INCOMPLETE is a failure.
+//!
+//! Per job: health (`fresh`, `pending`, `stale`, `failing`, `never`, `unknown`), last start,
+//! last success, last error, next due. The first line is the verdict in the Nagios plugin
+//! format, `MNBACKUP OK - … | age=…s;…`, and the exit code is the worst over the jobs:
+//! 0 OK (fresh, or pending on a new installation before its first slot), 1 WARNING (stale),
+//! 2 CRITICAL (failing, never, newest snapshot incomplete), 3 UNKNOWN (a state file or the
+//! repository could not be read). The max age is `[daemon] max_age_hours`, or the schedule's
+//! longest interval plus a grace (a quarter of it, 1 min to 1 h), so one missed slot is flagged.
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use mnbackup_scheduler::state::{job_status, JobState};
-use mnbackup_scheduler::{Health, StateStore, TzSpec};
+use mnbackup_scheduler::state::{default_max_age, health, JobState};
+use mnbackup_scheduler::{StateStore, TzSpec};
 use serde_json::{json, Value};
 
 use super::daemon::{describe_state_dir, parsed_schedules, running_pid, state_dir, timezone};
 use super::Ctx;
+use crate::model::Manifest;
+
+/// Nagios plugin exit codes.
+const OK: i32 = 0;
+const WARNING: i32 = 1;
+const CRITICAL: i32 = 2;
+const UNKNOWN: i32 = 3;
+
+/// Severity order for the overall verdict: CRITICAL > WARNING > UNKNOWN > OK (an unreadable
+/// state file must not hide a failing job).
+fn rank(code: i32) -> u8 {
+    match code {
+        OK => 0,
+        UNKNOWN => 1,
+        WARNING => 2,
+        _ => 3,
+    }
+}
+
+fn nagios_word(code: i32) -> &'static str {
+    match code {
+        OK => "OK",
+        WARNING => "WARNING",
+        CRITICAL => "CRITICAL",
+        _ => "UNKNOWN",
+    }
+}
 
 /// One row of the report.
 struct Row {
@@ -22,9 +56,83 @@ struct Row {
     label: &'static str,
     code: i32,
     describe: String,
-    max_age_hours: f64,
+    max_age_secs: i64,
+    age_secs: Option<i64>,
     next_run: Option<DateTime<Utc>>,
     state: Option<JobState>,
+    /// Newest snapshot for this job in the repository (any, and the newest complete one).
+    newest: Option<SnapInfo>,
+    newest_complete: Option<SnapInfo>,
+}
+
+/// What `status` needs of a manifest.
+#[derive(Clone)]
+struct SnapInfo {
+    id: String,
+    trigger: String,
+    finished: DateTime<Utc>,
+    complete: bool,
+    gaps: Vec<String>,
+}
+
+impl SnapInfo {
+    fn of(m: &Manifest) -> SnapInfo {
+        SnapInfo {
+            id: m.id.clone(),
+            trigger: m.trigger.clone(),
+            finished: m.finished,
+            complete: m.complete,
+            gaps: m.gaps.iter().map(|g| g.describe()).collect(),
+        }
+    }
+}
+
+/// The repository's snapshots, newest first (manifests that cannot be read are skipped:
+/// `verify` reports them).
+enum RepoView {
+    NotConfigured,
+    Unreadable(String),
+    Snapshots(Vec<SnapInfo>),
+}
+
+fn read_repo(ctx: &Ctx, snapshot_jobs: &[String]) -> RepoView {
+    if ctx.repo_path().is_err() {
+        return RepoView::NotConfigured;
+    }
+    let repo = match ctx.open_repo() {
+        Ok(r) => r,
+        Err(e) => return RepoView::Unreadable(format!("{e:#}")),
+    };
+    let ids = match repo.snapshot_ids() {
+        Ok(ids) => ids,
+        Err(e) => return RepoView::Unreadable(format!("{e:#}")),
+    };
+    // Newest first; stop once every snapshot job has its newest complete snapshot.
+    let mut out = Vec::new();
+    let mut found: Vec<&String> = Vec::new();
+    for id in ids.iter().rev() {
+        let Ok(m) = repo.load_manifest(id) else {
+            continue;
+        };
+        let info = SnapInfo::of(&m);
+        if info.complete {
+            for j in snapshot_jobs {
+                if relevant(&info, j) && !found.contains(&j) {
+                    found.push(j);
+                }
+            }
+        }
+        out.push(info);
+        if found.len() == snapshot_jobs.len() {
+            break;
+        }
+    }
+    RepoView::Snapshots(out)
+}
+
+/// Whether a snapshot counts for a snapshot job: taken by it, or by hand.
+fn relevant(s: &SnapInfo, job: &str) -> bool {
+    s.trigger == "manual" || s.trigger.strip_prefix("schedule:") == Some(job)
 }
 
 /// A duration for humans: `24.0h`, `30m`, `4s`.
@@ -42,46 +150,136 @@ fn fmt_time(tz: &TzSpec, t: Option<DateTime<Utc>>) -> String {
     t.map(|t| tz.format(t)).unwrap_or_else(|| "-".into())
 }
 
+/// Folds the repository's view of a snapshot job into its state: a newer complete snapshot
+/// (a manual one, or one the state file missed) is its last success and clears a failure
+/// older than it.
+fn merge(
+    state: Option<JobState>,
+    job: &str,
+    newest_complete: Option<&SnapInfo>,
+) -> Option<JobState> {
+    let Some(snap) = newest_complete else {
+        return state;
+    };
+    let mut st = state.unwrap_or_else(|| JobState::new(job, "snapshot"));
+    if st.last_success.is_none_or(|t| snap.finished > t) {
+        st.last_success = Some(snap.finished);
+        st.last_success_summary = Some(format!(
+            "snapshot {} ({}, from the repository)",
+            snap.id, snap.trigger
+        ));
+        if st.last_error_at.is_none_or(|t| t < snap.finished) {
+            st.consecutive_failures = 0;
+            st.last_run_ok = Some(true);
+        }
+    }
+    Some(st)
+}
+
 pub fn run(ctx: &Ctx) -> Result<i32> {
     let cfg = &ctx.config;
     let tz = timezone(cfg)?;
     let store = StateStore::new(state_dir(cfg));
     let now = Utc::now();
-    let max_age = cfg
+    let configured_max_age = cfg
         .daemon
         .max_age_hours
         .filter(|h| h.is_finite() && *h > 0.0)
         .map(|h| chrono::Duration::milliseconds((h * 3_600_000.0) as i64));
+    let schedules = parsed_schedules(cfg)?;
+    let snapshot_jobs: Vec<String> = schedules
+        .iter()
+        .filter(|(s, _)| s.job == "snapshot")
+        .map(|(s, _)| s.name.clone())
+        .collect();
+    let repo = if snapshot_jobs.is_empty() {
+        RepoView::NotConfigured
+    } else {
+        read_repo(ctx, &snapshot_jobs)
+    };
     let mut rows = Vec::new();
-    for (s, sched) in parsed_schedules(cfg)? {
-        let row = match job_status(&store, &s.name, &sched, now, max_age) {
-            Ok(st) => Row {
-                job: s.name.clone(),
-                kind: s.job.clone(),
-                schedule: sched.to_string(),
-                label: st.health.label(),
-                code: st.health.exit_code(),
-                describe: st.health.describe(),
-                max_age_hours: st.max_age.num_seconds() as f64 / 3600.0,
-                next_run: st.next_run,
-                state: st.state,
-            },
-            Err(e) => Row {
-                job: s.name.clone(),
-                kind: s.job.clone(),
-                schedule: sched.to_string(),
-                label: "unknown",
-                code: Health::Never.exit_code(),
-                describe: format!("UNKNOWN: {e}"),
-                max_age_hours: 0.0,
-                next_run: sched.next_after(now),
-                state: None,
-            },
+    for (s, sched) in &schedules {
+        let max_age = configured_max_age.unwrap_or_else(|| default_max_age(sched, now));
+        let mut row = Row {
+            job: s.name.clone(),
+            kind: s.job.clone(),
+            schedule: sched.to_string(),
+            label: "unknown",
+            code: UNKNOWN,
+            describe: String::new(),
+            max_age_secs: max_age.num_seconds(),
+            age_secs: None,
+            next_run: sched.next_after(now),
+            state: None,
+            newest: None,
+            newest_complete: None,
         };
+        let state = match store.load(&s.name) {
+            Ok(st) => st,
+            Err(e) => {
+                row.describe = format!("UNKNOWN: {e}");
+                rows.push(row);
+                continue;
+            }
+        };
+        let state = if s.job == "snapshot" {
+            match &repo {
+                RepoView::Snapshots(snaps) => {
+                    row.newest = snaps.iter().find(|x| relevant(x, &s.name)).cloned();
+                    row.newest_complete = snaps
+                        .iter()
+                        .find(|x| x.complete && relevant(x, &s.name))
+                        .cloned();
+                    merge(state, &s.name, row.newest_complete.as_ref())
+                }
+                _ => state,
+            }
+        } else {
+            state
+        };
+        let h = health(state.as_ref(), now, max_age);
+        row.label = h.label();
+        row.code = h.exit_code();
+        row.describe = h.describe();
+        row.age_secs = state
+            .as_ref()
+            .and_then(|st| st.last_success)
+            .map(|t| (now - t).num_seconds());
+        // The newest snapshot being incomplete is a failure, whatever the state file says.
+        if let Some(n) = row.newest.as_ref().filter(|n| !n.complete) {
+            let (label, code) = ("failing", CRITICAL);
+            row.label = label;
+            row.code = code;
+            row.describe = format!(
+                "FAILING: the newest snapshot {} ({}) is INCOMPLETE ({} gap(s): {}); fix the \
+                 cause (`mnbackup show {}` lists what it lacks), then take a snapshot by hand \
+                 (`mnbackup snapshot`)",
+                n.id,
+                n.trigger,
+                n.gaps.len(),
+                n.gaps.join("; "),
+                n.id
+            );
+        }
+        if let (RepoView::Unreadable(e), true, OK) = (&repo, s.job == "snapshot", row.code) {
+            // The state file looks fine, but the repository cannot be checked.
+            row.label = "unknown";
+            row.code = UNKNOWN;
+            row.describe = format!(
+                "UNKNOWN: the repository cannot be read ({e}); the state file says: {}",
+                row.describe
+            );
+        }
+        row.state = state;
         rows.push(row);
     }
-    let code = rows.iter().map(|r| r.code).max().unwrap_or(0);
+    let code = rows
+        .iter()
+        .map(|r| r.code)
+        .max_by_key(|c| rank(*c))
+        .unwrap_or(OK);
     let pid = running_pid(cfg);
+    let first_line = nagios_line(&rows, code, &repo);
     if ctx.json {
         let jobs: Vec<Value> = rows
             .iter()
@@ -94,7 +292,8 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
                     "health": r.label,
                     "exit_code": r.code,
                     "message": r.describe,
-                    "max_age_hours": r.max_age_hours,
+                    "max_age_hours": r.max_age_secs as f64 / 3600.0,
+                    "age_seconds": r.age_secs,
                     "next_due": r.next_run,
                     "last_start": st.and_then(|s| s.last_start),
                     "last_success": st.and_then(|s| s.last_success),
@@ -105,39 +304,57 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
                     "running_since": st.and_then(|s| s.running_since),
                     "runs_total": st.map(|s| s.runs_total).unwrap_or(0),
                     "failures_total": st.map(|s| s.failures_total).unwrap_or(0),
+                    "newest_snapshot": r.newest.as_ref().map(|n| json!({
+                        "id": n.id, "trigger": n.trigger, "finished": n.finished,
+                        "complete": n.complete, "gaps": n.gaps,
+                    })),
+                    "newest_complete_snapshot": r.newest_complete.as_ref().map(|n| n.id.clone()),
                 })
             })
             .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
+                "verdict": first_line,
                 "daemon": {"running": pid.is_some(), "pid": pid, "state_dir": state_dir(cfg)},
+                "repository": match &repo {
+                    RepoView::NotConfigured => json!(null),
+                    RepoView::Unreadable(e) => json!({"error": e}),
+                    RepoView::Snapshots(_) => json!({"readable": true}),
+                },
                 "jobs": jobs,
                 "exit_code": code,
             }))?
         );
         return Ok(code);
     }
-    if !ctx.quiet {
-        match pid {
-            Some(p) => println!(
-                "daemon: running (pid {p}); state in {}",
-                state_dir(cfg).display()
-            ),
-            None => println!(
-                "daemon: not running; state in {}. Start it with `systemctl start mnbackup` \
-                 (install the unit with `mnbackup schedule install`)",
-                describe_state_dir(cfg)
-            ),
-        }
+    // The verdict first (a monitoring check shows the first line), also with -q.
+    println!("{first_line}");
+    if ctx.quiet {
+        return Ok(code);
+    }
+    match pid {
+        Some(p) => println!(
+            "daemon: running (pid {p}); state in {}",
+            state_dir(cfg).display()
+        ),
+        None => println!(
+            "daemon: not running; state in {}. Start it with `systemctl start mnbackup` \
+             (install the unit with `mnbackup schedule install`)",
+            describe_state_dir(cfg)
+        ),
+    }
+    match &repo {
+        RepoView::Unreadable(e) => println!("repository: cannot be read: {e}"),
+        RepoView::NotConfigured if !snapshot_jobs.is_empty() => println!(
+            "repository: not configured; only the daemon's state files are checked (set \
+             [repository] path or use -r)"
+        ),
+        _ => {}
     }
     for r in &rows {
         let st = r.state.as_ref();
-        // Always printed (also with -q): this is what a monitoring check shows.
         println!("{:<16} {:<8} {}", r.job, r.label.to_uppercase(), r.describe);
-        if ctx.quiet {
-            continue;
-        }
         println!("  kind           {} at {}", r.kind, r.schedule);
         if let Some(since) = st.and_then(|s| s.running_since) {
             println!("  running since  {}", tz.format(since));
@@ -163,13 +380,83 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         println!("  next due       {}", fmt_time(&tz, r.next_run));
         println!(
             "  max age        {} ({})",
-            human(r.max_age_hours * 3600.0),
+            human(r.max_age_secs as f64),
             if cfg.daemon.max_age_hours.is_some() {
                 "[daemon] max_age_hours"
             } else {
-                "twice the schedule's longest interval; set [daemon] max_age_hours to change it"
+                "the schedule's longest interval plus a grace; set [daemon] max_age_hours to \
+                 change it"
             }
         );
     }
     Ok(code)
+}
+
+/// The Nagios plugin line: `MNBACKUP <STATE> - <summary> | <perfdata>`. The summary names the
+/// jobs that are not OK first, with their reason. Performance data: `age` (the youngest last
+/// success over the snapshot jobs, or over all jobs when there is none), and per job
+/// `<job>_age`, in seconds with the max age as the warning threshold.
+fn nagios_line(rows: &[Row], code: i32, repo: &RepoView) -> String {
+    let mut bad: Vec<&Row> = rows.iter().filter(|r| r.code != OK).collect();
+    bad.sort_by_key(|r| std::cmp::Reverse(rank(r.code)));
+    let mut parts: Vec<String> = bad
+        .iter()
+        .map(|r| format!("{}: {}", r.job, r.describe))
+        .collect();
+    let good: Vec<String> = rows
+        .iter()
+        .filter(|r| r.code == OK)
+        .map(|r| match r.age_secs {
+            Some(a) => format!("{} {} ({} ago)", r.job, r.label, human(a.max(0) as f64)),
+            None => format!("{} {}", r.job, r.label),
+        })
+        .collect();
+    if !good.is_empty() {
+        parts.push(good.join(", "));
+    }
+    if rows.is_empty() {
+        parts.push("no jobs configured".into());
+    }
+    if let RepoView::Snapshots(s) = repo {
+        parts.push(format!("{} snapshot(s) read", s.len()));
+    }
+    // Perfdata labels: no '=', no quotes, no spaces.
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let mut perf = Vec::new();
+    let overall = rows
+        .iter()
+        .filter(|r| r.kind == "snapshot")
+        .filter_map(|r| r.age_secs.map(|a| (a, r.max_age_secs)))
+        .min_by_key(|(a, _)| *a)
+        .or_else(|| {
+            rows.iter()
+                .filter_map(|r| r.age_secs.map(|a| (a, r.max_age_secs)))
+                .min_by_key(|(a, _)| *a)
+        });
+    if let Some((a, w)) = overall {
+        perf.push(format!("age={a}s;{w};;0"));
+    }
+    for r in rows {
+        if let Some(a) = r.age_secs {
+            perf.push(format!("{}_age={a}s;{};;0", clean(&r.job), r.max_age_secs));
+        }
+    }
+    let mut line = format!("MNBACKUP {} - {}", nagios_word(code), parts.join("; "));
+    // The plugin output may not contain '|' outside the perfdata separator.
+    line = line.replace('|', "/").replace('\n', " ");
+    if !perf.is_empty() {
+        line.push_str(" | ");
+        line.push_str(&perf.join(" "));
+    }
+    line
 }
