@@ -3,6 +3,15 @@ use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = mnbackup::cli::Cli::parse();
+    if !matches!(cli.command, mnbackup::cli::Command::Daemon) {
+        // A closed pipe (`mnbackup show ID | head -1`) ends the process quietly, as it does
+        // `cat`: Rust ignores SIGPIPE, and `println!` then panics on EPIPE. The daemon keeps
+        // ignoring it, so a restarted journald (its stderr) cannot kill it.
+        // SAFETY: setting a signal disposition to the default before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let level = if cli.quiet {
         "error"
     } else {

@@ -130,9 +130,12 @@ pub fn decode_component(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
+        // Work on bytes: a `%` before a multi-byte character is not an escape (slicing the
+        // `str` there would panic on the character boundary).
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(hi), Some(lo)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((hi * 16 + lo) as u8);
                 i += 3;
                 continue;
             }
@@ -489,6 +492,13 @@ mod tests {
     fn names_and_order() {
         assert_eq!(decode_component("a%2Eb%2Fc%20d"), "a.b/c d");
         assert_eq!(decode_component("abc%"), "abc%");
+        // Issue 14 item 12: a `%` before a multi-byte character (a forged or damaged
+        // manifest) is kept as it is instead of panicking on the character boundary.
+        assert_eq!(decode_component("a%é1"), "a%é1");
+        assert_eq!(decode_component("%€"), "%€");
+        assert_eq!(decode_component("x%4€"), "x%4€");
+        assert_eq!(decode_component("%+1"), "%+1");
+        assert_eq!(decode_component("%C3%A9t%C3%A9"), "été");
         let i = item_from_name("mariadb/2-data/zstack/VmUsageHistoryVO.000003.p1.sql", 5).unwrap();
         assert_eq!(i.kind, ItemKind::Data);
         assert_eq!(i.table_key().unwrap(), "zstack.VmUsageHistoryVO");
