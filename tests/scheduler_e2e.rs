@@ -766,3 +766,66 @@ fn status_of_a_new_installation_is_ok_until_the_first_slot() {
         stdout(&o)
     );
 }
+
+/// Issue 14 item 4: a snapshot job and a verify job due in the same second, without retries,
+/// never fail on the daemon's own repository lock: the daemon runs them one after the other.
+#[test]
+fn daemon_runs_jobs_due_together_one_after_the_other() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("node");
+    let repo = t.path().join("pool/repo");
+    let state = t.path().join("state");
+    make_tree(&src);
+    ok(&repo, &["init"]);
+    let cfg = write_config(
+        t.path(),
+        &format!(
+            r#"
+[repository]
+path = "{repo}"
+
+[[files]]
+paths = ["{src}"]
+
+[[schedule]]
+name = "snap"
+cron = "*/2 * * * * *"
+retries = 0
+
+[[schedule]]
+name = "check"
+cron = "*/2 * * * * *"
+job = "verify"
+args = ["--read-data"]
+retries = 0
+
+[daemon]
+timezone = "UTC"
+state_dir = "{state}"
+"#,
+            repo = repo.display(),
+            src = src.display(),
+            state = state.display()
+        ),
+    );
+    let c = cfg.to_str().unwrap();
+    let mut d = DaemonProc::start(&cfg, t.path().join("daemon.log"));
+    let runs = |v: &serde_json::Value, i: usize| v["jobs"][i]["runs_total"].as_u64().unwrap_or(0);
+    let done = wait_for(Duration::from_secs(40), || {
+        let o = run(&["-c", c, "--json", "status"]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .is_ok_and(|v| runs(&v, 0) >= 4 && runs(&v, 1) >= 4)
+    });
+    assert!(
+        done,
+        "not 4 runs each within 40 s; daemon log:\n{}",
+        d.log()
+    );
+    assert_eq!(d.terminate(), Some(0), "daemon log:\n{}", d.log());
+    let v = json(&run(&["-c", c, "--json", "status"]));
+    for job in v["jobs"].as_array().unwrap() {
+        assert_eq!(job["failures_total"], 0, "{v}\nlog:\n{}", d.log());
+        assert_eq!(job["health"], "fresh", "{v}");
+    }
+    assert!(!d.log().contains("locked"), "{}", d.log());
+}

@@ -11,8 +11,10 @@
 //!   as completed, so it is caught up at the next start.
 //! * **No overlap.** A job never runs twice at once. Slots that pass while it is still
 //!   running (or retrying) are skipped, logged and counted in
-//!   [`JobState::skipped_overlap`]. Different jobs may run concurrently; mutual
-//!   exclusion on a shared repository is the `Job`'s business (e.g. a repository lock).
+//!   [`JobState::skipped_overlap`]. With [`DaemonConfig::serialize_jobs`] (the default)
+//!   different jobs run one after the other too: a job due while another one runs waits for
+//!   it, so a snapshot and a verify due in the same minute never meet on their own
+//!   repository lock. Without it, mutual exclusion is the `Job`'s business.
 //! * **Retries.** A [`JobError`] with `transient = true` is retried with exponential
 //!   backoff ([`RetryPolicy`]), but only if the retry would start at least
 //!   `max(min_headroom, duration of the failed attempt)` before the job's next slot, so
@@ -228,16 +230,20 @@ pub struct DaemonConfig {
     pub grace: StdDuration,
     /// How long to wait for a run to return after it has been cancelled.
     pub cancel_timeout: StdDuration,
+    /// Run at most one job at a time: a job that becomes due while another runs waits for
+    /// it (its attempt starts when the other ends).
+    pub serialize_jobs: bool,
 }
 
 impl Default for DaemonConfig {
-    /// Grace 10 min, cancel timeout 60 s.
+    /// Grace 10 min, cancel timeout 60 s, jobs serialized.
     fn default() -> Self {
         DaemonConfig {
             state_dir: PathBuf::from(crate::state::DEFAULT_STATE_DIR),
             metrics_file: None,
             grace: StdDuration::from_secs(600),
             cancel_timeout: StdDuration::from_secs(60),
+            serialize_jobs: true,
         }
     }
 }
@@ -363,6 +369,8 @@ impl<C: Clock, J: Job> Daemon<C, J> {
             config: self.config,
             states: Mutex::new(BTreeMap::new()),
             stop: stop.clone(),
+            running: tokio::sync::Mutex::new(()),
+            running_job: Mutex::new(None),
         });
         let forward = {
             let stop = stop.clone();
@@ -412,6 +420,10 @@ struct Shared<C, J> {
     config: DaemonConfig,
     states: Mutex<BTreeMap<String, JobState>>,
     stop: CancelToken,
+    /// Held by the running attempt when jobs are serialized.
+    running: tokio::sync::Mutex<()>,
+    /// The job holding `running`, for the log.
+    running_job: Mutex<Option<String>>,
 }
 
 impl<C: Clock, J: Job> Shared<C, J> {
@@ -793,6 +805,43 @@ impl<C: Clock, J: Job> JobLoop<C, J> {
     }
 
     async fn run_attempt(&self, attempt: u32, slot: DateTime<Utc>) -> AttemptEnd {
+        let _turn = if self.shared.config.serialize_jobs {
+            let turn = match self.shared.running.try_lock() {
+                Ok(t) => t,
+                Err(_) => {
+                    let other = self
+                        .shared
+                        .running_job
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone()
+                        .unwrap_or_default();
+                    info!(
+                        job = %self.spec.name,
+                        "due, but job {other:?} is running; waiting for it to finish (the \
+                         daemon runs one job at a time)"
+                    );
+                    tokio::select! {
+                        biased;
+                        _ = self.shared.stop.cancelled() => {
+                            return AttemptEnd::Interrupted(format!(
+                                "the daemon shut down while the job waited for job {other:?} \
+                                 to finish"
+                            ));
+                        }
+                        t = self.shared.running.lock() => t,
+                    }
+                }
+            };
+            *self
+                .shared
+                .running_job
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(self.spec.name.clone());
+            Some(turn)
+        } else {
+            None
+        };
         let cancel = CancelToken::new();
         let ctx = JobContext {
             job_name: self.spec.name.clone(),

@@ -164,6 +164,7 @@ fn config(dir: &Path) -> DaemonConfig {
         metrics_file: Some(dir.join("mnbackup.prom")),
         grace: StdDuration::from_secs(600),
         cancel_timeout: StdDuration::from_secs(60),
+        serialize_jobs: false,
     }
 }
 
@@ -758,4 +759,51 @@ async fn a_last_slot_in_the_future_does_not_stall_a_restarted_daemon() {
         ]
     );
     stop(h, &shutdown, &clock).await;
+}
+
+/// Issue 14 item 4: a snapshot and a verify due in the same minute run one after the other
+/// (never both at once, so never against the daemon's own repository lock), and both succeed.
+#[tokio::test]
+async fn jobs_due_in_the_same_minute_run_one_after_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(utc("2026-01-05T02:50:00Z"));
+    let job = RecJob::new(&clock, vec![ok(20), ok(20), ok(20), ok(20)]);
+    let cfg = DaemonConfig {
+        serialize_jobs: true,
+        ..config(dir.path())
+    };
+    let mut verify = spec("check", "0 3 * * *", RetryPolicy::none(), true);
+    verify.kind = "verify".into();
+    let (h, shutdown) = start(
+        cfg,
+        vec![
+            spec("nightly", "0 3 * * *", RetryPolicy::none(), true),
+            verify,
+        ],
+        &job,
+        &clock,
+    );
+    run_until(&clock, utc("2026-01-05T04:00:00Z")).await;
+    let mut calls = job.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    calls.sort_by_key(|c| c.start);
+    assert_eq!(calls[0].start, utc("2026-01-05T03:00:00Z"));
+    assert_eq!(calls[0].end, Some(utc("2026-01-05T03:20:00Z")));
+    // The second starts when the first ends, for the same slot.
+    assert_eq!(calls[1].start, utc("2026-01-05T03:20:00Z"));
+    assert_eq!(calls[1].slot, utc("2026-01-05T03:00:00Z"));
+    assert_ne!(calls[0].job, calls[1].job);
+    for name in ["nightly", "check"] {
+        let st = load(dir.path(), name);
+        assert_eq!(st.last_run_ok, Some(true), "{name}");
+        assert_eq!(st.consecutive_failures, 0, "{name}");
+    }
+    // Shutdown while one job waits for the other: it stops at once, its slot stays unfinished.
+    run_until(&clock, utc("2026-01-06T03:05:00Z")).await;
+    let report = stop(h, &shutdown, &clock).await;
+    assert_eq!(
+        report.jobs.iter().filter(|j| j.interrupted).count(),
+        2,
+        "{report:?}"
+    );
 }

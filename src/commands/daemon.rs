@@ -654,6 +654,9 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         metrics_file: cfg.daemon.prometheus_textfile.clone(),
         grace: Duration::from_secs(cfg.daemon.grace_seconds),
         cancel_timeout: CANCEL_TIMEOUT,
+        // One job at a time: a snapshot and a verify due together must not meet on the
+        // daemon's own repository lock.
+        serialize_jobs: true,
     };
     let shutdown = CancelToken::new();
     let runner = Runner {
