@@ -197,33 +197,23 @@ struct Runner {
     shutdown: CancelToken,
 }
 
-/// Whether an error is worth retrying: the pool not (yet) mounted, the repository locked by
-/// another process, MariaDB refusing connections or restarting.
+/// Whether an error is worth retrying, decided by the error's type where it was created (never
+/// by its text): the pool not (yet) mounted or the repository locked by another process
+/// ([`MnError`]); a MariaDB error whose `transient` property is set (server busy or restarting,
+/// too many connections, DDL during the dump, connection refused, reset or timed out: see
+/// [`mariadb::errors::is_transient`]); a raw driver error of those kinds; a network I/O error.
 pub fn is_transient(e: &anyhow::Error) -> bool {
-    use mysql_async::{DriverError, Error as MyError, IoError};
+    use crate::sources::mariadb;
     use std::io::ErrorKind as K;
     for cause in e.chain() {
         if let Some(m) = cause.downcast_ref::<MnError>() {
             return matches!(m, MnError::NoRepo(_) | MnError::Locked(_));
         }
-        if let Some(my) = cause.downcast_ref::<MyError>() {
-            return match my {
-                MyError::Io(IoError::Io(io)) => matches!(
-                    io.kind(),
-                    K::ConnectionRefused
-                        | K::ConnectionReset
-                        | K::ConnectionAborted
-                        | K::BrokenPipe
-                        | K::UnexpectedEof
-                        | K::NotFound
-                        | K::TimedOut
-                ),
-                MyError::Driver(DriverError::ConnectionClosed) => true,
-                // Server shutting down / connection killed / gone away / lost during query /
-                // too many connections / table changed by DDL during the dump.
-                MyError::Server(s) => matches!(s.code, 1053 | 1927 | 2006 | 2013 | 1040 | 1412),
-                _ => false,
-            };
+        if let Some(d) = cause.downcast_ref::<mariadb::errors::DbError>() {
+            return d.transient;
+        }
+        if let Some(my) = cause.downcast_ref::<mysql_async::Error>() {
+            return mariadb::errors::is_transient(my);
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             if matches!(
@@ -234,12 +224,7 @@ pub fn is_transient(e: &anyhow::Error) -> bool {
             }
         }
     }
-    // The MariaDB source explains driver errors in words; recognise those too in case the
-    // driver error itself was not kept in the chain.
-    let text = format!("{e:#}");
-    text.contains("cannot reach MariaDB")
-        || text.contains("lost the connection to MariaDB")
-        || (text.contains("MariaDB") && text.contains("closed the connection"))
+    false
 }
 
 /// Converts a failed attempt into the scheduler's error, transient or not.
@@ -756,5 +741,86 @@ pub fn describe_state_dir(cfg: &Config) -> String {
             "{} (does not exist yet: the daemon has never run)",
             d.display()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::mariadb::errors::{connect_timeout, explain, DbError};
+    use mysql_async::{DriverError, Error as MyError, IoError, ServerError};
+
+    fn server(code: u16, message: &str) -> anyhow::Error {
+        let e = MyError::Server(ServerError {
+            code,
+            message: message.into(),
+            state: "HY000".into(),
+        });
+        // As the sources return it: explained, then with context added on the way up.
+        explain(e, "db:3306", "dumping zstack.VmInstanceVO")
+            .context("the snapshot failed; nothing was committed")
+    }
+
+    fn io(kind: std::io::ErrorKind) -> anyhow::Error {
+        let e = MyError::Io(IoError::Io(std::io::Error::new(kind, "test")));
+        explain(e, "db:3306", "connecting")
+    }
+
+    /// Issue 14 item 6: each class of MariaDB error is retried or not by its type, whatever
+    /// its message says.
+    #[test]
+    fn mariadb_errors_are_classified_by_type() {
+        use std::io::ErrorKind as K;
+        // DDL during the dump, too many connections, lock wait timeout, deadlock, server
+        // shutting down, connection killed, gone away: retried.
+        for code in [1412, 1040, 1203, 1205, 1213, 1053, 1927, 2006, 2013] {
+            assert!(is_transient(&server(code, "x")), "server error {code}");
+        }
+        // Connect timeout, refused, reset, socket missing while restarting: retried.
+        assert!(is_transient(&connect_timeout("db:3306", "connecting", 30)));
+        for k in [
+            K::TimedOut,
+            K::ConnectionRefused,
+            K::ConnectionReset,
+            K::NotFound,
+            K::UnexpectedEof,
+            K::HostUnreachable,
+        ] {
+            assert!(is_transient(&io(k)), "{k:?}");
+        }
+        let closed = explain(
+            MyError::Driver(DriverError::ConnectionClosed),
+            "db:3306",
+            "reading rows",
+        );
+        assert!(is_transient(&closed));
+        // Access denied, missing privilege, host not allowed, unknown table, syntax: not
+        // retried.
+        for code in [1045, 1044, 1142, 1227, 1130, 1146, 1064] {
+            assert!(!is_transient(&server(code, "x")), "server error {code}");
+        }
+        assert!(!is_transient(&io(K::PermissionDenied)));
+        // The text plays no part: a permanent error that reads like a lost connection stays
+        // permanent, a transient one with any text stays transient.
+        let text = anyhow::Error::new(DbError {
+            msg: "cannot reach MariaDB at db:3306; lost the connection to MariaDB".into(),
+            code: Some(1045),
+            transient: false,
+        });
+        assert!(!is_transient(&text));
+        assert!(!is_transient(&anyhow::anyhow!(
+            "cannot reach MariaDB: lost the connection to MariaDB, MariaDB closed the connection"
+        )));
+        // Repository not there (pool not mounted) or locked by another process: retried; a
+        // configuration error is not.
+        assert!(is_transient(
+            &MnError::NoRepo("no repository".into()).into()
+        ));
+        assert!(is_transient(
+            &anyhow::Error::new(MnError::Locked("locked".into())).context("snapshot")
+        ));
+        assert!(!is_transient(&usage("bad config")));
+        assert!(job_error(server(1412, "Table definition has changed")).transient);
+        assert!(!job_error(server(1045, "Access denied")).transient);
     }
 }

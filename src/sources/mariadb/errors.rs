@@ -84,7 +84,64 @@ pub fn explain(e: Error, addr: &str, what: &str) -> anyhow::Error {
         Error::Server(s) => Some(s.code),
         _ => None,
     };
-    anyhow::Error::new(DbError { msg, code })
+    let transient = is_transient(&e);
+    anyhow::Error::new(DbError {
+        msg,
+        code,
+        transient,
+    })
+}
+
+/// Whether a driver error may go away by retrying later, decided from the server's error code
+/// or the I/O error kind (never from message text):
+///
+/// * the server is busy, restarting or dropped us: too many connections (1040, 1203), shutdown
+///   in progress (1053), connection killed (1927), server gone away / lost (2006, 2013), network
+///   read/write errors (1158-1161), aborted connection (1152);
+/// * the dump met concurrent work: a table changed by DDL during the consistent snapshot
+///   (1412), lock wait timeout (1205), deadlock (1213);
+/// * the connection failed at the transport: refused, reset, aborted, broken pipe, unexpected
+///   end of stream, socket file missing (server restarting), timed out, host or network
+///   unreachable; the driver saw the connection close.
+///
+/// Permanent: access denied, missing privileges, host not allowed, TLS failures, SQL errors.
+pub fn is_transient(e: &Error) -> bool {
+    use std::io::ErrorKind as K;
+    match e {
+        Error::Server(s) => matches!(
+            s.code,
+            1040 | 1203 | 1053 | 1927 | 2006 | 2013 | 1152 | 1158..=1161 | 1412 | 1205 | 1213
+        ),
+        Error::Io(IoError::Io(io)) => matches!(
+            io.kind(),
+            K::ConnectionRefused
+                | K::ConnectionReset
+                | K::ConnectionAborted
+                | K::BrokenPipe
+                | K::UnexpectedEof
+                | K::NotFound
+                | K::TimedOut
+                | K::HostUnreachable
+                | K::NetworkUnreachable
+                | K::NotConnected
+        ),
+        Error::Io(IoError::Tls(_)) => false,
+        Error::Driver(DriverError::ConnectionClosed) => true,
+        _ => false,
+    }
+}
+
+/// MariaDB did not answer a connection attempt within `secs` seconds while `what`: a
+/// transient error (the server may be overloaded or restarting).
+pub fn connect_timeout(addr: &str, what: &str, secs: u64) -> anyhow::Error {
+    anyhow::Error::new(DbError {
+        msg: format!(
+            "MariaDB at {addr} did not answer within {secs} s while {what}; check [mariadb] \
+             host/port/socket and any firewall"
+        ),
+        code: None,
+        transient: true,
+    })
 }
 
 /// An explained database error: the message says everything (the driver's own text is in it),
@@ -94,6 +151,8 @@ pub struct DbError {
     pub msg: String,
     /// The server's error code, when the server answered with an error.
     pub code: Option<u16>,
+    /// Worth retrying later (see [`is_transient`]); set where the error is created.
+    pub transient: bool,
 }
 
 impl std::fmt::Display for DbError {

@@ -131,10 +131,7 @@ async fn connect(opts: &mysql_async::Opts, params: &ConnParams, what: &str) -> R
                 }
                 return Err(explain(e, &addr, what));
             }
-            Err(_) => anyhow::bail!(
-                "MariaDB at {addr} did not answer within 30 s while {what}; check [mariadb] \
-             host/port/socket and any firewall"
-            ),
+            Err(_) => return Err(errors::connect_timeout(&addr, what, 30)),
         };
     conn.query_drop(SESSION_INIT)
         .await
