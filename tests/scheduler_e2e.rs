@@ -243,9 +243,28 @@ prometheus_textfile = "{state}/mnbackup.prom"
     assert_eq!(v["daemon"]["running"], false, "{v}");
     let prom = fs::read_to_string(state.join("mnbackup.prom")).unwrap();
     assert!(
-        prom.contains("mnbackup_last_success_timestamp_seconds{job=\"snap\",kind=\"snapshot\"}"),
+        prom.contains(
+            "mnbackup_last_success_timestamp_seconds{mnbackup_job=\"snap\",kind=\"snapshot\"}"
+        ),
         "{prom}"
     );
+    // Repository metrics (issue 14 item 8): two snapshots kept, the newest complete.
+    for line in [
+        "mnbackup_repository_readable 1\n",
+        "mnbackup_snapshots 2\n",
+        "mnbackup_snapshot_complete 1\n",
+        "mnbackup_snapshots_incomplete 0\n",
+    ] {
+        assert!(prom.contains(line), "{line} not in {prom}");
+    }
+    let newest: i64 = prom
+        .lines()
+        .find_map(|l| l.strip_prefix("mnbackup_newest_complete_snapshot_timestamp_seconds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((Utc::now().timestamp() - newest).abs() < 120, "{prom}");
+    assert!(!prom.contains("{job="), "{prom}");
 }
 
 #[test]

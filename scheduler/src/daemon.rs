@@ -39,7 +39,7 @@ use tracing::{error, info, warn};
 
 use crate::clock::{Clock, Wake};
 use crate::schedule::Schedule;
-use crate::state::{write_prometheus, JobState, StateError, StateStore};
+use crate::state::{write_prometheus_with, JobState, StateError, StateStore};
 
 /// A cancellation signal that can be awaited (like `tokio_util`'s `CancellationToken`).
 /// Clones share the same state.
@@ -156,6 +156,13 @@ pub struct JobContext {
 pub trait Job: Send + Sync + 'static {
     /// Runs one attempt. Return a transient [`JobError`] to request a retry.
     fn run(&self, ctx: JobContext) -> impl Future<Output = Result<JobOutcome, JobError>> + Send;
+
+    /// Further metric families (Prometheus text format, with `# HELP`/`# TYPE` lines) appended
+    /// to the metrics file on every write, e.g. about the repository. Called often: return a
+    /// cached value.
+    fn metrics(&self) -> String {
+        String::new()
+    }
 }
 
 /// Retry behaviour for transient failures.
@@ -431,13 +438,12 @@ impl<C: Clock, J: Job> Shared<C, J> {
         if let Err(e) = self.store.save(st) {
             error!(job = %st.job, "{e}");
         }
-        let all: Vec<JobState> = {
-            let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-            states.insert(st.job.clone(), st.clone());
-            states.values().cloned().collect()
-        };
+        // Held while writing, so the file always ends with the newest states.
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        states.insert(st.job.clone(), st.clone());
+        let all: Vec<JobState> = states.values().cloned().collect();
         if let Some(path) = &self.config.metrics_file {
-            if let Err(e) = write_prometheus(path, &all) {
+            if let Err(e) = write_prometheus_with(path, &all, &self.job.metrics()) {
                 error!(
                     "cannot write metrics file {}: {e}; check the textfile collector \
                      directory exists and is writable",

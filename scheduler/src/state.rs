@@ -122,8 +122,11 @@ pub enum StateError {
 }
 
 /// Writes `data` to `path` atomically: temp file in the same directory, fsync, rename
-/// over `path`, fsync the directory.
+/// over `path`, fsync the directory. The temp name is unique per call (pid and a process-wide
+/// counter), so concurrent writers of the same file (several jobs of one daemon) never share
+/// one.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -133,7 +136,11 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    tmp_name.push(format!(
+        ".tmp.{}.{}",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let tmp = dir.join(tmp_name);
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
@@ -437,7 +444,8 @@ fn ts(t: DateTime<Utc>) -> String {
 }
 
 /// Renders job states in the Prometheus text exposition format, for the node_exporter
-/// textfile collector. Metrics (labels `job`, `kind`):
+/// textfile collector. Metrics (labels `mnbackup_job`, `kind`; not `job`, which Prometheus
+/// sets itself to the scrape job and would rename to `exported_job`):
 ///
 /// * `mnbackup_last_success_timestamp_seconds` (0 if never)
 /// * `mnbackup_last_run_timestamp_seconds`, `mnbackup_last_run_ok` (1/0),
@@ -520,7 +528,7 @@ pub fn render_prometheus(states: &[JobState]) -> String {
             .filter_map(|s| {
                 get(s).map(|v| {
                     format!(
-                        "{name}{{job=\"{}\",kind=\"{}\"}} {v}\n",
+                        "{name}{{mnbackup_job=\"{}\",kind=\"{}\"}} {v}\n",
                         escape_label(&s.job),
                         escape_label(&s.kind)
                     )
@@ -541,7 +549,15 @@ pub fn render_prometheus(states: &[JobState]) -> String {
 /// Renders and writes the metrics file atomically (the textfile collector must never
 /// see a half-written file). Use a path ending in `.prom` in the collector directory.
 pub fn write_prometheus(path: &Path, states: &[JobState]) -> io::Result<()> {
-    write_atomic(path, render_prometheus(states).as_bytes())
+    write_prometheus_with(path, states, "")
+}
+
+/// [`write_prometheus`] with `extra` (complete metric families in the text format, such as
+/// the caller's repository metrics) appended.
+pub fn write_prometheus_with(path: &Path, states: &[JobState], extra: &str) -> io::Result<()> {
+    let mut text = render_prometheus(states);
+    text.push_str(extra);
+    write_atomic(path, text.as_bytes())
 }
 
 #[cfg(test)]
@@ -708,21 +724,53 @@ mod tests {
         let text = render_prometheus(&[a, b]);
         assert!(text.contains("# TYPE mnbackup_last_success_timestamp_seconds gauge\n"));
         assert!(text.contains(
-            "mnbackup_last_success_timestamp_seconds{job=\"nightly\",kind=\"snapshot\"} 1767225600.000\n"
+            "mnbackup_last_success_timestamp_seconds{mnbackup_job=\"nightly\",kind=\"snapshot\"} 1767225600.000\n"
         ));
         assert!(text.contains(
-            "mnbackup_last_success_timestamp_seconds{job=\"we\\\"ird\",kind=\"verify\"} 0\n"
+            "mnbackup_last_success_timestamp_seconds{mnbackup_job=\"we\\\"ird\",kind=\"verify\"} 0\n"
         ));
-        assert!(text.contains("mnbackup_last_run_ok{job=\"nightly\",kind=\"snapshot\"} 1\n"));
-        assert!(!text.contains("mnbackup_last_run_ok{job=\"we"));
         assert!(
-            text.contains("mnbackup_skipped_overlap_total{job=\"nightly\",kind=\"snapshot\"} 1\n")
+            text.contains("mnbackup_last_run_ok{mnbackup_job=\"nightly\",kind=\"snapshot\"} 1\n")
         );
+        assert!(!text.contains("mnbackup_last_run_ok{mnbackup_job=\"we"));
+        assert!(text.contains(
+            "mnbackup_skipped_overlap_total{mnbackup_job=\"nightly\",kind=\"snapshot\"} 1\n"
+        ));
         assert_eq!(text.matches("# TYPE mnbackup_last_run_ok").count(), 1);
 
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("mnbackup.prom");
         write_prometheus(&p, &[JobState::new("x", "snapshot")]).unwrap();
-        assert!(fs::read_to_string(p).unwrap().contains("job=\"x\""));
+        assert!(fs::read_to_string(&p)
+            .unwrap()
+            .contains("{mnbackup_job=\"x\","));
+        assert!(!fs::read_to_string(&p).unwrap().contains("{job="));
+    }
+
+    /// Issue 14 item 8: 4 jobs of one daemon writing the textfile at once, 100 times each,
+    /// never collide on a temporary name.
+    #[test]
+    fn concurrent_textfile_writes_never_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mnbackup.prom");
+        let states: Vec<JobState> = (0..4)
+            .map(|i| JobState::new(&format!("job{i}"), "snapshot"))
+            .collect();
+        let errors: usize = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    sc.spawn(|| {
+                        (0..100)
+                            .filter(|_| write_prometheus(&p, &states).is_err())
+                            .count()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(errors, 0);
+        assert_eq!(fs::read_to_string(&p).unwrap(), render_prometheus(&states));
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary files left behind: {left:?}");
     }
 }

@@ -252,8 +252,8 @@ async fn catch_up_runs_once_at_start_and_respects_catch_up_false() {
     assert_eq!(load(dir.path(), "fresh").missed_slots, 0);
 
     let metrics = std::fs::read_to_string(dir.path().join("mnbackup.prom")).unwrap();
-    assert!(metrics.contains("mnbackup_last_run_ok{job=\"behind\",kind=\"snapshot\"} 1"));
-    assert!(metrics.contains("job=\"fresh\""));
+    assert!(metrics.contains("mnbackup_last_run_ok{mnbackup_job=\"behind\",kind=\"snapshot\"} 1"));
+    assert!(metrics.contains("mnbackup_job=\"fresh\""));
 
     let report = stop(h, &shutdown, &clock).await;
     assert_eq!(report.jobs.len(), 3);

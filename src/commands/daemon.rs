@@ -192,6 +192,7 @@ struct Plan {
 /// The [`Job`] implementation: runs snapshots and verifies against the repository.
 struct Runner {
     ctx: Arc<Ctx>,
+    metrics: Arc<MetricsCache>,
     plans: HashMap<String, Plan>,
     on_failure: Option<String>,
     shutdown: CancelToken,
@@ -243,6 +244,7 @@ fn run_blocking(
     name: &str,
     work: &Work,
     cancel: &AtomicBool,
+    metrics: &MetricsCache,
 ) -> Result<String, JobError> {
     match work {
         Work::Snapshot { tags } => {
@@ -330,6 +332,7 @@ fn run_blocking(
                 false,
             )
             .map_err(|e| job_error(e.context("verify could not run")))?;
+            metrics.set_verify(Utc::now(), r.ok);
             let what = format!(
                 "{} snapshots, {} objects checked{}",
                 r.snapshots,
@@ -466,6 +469,10 @@ impl Runner {
 }
 
 impl Job for Runner {
+    fn metrics(&self) -> String {
+        self.metrics.render()
+    }
+
     async fn run(&self, jc: JobContext) -> Result<JobOutcome, JobError> {
         let Some(plan) = self.plans.get(&jc.job_name) else {
             return Err(JobError::permanent(format!(
@@ -483,18 +490,23 @@ impl Job for Runner {
             })
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (ctx, work, name, f) = (
+        let (ctx, work, name, f, metrics) = (
             self.ctx.clone(),
             plan.work.clone(),
             jc.job_name.clone(),
             flag.clone(),
+            self.metrics.clone(),
         );
         // A plain thread, not the runtime's blocking pool: the snapshot starts its own runtime
         // for MariaDB, and an abandoned run must not keep the daemon's runtime from shutting down.
         let spawned = std::thread::Builder::new()
             .name(format!("job-{name}"))
             .spawn(move || {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_blocking(&ctx, &name, &work, &f)))
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let r = run_blocking(&ctx, &name, &work, &f, &metrics);
+                    metrics.refresh(&ctx);
+                    r
+                }))
                     .unwrap_or_else(|p| {
                         let what = p
                             .downcast_ref::<String>()
@@ -528,6 +540,143 @@ impl Job for Runner {
             }
         }
     }
+}
+
+/// Repository metrics for the Prometheus textfile, refreshed after every run (reading the
+/// repository is too slow to do on every state change).
+#[derive(Default)]
+struct MetricsCache {
+    /// Only with `[daemon] prometheus_textfile`.
+    enabled: bool,
+    inner: std::sync::Mutex<(String, Option<(chrono::DateTime<Utc>, bool)>)>,
+}
+
+impl MetricsCache {
+    fn set_verify(&self, at: chrono::DateTime<Utc>, ok: bool) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1 = Some((at, ok));
+    }
+
+    fn refresh(&self, ctx: &Ctx) {
+        if !self.enabled {
+            return;
+        }
+        let text = repo_metrics(ctx);
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0 = text;
+    }
+
+    fn render(&self) -> String {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = g.0.clone();
+        if let Some((at, ok)) = g.1 {
+            family(
+                &mut out,
+                "mnbackup_verify_last_ok",
+                "1 if the daemon's last verify found the repository sound, 0 if it found problems.",
+                u8::from(ok),
+            );
+            family(
+                &mut out,
+                "mnbackup_verify_last_timestamp_seconds",
+                "Unix time the daemon's last verify ended.",
+                at.timestamp(),
+            );
+        }
+        out
+    }
+}
+
+/// Appends one unlabelled gauge.
+fn family(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
+    out.push_str(&format!(
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+    ));
+}
+
+/// The repository's metrics: whether it can be read, snapshots, stored bytes, the newest
+/// snapshot's completeness and time, the newest complete snapshot's time.
+fn repo_metrics(ctx: &Ctx) -> String {
+    let mut out = String::new();
+    let read = (|| -> Result<_> {
+        let repo = ctx.open_repo()?;
+        let all = repo.load_all()?;
+        let stored: u64 = repo.all_objects()?.iter().map(|(_, n)| n).sum();
+        Ok((all, stored))
+    })();
+    let (all, stored) = match read {
+        Ok(v) => v,
+        Err(e) => {
+            warn!("repository metrics not updated: {e:#}");
+            family(
+                &mut out,
+                "mnbackup_repository_readable",
+                "1 if the daemon could read the repository after its last run.",
+                0,
+            );
+            return out;
+        }
+    };
+    family(
+        &mut out,
+        "mnbackup_repository_readable",
+        "1 if the daemon could read the repository after its last run.",
+        1,
+    );
+    let good: Vec<_> = all.iter().filter_map(|r| r.as_ref().ok()).collect();
+    family(
+        &mut out,
+        "mnbackup_snapshots",
+        "Snapshots in the repository.",
+        all.len(),
+    );
+    family(
+        &mut out,
+        "mnbackup_snapshots_incomplete",
+        "Snapshots in the repository that are incomplete (have gaps).",
+        good.iter().filter(|m| !m.complete).count(),
+    );
+    family(
+        &mut out,
+        "mnbackup_snapshots_damaged",
+        "Snapshot manifests that cannot be read.",
+        all.len() - good.len(),
+    );
+    family(
+        &mut out,
+        "mnbackup_repository_bytes",
+        "Bytes of all stored objects.",
+        stored,
+    );
+    if let Some(m) = good.last() {
+        family(
+            &mut out,
+            "mnbackup_snapshot_complete",
+            "1 if the newest snapshot is complete, 0 if it has gaps.",
+            u8::from(m.complete),
+        );
+        family(
+            &mut out,
+            "mnbackup_newest_snapshot_timestamp_seconds",
+            "Unix time the newest snapshot was taken.",
+            m.time.timestamp(),
+        );
+        family(
+            &mut out,
+            "mnbackup_newest_snapshot_logical_bytes",
+            "Plain size of the newest snapshot's items.",
+            m.stats.logical_bytes,
+        );
+    }
+    family(
+        &mut out,
+        "mnbackup_newest_complete_snapshot_timestamp_seconds",
+        "Unix time the newest complete snapshot was taken (0 = none).",
+        good.iter()
+            .rev()
+            .find(|m| m.complete)
+            .map(|m| m.time.timestamp())
+            .unwrap_or(0),
+    );
+    out
 }
 
 /// Takes the single-instance lock (`flock` on `<state dir>/daemon.lock`) and writes our pid
@@ -644,7 +793,26 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         serialize_jobs: true,
     };
     let shutdown = CancelToken::new();
+    let metrics = Arc::new(MetricsCache {
+        enabled: dcfg.metrics_file.is_some(),
+        ..Default::default()
+    });
+    if metrics.enabled {
+        metrics.refresh(ctx);
+        // The last verify result, from the verify jobs' state files.
+        let store = mnbackup_scheduler::StateStore::new(&dir);
+        let last_verify = specs
+            .iter()
+            .filter(|s| s.kind == "verify")
+            .filter_map(|s| store.load(&s.name).ok().flatten())
+            .filter_map(|st| Some((st.last_finish?, st.last_run_ok?)))
+            .max_by_key(|(t, _)| *t);
+        if let Some((t, ok)) = last_verify {
+            metrics.set_verify(t, ok);
+        }
+    }
     let runner = Runner {
+        metrics,
         ctx: Arc::new(Ctx {
             repo_path: ctx.repo_path.clone(),
             config_path: ctx.config_path.clone(),
