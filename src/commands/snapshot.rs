@@ -115,6 +115,47 @@ pub fn take(ctx: &Ctx, req: &SnapshotRequest) -> Result<Manifest> {
     }
 }
 
+/// An [`ItemSink`](crate::source::ItemSink) that refuses every item once `stop` is set, so a
+/// source that stores item by item (the MariaDB dump: tables and pieces) stops at the next one.
+struct CancellableSink {
+    inner: Arc<SnapshotWriter>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CancellableSink {
+    fn check(&self) -> Result<()> {
+        if self.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            anyhow::bail!("cancelled by a shutdown request (SIGTERM) during the MariaDB dump");
+        }
+        Ok(())
+    }
+}
+
+impl crate::source::ItemSink for CancellableSink {
+    fn put_reader(
+        &self,
+        spec: crate::source::ItemSpec,
+        reader: &mut dyn std::io::Read,
+    ) -> Result<()> {
+        self.check()?;
+        self.inner.put_reader(spec, reader)
+    }
+    fn put_bytes(&self, spec: crate::source::ItemSpec, data: &[u8]) -> Result<()> {
+        self.check()?;
+        self.inner.put_bytes(spec, data)
+    }
+    fn put_entry(&self, spec: crate::source::ItemSpec) -> Result<()> {
+        self.check()?;
+        self.inner.put_entry(spec)
+    }
+    fn set_source_info(&self, source: &str, info: serde_json::Value) {
+        self.inner.set_source_info(source, info)
+    }
+    fn gap(&self, gap: crate::model::Gap) {
+        self.inner.gap(gap)
+    }
+}
+
 fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) -> Result<()> {
     let cfg = &ctx.config;
     let cancelled = || {
@@ -127,8 +168,26 @@ fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) ->
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            let sink: Arc<dyn crate::source::ItemSink> = writer.clone();
-            let summary = rt.block_on(sources::mariadb::backup(m, sink))?;
+            // Cancellable between tables and pieces: once `req.cancel` is set, the sink refuses
+            // the next item, and the dump stops with that error.
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let sink: Arc<dyn crate::source::ItemSink> = Arc::new(CancellableSink {
+                inner: writer.clone(),
+                stop: stop.clone(),
+            });
+            let summary = rt.block_on(async {
+                let watch = async {
+                    while !cancelled() {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                    std::future::pending::<()>().await
+                };
+                tokio::select! {
+                    r = sources::mariadb::backup(m, sink) => r,
+                    () = watch => unreachable!("the watch never ends"),
+                }
+            })?;
             tracing::info!(
                 "mariadb: {} databases, {} tables, {} rows in {} items ({}); commits were \
                  blocked {} ms; {:.1}s",
