@@ -23,6 +23,10 @@ pub struct Cli {
     /// Machine-readable JSON output on standard output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// `snapshot` and `verify` by hand: run `[daemon] on_success` / `on_failure` afterwards, as
+    /// the daemon does for its jobs (MNBACKUP_JOB=manual).
+    #[arg(long, global = true)]
+    pub hooks: bool,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -202,6 +202,9 @@ pub struct DaemonConfig {
     pub prometheus_textfile: Option<PathBuf>,
     /// A shell command run when a job fails (mail, pager); gets MNBACKUP_JOB and MNBACKUP_ERROR.
     pub on_failure: Option<String>,
+    /// A shell command run when a job succeeds (a heartbeat such as a dead man's switch URL);
+    /// gets the same MNBACKUP_* variables as `on_failure`.
+    pub on_success: Option<String>,
     /// Seconds an in-flight job may take to finish after SIGTERM.
     pub grace_seconds: u64,
     /// `status` is healthy while the last success is younger than this (default: twice the
@@ -216,6 +219,7 @@ impl Default for DaemonConfig {
             state_dir: PathBuf::from("/var/lib/mnbackup"),
             prometheus_textfile: None,
             on_failure: None,
+            on_success: None,
             grace_seconds: 300,
             max_age_hours: None,
         }

@@ -32,7 +32,18 @@ fn main() {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let code = match mnbackup::commands::run(cli) {
+    let hooks = match mnbackup::commands::daemon::ManualHooks::for_cli(&cli) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(mnbackup::error::exit_code(&e));
+        }
+    };
+    let result = mnbackup::commands::run(cli);
+    if let Some(h) = hooks {
+        h.after(&result);
+    }
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -848,3 +848,89 @@ state_dir = "{state}"
     }
     assert!(!d.log().contains("locked"), "{}", d.log());
 }
+
+/// Issue 14 item 13: `on_success` beside `on_failure`, for the daemon's jobs and, with
+/// `--hooks`, for manual runs, with the same MNBACKUP_* variables.
+#[test]
+fn hooks_run_on_success_and_failure_for_daemon_and_manual_runs() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("node");
+    let repo = t.path().join("pool/repo");
+    let state = t.path().join("state");
+    let hook = t.path().join("hook.log");
+    make_tree(&src);
+    ok(&repo, &["init"]);
+    let config = |repo: &Path| {
+        format!(
+            r#"
+[repository]
+path = "{repo}"
+
+[[files]]
+paths = ["{src}"]
+
+[[schedule]]
+name = "snap"
+cron = "*/2 * * * * *"
+
+[daemon]
+timezone = "UTC"
+state_dir = "{state}"
+on_success = 'echo "ok $MNBACKUP_JOB $MNBACKUP_KIND $MNBACKUP_RESULT [$MNBACKUP_SUMMARY]" >> {hook}'
+on_failure = 'echo "fail $MNBACKUP_JOB $MNBACKUP_KIND $MNBACKUP_RESULT [$MNBACKUP_ERROR]" >> {hook}'
+"#,
+            repo = repo.display(),
+            src = src.display(),
+            state = state.display(),
+            hook = hook.display()
+        )
+    };
+    let cfg = write_config(t.path(), &config(&repo));
+    let c = cfg.to_str().unwrap();
+    let lines = || {
+        fs::read_to_string(&hook)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+
+    // Manual runs without --hooks run no hook.
+    let o = run(&["-c", c, "snapshot"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(lines().is_empty());
+    // With --hooks: on_success, JOB=manual.
+    let o = run(&["-c", c, "--hooks", "snapshot"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(lines(), ["ok manual snapshot success [snapshot ok]"]);
+    let o = run(&["-c", c, "verify", "--hooks"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(lines()[1], "ok manual verify success [verify ok]");
+    // A manual run that fails: on_failure with the error, and the command's own exit code.
+    let other = t.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    let unmounted = write_config(&other, &config(&t.path().join("nothing-here")));
+    let o = run(&["-c", unmounted.to_str().unwrap(), "--hooks", "snapshot"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let l = lines();
+    assert!(
+        l[2].starts_with("fail manual snapshot failure [") && l[2].contains("(exit code 3)]"),
+        "{l:?}"
+    );
+    // --hooks where it means nothing is a usage error, and runs nothing.
+    let o = run(&["-c", c, "--hooks", "list"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(lines().len(), 3);
+
+    // The daemon runs on_success after each good run.
+    let mut d = DaemonProc::start(&cfg, t.path().join("daemon.log"));
+    let two = wait_for(Duration::from_secs(30), || {
+        lines()
+            .iter()
+            .filter(|l| l.starts_with("ok snap snapshot success [snapshot "))
+            .count()
+            >= 2
+    });
+    assert_eq!(d.terminate(), Some(0), "daemon log:\n{}", d.log());
+    assert!(two, "{:?}\n{}", lines(), d.log());
+}
