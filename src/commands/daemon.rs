@@ -703,8 +703,11 @@ impl Job for Runner {
 struct MetricsCache {
     /// Only with `[daemon] prometheus_textfile`.
     enabled: bool,
-    inner: std::sync::Mutex<(String, Option<(chrono::DateTime<Utc>, bool)>)>,
+    /// The repository metrics text, and when the last verify ended and whether it was sound.
+    inner: std::sync::Mutex<(String, Option<VerifyResult>)>,
 }
+
+type VerifyResult = (chrono::DateTime<Utc>, bool);
 
 impl MetricsCache {
     fn set_verify(&self, at: chrono::DateTime<Utc>, ok: bool) {
