@@ -934,3 +934,63 @@ on_failure = 'echo "fail $MNBACKUP_JOB $MNBACKUP_KIND $MNBACKUP_RESULT [$MNBACKU
     assert_eq!(d.terminate(), Some(0), "daemon log:\n{}", d.log());
     assert!(two, "{:?}\n{}", lines(), d.log());
 }
+
+/// Issue 14 item 5: `timezone = "local"` follows exactly the DST rules of the system's named
+/// zone (here TZ=America/New_York) over a year: repeated and skipped hours alike.
+#[test]
+fn local_timezone_fires_exactly_as_the_named_zone_over_a_dst_year() {
+    let t = tempfile::tempdir().unwrap();
+    let fires = |tz: &str, expr: &str| -> Vec<DateTime<Utc>> {
+        let dir = t.path().join(tz.replace('/', "_"));
+        fs::create_dir_all(&dir).unwrap();
+        let cfg = write_config(&dir, &format!("[daemon]\ntimezone = \"{tz}\"\n"));
+        let o = Command::new(bin())
+            .args([
+                "-c",
+                cfg.to_str().unwrap(),
+                "--json",
+                "schedule",
+                "next",
+                "1500",
+            ])
+            .args(["--expr", expr])
+            .env_remove("MNBACKUP_CONFIG")
+            .env_remove("MNBACKUP_REPO")
+            .env("TZ", "America/New_York")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        json(&o)[0]["next"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                DateTime::parse_from_rfc3339(v.as_str().unwrap())
+                    .unwrap()
+                    .with_timezone(&Utc)
+            })
+            .collect()
+    };
+    // Every 15 minutes in the 2 o'clock hour (skipped in March), 1:30 (repeated in November),
+    // and the hours around both transitions on Sundays.
+    for expr in ["*/15 2 * * *", "30 1 * * *", "0 1-3 * * 0"] {
+        let local = fires("local", expr);
+        let named = fires("America/New_York", expr);
+        assert_eq!(local.len(), 1500, "{expr}");
+        let span = *local.last().unwrap() - local[0];
+        let differ: Vec<_> = local
+            .iter()
+            .zip(&named)
+            .filter(|(a, b)| a != b)
+            .take(3)
+            .collect();
+        assert!(
+            differ.is_empty() && local.len() == named.len(),
+            "{expr}: local differs from America/New_York (local, named): {differ:?}"
+        );
+        assert!(
+            span > chrono::Duration::days(364),
+            "{expr}: covers a DST year"
+        );
+    }
+}

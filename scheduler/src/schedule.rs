@@ -119,19 +119,70 @@ pub enum TzSpec {
     Named(chrono_tz::Tz),
 }
 
+/// The IANA zone named by a `TZ` value, an `/etc/localtime` symlink target or an
+/// `/etc/timezone` file, in that order (see [`TzSpec::system`]).
+pub fn resolve_system_zone(
+    tz_env: Option<&str>,
+    localtime_link: Option<&std::path::Path>,
+    timezone_file: Option<&str>,
+) -> Option<chrono_tz::Tz> {
+    let by_name = |s: &str| -> Option<chrono_tz::Tz> {
+        let s = s.trim().trim_start_matches(':');
+        if s.is_empty() {
+            return None;
+        }
+        // A path such as /usr/share/zoneinfo/Asia/Shanghai (or .../zoneinfo/posix/...).
+        let name = match s.rfind("zoneinfo/") {
+            Some(i) => &s[i + "zoneinfo/".len()..],
+            None => s,
+        };
+        let name = name
+            .strip_prefix("posix/")
+            .or_else(|| name.strip_prefix("right/"))
+            .unwrap_or(name);
+        name.parse::<chrono_tz::Tz>().ok()
+    };
+    if let Some(tz) = tz_env {
+        // A set TZ decides, as it does for the C library; only a value that names no zone
+        // (e.g. POSIX rules like "CST-8") falls through.
+        if let Some(z) = by_name(tz) {
+            return Some(z);
+        }
+    }
+    if let Some(z) = localtime_link.and_then(|p| by_name(&p.to_string_lossy())) {
+        return Some(z);
+    }
+    timezone_file.and_then(by_name)
+}
+
 impl TzSpec {
-    /// Parses `"local"` (or an empty string) as [`TzSpec::Local`], anything else as an
-    /// IANA zone name (`UTC`, `Asia/Shanghai`, ...).
+    /// Parses `"local"` (or an empty string) as the system's zone, anything else as an
+    /// IANA zone name (`UTC`, `Asia/Shanghai`, ...). The system's zone is resolved to its
+    /// IANA name ([`TzSpec::system`]) so that it follows exactly the same DST rules as that
+    /// name; only when no name can be found does it stay [`TzSpec::Local`].
     pub fn parse(name: &str) -> Result<Self, ScheduleError> {
         let t = name.trim();
         if t.is_empty() || t.eq_ignore_ascii_case("local") {
-            return Ok(TzSpec::Local);
+            return Ok(TzSpec::system());
         }
         t.parse::<chrono_tz::Tz>()
             .map(TzSpec::Named)
             .map_err(|_| ScheduleError::UnknownTimeZone {
                 name: t.to_string(),
             })
+    }
+
+    /// The system's zone by IANA name: the `TZ` environment variable (`Asia/Shanghai`,
+    /// `:Asia/Shanghai`, or a path under a `zoneinfo` directory), else the target of the
+    /// `/etc/localtime` symlink (`/usr/share/zoneinfo/Asia/Shanghai`), else `/etc/timezone`
+    /// (Debian); [`TzSpec::Local`] if none of them names a known zone.
+    pub fn system() -> Self {
+        let tz = std::env::var("TZ").ok();
+        let link = std::fs::read_link("/etc/localtime").ok();
+        let file = std::fs::read_to_string("/etc/timezone").ok();
+        resolve_system_zone(tz.as_deref(), link.as_deref(), file.as_deref())
+            .map(TzSpec::Named)
+            .unwrap_or(TzSpec::Local)
     }
 
     /// The name to show and persist: `"local"` or the IANA name.
@@ -1043,12 +1094,45 @@ mod tests {
 
     #[test]
     fn local_tz_parses() {
-        assert_eq!(TzSpec::parse("local").unwrap(), TzSpec::Local);
-        assert_eq!(TzSpec::parse("").unwrap(), TzSpec::Local);
+        assert_eq!(TzSpec::parse("local").unwrap(), TzSpec::system());
+        assert_eq!(TzSpec::parse("").unwrap(), TzSpec::system());
         let s = Schedule::parse("0 0,12 * * *", TzSpec::Local).unwrap();
         assert!(s.next_after(Utc::now()).is_some());
         assert!(s.is_fixed_time());
         assert!(!sched("*/5 * * * *", "UTC").is_fixed_time());
+    }
+
+    /// Issue 14 item 5: "local" resolves to the system zone's IANA name.
+    #[test]
+    fn system_zone_is_resolved_to_its_name() {
+        use std::path::Path;
+        let ny: chrono_tz::Tz = "America/New_York".parse().unwrap();
+        let sh: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
+        let link = Path::new("/usr/share/zoneinfo/America/New_York");
+        assert_eq!(resolve_system_zone(None, Some(link), None), Some(ny));
+        let rel = Path::new("../usr/share/zoneinfo/posix/America/New_York");
+        assert_eq!(resolve_system_zone(None, Some(rel), None), Some(ny));
+        // TZ wins, with or without the leading ':'; a POSIX rule falls through.
+        assert_eq!(
+            resolve_system_zone(Some(":Asia/Shanghai"), Some(link), None),
+            Some(sh)
+        );
+        assert_eq!(
+            resolve_system_zone(Some("Asia/Shanghai"), None, None),
+            Some(sh)
+        );
+        assert_eq!(
+            resolve_system_zone(Some("CST-8"), Some(link), None),
+            Some(ny)
+        );
+        assert_eq!(
+            resolve_system_zone(None, None, Some("Asia/Shanghai\n")),
+            Some(sh)
+        );
+        assert_eq!(
+            resolve_system_zone(None, Some(Path::new("/etc/foo")), None),
+            None
+        );
     }
 
     #[test]
