@@ -26,16 +26,29 @@ fn main() {
             "warn,mnbackup={level},mnbackup_restore={level},mnbackup_scheduler={level}"
         ))
     });
-    tracing_subscriber::fmt()
+    let journal = mnbackup::ui::stderr_is_journal();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if journal {
+        // Under systemd: journald adds the time; each line carries its priority.
+        let format = tracing_subscriber::fmt::format()
+            .with_target(false)
+            .with_ansi(false)
+            .without_time();
+        builder
+            .event_format(mnbackup::ui::JournalPriority(format))
+            .init();
+    } else {
+        builder.init();
+    }
+    let error_prefix = if journal { "<3>error" } else { "error" };
     let hooks = match mnbackup::commands::daemon::ManualHooks::for_cli(&cli) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{error_prefix}: {e:#}");
             std::process::exit(mnbackup::error::exit_code(&e));
         }
     };
@@ -46,7 +59,7 @@ fn main() {
     let code = match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{error_prefix}: {e:#}");
             mnbackup::error::exit_code(&e)
         }
     };

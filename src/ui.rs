@@ -82,3 +82,53 @@ impl Progress for SnapshotProgress {
         }
     }
 }
+
+/// Whether stderr is connected to the systemd journal: `JOURNAL_STREAM` (set by systemd for a
+/// service's stdout/stderr stream) names stderr's device and inode.
+pub fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on fd 2 into a properly sized, zeroed struct.
+    if unsafe { libc::fstat(2, &mut st) } != 0 {
+        return false;
+    }
+    dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
+}
+
+/// The journald priority prefix (`sd-daemon(3)`) of a log level: `<3>` error, `<4>` warning,
+/// `<6>` info, `<7>` debug and trace. journald strips it and files the line under that
+/// priority, so `journalctl -u mnbackup -p err` lists the failures.
+pub fn journal_prefix(level: &tracing::Level) -> &'static str {
+    match *level {
+        tracing::Level::ERROR => "<3>",
+        tracing::Level::WARN => "<4>",
+        tracing::Level::INFO => "<6>",
+        _ => "<7>",
+    }
+}
+
+/// A log line formatter that puts the journald priority prefix before each line of another
+/// formatter's output.
+pub struct JournalPriority<F>(pub F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalPriority<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        writer.write_str(journal_prefix(event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}

@@ -994,3 +994,139 @@ fn local_timezone_fires_exactly_as_the_named_zone_over_a_dst_year() {
         );
     }
 }
+
+/// Issue 14 item 11: the generated unit passes `systemd-analyze verify`, is hardened (exposure
+/// score from `systemd-analyze security` at most 3.0, "OK"), takes its mount dependency from the
+/// configuration's repository path (not a `-r` given to the command), and stops restarting on a
+/// configuration error.
+#[test]
+fn the_generated_unit_verifies_and_is_hardened() {
+    let analyze = Path::new("/usr/bin/systemd-analyze");
+    assert!(
+        analyze.exists(),
+        "systemd-analyze is missing: install the systemd package (fixtures/test-all.sh does)"
+    );
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("pool/repo");
+    let state = t.path().join("state");
+    let cfg = write_config(
+        t.path(),
+        &format!(
+            "[repository]\npath = \"{}\"\n[daemon]\nstate_dir = \"{}\"\n\
+             prometheus_textfile = \"{}/textfile/mnbackup.prom\"\n",
+            repo.display(),
+            state.display(),
+            t.path().display()
+        ),
+    );
+    let other = t.path().join("elsewhere");
+    let o = run(&[
+        "-c",
+        cfg.to_str().unwrap(),
+        "-r",
+        other.to_str().unwrap(),
+        "schedule",
+        "install",
+        "--dry-run",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let unit = stdout(&o);
+    assert!(
+        unit.contains(&format!("RequiresMountsFor={}\n", repo.display())),
+        "{unit}"
+    );
+    assert!(!unit.contains("elsewhere"), "{unit}");
+    for line in [
+        "RestartPreventExitStatus=2\n".to_string(),
+        "SyslogIdentifier=mnbackup\n".to_string(),
+        "ProtectSystem=strict\n".to_string(),
+        format!(
+            "ReadWritePaths={} -{} -/var/cache/mnbackup -{}/textfile -/root/.cassandra\n",
+            repo.display(),
+            state.display(),
+            t.path().display()
+        ),
+        "ProtectHome=read-only\n".to_string(),
+        "PrivateTmp=yes\n".to_string(),
+        "NoNewPrivileges=yes\n".to_string(),
+    ] {
+        assert!(unit.contains(&line), "missing {line:?} in\n{unit}");
+    }
+    let file = t.path().join("mnbackup.service");
+    fs::write(&file, &unit).unwrap();
+    let v = Command::new(analyze)
+        .args(["verify", "--man=no"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success() && v.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        stdout(&v),
+        stderr(&v)
+    );
+    let s = Command::new(analyze)
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let out = stdout(&s);
+    let verdict = out
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no exposure level in {out}{}", stderr(&s)));
+    let score: f64 = verdict
+        .split(": ")
+        .nth(1)
+        .and_then(|v| v.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{verdict}"));
+    eprintln!("{verdict}");
+    assert!(score <= 3.0, "{verdict}\n{out}");
+}
+
+/// Issue 14 item 11: under systemd (stderr is the journal stream) every log line carries its
+/// journald priority, so `journalctl -p err` finds the failures.
+#[test]
+fn log_lines_carry_journald_priorities_under_systemd() {
+    use std::os::unix::fs::MetadataExt;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("node");
+    make_tree(&src);
+    let repo = t.path().join("repo");
+    ok(&repo, &["init"]);
+    let log = t.path().join("journal");
+    let journal_run = |args: &[&str]| {
+        let f = fs::File::create(&log).unwrap();
+        let m = f.metadata().unwrap();
+        let o = Command::new(bin())
+            .args(args)
+            .env_remove("MNBACKUP_CONFIG")
+            .env("MNBACKUP_LOG", "debug")
+            .env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
+            .stderr(f)
+            .output()
+            .unwrap();
+        (o.status.code(), fs::read_to_string(&log).unwrap())
+    };
+    let r = repo.to_str().unwrap();
+    let (code, text) = journal_run(&["-r", r, "snapshot", "--files", src.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.is_empty());
+    for l in text.lines() {
+        assert!(
+            l.starts_with("<6>") || l.starts_with("<4>") || l.starts_with("<7>"),
+            "{text}"
+        );
+    }
+    let missing = t.path().join("missing");
+    let (code, text) = journal_run(&["-r", missing.to_str().unwrap(), "list"]);
+    assert_eq!(code, Some(3));
+    assert!(
+        text.starts_with("<3>error: no mnbackup repository"),
+        "{text}"
+    );
+    // Not under systemd: no prefixes.
+    let o = run(&["-r", missing.to_str().unwrap(), "list"]);
+    assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
+}

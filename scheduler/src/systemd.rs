@@ -10,7 +10,18 @@
 //!   [`crate::daemon::DaemonConfig::stop_timeout`]).
 //! * `Restart=on-failure`: a clean shutdown exits 0 and stays stopped; crashes restart.
 //! * `After=network-online.target remote-fs.target` and `RequiresMountsFor=<pool>`: do
-//!   not start before the pool (often NFS) is mounted.
+//!   not start before the pool (often NFS) is mounted. The pool is the repository path the
+//!   service itself uses (the configuration file's, not a `-r` given to `schedule install`).
+//! * `RestartPreventExitStatus=2`: a configuration error (exit 2) does not restart every 30 s
+//!   forever; fix the configuration and start it again.
+//! * Hardening: `ProtectSystem=strict` with `ReadWritePaths=` only for the pool, the state
+//!   directory, the signature cache and the Prometheus textfile directory; `ProtectHome=
+//!   read-only`, `PrivateTmp`, `PrivateDevices`, `NoNewPrivileges`, kernel/cgroup/clock/
+//!   hostname protection, `@system-service` system calls, and a capability bounding set of
+//!   `CAP_DAC_READ_SEARCH` (read every file to back up) and `CAP_DAC_OVERRIDE` (write the pool
+//!   and state whoever owns them). No `MemoryDenyWriteExecute`: `nodetool` is Java (a JIT).
+//! * `SyslogIdentifier=mnbackup`; the daemon writes its log lines with journald priorities
+//!   (`<3>` errors, `<4>` warnings), so `journalctl -u mnbackup -p err` finds the failures.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +41,10 @@ pub struct UnitOptions {
     pub cancel_timeout: Duration,
     /// `User=` to run as (default root, which ZStack management nodes use).
     pub user: Option<String>,
+    /// Further directories the daemon writes (state directory, signature cache, Prometheus
+    /// textfile directory): `ReadWritePaths=`, besides the pool. Missing ones are skipped
+    /// (`-` prefix) so a not-yet-created directory does not keep the service from starting.
+    pub writable: Vec<PathBuf>,
 }
 
 impl Default for UnitOptions {
@@ -41,6 +56,7 @@ impl Default for UnitOptions {
             grace: Duration::from_secs(600),
             cancel_timeout: Duration::from_secs(60),
             user: None,
+            writable: Vec::new(),
         }
     }
 }
@@ -92,12 +108,56 @@ pub fn render_unit(opts: &UnitOptions) -> String {
     s.push_str(&format!("ExecStart={exec}\n"));
     s.push_str("Restart=on-failure\n");
     s.push_str("RestartSec=30s\n");
+    s.push_str("# Exit 2 is a configuration error: restarting would only fail again.\n");
+    s.push_str("RestartPreventExitStatus=2\n");
+    s.push_str("SyslogIdentifier=mnbackup\n");
     s.push_str("KillSignal=SIGTERM\n");
     s.push_str("KillMode=mixed\n");
     s.push_str(&format!("TimeoutStopSec={}s\n", stop.as_secs()));
     s.push_str("Nice=10\n");
     s.push_str("IOSchedulingClass=best-effort\n");
     s.push_str("IOSchedulingPriority=7\n");
+    s.push_str("# Hardening: read everything, write only the pool, state, cache and metrics.\n");
+    s.push_str("ProtectSystem=strict\n");
+    let mut rw: Vec<String> = Vec::new();
+    if let Some(pool) = &opts.pool {
+        rw.push(quote(&pool.to_string_lossy()));
+    }
+    for w in &opts.writable {
+        let q = quote(&format!("-{}", w.to_string_lossy()));
+        if !rw.contains(&q) {
+            rw.push(q);
+        }
+    }
+    // nodetool keeps its history in ~/.cassandra.
+    rw.push("-/root/.cassandra".to_string());
+    s.push_str(&format!("ReadWritePaths={}\n", rw.join(" ")));
+    for line in [
+        "ProtectHome=read-only",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE",
+        "AmbientCapabilities=",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        "RestrictSUIDSGID=yes",
+        "RestrictRealtime=yes",
+        "RestrictNamespaces=yes",
+        "LockPersonality=yes",
+        "RemoveIPC=yes",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "SystemCallArchitectures=native",
+        "SystemCallFilter=@system-service",
+        "SystemCallErrorNumber=EPERM",
+    ] {
+        s.push_str(line);
+        s.push('\n');
+    }
     s.push_str("\n[Install]\n");
     s.push_str("WantedBy=multi-user.target\n");
     s
@@ -118,6 +178,14 @@ mod tests {
             "KillMode=mixed\n",
             "TimeoutStopSec=690s\n",
             "WantedBy=multi-user.target\n",
+            "RestartPreventExitStatus=2\n",
+            "SyslogIdentifier=mnbackup\n",
+            "ProtectSystem=strict\n",
+            "ReadWritePaths=-/root/.cassandra\n",
+            "ProtectHome=read-only\n",
+            "PrivateTmp=yes\n",
+            "NoNewPrivileges=yes\n",
+            "CapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE\n",
         ] {
             assert!(u.contains(line), "missing {line:?} in\n{u}");
         }
@@ -134,7 +202,15 @@ mod tests {
             grace: Duration::from_secs(60),
             cancel_timeout: Duration::from_secs(10),
             user: Some("root".into()),
+            writable: vec!["/var/lib/mnbackup".into(), "/var/lib/node exporter".into()],
         });
+        assert!(
+            u.contains(
+                "ReadWritePaths=/mysql_bk -/var/lib/mnbackup \"-/var/lib/node exporter\" \
+             -/root/.cassandra\n"
+            ),
+            "{u}"
+        );
         assert!(u.contains(
             "ExecStart=\"/opt/mn backup/mnbackup\" --config /etc/mnbackup/mnbackup.toml daemon\n"
         ));

@@ -81,7 +81,9 @@ fn absolute(p: &Path) -> PathBuf {
 pub fn install(ctx: &Ctx, dry_run: bool) -> Result<i32> {
     let exe = std::env::current_exe().context("finding the path of the mnbackup binary")?;
     let config = ctx.config_path.as_deref().map(absolute);
-    let pool = ctx.repo_path().ok().map(|p| absolute(&p));
+    // The mount dependency comes from the repository path the service will use: the
+    // configuration file's (the service is given no -r).
+    let pool = ctx.config.repository.path.as_deref().map(absolute);
     if config.is_none() {
         eprintln!(
             "warning: no configuration file is in use; the service runs `mnbackup daemon` with \
@@ -107,10 +109,47 @@ pub fn install(ctx: &Ctx, dry_run: bool) -> Result<i32> {
         grace: std::time::Duration::from_secs(ctx.config.daemon.grace_seconds),
         cancel_timeout: CANCEL_TIMEOUT,
         user: None,
+        writable: {
+            let mut w = vec![absolute(&ctx.config.daemon.state_dir)];
+            // The signature cache (the service runs as root: /var/cache/mnbackup by default).
+            w.push(
+                ctx.config
+                    .repository
+                    .cache_dir
+                    .as_deref()
+                    .map(absolute)
+                    .unwrap_or_else(|| PathBuf::from("/var/cache/mnbackup")),
+            );
+            if let Some(p) = &ctx.config.daemon.prometheus_textfile {
+                if let Some(d) = absolute(p).parent() {
+                    w.push(d.to_path_buf());
+                }
+            }
+            w
+        },
     });
     if dry_run {
         print!("{unit}");
         return Ok(0);
+    }
+    // Under ProtectSystem=strict the service cannot create its own state and cache
+    // directories; create them now.
+    for d in [
+        Some(absolute(&ctx.config.daemon.state_dir)),
+        Some(
+            ctx.config
+                .repository
+                .cache_dir
+                .as_deref()
+                .map(absolute)
+                .unwrap_or_else(|| PathBuf::from("/var/cache/mnbackup")),
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        std::fs::create_dir_all(&d)
+            .with_context(|| format!("cannot create {} for the service", d.display()))?;
     }
     let path = Path::new(UNIT_PATH);
     let tmp = path.with_extension("service.tmp");
