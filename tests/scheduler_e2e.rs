@@ -552,6 +552,81 @@ MAILTO=root
     assert_eq!(v["lines"].as_array().unwrap().len(), 2);
     assert_eq!(fs::read_to_string(&crontab).unwrap(), original);
 
+    // Issue 14 item 10: --apply is refused while mnbackup cannot take over (no repository, no
+    // snapshot, no daemon); the exact diff is shown first, and nothing changes.
+    let o = run(&[
+        "-c",
+        c,
+        "schedule",
+        "import-crontab",
+        "--file",
+        f,
+        "--apply",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(
+            "@@ line 3 @@\n-0 0,12 * * * /usr/bin/rsync -avu /var/lib/zstack/mysql-backup/* \
+             /mysql_bk/\n+# disabled by mnbackup schedule import-crontab "
+        ),
+        "{out}"
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("--apply refused, the crontab is unchanged"),
+        "{err}"
+    );
+    assert!(err.contains("no repository is configured"), "{err}");
+    assert!(err.contains("daemon is not running"), "{err}");
+    assert_eq!(fs::read_to_string(&crontab).unwrap(), original);
+    assert!(!state.exists() || files_under(&state).is_empty());
+
+    // Make mnbackup able to take over: a repository with a complete snapshot, and the daemon.
+    let src = t.path().join("node");
+    let repo = t.path().join("pool/repo");
+    make_tree(&src);
+    ok(&repo, &["init"]);
+    let cfg = write_config(
+        t.path(),
+        &format!(
+            "[repository]\npath = \"{}\"\n[[files]]\npaths = [\"{}\"]\n[[schedule]]\n\
+             name = \"snapshot\"\ncron = \"0 0 1 1 *\"\n[daemon]\nstate_dir = \"{}\"\n",
+            repo.display(),
+            src.display(),
+            state.display()
+        ),
+    );
+    let o = run(&["-c", c, "snapshot"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run(&[
+        "-c",
+        c,
+        "schedule",
+        "import-crontab",
+        "--file",
+        f,
+        "--apply",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("no repository"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("daemon is not running"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(fs::read_to_string(&crontab).unwrap(), original);
+    let mut d = DaemonProc::start(&cfg, t.path().join("daemon.log"));
+    assert!(
+        wait_for(Duration::from_secs(10), || state
+            .join("daemon.lock")
+            .exists()
+            && fs::read_to_string(state.join("daemon.lock"))
+                .is_ok_and(|p| !p.trim().is_empty())),
+        "{}",
+        d.log()
+    );
+
     // With --apply: the two lines are commented out, a copy of the old crontab is saved.
     let o = run(&[
         "-c",
@@ -619,7 +694,12 @@ MAILTO=root
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("nothing to import"), "{}", stdout(&o));
     assert_eq!(fs::read_to_string(&crontab).unwrap(), now);
-    assert_eq!(files_under(&state).len(), 1);
+    let copies = files_under(&state)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("crontab.before-mnbackup."))
+        .count();
+    assert_eq!(copies, 1);
+    assert_eq!(d.terminate(), Some(0), "{}", d.log());
 }
 
 /// Issue 14 item 7: `status` reads the repository (manual snapshots count, the newest being

@@ -8,9 +8,16 @@
 //!   `0 0,12 * * * rsync -a /var/lib/zstack/mysql-backup/* /mysql_bk/`; its destination
 //!   becomes the proposed pool path.
 //!
-//! The proposed schedule keeps the operator's times: the `dump_mysql` line's if present
-//! (that is when the database is dumped), else the rsync line's. A `CRON_TZ=`/`TZ=` line
-//! is carried over as the time zone.
+//! The proposed schedules keep the operator's times: one per distinct `dump_mysql` line if
+//! there is one (that is when the database is dumped; the rsync lines copy its output), else
+//! one per distinct rsync line. Lines are read as cron reads them: an unescaped `%` ends the
+//! command (the rest is its standard input), `\%` is a literal `%`, an unquoted `#` starts a
+//! shell comment, `CRON_TZ=` applies to the lines after it, and `TZ=` only sets the commands'
+//! environment (cron does not schedule by it). `@reboot` lines are not proposed as schedules.
+//!
+//! Anything that makes the take-over unsafe is listed in [`Proposal::ambiguities`] (a line
+//! that runs more than the backup, a destination that the shell computes at run time, several
+//! destinations, several time zones); the caller must refuse to apply such a proposal.
 //!
 //! [`Proposal::apply`] comments the matched lines out with a marker, keeping the rest of
 //! the crontab byte for byte. The commented-out `dump_mysql` line still contains the
@@ -55,6 +62,19 @@ pub struct MatchedLine {
     pub text: String,
     /// What it does.
     pub kind: MatchKind,
+    /// The `CRON_TZ=` in effect for this line, if any.
+    pub tz: Option<String>,
+}
+
+/// One proposed mnbackup schedule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProposedJob {
+    /// Crontab expression.
+    pub schedule: String,
+    /// `CRON_TZ` of its line(s), if any.
+    pub tz: Option<String>,
+    /// The crontab lines (1-based) it replaces.
+    pub lines: Vec<usize>,
 }
 
 /// The result of analysing a crontab.
@@ -72,6 +92,10 @@ pub struct Proposal {
     pub matches: Vec<MatchedLine>,
     /// Things the operator should double-check.
     pub warnings: Vec<String>,
+    /// One proposed schedule per distinct backup line (see the module docs).
+    pub jobs: Vec<ProposedJob>,
+    /// Reasons the proposal must not be applied automatically; empty when it is safe.
+    pub ambiguities: Vec<String>,
     original: String,
 }
 
@@ -126,10 +150,43 @@ impl Proposal {
                 "Retention hint:    dump_mysql kept {k} dumps (keep last = {k})\n"
             ));
         }
+        if self.jobs.len() > 1 {
+            s.push_str("Proposed schedules:\n");
+            for j in &self.jobs {
+                s.push_str(&format!(
+                    "  {}{} (replaces line {})\n",
+                    j.schedule,
+                    j.tz.as_ref()
+                        .map(|t| format!(" (time zone {t})"))
+                        .unwrap_or_default(),
+                    j.lines
+                        .iter()
+                        .map(|l| l.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
         for w in &self.warnings {
             s.push_str(&format!("WARNING: {w}\n"));
         }
+        for a in &self.ambiguities {
+            s.push_str(&format!("NOT SAFE TO APPLY: {a}\n"));
+        }
         s
+    }
+
+    /// The change [`Proposal::apply`] makes, as unified-diff style lines (`-old`, `+new`) with
+    /// their line numbers.
+    pub fn diff(&self, today: NaiveDate) -> String {
+        let new = self.apply(today);
+        let mut out = String::new();
+        for (i, (a, b)) in self.original.lines().zip(new.lines()).enumerate() {
+            if a != b {
+                out.push_str(&format!("@@ line {} @@\n-{a}\n+{b}\n", i + 1));
+            }
+        }
+        out
     }
 }
 
@@ -190,6 +247,8 @@ fn tokenize(s: &str) -> Vec<Tok> {
                 }
             }
             c if c.is_whitespace() => flush(&mut cur, &mut in_word, &mut toks),
+            // An unquoted `#` at the start of a word starts a shell comment.
+            '#' if !in_word => break,
             ';' | '|' | '&' | '>' | '<' => {
                 // `2>` / `2>>`: the digits belong to the operator.
                 let mut op = String::new();
@@ -365,6 +424,24 @@ fn is_env_line(line: &str) -> Option<(String, String)> {
     Some((name.to_string(), v.to_string()))
 }
 
+/// The command as cron runs it: an unescaped `%` ends it (the rest becomes its standard
+/// input) and `\%` stands for `%`.
+fn cron_command(cmd: &str) -> String {
+    let mut out = String::with_capacity(cmd.len());
+    let mut chars = cmd.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'%') => {
+                out.push('%');
+                chars.next();
+            }
+            '%' => break,
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// Splits a crontab job line into (schedule, command).
 fn split_job_line(line: &str) -> Option<(String, String)> {
     let t = line.trim_start();
@@ -411,100 +488,197 @@ fn pool_from_dest(dest: &str, warnings: &mut Vec<String>) -> Option<String> {
 pub fn import_crontab(text: &str) -> Proposal {
     let mut matches = vec![];
     let mut warnings = vec![];
-    let mut tz = None;
+    let mut ambiguities = vec![];
+    let mut cron_tz: Option<String> = None;
+    let mut tz_env_lines = vec![];
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         if let Some((name, value)) = is_env_line(line) {
-            if name == "CRON_TZ" || name == "TZ" {
-                tz = Some(value);
+            if name == "CRON_TZ" {
+                // Applies to the lines after it.
+                cron_tz = Some(value).filter(|v| !v.is_empty());
+            } else if name == "TZ" {
+                tz_env_lines.push(i + 1);
             }
             continue;
         }
         let Some((schedule, cmd)) = split_job_line(line) else {
             continue;
         };
+        let cmd = cron_command(&cmd);
         if let Some(kind) = analyse_command(&cmd) {
+            let commands = simple_commands(&cmd);
+            if commands.len() > 1 {
+                ambiguities.push(format!(
+                    "line {} runs more than the backup ({}); disabling it would stop the rest \
+                     too: split it into separate lines first",
+                    i + 1,
+                    commands
+                        .iter()
+                        .map(|c| format!("`{}`", c.join(" ")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
             matches.push(MatchedLine {
                 line_no: i + 1,
                 schedule,
                 text: raw.to_string(),
                 kind,
+                tz: cron_tz.clone(),
             });
         }
     }
-    let dump = matches
+    if !matches.is_empty() {
+        for l in tz_env_lines {
+            warnings.push(format!(
+                "line {l} sets TZ=, which only changes the commands' environment: cron does not \
+                 schedule by it (CRON_TZ= does), so it is not taken as the schedule's time zone"
+            ));
+        }
+    }
+    for m in matches.iter().filter(|m| m.schedule == "@reboot") {
+        warnings.push(format!(
+            "line {} runs at boot (@reboot); that is not a schedule — the daemon catches up a \
+             missed run at start (catch_up = true) instead",
+            m.line_no
+        ));
+    }
+    let timed = |m: &&MatchedLine| m.schedule != "@reboot";
+    let dumps: Vec<&MatchedLine> = matches
         .iter()
-        .find(|m| matches!(m.kind, MatchKind::ZstackDumpMysql { .. }));
+        .filter(|m| matches!(m.kind, MatchKind::ZstackDumpMysql { .. }))
+        .filter(timed)
+        .collect();
     let rsyncs: Vec<&MatchedLine> = matches
         .iter()
         .filter(|m| matches!(m.kind, MatchKind::RsyncMysqlBackup { .. }))
         .collect();
-    let mut schedule = dump.or(rsyncs.first().copied()).map(|m| m.schedule.clone());
+    // One job per distinct (schedule, zone): the dumps' if any, else the rsyncs'.
+    let sources: Vec<&MatchedLine> = if dumps.is_empty() {
+        rsyncs.iter().copied().filter(timed).collect()
+    } else {
+        dumps.clone()
+    };
+    let mut jobs: Vec<ProposedJob> = vec![];
+    for m in sources {
+        match jobs
+            .iter_mut()
+            .find(|j| j.schedule == m.schedule && j.tz == m.tz)
+        {
+            Some(j) => j.lines.push(m.line_no),
+            None => jobs.push(ProposedJob {
+                schedule: m.schedule.clone(),
+                tz: m.tz.clone(),
+                lines: vec![m.line_no],
+            }),
+        }
+    }
     let mut keep_last = None;
-    if let Some(MatchedLine {
-        kind:
-            MatchKind::ZstackDumpMysql {
-                keep_amount,
-                remote_host,
-            },
-        ..
-    }) = dump
-    {
-        keep_last = *keep_amount;
-        if let Some(h) = remote_host {
-            warnings.push(format!(
-                "the dump_mysql line also copies dumps to {h}; mnbackup does not do that — \
-                 keep an off-host copy of the pool (e.g. mount remote storage as the pool)"
-            ));
-        }
-    }
-    if let (Some(d), Some(r)) = (dump, rsyncs.first()) {
-        if d.schedule != r.schedule {
-            warnings.push(format!(
-                "dump_mysql runs at \"{}\" but the rsync runs at \"{}\"; proposing the \
-                 dump_mysql times",
-                d.schedule, r.schedule
-            ));
-        }
-    }
-    let mut pool = None;
-    for (n, r) in rsyncs.iter().enumerate() {
-        if let MatchKind::RsyncMysqlBackup { dest, .. } = &r.kind {
-            if n == 0 {
-                pool = pool_from_dest(dest, &mut warnings);
-            } else {
+    for d in &dumps {
+        if let MatchKind::ZstackDumpMysql {
+            keep_amount,
+            remote_host,
+        } = &d.kind
+        {
+            keep_last = keep_last.or(*keep_amount);
+            if let Some(h) = remote_host {
                 warnings.push(format!(
-                    "line {} also copies the mysql-backup directory (to {dest:?}); only the \
-                     first destination is proposed as the pool",
-                    r.line_no
+                    "the dump_mysql line also copies dumps to {h}; mnbackup does not do that — \
+                     keep an off-host copy of the pool (e.g. mount remote storage as the pool)"
                 ));
             }
         }
     }
-    if let Some(s) = &schedule {
-        let zone = match tz.as_deref().map(TzSpec::parse) {
-            Some(Ok(z)) => z,
-            Some(Err(e)) => {
-                warnings.push(e.to_string());
-                TzSpec::Local
-            }
-            None => TzSpec::Local,
-        };
-        if let Err(e) = Schedule::parse(s, zone) {
-            warnings.push(format!("{e}; set the schedule by hand"));
-            schedule = None;
+    if let Some(d) = dumps.first() {
+        for r in rsyncs.iter().filter(|r| r.schedule != d.schedule) {
+            warnings.push(format!(
+                "dump_mysql runs at \"{}\" but the rsync on line {} runs at \"{}\"; proposing \
+                 the dump_mysql times",
+                d.schedule, r.line_no, r.schedule
+            ));
         }
     }
+    let mut pools: Vec<String> = vec![];
+    for r in &rsyncs {
+        if let MatchKind::RsyncMysqlBackup { dest, .. } = &r.kind {
+            // `$(…)`, `${…}`, `$VAR` or backquotes anywhere in the command may make up the
+            // destination (the tokenizer does not expand them).
+            let cmd = split_job_line(&r.text)
+                .map(|(_, c)| cron_command(&c))
+                .unwrap_or_default();
+            if cmd.contains('$') || cmd.contains('`') {
+                ambiguities.push(format!(
+                    "the destination of line {} ({dest:?}) is computed by the shell at run time; \
+                     the pool cannot be derived from it — set [repository] path by hand",
+                    r.line_no
+                ));
+                continue;
+            }
+            if let Some(p) = pool_from_dest(dest, &mut warnings) {
+                if !pools.contains(&p) {
+                    pools.push(p);
+                }
+            }
+        }
+    }
+    if pools.len() > 1 {
+        ambiguities.push(format!(
+            "the rsync lines copy to different places ({}); choose one pool",
+            pools.join(", ")
+        ));
+    }
+    let mut zones: Vec<Option<String>> = jobs.iter().map(|j| j.tz.clone()).collect();
+    zones.dedup();
+    if zones.len() > 1 {
+        ambiguities.push(format!(
+            "the backup lines run in different CRON_TZ zones ({}); mnbackup has one [daemon] \
+             timezone",
+            zones
+                .iter()
+                .map(|z| z.as_deref().unwrap_or("system zone"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    jobs.retain(|j| {
+        let zone = match j.tz.as_deref().map(TzSpec::parse) {
+            Some(Ok(z)) => z,
+            Some(Err(e)) => {
+                ambiguities.push(format!("CRON_TZ of line {}: {e}", j.lines[0]));
+                return false;
+            }
+            None => TzSpec::system(),
+        };
+        match Schedule::parse(&j.schedule, zone) {
+            Ok(_) => true,
+            Err(e) => {
+                ambiguities.push(format!(
+                    "the schedule of line {} cannot be taken over: {e}; set the schedule by hand",
+                    j.lines[0]
+                ));
+                false
+            }
+        }
+    });
+    if !matches.is_empty() && jobs.is_empty() && ambiguities.is_empty() {
+        ambiguities.push(
+            "no backup line has a schedule mnbackup can take over; set the schedule by hand"
+                .to_string(),
+        );
+    }
     Proposal {
-        schedule,
-        tz,
-        pool,
+        schedule: jobs.first().map(|j| j.schedule.clone()),
+        tz: jobs.first().and_then(|j| j.tz.clone()),
+        pool: pools.first().cloned(),
         keep_last,
         matches,
         warnings,
+        jobs,
+        ambiguities,
         original: text.to_string(),
     }
 }
@@ -648,6 +822,96 @@ PATH=/usr/bin:/bin
                     .with_timezone(&Utc)
             ),
             "crontab.before-mnbackup.20260308T120000Z"
+        );
+    }
+
+    /// Issue 14 item 10: each case of the import that used to act on a wrong proposal.
+    #[test]
+    fn import_cases_from_issue_14() {
+        // Two rsync lines with different schedules: one proposed schedule each.
+        let p = import_crontab(
+            "0 1 * * * rsync -a /var/lib/zstack/mysql-backup/ /mysql_bk/\n\
+             0 13 * * 1-5 rsync -a /var/lib/zstack/mysql-backup/ /mysql_bk/\n",
+        );
+        let scheds: Vec<&str> = p.jobs.iter().map(|j| j.schedule.as_str()).collect();
+        assert_eq!(scheds, ["0 1 * * *", "0 13 * * 1-5"]);
+        assert!(p.ambiguities.is_empty(), "{:?}", p.ambiguities);
+        assert_eq!(p.pool.as_deref(), Some("/mysql_bk"));
+
+        // A chained line is not disabled silently: applying it is refused.
+        let p = import_crontab(
+            "0 1 * * * rsync -a /var/lib/zstack/mysql-backup/ /mysql_bk/ && /opt/cleanup.sh\n",
+        );
+        assert_eq!(p.ambiguities.len(), 1, "{:?}", p.ambiguities);
+        assert!(
+            p.ambiguities[0].contains("`/opt/cleanup.sh`"),
+            "{:?}",
+            p.ambiguities
+        );
+
+        // TZ= is not the schedule zone; CRON_TZ applies only after its line.
+        let p = import_crontab(
+            "TZ=Asia/Shanghai\n0 1 * * * rsync -a /var/lib/zstack/mysql-backup/ /mysql_bk/\n\
+             CRON_TZ=Europe/Berlin\n",
+        );
+        assert_eq!(p.tz, None);
+        assert_eq!(p.jobs[0].tz, None);
+        assert!(
+            p.warnings.iter().any(|w| w.contains("TZ=")),
+            "{:?}",
+            p.warnings
+        );
+        let p = import_crontab(
+            "CRON_TZ=Europe/Berlin\n0 1 * * * rsync -a /var/lib/zstack/mysql-backup/ /b/\n",
+        );
+        assert_eq!(p.tz.as_deref(), Some("Europe/Berlin"));
+
+        // @reboot first still gives the timed line's schedule.
+        let p = import_crontab(
+            "@reboot rsync -a /var/lib/zstack/mysql-backup/ /mysql_bk/\n\
+             30 0,12 * * * rsync -a /var/lib/zstack/mysql-backup/ /mysql_bk/\n",
+        );
+        assert_eq!(p.schedule.as_deref(), Some("30 0,12 * * *"));
+        assert_eq!(p.matches.len(), 2);
+        assert!(p.ambiguities.is_empty(), "{:?}", p.ambiguities);
+
+        // A trailing comment, `%` (stdin) and `\%` do not end up in the pool.
+        let p = import_crontab(
+            "0 1 * * * rsync -a /var/lib/zstack/mysql-backup/ /mysql_bk/ # nightly copy\n",
+        );
+        assert_eq!(p.pool.as_deref(), Some("/mysql_bk"));
+        let p = import_crontab(
+            "0 1 * * * rsync -a /var/lib/zstack/mysql-backup/ /mysql_bk/%some stdin\n",
+        );
+        assert_eq!(p.pool.as_deref(), Some("/mysql_bk"));
+        let p = import_crontab(
+            "0 1 * * * rsync -a /var/lib/zstack/mysql-backup/ /mysql_bk/$(date +\\%F)/\n",
+        );
+        assert_eq!(p.pool, None);
+        assert!(
+            p.ambiguities
+                .iter()
+                .any(|a| a.contains("computed by the shell")),
+            "{:?}",
+            p.ambiguities
+        );
+        // Different destinations: ambiguous.
+        let p = import_crontab(
+            "0 1 * * * rsync -a /var/lib/zstack/mysql-backup/ /a/\n\
+             0 2 * * * rsync -a /var/lib/zstack/mysql-backup/ /b/\n",
+        );
+        assert!(
+            p.ambiguities.iter().any(|a| a.contains("/a, /b")),
+            "{:?}",
+            p.ambiguities
+        );
+        // The diff shows exactly the lines that change.
+        let p = import_crontab("MAILTO=x\n0 1 * * * rsync -a /var/lib/zstack/mysql-backup/ /a/\n");
+        assert_eq!(
+            p.diff(day()),
+            "@@ line 2 @@\n-0 1 * * * rsync -a /var/lib/zstack/mysql-backup/ /a/\n\
+             +# disabled by mnbackup schedule import-crontab 2026-03-08: 0 1 * * * rsync -a \
+             /var/lib/zstack/mysql-backup/ /a/\n"
         );
     }
 }

@@ -275,9 +275,18 @@ fn snippet(p: &Proposal) -> String {
             "[retention]\nkeep_last = {k}   # as dump_mysql --keep-amount\n\n"
         ));
     }
-    if let Some(sched) = &p.schedule {
+    for (i, j) in p.jobs.iter().enumerate() {
+        let name = if i == 0 {
+            "snapshot".to_string()
+        } else {
+            format!("snapshot-{}", i + 1)
+        };
+        if i > 0 {
+            s.push('\n');
+        }
         s.push_str(&format!(
-            "[[schedule]]\nname = \"snapshot\"\ncron = {sched:?}\njob = \"snapshot\"\n"
+            "[[schedule]]\nname = {name:?}\ncron = {:?}\njob = \"snapshot\"\n",
+            j.schedule
         ));
     }
     if let Some(tz) = &p.tz {
@@ -286,13 +295,73 @@ fn snippet(p: &Proposal) -> String {
     s
 }
 
+/// Why mnbackup cannot take over the backups yet: no repository configured or initialised, no
+/// complete snapshot in it (the sources have not been proven), no daemon running.
+fn not_ready_to_take_over(ctx: &Ctx) -> Vec<String> {
+    let mut why = Vec::new();
+    match &ctx.config.repository.path {
+        None => why.push(
+            "no repository is configured: set [repository] path in mnbackup.toml and run \
+             `mnbackup init`"
+                .to_string(),
+        ),
+        Some(path) => match crate::repo::Repo::open(path) {
+            Err(e) => why.push(format!("the repository cannot be opened: {e:#}")),
+            Ok(repo) => {
+                let complete = repo.snapshot_ids().ok().is_some_and(|ids| {
+                    ids.iter()
+                        .rev()
+                        .any(|id| repo.load_manifest(id).is_ok_and(|m| m.complete))
+                });
+                if !complete {
+                    why.push(
+                        "the repository has no complete snapshot yet: run `mnbackup snapshot` \
+                         and check that it exits 0"
+                            .to_string(),
+                    );
+                }
+            }
+        },
+    }
+    if super::daemon::running_pid(&ctx.config).is_none() {
+        why.push(
+            "the mnbackup daemon is not running: `mnbackup schedule install` and `systemctl \
+             enable --now mnbackup` first"
+                .to_string(),
+        );
+    }
+    why
+}
+
+/// Exit for a refused `--apply`: a usage error listing the reasons (nothing was changed).
+fn refusal(reasons: &[String]) -> Result<i32> {
+    if reasons.is_empty() {
+        return Ok(0);
+    }
+    Err(usage(format!(
+        "--apply refused, the crontab is unchanged: {}",
+        reasons
+            .iter()
+            .map(|r| cli_wording(r))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )))
+}
+
 /// `schedule import-crontab`: shows the proposal; with `apply` disables the old lines.
 pub fn import_crontab(ctx: &Ctx, file: Option<&Path>, apply: bool) -> Result<i32> {
     let text = read_crontab(file)?;
     let p = analyse(&text);
     let snippet = snippet(&p);
+    let today = chrono::Local::now().date_naive();
+    let diff = p.diff(today);
     let mut backup = None;
+    let mut refused = Vec::new();
     if apply && p.found() {
+        refused = p.ambiguities.clone();
+        refused.extend(not_ready_to_take_over(ctx));
+    }
+    if apply && p.found() && refused.is_empty() {
         let now = Utc::now();
         let dir = state_dir(&ctx.config);
         std::fs::create_dir_all(&dir).with_context(|| {
@@ -313,7 +382,7 @@ pub fn import_crontab(ctx: &Ctx, file: Option<&Path>, apply: bool) -> Result<i32
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
         }
-        let new = p.apply(chrono::Local::now().date_naive());
+        let new = p.apply(today);
         write_crontab(file, &new).with_context(|| {
             format!(
                 "the old crontab is unchanged; its copy is in {}",
@@ -338,16 +407,26 @@ pub fn import_crontab(ctx: &Ctx, file: Option<&Path>, apply: bool) -> Result<i32
                 "keep_last": p.keep_last,
                 "lines": lines,
                 "warnings": p.warnings.iter().map(|w| cli_wording(w)).collect::<Vec<_>>(),
+                "schedules": p.jobs.iter().map(|j| json!({
+                    "cron": j.schedule, "timezone": j.tz, "lines": j.lines,
+                })).collect::<Vec<_>>(),
+                "ambiguities": p.ambiguities,
+                "refused": refused,
+                "diff": diff,
                 "applied": backup.is_some(),
                 "backup": backup,
                 "config": snippet,
             }))?
         );
-        return Ok(0);
+        return refusal(&refused);
     }
     print!("{}", cli_wording(&p.summary()));
     if !p.found() {
         return Ok(0);
+    }
+    println!("\nThe change to the crontab:\n{diff}");
+    if !refused.is_empty() {
+        return refusal(&refused);
     }
     let source = file
         .map(|f| f.display().to_string())
