@@ -49,6 +49,17 @@ pub struct SnapshotWriter {
 /// time. `after` (the newest existing id) keeps ids increasing even if the clock went back.
 pub fn new_snapshot_id(now: DateTime<Utc>, after: Option<&str>) -> String {
     let mut t = now;
+    // After a clock step back, start just after the newest id's time at once (stepping 1 ms at
+    // a time through an hour took seconds).
+    if let Some(prev) = after
+        .and_then(|a| a.get(..18))
+        .and_then(|p| chrono::NaiveDateTime::parse_from_str(p, "%Y%m%dT%H%M%S%3f").ok())
+        .map(|p| p.and_utc())
+    {
+        if t <= prev {
+            t = prev + chrono::Duration::milliseconds(1);
+        }
+    }
     loop {
         let id = format!(
             "{}Z-{:08x}",
@@ -329,5 +340,29 @@ impl ItemSink for SnapshotWriter {
     fn gap(&self, gap: Gap) {
         tracing::warn!("gap: {}", gap.describe());
         self.gaps.lock().unwrap().push(gap);
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    /// Issue 14 item 1: after the clock stepped back an hour, the next id still sorts after the
+    /// newest one, at once (it used to step 1 ms at a time through the hour).
+    #[test]
+    fn ids_stay_increasing_after_a_clock_step_back() {
+        let now = DateTime::parse_from_rfc3339("2026-12-03T09:38:57.048Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let newest = new_snapshot_id(now, None);
+        assert!(newest.starts_with("20261203T093857048Z-"), "{newest}");
+        let start = std::time::Instant::now();
+        let id = new_snapshot_id(now - chrono::Duration::hours(1), Some(&newest));
+        assert!(start.elapsed() < std::time::Duration::from_millis(50));
+        assert!(id.as_str() > newest.as_str(), "{id} {newest}");
+        assert!(id.starts_with("20261203T093857049Z-"), "{id}");
+        // A normal, later time is kept as it is.
+        let later = new_snapshot_id(now + chrono::Duration::seconds(5), Some(&newest));
+        assert!(later.starts_with("20261203T093902048Z-"), "{later}");
     }
 }

@@ -1210,3 +1210,100 @@ fn log_lines_carry_journald_priorities_under_systemd() {
     let o = run(&["-r", missing.to_str().unwrap(), "list"]);
     assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
 }
+
+/// libfaketime's multi-threaded preload library (Debian's `faketime` package).
+fn libfaketime() -> PathBuf {
+    let found = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join("faketime/libfaketimeMT.so.1"))
+    .find(|p| p.exists());
+    found.expect(
+        "libfaketime is missing: install Debian's faketime package (fixtures/test-all.sh does)",
+    )
+}
+
+/// Issue 14 item 1, end to end under libfaketime: the wall clock of a running daemon steps
+/// back an hour (NTP correcting a clock that was ahead; the monotonic clock is not faked). An
+/// every-3-seconds job keeps running instead of stalling for the hour.
+#[test]
+fn daemon_keeps_running_after_the_clock_steps_back() {
+    let lib = libfaketime();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("node");
+    let repo = t.path().join("pool/repo");
+    let state = t.path().join("state");
+    make_tree(&src);
+    ok(&repo, &["init"]);
+    let cfg = write_config(
+        t.path(),
+        &format!(
+            "[repository]\npath = \"{}\"\n[[files]]\npaths = [\"{}\"]\n[[schedule]]\n\
+             name = \"snap\"\ncron = \"*/3 * * * * *\"\nretries = 0\n[daemon]\n\
+             timezone = \"UTC\"\nstate_dir = \"{}\"\n",
+            repo.display(),
+            src.display(),
+            state.display()
+        ),
+    );
+    let offset = t.path().join("faketime-offset");
+    let set_offset = |v: &str| {
+        let tmp = t.path().join("faketime-offset.tmp");
+        fs::write(&tmp, format!("{v}\n")).unwrap();
+        fs::rename(&tmp, &offset).unwrap();
+    };
+    set_offset("+0");
+    let log = t.path().join("daemon.log");
+    let mut child = Command::new(bin())
+        .arg("-c")
+        .arg(&cfg)
+        .arg("daemon")
+        .env_remove("MNBACKUP_CONFIG")
+        .env_remove("MNBACKUP_REPO")
+        .env("MNBACKUP_LOG", "info")
+        .env("LD_PRELOAD", &lib)
+        .env("FAKETIME_TIMESTAMP_FILE", &offset)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut d = DaemonProc {
+        child: None,
+        log: log.clone(),
+    };
+    let runs = || {
+        fs::read_to_string(state.join("snap.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["runs_total"].as_u64())
+            .unwrap_or(0)
+    };
+    let two = wait_for(Duration::from_secs(30), || runs() >= 2);
+    if !two {
+        let _ = child.kill();
+        panic!("no two runs before the step; log:\n{}", d.log());
+    }
+    // NTP steps the clock back by an hour.
+    set_offset("-1h");
+    let before = runs();
+    let more = wait_for(Duration::from_secs(20), || runs() >= before + 2);
+    d.child = Some(child);
+    let code = d.terminate();
+    let text = d.log();
+    assert!(
+        more,
+        "the daemon stalled after the clock stepped back; log:\n{text}"
+    );
+    assert!(text.contains("the system clock was stepped by"), "{text}");
+    assert_eq!(code, Some(0), "{text}");
+    // Every run succeeded.
+    let st: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(state.join("snap.json")).unwrap()).unwrap();
+    assert_eq!(st["failures_total"], 0, "{st}\n{text}");
+}
