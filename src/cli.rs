@@ -99,7 +99,9 @@ pub enum Command {
     },
     /// Run the configured schedules in the foreground (for systemd).
     Daemon,
-    /// Health of the scheduled jobs from the state file; exit 0 fresh, 1 stale, 2 failing.
+    /// Health of the scheduled jobs (state files and repository), as a Nagios plugin: the
+    /// first line is the verdict; exit 0 OK, 1 WARNING (stale), 2 CRITICAL (failing, never,
+    /// newest snapshot incomplete), 3 UNKNOWN.
     Status,
     /// Schedule commands: next fire times, systemd unit, crontab import.
     Schedule {
