@@ -3,10 +3,19 @@ use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = mnbackup::cli::Cli::parse();
-    if !matches!(cli.command, mnbackup::cli::Command::Daemon) {
+    use mnbackup::cli::{Command, ScheduleCommand};
+    let keep_ignoring = matches!(
+        cli.command,
+        Command::Daemon
+            | Command::Schedule {
+                command: ScheduleCommand::ImportCrontab { .. }
+            }
+    );
+    if !keep_ignoring {
         // A closed pipe (`mnbackup show ID | head -1`) ends the process quietly, as it does
         // `cat`: Rust ignores SIGPIPE, and `println!` then panics on EPIPE. The daemon keeps
-        // ignoring it, so a restarted journald (its stderr) cannot kill it.
+        // ignoring it, so a restarted journald (its stderr) cannot kill it, and so does
+        // `import-crontab`, which writes into `crontab -` and must report its failure.
         // SAFETY: setting a signal disposition to the default before any thread is started.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
