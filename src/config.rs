@@ -207,8 +207,8 @@ pub struct DaemonConfig {
     pub on_success: Option<String>,
     /// Seconds an in-flight job may take to finish after SIGTERM.
     pub grace_seconds: u64,
-    /// `status` is healthy while the last success is younger than this (default: twice the
-    /// schedule interval).
+    /// `status` is healthy while the last success is younger than this (default: the
+    /// schedule's longest interval plus a quarter of it, 1 min to 1 h: one missed slot).
     pub max_age_hours: Option<f64>,
 }
 
