@@ -93,6 +93,16 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Make a damaged repository consistent: remove damaged objects, drop what cannot be
+    /// recovered from the snapshots (recorded as gaps) and say which snapshots lost what.
+    ///
+    /// Exit codes: 0 nothing lost; 10 snapshots lost items (marked incomplete); 5 damaged
+    /// manifests remain (not repairable); 1, 3, 4 could not run.
+    Repair {
+        /// Only report what would be done.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run the configured schedules in the foreground (for systemd).
     Daemon,
     /// Health of the scheduled jobs from the state file; exit 0 fresh, 1 stale, 2 failing.

@@ -9,6 +9,7 @@ pub mod forget;
 pub mod init;
 pub mod list;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod schedule;
 pub mod show;
@@ -124,6 +125,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             },
         ),
         Command::Prune { dry_run } => prune::run(&ctx, dry_run),
+        Command::Repair { dry_run } => repair::run(&ctx, dry_run),
         Command::Daemon => daemon::run(&ctx),
         Command::Status => status::run(&ctx),
         Command::Schedule { command } => match command {

@@ -62,6 +62,7 @@ pub fn prune_locked(repo: &Repo, dry_run: bool) -> Result<PruneReport> {
         report.bytes_removed += size;
         if !dry_run {
             std::fs::remove_file(repo.object_path(&id)?)?;
+            repo.clear_damaged(&id);
         }
     }
     Ok(report)

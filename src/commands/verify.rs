@@ -272,6 +272,27 @@ pub fn verify(
             }
         }
     }
+    // Record what is damaged in the repository, so the next snapshot writes those pieces anew
+    // from the source instead of reusing them, and `repair` knows them; objects that read fine
+    // lose an old record. A pool that cannot be written (full, read-only) only loses the record.
+    let recorded = repo.damaged_objects().unwrap_or_default();
+    for p in &report.damaged {
+        if !recorded.contains(&p.object) {
+            if let Err(e) = repo.mark_damaged(&p.object) {
+                tracing::warn!(
+                    "could not record object {} as damaged in the repository: {e:#}",
+                    p.object
+                );
+            }
+        }
+    }
+    if read_data {
+        for (id, _) in &to_read {
+            if recorded.contains(id) && !bad_objects.contains(id) {
+                repo.clear_damaged(id);
+            }
+        }
+    }
     report.exit_code = if !report.damaged.is_empty()
         || !report.damaged_manifests.is_empty()
         || !report.policy.is_empty()
