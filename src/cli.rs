@@ -23,6 +23,11 @@ pub struct Cli {
     /// Machine-readable JSON output on standard output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Wait up to this long for a lock held by another process (e.g. 30s, 10m, 2h; plain
+    /// numbers are seconds) instead of failing at once with exit 4. Overrides
+    /// [repository] lock_wait_seconds.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_wait)]
+    pub retry_lock: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -197,4 +202,29 @@ pub struct SnapshotArgs {
     /// What started the snapshot (recorded in the manifest).
     #[arg(long, default_value = "manual", hide = true)]
     pub trigger: String,
+}
+
+/// The longest lock wait accepted (one week).
+pub const MAX_LOCK_WAIT_SECONDS: u64 = 7 * 24 * 3600;
+
+/// Parse `--retry-lock`: seconds, or a number with s, m or h; at most a week.
+pub fn parse_wait(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('s') => (&t[..t.len() - 1], 1),
+        Some('m') => (&t[..t.len() - 1], 60),
+        Some('h') => (&t[..t.len() - 1], 3600),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration; use e.g. 30s, 10m or 2h"))?;
+    let secs = n.saturating_mul(mult);
+    if secs > MAX_LOCK_WAIT_SECONDS {
+        return Err(format!(
+            "`{s}` is longer than the {MAX_LOCK_WAIT_SECONDS} seconds (one week) allowed"
+        ));
+    }
+    Ok(secs)
 }

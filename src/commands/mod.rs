@@ -45,10 +45,13 @@ impl Ctx {
             let d = PathBuf::from(DEFAULT_CONFIG);
             d.exists().then_some(d)
         });
-        let config = match &config_path {
+        let mut config = match &config_path {
             Some(p) => Config::load(p)?,
             None => Config::default(),
         };
+        if let Some(w) = cli.retry_lock {
+            config.repository.lock_wait_seconds = w;
+        }
         Ok(Ctx {
             repo_path: cli.repo.clone(),
             config_path,
@@ -77,13 +80,23 @@ impl Ctx {
     /// Open the repository (refusing a path without the marker).
     pub fn open_repo(&self) -> Result<Repo> {
         let mut repo = Repo::open(&self.repo_path()?)?;
-        repo.stale_after =
-            Duration::from_secs(self.config.repository.lock_stale_minutes.max(1) * 60);
+        repo.stale_after = Duration::from_secs(
+            self.config
+                .repository
+                .lock_stale_minutes
+                .clamp(1, 7 * 24 * 60)
+                * 60,
+        );
         Ok(repo)
     }
 
     pub fn lock_wait(&self) -> Duration {
-        Duration::from_secs(self.config.repository.lock_wait_seconds)
+        Duration::from_secs(
+            self.config
+                .repository
+                .lock_wait_seconds
+                .min(crate::cli::MAX_LOCK_WAIT_SECONDS),
+        )
     }
 
     /// Print a line for humans (suppressed by -q and --json).

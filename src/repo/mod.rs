@@ -261,8 +261,12 @@ impl Repo {
             ))
             .into());
         }
-        for d in ["objects", "snapshots", "locks", "tmp"] {
+        for d in ["objects", "snapshots", "locks"] {
             check_real_dir(&path.join(d))?;
+        }
+        // tmp/ is needed only by writers (which check it again); a reader does not use it.
+        if fs::symlink_metadata(path.join("tmp")).is_ok() {
+            check_real_dir(&path.join("tmp"))?;
         }
         for i in 0..256 {
             let sub = path.join("objects").join(format!("{i:02x}"));
@@ -554,6 +558,50 @@ impl Repo {
             self.stale_after,
             wait,
         )
+    }
+
+    /// Take the exclusive lock of a command that frees space (`forget`, `prune`) even on a full
+    /// pool: when the lock file cannot be written for lack of space and no live lock of another
+    /// process exists (so no writer runs: a writer always holds a lock file), `free` removes one
+    /// thing it would remove anyway (returns false when it has nothing left), then the lock is
+    /// taken again. The lock is held for everything after the first freed file.
+    pub fn lock_freeing_space(
+        &self,
+        command: &str,
+        wait: Duration,
+        mut free: impl FnMut() -> Result<bool>,
+    ) -> Result<lock::Lock> {
+        loop {
+            match self.lock(true, command, wait) {
+                Ok(l) => return Ok(l),
+                Err(e) if crate::error::exit_code(&e) == crate::error::EXIT_NO_SPACE => {
+                    let now = Utc::now();
+                    let live = lock::list_locks(&self.locks_dir())?
+                        .into_iter()
+                        .filter_map(|(_, i)| i)
+                        .find(|i| !i.is_stale(now, self.stale_after));
+                    if let Some(other) = live {
+                        return Err(MnError::Locked(format!(
+                            "the pool is full and the repository is locked: {}; wait for it to \
+                             end, then run `mnbackup {command}` again",
+                            other.describe()
+                        ))
+                        .into());
+                    }
+                    tracing::warn!(
+                        "the pool is full: no lock file can be written; no other process holds \
+                         the repository, so `{command}` frees space before taking the lock"
+                    );
+                    if !free()? {
+                        return Err(e.context(format!(
+                            "`{command}` has nothing to remove that would make room for its \
+                             lock; free space on the pool by other means"
+                        )));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Every object id referenced by the given manifests (pieces, delta bases, signatures).
