@@ -64,6 +64,9 @@ pub enum Command {
         /// Only items whose names start with this prefix (e.g. `files/` or `mariadb/zstack/`).
         #[arg(long)]
         include: Vec<String>,
+        /// Drop setuid, setgid and sticky bits (an export for inspection should not carry them).
+        #[arg(long)]
+        no_special_bits: bool,
     },
     /// Check the repository: structure (fast), or every byte with --read-data.
     ///

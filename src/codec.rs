@@ -288,16 +288,21 @@ pub fn decode_piece(repo: &Repo, p: &PieceData, what: &str) -> Result<Vec<u8>> {
         )));
     }
     let out = match &p.data {
-        Encoding::Full { object, .. } => {
+        Encoding::Full { object, stored } => {
             let z = repo
-                .get_object(object, ObjectType::Full)
+                .get_object_sized(object, ObjectType::Full, Some(*stored))
                 .with_context(|| format!("reading {what}"))?;
             decompress(&z, p.size as usize, what)?
         }
-        Encoding::Delta { object, base, .. } => {
+        Encoding::Delta {
+            object,
+            base,
+            stored,
+            ..
+        } => {
             let base_bytes = decode_piece(repo, base, what)?;
             let z = repo
-                .get_object(object, ObjectType::Delta)
+                .get_object_sized(object, ObjectType::Delta, Some(*stored))
                 .with_context(|| format!("reading {what}"))?;
             // A delta holds at most the piece's bytes as literals plus small command overhead.
             let delta = decompress(&z, (p.size as usize) * 2 + 4096, what)?;

@@ -6,6 +6,7 @@
 //! component below the root may be a symlink, so a symlink placed earlier can never redirect a
 //! later file outside the root. Files are written to a temporary name, checked, then renamed.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -77,6 +78,12 @@ pub struct PlaceOptions {
     pub existing: Existing,
     /// Allow symlinks whose target is absolute or leaves the root (restoring to `/`).
     pub allow_outside_symlinks: bool,
+    /// Place symlinks with an absolute target as they are (their text is data, never followed
+    /// while placing), e.g. `/etc/localtime -> /usr/share/zoneinfo/...` in an export. Relative
+    /// targets that resolve outside the root are still refused.
+    pub absolute_symlinks_as_data: bool,
+    /// Drop setuid, setgid and sticky bits from modes.
+    pub no_special_bits: bool,
     /// Set owner and group (needs root; otherwise skipped).
     pub chown: bool,
 }
@@ -130,6 +137,91 @@ pub fn symlink_stays_inside(link: &str, target: &str) -> bool {
         }
     }
     true
+}
+
+/// Whether the symlink `link` (relative to the root) with `target` resolves to a path outside
+/// the root, following the symlinks of the plan (`links`, relative path -> target) and those
+/// already on disk under `root`, as the kernel would: a chain of links that each look inside
+/// (`a/b/c/d -> ../../..`, `a/b/c/e -> d/../../../../x`) is caught. A chain longer than 40
+/// links counts as escaping. Absolute targets anywhere in the chain escape.
+pub fn symlink_escapes(
+    root: &Path,
+    links: &HashMap<String, String>,
+    link: &str,
+    target: &str,
+) -> bool {
+    let mut cur: Vec<String> = link.split('/').map(str::to_string).collect();
+    cur.pop();
+    let mut pending: std::collections::VecDeque<String> =
+        target.split('/').map(str::to_string).collect();
+    if target.starts_with('/') {
+        return true;
+    }
+    let mut hops = 0;
+    while let Some(c) = pending.pop_front() {
+        match c.as_str() {
+            "" | "." => continue,
+            ".." => {
+                if cur.pop().is_none() {
+                    return true;
+                }
+            }
+            name => {
+                cur.push(name.to_string());
+                let p = cur.join("/");
+                let next = match links.get(&p) {
+                    Some(t) => Some(t.clone()),
+                    None => match fs::symlink_metadata(root.join(&p)) {
+                        Ok(md) if md.file_type().is_symlink() => Some(
+                            fs::read_link(root.join(&p))
+                                .map(|t| t.to_string_lossy().into_owned())
+                                .unwrap_or_else(|_| "/".into()),
+                        ),
+                        _ => None,
+                    },
+                };
+                if let Some(t) = next {
+                    hops += 1;
+                    if hops > 40 || t.starts_with('/') {
+                        return true;
+                    }
+                    cur.pop();
+                    for (i, part) in t.split('/').enumerate() {
+                        pending.insert(i, part.to_string());
+                    }
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Remove temporaries `.NAME.mnbackup-PID.tmp` that a killed run (its pid is gone) left in `dir`.
+fn clean_dead_temps(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_suffix(".tmp") else {
+            continue;
+        };
+        if !name.starts_with('.') {
+            continue;
+        }
+        let Some((_, pid)) = rest.rsplit_once(".mnbackup-") else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<i32>() else {
+            continue;
+        };
+        if pid <= 0 || pid as u32 == std::process::id() {
+            continue;
+        }
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if gone && e.file_type().map(|t| !t.is_dir()).unwrap_or(false) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Create the parents of `rel` under `root`, refusing any component that is a symlink.
@@ -197,10 +289,40 @@ fn apply_meta(path: &Path, meta: &EntryMeta, is_link: bool, chown: bool) -> Resu
     Ok(())
 }
 
-/// Check every entry (names, symlink targets) without writing anything.
+/// Check every entry (names, symlink targets, paths through links or files) without writing
+/// anything.
 pub fn preflight(entries: &[Entry], root: &Path, opts: &PlaceOptions) -> Result<()> {
+    let mut links: HashMap<String, String> = HashMap::new();
+    let mut kinds: HashMap<&str, Kind> = HashMap::new();
     for e in entries {
         check_relative(&e.path)?;
+        kinds.insert(e.path.as_str(), e.kind);
+        if e.kind == Kind::Symlink {
+            links.insert(e.path.clone(), e.target.clone().unwrap_or_default());
+        }
+    }
+    for e in entries {
+        // No entry may lie below a symlink or a file of the plan, or below anything on disk
+        // under the root that is not a directory.
+        let parts: Vec<&str> = e.path.split('/').collect();
+        for i in 1..parts.len() {
+            let prefix = parts[..i].join("/");
+            let in_plan = kinds.get(prefix.as_str()).copied();
+            let blocked = match in_plan {
+                Some(Kind::Dir) => false,
+                Some(_) => true,
+                None => fs::symlink_metadata(root.join(&prefix))
+                    .map(|md| !md.file_type().is_dir())
+                    .unwrap_or(false),
+            };
+            if blocked {
+                refuse!(
+                    "refusing entry `{}`: its parent `{prefix}` is a symlink or a file, and a \
+                     path may not pass through one; nothing was written",
+                    e.path
+                );
+            }
+        }
         if e.kind == Kind::Symlink {
             let t = e.target.as_deref().unwrap_or("");
             if t.is_empty() {
@@ -209,7 +331,11 @@ pub fn preflight(entries: &[Entry], root: &Path, opts: &PlaceOptions) -> Result<
                     e.path
                 );
             }
-            if !opts.allow_outside_symlinks && !symlink_stays_inside(&e.path, t) {
+            let absolute_ok = t.starts_with('/') && opts.absolute_symlinks_as_data;
+            if !opts.allow_outside_symlinks
+                && !absolute_ok
+                && (!symlink_stays_inside(&e.path, t) || symlink_escapes(root, &links, &e.path, t))
+            {
                 refuse!(
                     "refusing symlink `{}` -> `{t}`: it points outside the target directory {}; \
                      nothing was written",
@@ -235,8 +361,12 @@ pub fn place(
     let mut dirs = Vec::new();
     let mut sorted: Vec<&Entry> = entries.iter().collect();
     sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut cleaned = std::collections::HashSet::new();
     for e in sorted {
         let parent = safe_parent(root, &e.path)?;
+        if cleaned.insert(parent.clone()) {
+            clean_dead_temps(&parent);
+        }
         let name = e.path.rsplit('/').next().unwrap();
         let dest = parent.join(name);
         let existing = fs::symlink_metadata(&dest).ok();
@@ -292,7 +422,11 @@ pub fn place(
             }
         }
         if let Some(m) = &e.meta {
-            if let Err(err) = apply_meta(&tmp, m, e.kind == Kind::Symlink, opts.chown) {
+            let mut m = m.clone();
+            if opts.no_special_bits {
+                m.mode &= 0o777;
+            }
+            if let Err(err) = apply_meta(&tmp, &m, e.kind == Kind::Symlink, opts.chown) {
                 let _ = fs::remove_file(&tmp);
                 return Err(err);
             }
@@ -314,7 +448,11 @@ pub fn place(
     dirs.sort_by(|a, b| b.0.cmp(&a.0));
     for (d, e) in dirs {
         if let Some(m) = &e.meta {
-            apply_meta(&d, m, false, opts.chown)?;
+            let mut m = m.clone();
+            if opts.no_special_bits {
+                m.mode &= 0o777;
+            }
+            apply_meta(&d, &m, false, opts.chown)?;
         }
     }
     Ok(report)

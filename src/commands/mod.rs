@@ -120,7 +120,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             snapshot,
             dir,
             include,
-        } => export::run(&ctx, &snapshot, &dir, &include),
+            no_special_bits,
+        } => export::run(&ctx, &snapshot, &dir, &include, no_special_bits),
         Command::Forget(a) => forget::run(
             &ctx,
             &forget::ForgetArgs {

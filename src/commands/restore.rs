@@ -1449,6 +1449,8 @@ fn restore_files(
                 Existing::KeepAsPreRestore
             },
             allow_outside_symlinks: is_slash,
+            absolute_symlinks_as_data: true,
+            no_special_bits: false,
             chown: true,
         },
     )

@@ -231,7 +231,7 @@ pub fn verify(
                         break;
                     };
                     let ty = idx[&id].ty.unwrap_or(ObjectType::Full);
-                    if let Err(e) = repo.get_object(&id, ty) {
+                    if let Err(e) = repo.get_object_sized(&id, ty, Some(sz)) {
                         found.lock().unwrap().push((id.clone(), format!("{e:#}")));
                     }
                     read_bytes.fetch_add(sz, std::sync::atomic::Ordering::Relaxed);

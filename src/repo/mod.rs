@@ -401,8 +401,33 @@ impl Repo {
 
     /// Read an object, check its hash and type, return its payload.
     pub fn get_object(&self, id: &str, expect: ObjectType) -> Result<Vec<u8>> {
+        self.get_object_sized(id, expect, None)
+    }
+
+    /// Read an object whose file size is recorded (`stored`): a file of another size is refused
+    /// before it is read.
+    pub fn get_object_sized(
+        &self,
+        id: &str,
+        expect: ObjectType,
+        stored: Option<u64>,
+    ) -> Result<Vec<u8>> {
         let path = self.object_path(id)?;
-        let bytes = match read_regular(&path, MAX_OBJECT) {
+        if let Some(want) = stored.filter(|s| *s > 0) {
+            if let Ok(md) = fs::symlink_metadata(&path) {
+                if md.len() != want {
+                    return Err(integrity(format!(
+                        "object {id} is damaged: its file is {} bytes, recorded {want}",
+                        md.len()
+                    )));
+                }
+            }
+        }
+        let max = stored
+            .filter(|s| *s > 0)
+            .unwrap_or(MAX_OBJECT)
+            .min(MAX_OBJECT);
+        let bytes = match read_regular(&path, max) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(integrity(format!(
