@@ -98,6 +98,14 @@ impl SigCache {
         Ok(b)
     }
 
+    /// The file of the verified-objects cache (beside the signatures).
+    pub fn verified_file(&self) -> Option<PathBuf> {
+        self.dir
+            .as_ref()
+            .and_then(|d| d.parent())
+            .map(|p| p.join("verified-objects"))
+    }
+
     /// Keep a copy of a signature (best effort: a failing cache never fails a backup).
     pub fn put(&self, id: &str, payload: &[u8]) {
         if let Some(dir) = &self.dir {

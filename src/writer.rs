@@ -77,6 +77,12 @@ impl SnapshotWriter {
         let id = new_snapshot_id(started, newest.as_deref());
         // Objects `verify` recorded as damaged are written again when this run has their content.
         repo.rewrite = std::sync::Arc::new(Mutex::new(repo.damaged_objects()?));
+        // Objects this node checked or wrote before and that did not change since are not
+        // read again when reused.
+        repo.verified = Default::default();
+        if let Some(f) = cache.verified_file() {
+            repo.load_verified(&f);
+        }
         let in_progress = repo.mark_in_progress(&id)?;
         let mut known = HashMap::new();
         let mut parent_items = HashMap::new();
@@ -160,6 +166,9 @@ impl SnapshotWriter {
         crate::codec::validate_manifest(&m)?;
         self.repo.commit_manifest(&m)?;
         self.in_progress.remove();
+        if let Some(f) = self.cache.verified_file() {
+            self.repo.save_verified(&f);
+        }
         Ok(m)
     }
 
@@ -188,7 +197,7 @@ impl SnapshotWriter {
             let mut checked = self.checked.lock().unwrap();
             *checked
                 .entry(obj.to_string())
-                .or_insert_with(|| self.repo.object_intact(obj, stored))
+                .or_insert_with(|| self.repo.object_good(obj, stored))
         };
         ok && match &p.data {
             Encoding::Delta { base, .. } => self.piece_intact(base),
@@ -208,7 +217,7 @@ impl SnapshotWriter {
                 let mut checked = self.checked.lock().unwrap();
                 *checked
                     .entry(sig.clone())
-                    .or_insert_with(|| self.repo.object_intact(sig, size))
+                    .or_insert_with(|| self.repo.object_good(sig, size))
             };
             if !ok {
                 p.sig = None;

@@ -98,6 +98,23 @@ pub struct Repo {
     /// Objects to write again even though a file of that name exists (recorded as damaged by
     /// `verify`); set by the snapshot writer.
     pub rewrite: Arc<std::sync::Mutex<HashSet<String>>>,
+    /// Objects whose content was checked (read and hashed, or written by this node), with the
+    /// file's identity then; a file that still has it is not read again (see
+    /// [`Repo::object_good`]). Kept on the node between runs by the snapshot writer.
+    pub verified: Arc<std::sync::Mutex<std::collections::HashMap<String, StatKey>>>,
+}
+
+/// A file's identity for the verified-objects cache: size, mtime, ctime (ns) and inode. Any write
+/// to the file (a flipped byte, a truncation, a replacement) changes it.
+pub type StatKey = (u64, i64, i64, u64);
+
+fn stat_key(md: &fs::Metadata) -> StatKey {
+    (
+        md.len(),
+        md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        md.ino(),
+    )
 }
 
 /// The largest piece this build accepts from a manifest (a larger declared size is refused as
@@ -181,6 +198,7 @@ impl Repo {
                 config,
                 stale_after: lock::DEFAULT_STALE,
                 rewrite: Arc::default(),
+                verified: Arc::default(),
             },
             warning,
         ))
@@ -283,6 +301,7 @@ impl Repo {
             config,
             stale_after: lock::DEFAULT_STALE,
             rewrite: Arc::default(),
+            verified: Arc::default(),
         })
     }
 
@@ -366,11 +385,8 @@ impl Repo {
         let id = blake3::hash(&bytes).to_hex().to_string();
         let path = self.object_path(&id)?;
         let existed = match fs::symlink_metadata(&path) {
-            Ok(md) => {
-                if md.file_type().is_file()
-                    && md.len() == bytes.len() as u64
-                    && !self.rewrite.lock().unwrap().contains(&id)
-                {
+            Ok(_) => {
+                if self.object_good(&id, bytes.len() as u64) {
                     return Ok((id, bytes.len() as u64, false));
                 }
                 tracing::info!("object {id} was damaged; writing it again");
@@ -379,6 +395,12 @@ impl Repo {
             Err(_) => false,
         };
         write_atomic(&self.tmp_dir(), &path, &bytes, false)?;
+        if let Ok(md) = fs::symlink_metadata(&path) {
+            self.verified
+                .lock()
+                .unwrap()
+                .insert(id.clone(), stat_key(&md));
+        }
         if existed {
             self.rewrite.lock().unwrap().remove(&id);
             self.clear_damaged(&id);
@@ -386,17 +408,68 @@ impl Repo {
         Ok((id, bytes.len() as u64, !existed))
     }
 
-    /// Whether an object file exists as a regular file of the given size (and is not recorded
-    /// as damaged): the cheap check before a stored piece is reused.
-    pub fn object_intact(&self, id: &str, size: u64) -> bool {
-        match self.object_path(id).map(|p| fs::symlink_metadata(&p)) {
-            Ok(Ok(md)) => {
-                md.file_type().is_file()
-                    && md.len() == size
-                    && !self.rewrite.lock().unwrap().contains(id)
-            }
-            _ => false,
+    /// Whether an object file exists as a regular file of the given size, is not recorded as
+    /// damaged, and holds the content its name promises: checked by reading and hashing it
+    /// unless it was checked (or written) before and the file has not changed since (same size,
+    /// mtime, ctime and inode). This is the check before a stored piece is built on.
+    pub fn object_good(&self, id: &str, size: u64) -> bool {
+        let Ok(path) = self.object_path(id) else {
+            return false;
+        };
+        let md = match fs::symlink_metadata(&path) {
+            Ok(md) if md.file_type().is_file() && md.len() == size => md,
+            _ => return false,
+        };
+        if self.rewrite.lock().unwrap().contains(id) {
+            return false;
         }
+        let key = stat_key(&md);
+        if self.verified.lock().unwrap().get(id) == Some(&key) {
+            return true;
+        }
+        let good = read_regular(&path, size)
+            .map(|b| b.len() as u64 == size && blake3::hash(&b).to_hex().as_str() == id)
+            .unwrap_or(false);
+        if good {
+            self.verified.lock().unwrap().insert(id.to_string(), key);
+        }
+        good
+    }
+
+    /// Load the verified-objects cache (a file on the node; missing or unreadable: empty).
+    pub fn load_verified(&self, file: &Path) {
+        let Ok(b) = read_regular(file, 1 << 30) else {
+            return;
+        };
+        let mut map = self.verified.lock().unwrap();
+        for line in String::from_utf8_lossy(&b).lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.len() != 5 || check_object_id(f[0]).is_err() {
+                continue;
+            }
+            if let (Ok(a), Ok(b), Ok(c), Ok(d)) =
+                (f[1].parse(), f[2].parse(), f[3].parse(), f[4].parse())
+            {
+                map.insert(f[0].to_string(), (a, b, c, d));
+            }
+        }
+    }
+
+    /// Save the verified-objects cache (best effort: a failing cache never fails a backup).
+    pub fn save_verified(&self, file: &Path) {
+        let Some(dir) = file.parent() else { return };
+        if fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        let mut text = String::new();
+        for (id, (a, b, c, d)) in self.verified.lock().unwrap().iter() {
+            text.push_str(&format!("{id} {a} {b} {c} {d}\n"));
+        }
+        let tmp = dir.join(fsutil::temp_name("verified"));
+        if fs::write(&tmp, text).is_ok() && fs::rename(&tmp, file).is_ok() {
+            return;
+        }
+        let _ = fs::remove_file(&tmp);
     }
 
     /// Read an object, check its hash and type, return its payload.
