@@ -322,3 +322,67 @@ fn repository_path_that_is_a_file_exits_3() {
     let o = mnb(&f, &["list"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
 }
+
+/// Item 4: a file with the same size, mode and mtime but other content is not "already
+/// identical": restore puts the snapshot's content back.
+#[test]
+fn restore_compares_content_not_only_metadata() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("node");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    fs::write(src.join("etc/p.conf"), "password=old-secret\n").unwrap();
+    let repo = t.path().join("repo");
+    ok(&repo, &["init"]);
+    ok(
+        &repo,
+        &["snapshot", "--only-files", "--files", src.to_str().unwrap()],
+    );
+    let root = t.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let restore = |journal: &str| {
+        mnb(
+            &repo,
+            &[
+                "restore",
+                "--files-root",
+                root.to_str().unwrap(),
+                "--journal",
+                t.path().join(journal).to_str().unwrap(),
+            ],
+        )
+    };
+    let o = restore("j1.json");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let placed = root.join(src.strip_prefix("/").unwrap()).join("etc/p.conf");
+    let md = fs::metadata(&placed).unwrap();
+    // Same length, same mode, same mtime: other content.
+    fs::write(&placed, "password=NEW-secret\n").unwrap();
+    let mtime = filetime_of(&md);
+    set_mtime(&placed, mtime);
+    let o = restore("j2.json");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(fs::read(&placed).unwrap(), b"password=old-secret\n");
+}
+
+fn filetime_of(md: &fs::Metadata) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    (md.mtime(), md.mtime_nsec())
+}
+
+fn set_mtime(p: &Path, (s, ns): (i64, i64)) {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    let ts = [
+        libc::timespec {
+            tv_sec: s,
+            tv_nsec: ns,
+        },
+        libc::timespec {
+            tv_sec: s,
+            tv_nsec: ns,
+        },
+    ];
+    assert_eq!(
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) },
+        0
+    );
+}

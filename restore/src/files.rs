@@ -55,6 +55,8 @@ pub struct Entry {
     pub meta: Option<EntryMeta>,
     pub target: Option<String>,
     pub size: u64,
+    /// BLAKE3 of the whole content (files), lowercase hex, when known.
+    pub blake3: Option<String>,
 }
 
 /// Writes an entry's verified content. Implementations must fail (not write wrong bytes) when

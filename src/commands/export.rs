@@ -51,6 +51,7 @@ pub fn entry_of(item: &Item) -> Entry {
         }),
         target: item.target.clone(),
         size: item.size,
+        blake3: Some(item.blake3.clone()),
     }
 }
 

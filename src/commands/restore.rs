@@ -391,8 +391,8 @@ fn free_space(path: &Path) -> Option<(PathBuf, u64)> {
     }
 }
 
-/// Whether the destination of a file entry already holds exactly it (same size, mode and mtime
-/// for files, same target for symlinks): such entries are left alone.
+/// Whether the destination of a file entry already holds exactly it (same size, mode, mtime and
+/// content hash for files, same target for symlinks): such entries are left alone.
 fn already_there(root: &Path, e: &Entry) -> bool {
     let p = root.join(&e.path);
     let Ok(md) = std::fs::symlink_metadata(&p) else {
@@ -413,6 +413,15 @@ fn already_there(root: &Path, e: &Entry) -> bool {
                     (md.permissions().mode() & 0o7777) == (m.mode & 0o7777)
                         && md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128
                             == m.mtime_ns as i128
+                })
+                // Equal metadata does not prove equal content (a file rewritten with its old
+                // mtime): compare the content hash the manifest records.
+                && e.blake3.as_deref().is_some_and(|want| {
+                    let mut h = blake3::Hasher::new();
+                    std::fs::File::open(&p)
+                        .and_then(|mut f| std::io::copy(&mut f, &mut h))
+                        .is_ok_and(|n| n == e.size)
+                        && h.finalize().to_hex().as_str() == want
                 })
         }
     }
