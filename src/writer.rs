@@ -400,6 +400,20 @@ impl ItemSink for SnapshotWriter {
             .insert(source.to_string(), info);
     }
 
+    fn retract(&self, name: &str) -> bool {
+        let mut items = self.items.lock().unwrap();
+        let Some(pos) = items.iter().position(|i| i.name == name) else {
+            return false;
+        };
+        let item = items.remove(pos);
+        drop(items);
+        self.names.lock().unwrap().remove(name);
+        let mut st = self.stats.lock().unwrap();
+        st.items = st.items.saturating_sub(1);
+        st.logical_bytes = st.logical_bytes.saturating_sub(item.size);
+        true
+    }
+
     fn gap(&self, gap: Gap) {
         tracing::warn!("gap: {}", gap.describe());
         self.gaps.lock().unwrap().push(gap);
