@@ -386,3 +386,52 @@ fn set_mtime(p: &Path, (s, ns): (i64, i64)) {
         0
     );
 }
+
+/// Item 12: smaller checks.
+#[test]
+fn item_hash_manifest_id_and_only_files() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("node");
+    let mut rng = Rng(12);
+    tree(&src, &mut rng);
+    let repo = t.path().join("repo");
+    ok(&repo, &["init"]);
+    // --only-files without --files commits nothing.
+    let o = mnb(&repo, &["snapshot", "--only-files"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(files_under(&repo.join("snapshots")).is_empty());
+    let s = src.to_str().unwrap();
+    ok(&repo, &["snapshot", "--only-files", "--files", s]);
+    let id = ids(&repo)[0].clone();
+    let name = format!("files{s}/etc/f1.txt");
+    // An item whose recorded whole-content hash does not match its (intact) pieces.
+    let n2 = name.clone();
+    forge_manifest(&repo, Some(&id), move |v| {
+        for it in v["items"].as_array_mut().unwrap() {
+            if it["name"] == n2.as_str() {
+                it["blake3"] = blake3::hash(b"other").to_hex().to_string().into();
+            }
+        }
+    });
+    let o = mnb(&repo, &["verify", "--read-data"]);
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("inconsistent item"));
+    let o = mnb(&repo, &["cat", &id, &name]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(
+        o.stdout.is_empty(),
+        "cat wrote {} bytes before failing",
+        o.stdout.len()
+    );
+    // A manifest whose id is not its file name is not used.
+    forge_manifest(&repo, Some(&id), |v| {
+        v["id"] = "20200101T000000000Z-00000000".into();
+    });
+    let o = mnb(&repo, &["cat", &id, &name]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+}
