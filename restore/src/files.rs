@@ -101,6 +101,81 @@ pub struct PlaceReport {
     pub kept: Vec<String>,
 }
 
+/// Encode file-name (or symlink-target) bytes for a manifest: valid UTF-8 is kept, a backslash
+/// becomes `\\`, every byte that is not part of valid UTF-8 becomes `\xHH`. Names on Linux are
+/// bytes; this keeps them exactly and [`decode_name`] gives them back.
+pub fn encode_name(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Decode [`encode_name`]'s form. Only `\\` and `\xHH` with HH >= 0x80 are escapes (so `/`,
+/// `.` and NUL can never be hidden in one); anything else after a backslash is refused.
+pub fn decode_name(s: &str) -> Result<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(b'\\') => {
+                out.push(b'\\');
+                i += 2;
+            }
+            Some(b'x') => {
+                let hex = b
+                    .get(i + 2..i + 4)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) if v >= 0x80 => out.push(v),
+                    _ => refuse!(
+                        "refusing name `{}`: malformed escape; the manifest is malformed or \
+                         hostile, nothing was written",
+                        s.escape_debug()
+                    ),
+                }
+                i += 4;
+            }
+            _ => refuse!(
+                "refusing name `{}`: malformed escape; the manifest is malformed or hostile, \
+                 nothing was written",
+                s.escape_debug()
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// The filesystem path of an encoded relative path (see [`encode_name`]); a malformed escape
+/// gives the text as it is (callers check names with [`check_relative`] first).
+pub fn rel_path(rel: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    match decode_name(rel) {
+        Ok(b) => PathBuf::from(std::ffi::OsString::from_vec(b)),
+        Err(_) => PathBuf::from(rel),
+    }
+}
+
+fn os_name(name: &str) -> std::ffi::OsString {
+    rel_path(name).into_os_string()
+}
+
 /// Check a relative entry path: no absolute, empty, `.` or `..` components.
 pub fn check_relative(path: &str) -> Result<()> {
     let bad = path.is_empty()
@@ -113,6 +188,12 @@ pub fn check_relative(path: &str) -> Result<()> {
         refuse!(
             "refusing entry `{}`: not a safe relative path (absolute, empty or `..` component); \
              the snapshot's manifest is malformed or hostile, nothing was written",
+            path.escape_debug()
+        );
+    }
+    if decode_name(path)?.contains(&0) {
+        refuse!(
+            "refusing entry `{}`: NUL byte in a name",
             path.escape_debug()
         );
     }
@@ -173,10 +254,13 @@ pub fn symlink_escapes(
                 let p = cur.join("/");
                 let next = match links.get(&p) {
                     Some(t) => Some(t.clone()),
-                    None => match fs::symlink_metadata(root.join(&p)) {
+                    None => match fs::symlink_metadata(root.join(rel_path(&p))) {
                         Ok(md) if md.file_type().is_symlink() => Some(
-                            fs::read_link(root.join(&p))
-                                .map(|t| t.to_string_lossy().into_owned())
+                            fs::read_link(root.join(rel_path(&p)))
+                                .map(|t| {
+                                    use std::os::unix::ffi::OsStrExt;
+                                    encode_name(t.as_os_str().as_bytes())
+                                })
                                 .unwrap_or_else(|_| "/".into()),
                         ),
                         _ => None,
@@ -231,7 +315,7 @@ fn safe_parent(root: &Path, rel: &str) -> Result<PathBuf> {
     let mut cur = root.to_path_buf();
     let parts: Vec<&str> = rel.split('/').collect();
     for part in &parts[..parts.len() - 1] {
-        cur.push(part);
+        cur.push(os_name(part));
         match fs::symlink_metadata(&cur) {
             Ok(md) if md.file_type().is_dir() => {}
             Ok(_) => refuse!(
@@ -313,7 +397,7 @@ pub fn preflight(entries: &[Entry], root: &Path, opts: &PlaceOptions) -> Result<
             let blocked = match in_plan {
                 Some(Kind::Dir) => false,
                 Some(_) => true,
-                None => fs::symlink_metadata(root.join(&prefix))
+                None => fs::symlink_metadata(root.join(rel_path(&prefix)))
                     .map(|md| !md.file_type().is_dir())
                     .unwrap_or(false),
             };
@@ -332,6 +416,9 @@ pub fn preflight(entries: &[Entry], root: &Path, opts: &PlaceOptions) -> Result<
                     "refusing symlink `{}`: it has no target; the manifest is malformed",
                     e.path
                 );
+            }
+            if decode_name(t)?.contains(&0) {
+                refuse!("refusing symlink `{}`: NUL byte in its target", e.path);
             }
             let absolute_ok = t.starts_with('/') && opts.absolute_symlinks_as_data;
             if !opts.allow_outside_symlinks
@@ -369,8 +456,14 @@ pub fn place(
         if cleaned.insert(parent.clone()) {
             clean_dead_temps(&parent);
         }
-        let name = e.path.rsplit('/').next().unwrap();
-        let dest = parent.join(name);
+        let name = os_name(e.path.rsplit('/').next().unwrap());
+        let dest = parent.join(&name);
+        let with = |pre: &str, post: &str| {
+            let mut n = std::ffi::OsString::from(pre);
+            n.push(&name);
+            n.push(post);
+            parent.join(n)
+        };
         let existing = fs::symlink_metadata(&dest).ok();
         match e.kind {
             Kind::Dir => {
@@ -394,10 +487,10 @@ pub fn place(
                 );
             }
         }
-        let tmp = parent.join(format!(".{name}.mnbackup-{}.tmp", std::process::id()));
+        let tmp = with(".", &format!(".mnbackup-{}.tmp", std::process::id()));
         let _ = fs::remove_file(&tmp);
         if e.kind == Kind::Symlink {
-            symlink(e.target.as_deref().unwrap_or(""), &tmp)
+            symlink(rel_path(e.target.as_deref().unwrap_or("")), &tmp)
                 .with_context(|| format!("creating symlink {}", dest.display()))?;
             report.symlinks += 1;
         } else {
@@ -436,7 +529,7 @@ pub fn place(
         if existing.is_some() {
             match opts.existing {
                 Existing::KeepAsPreRestore => {
-                    let keep = parent.join(format!("{name}.pre-restore"));
+                    let keep = with("", ".pre-restore");
                     fs::rename(&dest, &keep)
                         .with_context(|| format!("keeping {}", dest.display()))?;
                     report.kept.push(keep.display().to_string());

@@ -44,8 +44,16 @@ pub struct FilesSummary {
 }
 
 /// The item name of an absolute path: `files/<path without the leading />`.
+/// Names are bytes on Linux: they are stored exactly (see
+/// [`mnbackup_restore::files::encode_name`]: a backslash is `\\`, a byte outside UTF-8 `\xHH`).
 pub fn item_name(path: &Path) -> String {
-    format!("files/{}", path.to_string_lossy().trim_start_matches('/'))
+    use std::os::unix::ffi::OsStrExt;
+    let b = path.as_os_str().as_bytes();
+    let start = b.iter().position(|&c| c != b'/').unwrap_or(b.len());
+    format!(
+        "files/{}",
+        mnbackup_restore::files::encode_name(&b[start..])
+    )
 }
 
 /// Filesystem metadata of an entry (owner names resolved when possible).
@@ -256,7 +264,10 @@ fn put_path(path: &Path, sink: &dyn ItemSink, sum: &mut FilesSummary) -> Result<
             name,
             kind: EntryKind::Symlink,
             meta,
-            target: Some(target.to_string_lossy().into_owned()),
+            target: Some({
+                use std::os::unix::ffi::OsStrExt;
+                mnbackup_restore::files::encode_name(target.as_os_str().as_bytes())
+            }),
             delta: false,
         })
     } else if ft.is_file() {
