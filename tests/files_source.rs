@@ -12,10 +12,12 @@ use mnbackup::repo::Repo;
 use mnbackup::source::{ItemSink, ItemSpec};
 use mnbackup::writer::SnapshotWriter;
 
+type Hook<'a> = Box<dyn FnMut(&str) + Send + 'a>;
+
 /// Delegates to the real writer; runs `hook` before each file's content is read.
 struct Hostile<'a> {
     inner: &'a SnapshotWriter,
-    hook: Mutex<Box<dyn FnMut(&str) + Send + 'a>>,
+    hook: Mutex<Hook<'a>>,
 }
 
 impl ItemSink for Hostile<'_> {
@@ -37,7 +39,7 @@ impl ItemSink for Hostile<'_> {
     }
 }
 
-fn run(src: &Path, hook: Box<dyn FnMut(&str) + Send + '_>) -> (Manifest, Repo) {
+fn run(src: &Path, hook: Hook<'_>) -> (Manifest, Repo) {
     let t = src.parent().unwrap().join("repo");
     let (repo, _) = Repo::init(&t).unwrap();
     let w = SnapshotWriter::new(

@@ -254,7 +254,8 @@ fn marker_is_checksummed_and_validated() {
     let mut rng = Rng(3);
     tree(&src, &mut rng);
     let s = src.to_str().unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, bool, i32)> = vec![
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, bool, i32)> = vec![
         (
             "chunk_max 0, old checksum",
             Box::new(|v| v["chunk_max"] = 0.into()),

@@ -227,13 +227,11 @@ fn pool_unwritable(e: &std::io::Error) -> bool {
 /// temporaries older than an hour. Best effort.
 fn clean_dead(locks_dir: &Path, locks: &[(PathBuf, Option<LockInfo>)]) {
     for (p, info) in locks {
-        if info.as_ref().is_some_and(|i| i.is_dead()) {
-            if fs::remove_file(p).is_ok() {
-                tracing::info!(
-                    "removed the lock of a process that is gone: {}",
-                    p.display()
-                );
-            }
+        if info.as_ref().is_some_and(|i| i.is_dead()) && fs::remove_file(p).is_ok() {
+            tracing::info!(
+                "removed the lock of a process that is gone: {}",
+                p.display()
+            );
         }
     }
     if let Ok(rd) = fs::read_dir(locks_dir) {
