@@ -80,7 +80,13 @@ fn readers_during_snapshots_never_fail_with_exit_1() {
         let s = s.clone();
         let stop = stop.clone();
         std::thread::spawn(move || {
-            for _ in 0..8 {
+            for i in 0..20 {
+                // A changed file each time: every snapshot writes objects through tmp/.
+                fs::write(
+                    Path::new(&s).join("f0.txt"),
+                    format!("version {i}\n").repeat(500),
+                )
+                .unwrap();
                 let o = mnb(&repo, &["snapshot", "--only-files", "--files", &s]);
                 assert!(
                     matches!(o.status.code(), Some(0) | Some(4)),
@@ -93,8 +99,13 @@ fn readers_during_snapshots_never_fail_with_exit_1() {
     };
     let mut runs = 0;
     let mut codes = std::collections::BTreeMap::new();
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) || runs < 20 {
-        let o = mnb(&repo, &["verify"]);
+    let item = format!("files{s}/f1.txt");
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) || runs < 300 {
+        let o = if runs % 2 == 0 {
+            mnb(&repo, &["verify"])
+        } else {
+            mnb(&repo, &["cat", "latest", &item])
+        };
         let c = o.status.code().unwrap_or(-1);
         assert!(c == 0 || c == 4, "reader exit {c}: {}", stderr(&o));
         *codes.entry(c).or_insert(0) += 1;
