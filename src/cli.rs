@@ -27,6 +27,11 @@ pub struct Cli {
     /// the daemon does for its jobs (MNBACKUP_JOB=manual).
     #[arg(long, global = true)]
     pub hooks: bool,
+    /// Wait up to this long for a lock held by another process (e.g. 30s, 10m, 2h; plain
+    /// numbers are seconds) instead of failing at once with exit 4. Overrides
+    /// [repository] lock_wait_seconds.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_wait)]
+    pub retry_lock: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -63,6 +68,9 @@ pub enum Command {
         /// Only items whose names start with this prefix (e.g. `files/` or `mariadb/zstack/`).
         #[arg(long)]
         include: Vec<String>,
+        /// Drop setuid, setgid and sticky bits (an export for inspection should not carry them).
+        #[arg(long)]
+        no_special_bits: bool,
     },
     /// Check the repository: structure (fast), or every byte with --read-data.
     ///
@@ -94,6 +102,16 @@ pub enum Command {
     /// Remove objects no snapshot references (never a base a kept delta needs).
     Prune {
         /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Make a damaged repository consistent: remove damaged objects, drop what cannot be
+    /// recovered from the snapshots (recorded as gaps) and say which snapshots lost what.
+    ///
+    /// Exit codes: 0 nothing lost; 10 snapshots lost items (marked incomplete); 5 damaged
+    /// manifests remain (not repairable); 1, 3, 4 could not run.
+    Repair {
+        /// Only report what would be done.
         #[arg(long)]
         dry_run: bool,
     },
@@ -193,4 +211,29 @@ pub struct SnapshotArgs {
     /// What started the snapshot (recorded in the manifest).
     #[arg(long, default_value = "manual", hide = true)]
     pub trigger: String,
+}
+
+/// The longest lock wait accepted (one week).
+pub const MAX_LOCK_WAIT_SECONDS: u64 = 7 * 24 * 3600;
+
+/// Parse `--retry-lock`: seconds, or a number with s, m or h; at most a week.
+pub fn parse_wait(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('s') => (&t[..t.len() - 1], 1),
+        Some('m') => (&t[..t.len() - 1], 60),
+        Some('h') => (&t[..t.len() - 1], 3600),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration; use e.g. 30s, 10m or 2h"))?;
+    let secs = n.saturating_mul(mult);
+    if secs > MAX_LOCK_WAIT_SECONDS {
+        return Err(format!(
+            "`{s}` is longer than the {MAX_LOCK_WAIT_SECONDS} seconds (one week) allowed"
+        ));
+    }
+    Ok(secs)
 }

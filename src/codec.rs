@@ -98,6 +98,14 @@ impl SigCache {
         Ok(b)
     }
 
+    /// The file of the verified-objects cache (beside the signatures).
+    pub fn verified_file(&self) -> Option<PathBuf> {
+        self.dir
+            .as_ref()
+            .and_then(|d| d.parent())
+            .map(|p| p.join("verified-objects"))
+    }
+
     /// Keep a copy of a signature (best effort: a failing cache never fails a backup).
     pub fn put(&self, id: &str, payload: &[u8]) {
         if let Some(dir) = &self.dir {
@@ -288,16 +296,21 @@ pub fn decode_piece(repo: &Repo, p: &PieceData, what: &str) -> Result<Vec<u8>> {
         )));
     }
     let out = match &p.data {
-        Encoding::Full { object, .. } => {
+        Encoding::Full { object, stored } => {
             let z = repo
-                .get_object(object, ObjectType::Full)
+                .get_object_sized(object, ObjectType::Full, Some(*stored))
                 .with_context(|| format!("reading {what}"))?;
             decompress(&z, p.size as usize, what)?
         }
-        Encoding::Delta { object, base, .. } => {
+        Encoding::Delta {
+            object,
+            base,
+            stored,
+            ..
+        } => {
             let base_bytes = decode_piece(repo, base, what)?;
             let z = repo
-                .get_object(object, ObjectType::Delta)
+                .get_object_sized(object, ObjectType::Delta, Some(*stored))
                 .with_context(|| format!("reading {what}"))?;
             // A delta holds at most the piece's bytes as literals plus small command overhead.
             let delta = decompress(&z, (p.size as usize) * 2 + 4096, what)?;
@@ -327,7 +340,7 @@ pub fn check_item_name(name: &str) -> Result<()> {
     let bad = name.is_empty()
         || name.starts_with('/')
         || name.contains('\0')
-        || name.contains('\\')
+        || mnbackup_restore::files::decode_name(name).is_err()
         || name
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == "..");

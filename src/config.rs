@@ -229,13 +229,47 @@ impl Default for DaemonConfig {
 impl Config {
     /// Parse a config text. `origin` names the file in messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
-        toml::from_str(text).map_err(|e| {
-            MnError::Usage(format!(
-                "the configuration {origin} is not valid: {}",
-                e.to_string().trim_end()
+        // The error names the line and column but never echoes the line: it may hold a password.
+        let cfg: Config = toml::from_str(text).map_err(|e: toml::de::Error| {
+            let at = e
+                .span()
+                .map(|sp| {
+                    let before = &text[..sp.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+                    format!(" at line {line}, column {col}")
+                })
+                .unwrap_or_default();
+            anyhow::Error::from(MnError::Usage(format!(
+                "the configuration {origin} is not valid{at}: {}",
+                e.message().trim_end()
+            )))
+        })?;
+        cfg.check_ranges(origin)?;
+        Ok(cfg)
+    }
+
+    /// Refuse values outside what the program can use (a huge wait would overflow a deadline).
+    fn check_ranges(&self, origin: &str) -> Result<()> {
+        let r = &self.repository;
+        let bad = |key: &str, v: u64, max: u64| -> Result<()> {
+            Err(MnError::Usage(format!(
+                "the configuration {origin}: [repository] {key} = {v} is out of range (0 to \
+                 {max}); choose a smaller value"
             ))
-            .into()
-        })
+            .into())
+        };
+        if r.lock_wait_seconds > crate::cli::MAX_LOCK_WAIT_SECONDS {
+            bad(
+                "lock_wait_seconds",
+                r.lock_wait_seconds,
+                crate::cli::MAX_LOCK_WAIT_SECONDS,
+            )?;
+        }
+        if r.lock_stale_minutes > 7 * 24 * 60 {
+            bad("lock_stale_minutes", r.lock_stale_minutes, 7 * 24 * 60)?;
+        }
+        Ok(())
     }
 
     /// Load the config from `path`, refusing a world-readable file that holds a secret.
@@ -252,9 +286,9 @@ impl Config {
                 .with_context(|| format!("checking permissions of {}", path.display()))?
                 .permissions()
                 .mode();
-            if mode & 0o004 != 0 {
+            if mode & 0o077 != 0 {
                 return Err(MnError::Usage(format!(
-                    "the configuration {} holds a password and is readable by every user (mode \
+                    "the configuration {} holds a password and is accessible to group or others (mode \
                      {:o}); run `chmod 600 {}` (or move the password to an environment variable \
                      or a MariaDB option file)",
                     path.display(),

@@ -60,4 +60,10 @@ pub trait ItemSink: Send + Sync {
     /// Record something the source could not capture. The snapshot is still committed, but as
     /// incomplete: `complete: false` with this gap in the manifest, and `snapshot` exits 10.
     fn gap(&self, gap: Gap);
+
+    /// Take back an item stored by this run (a file that changed while it was read is read
+    /// again). Returns false when the sink cannot (then the item stays as stored).
+    fn retract(&self, _name: &str) -> bool {
+        false
+    }
 }

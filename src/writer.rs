@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -13,8 +12,8 @@ use chrono::{DateTime, Utc};
 
 use crate::codec::{check_item_name, encode_piece, CodecPolicy, SigCache};
 use crate::error::unsafe_content;
-use crate::model::{EntryKind, Gap, Item, Manifest, Piece, SnapshotStats};
-use crate::repo::{Repo, FORMAT_VERSION};
+use crate::model::{Encoding, EntryKind, Gap, Item, Manifest, Piece, PieceData, SnapshotStats};
+use crate::repo::{InProgress, Repo, FORMAT_VERSION};
 use crate::source::{ItemSink, ItemSpec};
 
 /// Receives progress: bytes of plain content processed, and the item being stored.
@@ -40,7 +39,9 @@ pub struct SnapshotWriter {
     gaps: Mutex<Vec<Gap>>,
     stats: Mutex<SnapshotStats>,
     new_objects: Mutex<Vec<String>>,
-    in_progress: PathBuf,
+    /// Objects checked by [`SnapshotWriter::piece_intact`] (id -> present with its size).
+    checked: Mutex<HashMap<String, bool>>,
+    in_progress: InProgress,
     progress: Option<Box<dyn Progress>>,
     processed: AtomicU64,
 }
@@ -76,7 +77,7 @@ pub fn new_snapshot_id(now: DateTime<Utc>, after: Option<&str>) -> String {
 impl SnapshotWriter {
     /// Start a snapshot whose delta parent is `parent` (normally the latest snapshot).
     pub fn new(
-        repo: Repo,
+        mut repo: Repo,
         policy: CodecPolicy,
         cache: SigCache,
         parent: Option<Manifest>,
@@ -85,6 +86,14 @@ impl SnapshotWriter {
         let started = Utc::now();
         let newest = repo.snapshot_ids()?.pop();
         let id = new_snapshot_id(started, newest.as_deref());
+        // Objects `verify` recorded as damaged are written again when this run has their content.
+        repo.rewrite = std::sync::Arc::new(Mutex::new(repo.damaged_objects()?));
+        // Objects this node checked or wrote before and that did not change since are not
+        // read again when reused.
+        repo.verified = Default::default();
+        if let Some(f) = cache.verified_file() {
+            repo.load_verified(&f);
+        }
         let in_progress = repo.mark_in_progress(&id)?;
         let mut known = HashMap::new();
         let mut parent_items = HashMap::new();
@@ -113,6 +122,7 @@ impl SnapshotWriter {
             gaps: Mutex::new(Vec::new()),
             stats: Mutex::new(SnapshotStats::default()),
             new_objects: Mutex::new(Vec::new()),
+            checked: Mutex::new(HashMap::new()),
             in_progress,
             progress,
             processed: AtomicU64::new(0),
@@ -166,7 +176,10 @@ impl SnapshotWriter {
         };
         crate::codec::validate_manifest(&m)?;
         self.repo.commit_manifest(&m)?;
-        let _ = std::fs::remove_file(&self.in_progress);
+        self.in_progress.remove();
+        if let Some(f) = self.cache.verified_file() {
+            self.repo.save_verified(&f);
+        }
         Ok(m)
     }
 
@@ -182,8 +195,47 @@ impl SnapshotWriter {
                 }
             }
         }
-        let _ = std::fs::remove_file(&self.in_progress);
+        self.in_progress.remove();
         Ok(n)
+    }
+
+    /// Whether every object a stored piece needs (its data and, for a delta, the whole base
+    /// chain) exists with its recorded size and is not recorded as damaged. A piece that fails
+    /// is not reused: its content is stored anew from the source.
+    fn piece_intact(&self, p: &PieceData) -> bool {
+        let (obj, stored) = p.data.object();
+        let ok = {
+            let mut checked = self.checked.lock().unwrap();
+            *checked
+                .entry(obj.to_string())
+                .or_insert_with(|| self.repo.object_good(obj, stored))
+        };
+        ok && match &p.data {
+            Encoding::Delta { base, .. } => self.piece_intact(base),
+            Encoding::Full { .. } => true,
+        }
+    }
+
+    /// A stored piece made safe to build on: None when its data is not intact; its signature
+    /// dropped when that is not intact (the signature is then computed again).
+    fn usable(&self, p: &Piece) -> Option<Piece> {
+        if !self.piece_intact(&p.piece) {
+            return None;
+        }
+        let mut p = p.clone();
+        if let (Some(sig), Some(size)) = (&p.sig, p.sig_size) {
+            let ok = {
+                let mut checked = self.checked.lock().unwrap();
+                *checked
+                    .entry(sig.clone())
+                    .or_insert_with(|| self.repo.object_good(sig, size))
+            };
+            if !ok {
+                p.sig = None;
+                p.sig_size = None;
+            }
+        }
+        Some(p)
     }
 
     /// Snapshot statistics so far.
@@ -252,10 +304,19 @@ impl ItemSink for SnapshotWriter {
             whole.update(chunk);
             let hash = blake3::hash(chunk).to_hex().to_string();
             let idx = pieces.len();
-            let base = parent.and_then(|p: &Item| p.pieces.get(idx));
+            // Stored pieces are built on only when their objects are intact (a cheap size
+            // check); a damaged one is stored anew from the source.
+            let base = parent
+                .and_then(|p: &Item| p.pieces.get(idx))
+                .and_then(|b| self.usable(b));
+            let base = base.as_ref();
             let reuse = {
                 let same_pos = base.filter(|b| b.piece.blake3 == hash).cloned();
-                same_pos.or_else(|| self.known.lock().unwrap().get(&hash).cloned())
+                let known = || {
+                    let k = self.known.lock().unwrap().get(&hash).cloned();
+                    k.and_then(|k| self.usable(&k))
+                };
+                same_pos.or_else(known)
             };
             let want_sig = spec.delta && self.policy.delta;
             let (piece, cost) = encode_piece(
@@ -285,13 +346,26 @@ impl ItemSink for SnapshotWriter {
                 }
             }
             if !cost.new_objects.is_empty() {
+                self.in_progress
+                    .record(&cost.new_objects)
+                    .with_context(|| format!("storing {}", spec.name))?;
+                let mut checked = self.checked.lock().unwrap();
+                for id in &cost.new_objects {
+                    checked.insert(id.clone(), true);
+                }
+                drop(checked);
                 self.new_objects.lock().unwrap().extend(cost.new_objects);
             }
-            self.known
-                .lock()
-                .unwrap()
-                .entry(hash)
-                .or_insert_with(|| piece.clone());
+            {
+                // The objects of the piece just stored are present (written or checked).
+                let mut checked = self.checked.lock().unwrap();
+                checked.insert(piece.piece.data.object().0.to_string(), true);
+                if let Some(sig) = &piece.sig {
+                    checked.insert(sig.clone(), true);
+                }
+            }
+            // The newest stored form wins: it replaces a damaged one found earlier.
+            self.known.lock().unwrap().insert(hash, piece.clone());
             size += cut as u64;
             self.processed.fetch_add(cut as u64, Ordering::Relaxed);
             if let Some(p) = &self.progress {
@@ -335,6 +409,20 @@ impl ItemSink for SnapshotWriter {
             .lock()
             .unwrap()
             .insert(source.to_string(), info);
+    }
+
+    fn retract(&self, name: &str) -> bool {
+        let mut items = self.items.lock().unwrap();
+        let Some(pos) = items.iter().position(|i| i.name == name) else {
+            return false;
+        };
+        let item = items.remove(pos);
+        drop(items);
+        self.names.lock().unwrap().remove(name);
+        let mut st = self.stats.lock().unwrap();
+        st.items = st.items.saturating_sub(1);
+        st.logical_bytes = st.logical_bytes.saturating_sub(item.size);
+        true
     }
 
     fn gap(&self, gap: Gap) {

@@ -6,6 +6,7 @@
 //! component below the root may be a symlink, so a symlink placed earlier can never redirect a
 //! later file outside the root. Files are written to a temporary name, checked, then renamed.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -54,6 +55,8 @@ pub struct Entry {
     pub meta: Option<EntryMeta>,
     pub target: Option<String>,
     pub size: u64,
+    /// BLAKE3 of the whole content (files), lowercase hex, when known.
+    pub blake3: Option<String>,
 }
 
 /// Writes an entry's verified content. Implementations must fail (not write wrong bytes) when
@@ -77,6 +80,12 @@ pub struct PlaceOptions {
     pub existing: Existing,
     /// Allow symlinks whose target is absolute or leaves the root (restoring to `/`).
     pub allow_outside_symlinks: bool,
+    /// Place symlinks with an absolute target as they are (their text is data, never followed
+    /// while placing), e.g. `/etc/localtime -> /usr/share/zoneinfo/...` in an export. Relative
+    /// targets that resolve outside the root are still refused.
+    pub absolute_symlinks_as_data: bool,
+    /// Drop setuid, setgid and sticky bits from modes.
+    pub no_special_bits: bool,
     /// Set owner and group (needs root; otherwise skipped).
     pub chown: bool,
 }
@@ -92,6 +101,81 @@ pub struct PlaceReport {
     pub kept: Vec<String>,
 }
 
+/// Encode file-name (or symlink-target) bytes for a manifest: valid UTF-8 is kept, a backslash
+/// becomes `\\`, every byte that is not part of valid UTF-8 becomes `\xHH`. Names on Linux are
+/// bytes; this keeps them exactly and [`decode_name`] gives them back.
+pub fn encode_name(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Decode [`encode_name`]'s form. Only `\\` and `\xHH` with HH >= 0x80 are escapes (so `/`,
+/// `.` and NUL can never be hidden in one); anything else after a backslash is refused.
+pub fn decode_name(s: &str) -> Result<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(b'\\') => {
+                out.push(b'\\');
+                i += 2;
+            }
+            Some(b'x') => {
+                let hex = b
+                    .get(i + 2..i + 4)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) if v >= 0x80 => out.push(v),
+                    _ => refuse!(
+                        "refusing name `{}`: malformed escape; the manifest is malformed or \
+                         hostile, nothing was written",
+                        s.escape_debug()
+                    ),
+                }
+                i += 4;
+            }
+            _ => refuse!(
+                "refusing name `{}`: malformed escape; the manifest is malformed or hostile, \
+                 nothing was written",
+                s.escape_debug()
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// The filesystem path of an encoded relative path (see [`encode_name`]); a malformed escape
+/// gives the text as it is (callers check names with [`check_relative`] first).
+pub fn rel_path(rel: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    match decode_name(rel) {
+        Ok(b) => PathBuf::from(std::ffi::OsString::from_vec(b)),
+        Err(_) => PathBuf::from(rel),
+    }
+}
+
+fn os_name(name: &str) -> std::ffi::OsString {
+    rel_path(name).into_os_string()
+}
+
 /// Check a relative entry path: no absolute, empty, `.` or `..` components.
 pub fn check_relative(path: &str) -> Result<()> {
     let bad = path.is_empty()
@@ -104,6 +188,12 @@ pub fn check_relative(path: &str) -> Result<()> {
         refuse!(
             "refusing entry `{}`: not a safe relative path (absolute, empty or `..` component); \
              the snapshot's manifest is malformed or hostile, nothing was written",
+            path.escape_debug()
+        );
+    }
+    if decode_name(path)?.contains(&0) {
+        refuse!(
+            "refusing entry `{}`: NUL byte in a name",
             path.escape_debug()
         );
     }
@@ -132,12 +222,100 @@ pub fn symlink_stays_inside(link: &str, target: &str) -> bool {
     true
 }
 
+/// Whether the symlink `link` (relative to the root) with `target` resolves to a path outside
+/// the root, following the symlinks of the plan (`links`, relative path -> target) and those
+/// already on disk under `root`, as the kernel would: a chain of links that each look inside
+/// (`a/b/c/d -> ../../..`, `a/b/c/e -> d/../../../../x`) is caught. A chain longer than 40
+/// links counts as escaping. Absolute targets anywhere in the chain escape.
+pub fn symlink_escapes(
+    root: &Path,
+    links: &HashMap<String, String>,
+    link: &str,
+    target: &str,
+) -> bool {
+    let mut cur: Vec<String> = link.split('/').map(str::to_string).collect();
+    cur.pop();
+    let mut pending: std::collections::VecDeque<String> =
+        target.split('/').map(str::to_string).collect();
+    if target.starts_with('/') {
+        return true;
+    }
+    let mut hops = 0;
+    while let Some(c) = pending.pop_front() {
+        match c.as_str() {
+            "" | "." => continue,
+            ".." => {
+                if cur.pop().is_none() {
+                    return true;
+                }
+            }
+            name => {
+                cur.push(name.to_string());
+                let p = cur.join("/");
+                let next = match links.get(&p) {
+                    Some(t) => Some(t.clone()),
+                    None => match fs::symlink_metadata(root.join(rel_path(&p))) {
+                        Ok(md) if md.file_type().is_symlink() => Some(
+                            fs::read_link(root.join(rel_path(&p)))
+                                .map(|t| {
+                                    use std::os::unix::ffi::OsStrExt;
+                                    encode_name(t.as_os_str().as_bytes())
+                                })
+                                .unwrap_or_else(|_| "/".into()),
+                        ),
+                        _ => None,
+                    },
+                };
+                if let Some(t) = next {
+                    hops += 1;
+                    if hops > 40 || t.starts_with('/') {
+                        return true;
+                    }
+                    cur.pop();
+                    for (i, part) in t.split('/').enumerate() {
+                        pending.insert(i, part.to_string());
+                    }
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Remove temporaries `.NAME.mnbackup-PID.tmp` that a killed run (its pid is gone) left in `dir`.
+fn clean_dead_temps(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_suffix(".tmp") else {
+            continue;
+        };
+        if !name.starts_with('.') {
+            continue;
+        }
+        let Some((_, pid)) = rest.rsplit_once(".mnbackup-") else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<i32>() else {
+            continue;
+        };
+        if pid <= 0 || pid as u32 == std::process::id() {
+            continue;
+        }
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if gone && e.file_type().map(|t| !t.is_dir()).unwrap_or(false) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Create the parents of `rel` under `root`, refusing any component that is a symlink.
 fn safe_parent(root: &Path, rel: &str) -> Result<PathBuf> {
     let mut cur = root.to_path_buf();
     let parts: Vec<&str> = rel.split('/').collect();
     for part in &parts[..parts.len() - 1] {
-        cur.push(part);
+        cur.push(os_name(part));
         match fs::symlink_metadata(&cur) {
             Ok(md) if md.file_type().is_dir() => {}
             Ok(_) => refuse!(
@@ -197,10 +375,40 @@ fn apply_meta(path: &Path, meta: &EntryMeta, is_link: bool, chown: bool) -> Resu
     Ok(())
 }
 
-/// Check every entry (names, symlink targets) without writing anything.
+/// Check every entry (names, symlink targets, paths through links or files) without writing
+/// anything.
 pub fn preflight(entries: &[Entry], root: &Path, opts: &PlaceOptions) -> Result<()> {
+    let mut links: HashMap<String, String> = HashMap::new();
+    let mut kinds: HashMap<&str, Kind> = HashMap::new();
     for e in entries {
         check_relative(&e.path)?;
+        kinds.insert(e.path.as_str(), e.kind);
+        if e.kind == Kind::Symlink {
+            links.insert(e.path.clone(), e.target.clone().unwrap_or_default());
+        }
+    }
+    for e in entries {
+        // No entry may lie below a symlink or a file of the plan, or below anything on disk
+        // under the root that is not a directory.
+        let parts: Vec<&str> = e.path.split('/').collect();
+        for i in 1..parts.len() {
+            let prefix = parts[..i].join("/");
+            let in_plan = kinds.get(prefix.as_str()).copied();
+            let blocked = match in_plan {
+                Some(Kind::Dir) => false,
+                Some(_) => true,
+                None => fs::symlink_metadata(root.join(rel_path(&prefix)))
+                    .map(|md| !md.file_type().is_dir())
+                    .unwrap_or(false),
+            };
+            if blocked {
+                refuse!(
+                    "refusing entry `{}`: its parent `{prefix}` is a symlink or a file, and a \
+                     path may not pass through one; nothing was written",
+                    e.path
+                );
+            }
+        }
         if e.kind == Kind::Symlink {
             let t = e.target.as_deref().unwrap_or("");
             if t.is_empty() {
@@ -209,7 +417,14 @@ pub fn preflight(entries: &[Entry], root: &Path, opts: &PlaceOptions) -> Result<
                     e.path
                 );
             }
-            if !opts.allow_outside_symlinks && !symlink_stays_inside(&e.path, t) {
+            if decode_name(t)?.contains(&0) {
+                refuse!("refusing symlink `{}`: NUL byte in its target", e.path);
+            }
+            let absolute_ok = t.starts_with('/') && opts.absolute_symlinks_as_data;
+            if !opts.allow_outside_symlinks
+                && !absolute_ok
+                && (!symlink_stays_inside(&e.path, t) || symlink_escapes(root, &links, &e.path, t))
+            {
                 refuse!(
                     "refusing symlink `{}` -> `{t}`: it points outside the target directory {}; \
                      nothing was written",
@@ -235,10 +450,20 @@ pub fn place(
     let mut dirs = Vec::new();
     let mut sorted: Vec<&Entry> = entries.iter().collect();
     sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut cleaned = std::collections::HashSet::new();
     for e in sorted {
         let parent = safe_parent(root, &e.path)?;
-        let name = e.path.rsplit('/').next().unwrap();
-        let dest = parent.join(name);
+        if cleaned.insert(parent.clone()) {
+            clean_dead_temps(&parent);
+        }
+        let name = os_name(e.path.rsplit('/').next().unwrap());
+        let dest = parent.join(&name);
+        let with = |pre: &str, post: &str| {
+            let mut n = std::ffi::OsString::from(pre);
+            n.push(&name);
+            n.push(post);
+            parent.join(n)
+        };
         let existing = fs::symlink_metadata(&dest).ok();
         match e.kind {
             Kind::Dir => {
@@ -262,10 +487,10 @@ pub fn place(
                 );
             }
         }
-        let tmp = parent.join(format!(".{name}.mnbackup-{}.tmp", std::process::id()));
+        let tmp = with(".", &format!(".mnbackup-{}.tmp", std::process::id()));
         let _ = fs::remove_file(&tmp);
         if e.kind == Kind::Symlink {
-            symlink(e.target.as_deref().unwrap_or(""), &tmp)
+            symlink(rel_path(e.target.as_deref().unwrap_or("")), &tmp)
                 .with_context(|| format!("creating symlink {}", dest.display()))?;
             report.symlinks += 1;
         } else {
@@ -292,7 +517,11 @@ pub fn place(
             }
         }
         if let Some(m) = &e.meta {
-            if let Err(err) = apply_meta(&tmp, m, e.kind == Kind::Symlink, opts.chown) {
+            let mut m = m.clone();
+            if opts.no_special_bits {
+                m.mode &= 0o777;
+            }
+            if let Err(err) = apply_meta(&tmp, &m, e.kind == Kind::Symlink, opts.chown) {
                 let _ = fs::remove_file(&tmp);
                 return Err(err);
             }
@@ -300,7 +529,7 @@ pub fn place(
         if existing.is_some() {
             match opts.existing {
                 Existing::KeepAsPreRestore => {
-                    let keep = parent.join(format!("{name}.pre-restore"));
+                    let keep = with("", ".pre-restore");
                     fs::rename(&dest, &keep)
                         .with_context(|| format!("keeping {}", dest.display()))?;
                     report.kept.push(keep.display().to_string());
@@ -314,7 +543,11 @@ pub fn place(
     dirs.sort_by(|a, b| b.0.cmp(&a.0));
     for (d, e) in dirs {
         if let Some(m) = &e.meta {
-            apply_meta(&d, m, false, opts.chown)?;
+            let mut m = m.clone();
+            if opts.no_special_bits {
+                m.mode &= 0o777;
+            }
+            apply_meta(&d, &m, false, opts.chown)?;
         }
     }
     Ok(report)

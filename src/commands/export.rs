@@ -51,6 +51,7 @@ pub fn entry_of(item: &Item) -> Entry {
         }),
         target: item.target.clone(),
         size: item.size,
+        blake3: Some(item.blake3.clone()),
     }
 }
 
@@ -60,6 +61,7 @@ pub fn export(
     m: &Manifest,
     dir: &Path,
     include: &[String],
+    no_special_bits: bool,
 ) -> Result<mnbackup_restore::files::PlaceReport> {
     let selected: Vec<&Item> = m
         .items
@@ -78,6 +80,8 @@ pub fn export(
         &PlaceOptions {
             existing: Existing::Overwrite,
             allow_outside_symlinks: false,
+            absolute_symlinks_as_data: true,
+            no_special_bits,
             chown: true,
         },
     )
@@ -93,12 +97,18 @@ pub fn export(
     Ok(r)
 }
 
-pub fn run(ctx: &Ctx, spec: &str, dir: &Path, include: &[String]) -> Result<i32> {
+pub fn run(
+    ctx: &Ctx,
+    spec: &str,
+    dir: &Path,
+    include: &[String],
+    no_special_bits: bool,
+) -> Result<i32> {
     let repo = ctx.open_repo()?;
     let _lock = repo.lock(false, "export", ctx.lock_wait())?;
     let id = repo.resolve(spec)?;
     let m = repo.load_manifest(&id)?;
-    let r = export(&repo, &m, dir, include)?;
+    let r = export(&repo, &m, dir, include, no_special_bits)?;
     if ctx.json {
         println!(
             "{}",

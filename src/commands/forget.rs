@@ -82,8 +82,45 @@ pub fn forget_locked(
 
 pub fn run(ctx: &Ctx, args: &ForgetArgs) -> Result<i32> {
     let repo = ctx.open_repo()?;
-    let _lock = repo.lock(true, "forget", ctx.lock_wait())?;
-    let (keep, remove) = forget_locked(ctx, &repo, args)?;
+    // On a full pool the lock file may not fit: the first snapshot to forget is removed first
+    // (only when no other process holds the repository), then the lock is taken.
+    let mut early: Vec<String> = Vec::new();
+    // Explicit snapshots are resolved once (`latest` must not move when one is removed early).
+    let mut args = args.clone();
+    args.snapshots = args
+        .snapshots
+        .iter()
+        .map(|s| repo.resolve(s))
+        .collect::<Result<Vec<_>>>()?;
+    let args = &mut args;
+    let _lock = if args.dry_run {
+        repo.lock(true, "forget", ctx.lock_wait())?
+    } else {
+        repo.lock_freeing_space("forget", ctx.lock_wait(), || {
+            let plan = ForgetArgs {
+                dry_run: true,
+                ..args.clone()
+            };
+            let (_, remove) = forget_locked(ctx, &repo, &plan)?;
+            match remove.into_iter().next() {
+                Some(id) => {
+                    repo.remove_manifest(&id)?;
+                    early.push(id);
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        })?
+    };
+    let explicit = !args.snapshots.is_empty();
+    args.snapshots.retain(|s| !early.contains(s));
+    let (keep, mut remove) = if !explicit || !args.snapshots.is_empty() {
+        forget_locked(ctx, &repo, args)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    early.append(&mut remove);
+    let remove = early;
     let pruned = if args.prune {
         Some(super::prune::prune_locked(&repo, args.dry_run)?)
     } else {

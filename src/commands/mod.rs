@@ -9,6 +9,7 @@ pub mod forget;
 pub mod init;
 pub mod list;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod schedule;
 pub mod show;
@@ -44,10 +45,13 @@ impl Ctx {
             let d = PathBuf::from(DEFAULT_CONFIG);
             d.exists().then_some(d)
         });
-        let config = match &config_path {
+        let mut config = match &config_path {
             Some(p) => Config::load(p)?,
             None => Config::default(),
         };
+        if let Some(w) = cli.retry_lock {
+            config.repository.lock_wait_seconds = w;
+        }
         Ok(Ctx {
             repo_path: cli.repo.clone(),
             config_path,
@@ -76,13 +80,23 @@ impl Ctx {
     /// Open the repository (refusing a path without the marker).
     pub fn open_repo(&self) -> Result<Repo> {
         let mut repo = Repo::open(&self.repo_path()?)?;
-        repo.stale_after =
-            Duration::from_secs(self.config.repository.lock_stale_minutes.max(1) * 60);
+        repo.stale_after = Duration::from_secs(
+            self.config
+                .repository
+                .lock_stale_minutes
+                .clamp(1, 7 * 24 * 60)
+                * 60,
+        );
         Ok(repo)
     }
 
     pub fn lock_wait(&self) -> Duration {
-        Duration::from_secs(self.config.repository.lock_wait_seconds)
+        Duration::from_secs(
+            self.config
+                .repository
+                .lock_wait_seconds
+                .min(crate::cli::MAX_LOCK_WAIT_SECONDS),
+        )
     }
 
     /// Print a line for humans (suppressed by -q and --json).
@@ -106,7 +120,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             snapshot,
             dir,
             include,
-        } => export::run(&ctx, &snapshot, &dir, &include),
+            no_special_bits,
+        } => export::run(&ctx, &snapshot, &dir, &include, no_special_bits),
         Command::Forget(a) => forget::run(
             &ctx,
             &forget::ForgetArgs {
@@ -124,6 +139,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             },
         ),
         Command::Prune { dry_run } => prune::run(&ctx, dry_run),
+        Command::Repair { dry_run } => repair::run(&ctx, dry_run),
         Command::Daemon => daemon::run(&ctx),
         Command::Status => status::run(&ctx),
         Command::Schedule { command } => match command {

@@ -62,6 +62,7 @@ pub fn prune_locked(repo: &Repo, dry_run: bool) -> Result<PruneReport> {
         report.bytes_removed += size;
         if !dry_run {
             std::fs::remove_file(repo.object_path(&id)?)?;
+            repo.clear_damaged(&id);
         }
     }
     Ok(report)
@@ -69,10 +70,34 @@ pub fn prune_locked(repo: &Repo, dry_run: bool) -> Result<PruneReport> {
 
 pub fn run(ctx: &Ctx, dry_run: bool) -> Result<i32> {
     let repo = ctx.open_repo()?;
-    let _lock = repo.lock(true, "prune", ctx.lock_wait())?;
+    let _lock = if dry_run {
+        repo.lock(true, "prune", ctx.lock_wait())?
+    } else {
+        repo.lock_freeing_space("prune", ctx.lock_wait(), || free_one(&repo))?
+    };
     let r = prune_locked(&repo, dry_run)?;
     print_report(ctx, &r)?;
     Ok(0)
+}
+
+/// On a full pool with no other process holding the repository: remove one object no manifest
+/// references (what prune removes anyway), so the lock file fits.
+fn free_one(repo: &Repo) -> Result<bool> {
+    let mut manifests = Vec::new();
+    for r in repo.load_all()? {
+        match r {
+            Ok(m) => manifests.push(m),
+            Err(_) => return Ok(false),
+        }
+    }
+    let keep = Repo::referenced_objects(&manifests);
+    for (id, _) in repo.all_objects()? {
+        if !keep.contains(&id) {
+            std::fs::remove_file(repo.object_path(&id)?)?;
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 pub fn print_report(ctx: &Ctx, r: &PruneReport) -> Result<()> {

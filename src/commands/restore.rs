@@ -391,10 +391,10 @@ fn free_space(path: &Path) -> Option<(PathBuf, u64)> {
     }
 }
 
-/// Whether the destination of a file entry already holds exactly it (same size, mode and mtime
-/// for files, same target for symlinks): such entries are left alone.
+/// Whether the destination of a file entry already holds exactly it (same size, mode, mtime and
+/// content hash for files, same target for symlinks): such entries are left alone.
 fn already_there(root: &Path, e: &Entry) -> bool {
-    let p = root.join(&e.path);
+    let p = root.join(mnbackup_restore::files::rel_path(&e.path));
     let Ok(md) = std::fs::symlink_metadata(&p) else {
         return false;
     };
@@ -402,9 +402,11 @@ fn already_there(root: &Path, e: &Entry) -> bool {
         Kind::Dir => md.is_dir(),
         Kind::Symlink => {
             md.file_type().is_symlink()
-                && std::fs::read_link(&p)
-                    .ok()
-                    .is_some_and(|t| Some(t.to_string_lossy().as_ref()) == e.target.as_deref())
+                && std::fs::read_link(&p).ok().is_some_and(|t| {
+                    use std::os::unix::ffi::OsStrExt;
+                    Some(mnbackup_restore::files::encode_name(t.as_os_str().as_bytes()).as_str())
+                        == e.target.as_deref()
+                })
         }
         Kind::File => {
             md.is_file()
@@ -414,12 +416,22 @@ fn already_there(root: &Path, e: &Entry) -> bool {
                         && md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128
                             == m.mtime_ns as i128
                 })
+                // Equal metadata does not prove equal content (a file rewritten with its old
+                // mtime): compare the content hash the manifest records.
+                && e.blake3.as_deref().is_some_and(|want| {
+                    let mut h = blake3::Hasher::new();
+                    std::fs::File::open(&p)
+                        .and_then(|mut f| std::io::copy(&mut f, &mut h))
+                        .is_ok_and(|n| n == e.size)
+                        && h.finalize().to_hex().as_str() == want
+                })
         }
     }
 }
 
 fn exists_nondir(root: &Path, e: &Entry) -> bool {
-    e.kind != Kind::Dir && std::fs::symlink_metadata(root.join(&e.path)).is_ok()
+    e.kind != Kind::Dir
+        && std::fs::symlink_metadata(root.join(mnbackup_restore::files::rel_path(&e.path))).is_ok()
 }
 
 /// The file entries of a snapshot relative to the files root (`files/etc/x` → `etc/x`).
@@ -1103,7 +1115,7 @@ fn preflight(
                 continue;
             }
             if exists_nondir(files_root, e) {
-                files_existing.push(files_root.join(&e.path));
+                files_existing.push(files_root.join(mnbackup_restore::files::rel_path(&e.path)));
             }
             need += e.size;
         }
@@ -1449,6 +1461,8 @@ fn restore_files(
                 Existing::KeepAsPreRestore
             },
             allow_outside_symlinks: is_slash,
+            absolute_symlinks_as_data: true,
+            no_special_bits: false,
             chown: true,
         },
     )

@@ -60,6 +60,12 @@ pub struct SnapshotRequest<'a> {
 
 /// Take a snapshot; returns the committed manifest.
 pub fn take(ctx: &Ctx, req: &SnapshotRequest) -> Result<Manifest> {
+    if req.only_files && req.files.is_empty() {
+        return Err(crate::error::usage(
+            "--only-files without --files would commit an empty snapshot; give the paths with \
+             --files PATH...",
+        ));
+    }
     let repo = ctx.open_repo()?;
     let _lock = repo.lock(true, "snapshot", ctx.lock_wait())?;
     let (n, b) = repo.clean_leftovers()?;

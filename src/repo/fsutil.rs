@@ -24,6 +24,83 @@ pub fn temp_name(stem: &str) -> String {
     )
 }
 
+/// Read a file of the pool that must be a regular file of at most `max` bytes: symlinks are not
+/// followed, FIFOs and devices are refused without blocking, and the size is checked before
+/// anything is read (a hostile pool cannot make the program hang or allocate without bound).
+/// A refused file gives an `InvalidData` error saying why.
+pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is a symbolic link, not a regular file", path.display()),
+                )
+            } else {
+                e
+            }
+        })?;
+    let md = f.metadata()?;
+    if !md.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is not a regular file (a FIFO, device or directory)",
+                path.display()
+            ),
+        ));
+    }
+    if md.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is {} bytes, more than the {max} allowed for it",
+                path.display(),
+                md.len()
+            ),
+        ));
+    }
+    let mut buf = Vec::with_capacity(md.len() as usize);
+    // Read at most one byte more than allowed: a file growing meanwhile is refused too.
+    (&mut f).take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} grew past {max} bytes while read", path.display()),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Check that `dir` is a real directory, not a symbolic link (or anything else): a hostile pool
+/// could point `tmp/` or `locks/` elsewhere and make clean-ups delete files outside the pool.
+pub fn check_real_dir(dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(md) if md.file_type().is_dir() => Ok(()),
+        Ok(md) => Err(crate::error::unsafe_content(format!(
+            "{} is {} where the repository layout has a directory; refusing to use the \
+             repository (someone changed the pool). Inspect it; `mnbackup verify` and a fresh \
+             repository are the safe way on",
+            dir.display(),
+            if md.file_type().is_symlink() {
+                "a symbolic link"
+            } else {
+                "not a directory"
+            }
+        ))),
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "the repository directory {} is missing or unreadable; the pool is damaged or not \
+             fully mounted",
+            dir.display()
+        ))),
+    }
+}
+
 /// fsync a directory so that a rename or unlink inside it is durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     let f = File::open(dir)

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::error::MnError;
-use crate::model::{EntryKind, FileMeta};
+use crate::model::{EntryKind, FileMeta, Gap};
 use crate::source::{ItemSink, ItemSpec};
 
 /// `[[files]]`: paths (files, directories or globs) to back up.
@@ -44,8 +44,16 @@ pub struct FilesSummary {
 }
 
 /// The item name of an absolute path: `files/<path without the leading />`.
+/// Names are bytes on Linux: they are stored exactly (see
+/// [`mnbackup_restore::files::encode_name`]: a backslash is `\\`, a byte outside UTF-8 `\xHH`).
 pub fn item_name(path: &Path) -> String {
-    format!("files/{}", path.to_string_lossy().trim_start_matches('/'))
+    use std::os::unix::ffi::OsStrExt;
+    let b = path.as_os_str().as_bytes();
+    let start = b.iter().position(|&c| c != b'/').unwrap_or(b.len());
+    format!(
+        "files/{}",
+        mnbackup_restore::files::encode_name(&b[start..])
+    )
 }
 
 /// Filesystem metadata of an entry (owner names resolved when possible).
@@ -161,7 +169,18 @@ pub fn backup(
                 Ok(e) => e,
                 Err(e) => {
                     let msg = format!("{e}");
-                    tracing::warn!("files: {msg}; skipped");
+                    let subject = e
+                        .path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| root.display().to_string());
+                    let vanished = e
+                        .io_error()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound);
+                    if vanished {
+                        sink.gap(vanished_gap(&subject));
+                    } else {
+                        sink.gap(unreadable_gap(&subject, &msg));
+                    }
                     sum.skipped.push(msg);
                     continue;
                 }
@@ -182,8 +201,43 @@ pub fn backup(
     Ok(sum)
 }
 
+fn vanished_gap(path: &str) -> Gap {
+    Gap::new(
+        "files",
+        "file",
+        "it disappeared between listing and reading (e.g. log rotation)",
+    )
+    .subject(path)
+    .fix("nothing to do if the removal was intended; otherwise restore it and take a snapshot")
+}
+
+fn unreadable_gap(path: &str, why: &str) -> Gap {
+    Gap::new("files", "file", format!("it could not be read: {why}"))
+        .subject(path)
+        .fix("make it readable by the backup user (root), or exclude it in [[files]] exclude")
+}
+
+fn is_not_found(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
+}
+
+fn changed(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    a.len() != b.len()
+        || a.mtime() != b.mtime()
+        || a.mtime_nsec() != b.mtime_nsec()
+        || a.ino() != b.ino()
+        || a.dev() != b.dev()
+}
+
 fn put_path(path: &Path, sink: &dyn ItemSink, sum: &mut FilesSummary) -> Result<()> {
-    let md = fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let md = match fs::symlink_metadata(path) {
+        Ok(md) => md,
+        Err(e) if is_not_found(&e) => {
+            sink.gap(vanished_gap(&path.display().to_string()));
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
     let name = item_name(path);
     let meta = Some(file_meta(&md));
     let ft = md.file_type();
@@ -197,46 +251,89 @@ fn put_path(path: &Path, sink: &dyn ItemSink, sum: &mut FilesSummary) -> Result<
             delta: false,
         })
     } else if ft.is_symlink() {
-        let target =
-            fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
+        let target = match fs::read_link(path) {
+            Ok(t) => t,
+            Err(e) if is_not_found(&e) => {
+                sink.gap(vanished_gap(&path.display().to_string()));
+                return Ok(());
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading link {}", path.display())),
+        };
         sum.symlinks += 1;
         sink.put_entry(ItemSpec {
             name,
             kind: EntryKind::Symlink,
             meta,
-            target: Some(target.to_string_lossy().into_owned()),
+            target: Some({
+                use std::os::unix::ffi::OsStrExt;
+                mnbackup_restore::files::encode_name(target.as_os_str().as_bytes())
+            }),
             delta: false,
         })
     } else if ft.is_file() {
-        let mut f = match fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) => {
-                let msg = format!("{}: {e}", path.display());
-                tracing::warn!("files: cannot open {msg}; skipped");
-                sum.skipped.push(msg);
+        // A file that changes while it is read is read once more; if it changes again, the
+        // second copy is kept and recorded as a gap (it may be inconsistent).
+        for attempt in 0..2 {
+            let mut f = match fs::File::open(path) {
+                Ok(f) => f,
+                Err(e) if is_not_found(&e) => {
+                    sink.gap(vanished_gap(&path.display().to_string()));
+                    return Ok(());
+                }
+                Err(e) => {
+                    let msg = format!("{}: {e}", path.display());
+                    sink.gap(unreadable_gap(&path.display().to_string(), &e.to_string()));
+                    sum.skipped.push(msg);
+                    return Ok(());
+                }
+            };
+            let before = f
+                .metadata()
+                .with_context(|| format!("reading {}", path.display()))?;
+            sink.put_reader(
+                ItemSpec {
+                    name: name.clone(),
+                    kind: EntryKind::File,
+                    meta: Some(file_meta(&before)),
+                    target: None,
+                    delta: true,
+                },
+                &mut f,
+            )?;
+            let after_open = f.metadata().ok();
+            let after_path = fs::symlink_metadata(path);
+            let moved = match &after_path {
+                // Removed after it was read: what was read is a whole copy.
+                Err(e) if is_not_found(e) => false,
+                Ok(a) => changed(&before, a),
+                Err(_) => false,
+            };
+            let is_changed = moved || after_open.as_ref().is_some_and(|a| changed(&before, a));
+            if !is_changed {
+                sum.files += 1;
+                sum.bytes += before.len();
                 return Ok(());
             }
-        };
-        sink.put_reader(
-            ItemSpec {
-                name,
-                kind: EntryKind::File,
-                meta,
-                target: None,
-                delta: true,
-            },
-            &mut f,
-        )?;
-        sum.files += 1;
-        sum.bytes += md.len();
-        if let Ok(after) = fs::symlink_metadata(path) {
-            if after.len() != md.len()
-                || after.mtime_nsec() != md.mtime_nsec()
-                || after.mtime() != md.mtime()
-            {
-                tracing::warn!("files: {} changed while it was read", path.display());
-                sum.changed_during_read.push(path.display().to_string());
+            if attempt == 0 && sink.retract(&name) {
+                tracing::info!(
+                    "files: {} changed while read; reading it again",
+                    path.display()
+                );
+                continue;
             }
+            sum.files += 1;
+            sum.bytes += before.len();
+            sum.changed_during_read.push(path.display().to_string());
+            sink.gap(
+                Gap::new(
+                    "files",
+                    "file",
+                    "it changed while it was read, twice; the stored copy may be inconsistent",
+                )
+                .subject(path.display().to_string())
+                .fix("exclude files that are always being written, or back them up another way"),
+            );
+            return Ok(());
         }
         Ok(())
     } else {

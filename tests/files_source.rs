@@ -1,0 +1,151 @@
+//! Issue 12 item 6: a file that vanishes during the walk is a gap, not an aborted snapshot; a
+//! file that changes while read is read again, and recorded as a gap only if it changes again.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use mnbackup::codec::{CodecPolicy, SigCache};
+use mnbackup::model::{Gap, Manifest};
+use mnbackup::repo::Repo;
+use mnbackup::source::{ItemSink, ItemSpec};
+use mnbackup::writer::SnapshotWriter;
+
+type Hook<'a> = Box<dyn FnMut(&str) + Send + 'a>;
+
+/// Delegates to the real writer; runs `hook` before each file's content is read.
+struct Hostile<'a> {
+    inner: &'a SnapshotWriter,
+    hook: Mutex<Hook<'a>>,
+}
+
+impl ItemSink for Hostile<'_> {
+    fn put_reader(&self, spec: ItemSpec, reader: &mut dyn Read) -> anyhow::Result<()> {
+        (self.hook.lock().unwrap())(&spec.name);
+        self.inner.put_reader(spec, reader)
+    }
+    fn put_entry(&self, spec: ItemSpec) -> anyhow::Result<()> {
+        self.inner.put_entry(spec)
+    }
+    fn set_source_info(&self, s: &str, v: serde_json::Value) {
+        self.inner.set_source_info(s, v)
+    }
+    fn gap(&self, g: Gap) {
+        self.inner.gap(g)
+    }
+    fn retract(&self, name: &str) -> bool {
+        self.inner.retract(name)
+    }
+}
+
+fn run(src: &Path, hook: Hook<'_>) -> (Manifest, Repo) {
+    let t = src.parent().unwrap().join("repo");
+    let (repo, _) = Repo::init(&t).unwrap();
+    let w = SnapshotWriter::new(
+        repo.clone(),
+        CodecPolicy::default(),
+        SigCache::default(),
+        None,
+        None,
+    )
+    .unwrap();
+    let h = Hostile {
+        inner: &w,
+        hook: Mutex::new(hook),
+    };
+    mnbackup::sources::files::backup(&[], &[src.to_path_buf()], &h, None).unwrap();
+    drop(h);
+    let m = w.commit("h".into(), "manual".into(), vec![]).unwrap();
+    (m, repo)
+}
+
+fn content(repo: &Repo, m: &Manifest, path: &Path) -> Vec<u8> {
+    let item = mnbackup::reader::find_item(m, &mnbackup::sources::files::item_name(path)).unwrap();
+    mnbackup::reader::read_item(repo, item).unwrap()
+}
+
+#[test]
+fn vanished_file_is_a_gap_not_a_failure() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("logs");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.log"), b"first").unwrap();
+    fs::write(src.join("b.log"), b"rotated away").unwrap();
+    fs::write(src.join("c.log"), b"third").unwrap();
+    let b: PathBuf = src.join("b.log");
+    let (m, repo) = run(
+        &src,
+        Box::new(move |name| {
+            if name.ends_with("a.log") {
+                let _ = fs::remove_file(&b);
+            }
+        }),
+    );
+    assert!(!m.complete);
+    assert_eq!(m.gaps.len(), 1, "{:?}", m.gaps);
+    assert_eq!(m.gaps[0].source, "files");
+    assert_eq!(m.gaps[0].kind, "file");
+    assert!(m.gaps[0].subject.as_deref().unwrap().ends_with("b.log"));
+    assert_eq!(content(&repo, &m, &src.join("c.log")), b"third");
+}
+
+#[test]
+fn file_changed_during_read_is_read_again() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("d");
+    fs::create_dir_all(&src).unwrap();
+    let f = src.join("app.log");
+    fs::write(&f, b"line 1\n").unwrap();
+    let mut n = 0;
+    let f2 = f.clone();
+    let (m, repo) = run(
+        &src,
+        Box::new(move |_| {
+            n += 1;
+            if n == 1 {
+                // Written while the first read happens (after open, before the end).
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                fs::write(&f2, b"line 1\nline 2\n").unwrap();
+            }
+        }),
+    );
+    assert!(m.complete, "{:?}", m.gaps);
+    assert_eq!(content(&repo, &m, &f), b"line 1\nline 2\n");
+    assert_eq!(
+        m.items
+            .iter()
+            .filter(|i| i.name.ends_with("app.log"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn file_changing_on_every_read_is_a_gap() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("d");
+    fs::create_dir_all(&src).unwrap();
+    let f = src.join("busy.db");
+    fs::write(&f, b"v0").unwrap();
+    let mut n = 0;
+    let f2 = f.clone();
+    let (m, _repo) = run(
+        &src,
+        Box::new(move |_| {
+            n += 1;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            fs::write(&f2, format!("version {n} with more bytes")).unwrap();
+        }),
+    );
+    assert!(!m.complete);
+    assert_eq!(m.gaps.len(), 1, "{:?}", m.gaps);
+    assert!(m.gaps[0].reason.contains("changed while it was read"));
+    assert_eq!(
+        m.items
+            .iter()
+            .filter(|i| i.name.ends_with("busy.db"))
+            .count(),
+        1
+    );
+}
