@@ -287,12 +287,13 @@ fn marker_is_checksummed_and_validated() {
             6,
         ),
         (
-            "no checksum",
+            "no checksum (a first-release marker) with an unsafe value",
             Box::new(|v| {
                 v.as_object_mut().unwrap().remove("checksum");
+                v["chunk_max"] = 0.into();
             }),
             false,
-            5,
+            6,
         ),
     ];
     for (i, (what, edit, re, code)) in cases.into_iter().enumerate() {
@@ -312,6 +313,19 @@ fn marker_is_checksummed_and_validated() {
     ok(&repo, &["init"]);
     rewrite_marker(&repo, |_| {}, true);
     ok(&repo, &["snapshot", "--only-files", "--files", s]);
+    // A marker of the first release (no checksum field, valid values) still opens: existing
+    // repositories keep working.
+    let repo = t.path().join("repo-v1-marker");
+    ok(&repo, &["init"]);
+    rewrite_marker(
+        &repo,
+        |v| {
+            v.as_object_mut().unwrap().remove("checksum");
+        },
+        false,
+    );
+    ok(&repo, &["snapshot", "--only-files", "--files", s]);
+    ok(&repo, &["verify", "--read-data"]);
 }
 
 /// `-r` pointing at a file is "no repository here" (exit 3).
