@@ -219,6 +219,8 @@ pub struct LoadOptions {
     pub renames: BTreeMap<String, String>,
     /// Load the accounts and grants items.
     pub with_accounts: bool,
+    /// Load the snapshot's `root@localhost` too (else the target's own is kept).
+    pub replace_local_root: bool,
     /// Leave the events out (the drill: scratch copies must not run scheduled jobs).
     pub skip_events: bool,
     /// Parallel connections for the data.
@@ -232,11 +234,42 @@ impl Default for LoadOptions {
         LoadOptions {
             renames: BTreeMap::new(),
             with_accounts: true,
+            replace_local_root: false,
             skip_events: false,
             workers: 4,
             memory_budget: 64 << 20,
         }
     }
+}
+
+/// Whether a line of the accounts or grants item creates, or grants to, `root@localhost`
+/// (`CREATE OR REPLACE USER \`root\`@\`localhost\` …`, `GRANT … TO 'root'@'localhost' …`).
+pub fn is_local_root_statement(line: &str) -> bool {
+    let norm: String = line
+        .chars()
+        .filter(|c| *c != '`' && *c != '\'')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let t = norm.trim_start();
+    let ends = |rest: &str| rest.is_empty() || rest.starts_with([' ', ';', '\n']);
+    let after = |pat: &str| t.find(pat).map(|i| &t[i + pat.len()..]);
+    (t.starts_with("create ") && after(" user root@localhost").is_some_and(ends))
+        || (t.starts_with("grant ") && after(" to root@localhost").is_some_and(ends))
+}
+
+/// The accounts or grants item without the lines about `root@localhost`, and how many there
+/// were.
+pub fn without_local_root(text: &[u8]) -> (Vec<u8>, usize) {
+    let mut out = Vec::with_capacity(text.len());
+    let mut dropped = 0;
+    for line in text.split_inclusive(|b| *b == b'\n') {
+        if std::str::from_utf8(line).is_ok_and(is_local_root_statement) {
+            dropped += 1;
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    (out, dropped)
 }
 
 /// Why executing an item failed.
@@ -478,7 +511,19 @@ impl Loader {
             if self.step_done(&key) {
                 continue;
             }
-            let text = self.read_item(item)?;
+            let mut text = self.read_item(item)?;
+            if matches!(kind, ItemKind::Accounts | ItemKind::Grants) && !self.opts.replace_local_root
+            {
+                let (kept, dropped) = without_local_root(&text);
+                if dropped > 0 {
+                    text = kept;
+                    r.note = Some(
+                        "kept this server's own root@localhost (restore --replace-local-root \
+                         loads the snapshot's)"
+                            .into(),
+                    );
+                }
+            }
             if kind == ItemKind::Schema && self.resumed() {
                 // An interrupted schema step: the database is ours (the journal says so), drop
                 // it and create it again.
@@ -1083,6 +1128,29 @@ pub async fn flyway_version(conn: &mut Conn, db: &str) -> Result<Option<String>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_root_lines() {
+        let item = "SET NAMES utf8mb4;\n\
+CREATE OR REPLACE USER `root`@`localhost` IDENTIFIED VIA mysql_native_password USING '*AB' OR unix_socket;\n\
+CREATE OR REPLACE USER `root`@`127.0.0.1` IDENTIFIED BY PASSWORD '*AB';\n\
+CREATE OR REPLACE USER `root`@`localhost.localdomain` IDENTIFIED BY PASSWORD '*AB';\n\
+GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION;\n\
+GRANT PROXY ON ''@'%' TO 'root'@'localhost' WITH GRANT OPTION;\n\
+GRANT ALL PRIVILEGES ON *.* TO `root`@`%` WITH GRANT OPTION;\n\
+GRANT ALL PRIVILEGES ON `zstack`.* TO `zstack`@`localhost`;\n";
+        let (kept, n) = without_local_root(item.as_bytes());
+        assert_eq!(n, 3);
+        let kept = String::from_utf8(kept).unwrap();
+        assert_eq!(
+            kept,
+            "SET NAMES utf8mb4;\n\
+CREATE OR REPLACE USER `root`@`127.0.0.1` IDENTIFIED BY PASSWORD '*AB';\n\
+CREATE OR REPLACE USER `root`@`localhost.localdomain` IDENTIFIED BY PASSWORD '*AB';\n\
+GRANT ALL PRIVILEGES ON *.* TO `root`@`%` WITH GRANT OPTION;\n\
+GRANT ALL PRIVILEGES ON `zstack`.* TO `zstack`@`localhost`;\n"
+        );
+    }
 
     #[test]
     fn versions() {

@@ -122,6 +122,8 @@ pub struct MariadbSource {
     pub fingerprints: BTreeMap<String, Fingerprint>,
     /// `db.table` → next AUTO_INCREMENT value at dump time.
     pub auto_increment: BTreeMap<String, u64>,
+    /// `user@host` of every account in the accounts item.
+    pub accounts: Vec<String>,
 }
 
 /// Decode a `%XX`-encoded item name component (`sqlfmt::name_component` of the dump).
@@ -238,6 +240,12 @@ impl MariadbSource {
         // Load order: by kind, then by name (the dump's names sort in load order).
         src.items
             .sort_by(|a, b| (kind_order(a.kind), &a.name).cmp(&(kind_order(b.kind), &b.name)));
+        if let Some(a) = info["accounts"].as_array() {
+            src.accounts = a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+        }
         if src.databases.is_empty() {
             let set: BTreeSet<String> = src.items.iter().filter_map(|i| i.db.clone()).collect();
             src.databases = set.into_iter().collect();

@@ -145,6 +145,10 @@ pub struct RestoreArgs {
     /// With --rename-db, restore the accounts and grants anyway.
     #[arg(long)]
     pub with_accounts: bool,
+    /// Replace the target's own root@localhost with the snapshot's (its password and grants);
+    /// by default the target's is kept and every other account is restored.
+    #[arg(long)]
+    pub replace_local_root: bool,
     /// Replace non-empty target databases and existing files (after a safety snapshot), and
     /// proceed although the management service runs or volumes moved.
     #[arg(long)]
@@ -763,6 +767,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
             opts: LoadOptions {
                 renames: renames.clone(),
                 with_accounts,
+                replace_local_root: args.replace_local_root,
                 // A renamed copy is for inspection: its events must not run scheduled jobs.
                 skip_events: !renames.is_empty(),
                 workers,
@@ -1250,6 +1255,23 @@ fn plan_steps(
                     workers(ctx, args)
                 ),
                 ItemKind::Schema => format!("databases and tables: {dbs}"),
+                ItemKind::Accounts if !s.accounts.is_empty() => {
+                    let list: Vec<String> = s
+                        .accounts
+                        .iter()
+                        .map(|a| {
+                            let local = a
+                                .rsplit_once('@')
+                                .is_some_and(|(u, h)| u == "root" && h == "localhost");
+                            if local && !args.replace_local_root {
+                                format!("{a} (kept as it is on the target; --replace-local-root)")
+                            } else {
+                                a.clone()
+                            }
+                        })
+                        .collect();
+                    format!("accounts: {}", list.join(", "))
+                }
                 k => k.as_str().to_string(),
             };
             steps.push(PlanStep {

@@ -86,6 +86,11 @@ pub struct MariadbConfig {
     /// see them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zstack_ui_properties: Option<PathBuf>,
+    /// What a snapshot must capture for it to count as complete: any of `consistency`,
+    /// `routines`, `accounts`, `grants`, `events` (default: all). What is left out here and
+    /// cannot be captured is noted in the source info's `warnings`, not recorded as a gap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require: Option<Vec<String>>,
 }
 
 impl fmt::Debug for MariadbConfig {
@@ -108,6 +113,7 @@ impl fmt::Debug for MariadbConfig {
             .field("split_rows", &m.split_rows)
             .field("zstack_properties", &m.zstack_properties)
             .field("zstack_ui_properties", &m.zstack_ui_properties)
+            .field("require", &m.require)
             .finish()
     }
 }
@@ -173,7 +179,23 @@ impl MariadbConfig {
         if self.split_rows == Some(0) {
             anyhow::bail!("[mariadb] split_rows must be at least 1");
         }
+        for r in self.require.iter().flatten() {
+            if !super::privileges::KINDS.contains(&r.as_str()) {
+                anyhow::bail!(
+                    "[mariadb] require: {r:?} is not something a backup can capture; use any of \
+                     {} (default: all of them)",
+                    super::privileges::KINDS.join(", ")
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// Whether a snapshot that lacks `kind` (see [`super::privileges::KINDS`]) is incomplete.
+    pub fn requires(&self, kind: &str) -> bool {
+        self.require
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|k| k == kind))
     }
 
     /// Whether `db`.`table` matches an `exclude_tables` pattern.

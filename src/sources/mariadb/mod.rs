@@ -64,6 +64,7 @@ pub mod config;
 pub mod consistency;
 pub mod dump;
 pub mod errors;
+pub mod privileges;
 pub mod schema;
 pub mod sqlfmt;
 pub mod users;
@@ -87,6 +88,7 @@ use errors::explain;
 use schema::Table;
 use sqlfmt::{ident, name_component};
 
+use crate::model::Gap;
 use crate::source::ItemSink;
 
 /// What a MariaDB backup did.
@@ -153,6 +155,8 @@ struct GroupResult {
     accounts: Vec<String>,
     skipped: Vec<String>,
     warnings: Vec<String>,
+    /// What this group could not capture (before `[mariadb] require` is applied).
+    gaps: Vec<Gap>,
     tables: usize,
     rows: u64,
     bytes: u64,
@@ -213,6 +217,19 @@ pub async fn backup(cfg: &MariadbConfig, sink: Arc<dyn ItemSink>) -> Result<Mari
         main.databases.extend(g.databases.iter().cloned());
         main.skipped.extend(g.skipped.iter().cloned());
         main.warnings.extend(g.warnings.iter().cloned());
+        main.gaps.extend(g.gaps.iter().cloned());
+    }
+    // What could not be captured: a gap, unless the operator said it is not required.
+    let mut gaps = Vec::new();
+    for g in std::mem::take(&mut main.gaps) {
+        if cfg.requires(&g.kind) {
+            gaps.push(g);
+        } else {
+            main.warnings.push(format!(
+                "not required by [mariadb] require, so not a gap: {}",
+                g.describe()
+            ));
+        }
     }
     main.plan.sort_by(|a, b| a.item.cmp(&b.item));
     let finished = chrono::Utc::now();
@@ -247,6 +264,9 @@ pub async fn backup(cfg: &MariadbConfig, sink: Arc<dyn ItemSink>) -> Result<Mari
         );
     }
     sink.set_source_info("mariadb", info);
+    for g in gaps {
+        sink.gap(g);
+    }
     Ok(summary)
 }
 
@@ -267,6 +287,13 @@ async fn run_group(
         .unwrap_or_default();
     let version = ServerVersion::parse(&version);
     let method = version.block_method();
+    let me: String = ctl
+        .query_first("SELECT CURRENT_USER()")
+        .await
+        .map_err(|e| explain(e, &addr, "reading CURRENT_USER()"))?
+        .unwrap_or_default();
+    let acct = privileges::account_of(&me);
+    let mut gaps: Vec<Gap> = Vec::new();
 
     let mut cat = schema::discover(&mut ctl, cfg, only, &addr).await?;
     let split_rows = cfg.split_rows();
@@ -336,21 +363,39 @@ async fn run_group(
     let t_nontx = Instant::now();
     let mut tb = Instant::now();
     let mut locker: Option<Conn> = None;
-    if method == BlockMethod::BackupStage {
-        if let Err(e) = consistency::freeze_nontransactional(&mut ctl, &addr).await {
-            if !errors::is_privilege_error(&e) {
-                return Err(e);
-            }
-            tracing::warn!(
-                "{e:#}; dumping through a single connection and snapshot instead (grant RELOAD \
-                 for parallel consistent dumps)"
-            );
-            warnings.push(format!(
-                "no RELOAD privilege: commits were not blocked; one connection dumped the \
-                 InnoDB tables from a single snapshot ({e:#})"
-            ));
-            method = BlockMethod::SingleSnapshot;
+    // Without RELOAD neither BACKUP STAGE nor FLUSH TABLES WITH READ LOCK is allowed.
+    let no_reload = match method {
+        BlockMethod::BackupStage => consistency::freeze_nontransactional(&mut ctl, &addr)
+            .await
+            .err(),
+        BlockMethod::Ftwrl => consistency::block(&mut ctl, method, &addr).await.err(),
+        BlockMethod::SingleSnapshot => None,
+    };
+    if let Some(e) = no_reload {
+        if !errors::is_privilege_error(&e) {
+            return Err(e);
         }
+        warnings.push(format!(
+            "no RELOAD privilege: commits were not blocked; one connection dumped the \
+             InnoDB tables from a single snapshot ({e:#})"
+        ));
+        gaps.push(
+            Gap::new(
+                "mariadb",
+                "consistency",
+                format!(
+                    "{acct} may not block commits ({}), so MyISAM and InnoDB tables were not \
+                     captured at one common point and DDL was not held off ({e:#})",
+                    if method == BlockMethod::BackupStage {
+                        "BACKUP STAGE"
+                    } else {
+                        "FLUSH TABLES WITH READ LOCK"
+                    }
+                ),
+            )
+            .fix(privileges::fix_reload(&acct)),
+        );
+        method = BlockMethod::SingleSnapshot;
     }
     match method {
         BlockMethod::BackupStage => {
@@ -360,7 +405,7 @@ async fn run_group(
             consistency::block(&mut ctl, method, &addr).await?;
         }
         BlockMethod::Ftwrl => {
-            consistency::block(&mut ctl, method, &addr).await?;
+            // Commits are blocked (above).
             workers = run_phase(workers, &shared).await?;
         }
         BlockMethod::SingleSnapshot => {
@@ -434,7 +479,8 @@ async fn run_group(
         &sink,
         with_accounts,
         &addr,
-        &mut warnings,
+        &acct,
+        &mut gaps,
     );
     let (phase_res, ddl_res) = tokio::join!(phase, ddl);
     phase_res?;
@@ -482,6 +528,7 @@ async fn run_group(
         accounts,
         skipped,
         warnings,
+        gaps,
         tables: tables.len(),
         rows: shared.rows.load(Ordering::Relaxed),
         bytes: shared.bytes.load(Ordering::Relaxed),
@@ -523,7 +570,9 @@ async fn run_phase(conns: Vec<Conn>, shared: &Arc<Shared>) -> Result<Vec<Conn>> 
     }
 }
 
-/// Write the schema, routines, views, triggers, events, accounts and grants items.
+/// Write the schema, routines, views, triggers, events, accounts and grants items; what the
+/// account `acct` may not read is pushed to `gaps` with the statement that fixes it.
+#[allow(clippy::too_many_arguments)]
 async fn ddl_items(
     ctl: &mut Conn,
     cat: &schema::Catalog,
@@ -531,7 +580,8 @@ async fn ddl_items(
     sink: &Arc<dyn ItemSink>,
     with_accounts: bool,
     addr: &str,
-    warnings: &mut Vec<String>,
+    acct: &str,
+    gaps: &mut Vec<Gap>,
 ) -> Result<(Vec<PlanEntry>, Vec<String>)> {
     let mut plan = Vec::new();
     let mut accounts = Vec::new();
@@ -539,11 +589,25 @@ async fn ddl_items(
         match users::dump_accounts(ctl, addr).await {
             Ok(a) => Some(a),
             Err(e) if errors::is_privilege_error(&e) => {
-                tracing::warn!("accounts are not backed up: {e:#}");
-                warnings.push(format!(
-                    "accounts and grants were not backed up: the backup user may not read \
-                     mysql.user ({e:#}); grant SELECT ON mysql.* to include them"
-                ));
+                for kind in ["accounts", "grants"] {
+                    gaps.push(
+                        Gap::new(
+                            "mariadb",
+                            kind,
+                            format!(
+                                "{acct} may not read mysql.user, so no account (and no password \
+                                 hash) {} was backed up; a rebuilt server would refuse ZStack's \
+                                 logins ({e:#})",
+                                if kind == "grants" {
+                                    "nor any grant"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        )
+                        .fix(privileges::fix_accounts(acct)),
+                    );
+                }
                 None
             }
             Err(e) => return Err(e),
@@ -580,7 +644,27 @@ async fn ddl_items(
         plan.push(PlanEntry::new(item, "schema", Some(&db.name)));
         if !objs.routines.is_empty() {
             let item = format!("mariadb/3-routines/{n}.sql");
-            let data = schema::routines_item(ctl, &db.name, &objs.routines, addr, warnings).await?;
+            let mut hidden = Vec::new();
+            let data =
+                schema::routines_item(ctl, &db.name, &objs.routines, addr, &mut hidden).await?;
+            if !hidden.is_empty() {
+                gaps.push(
+                    Gap::new(
+                        "mariadb",
+                        "routines",
+                        format!(
+                            "{acct} is not their definer and may not read mysql.proc, so their \
+                             definitions are invisible and {} of {} routines were not backed up: \
+                             {}",
+                            hidden.len(),
+                            objs.routines.len(),
+                            hidden.join(", ")
+                        ),
+                    )
+                    .subject(&db.name)
+                    .fix(privileges::fix_routines(acct)),
+                );
+            }
             put_item(sink, item.clone(), data).await?;
             plan.push(PlanEntry::new(item, "routines", Some(&db.name)));
         }
@@ -595,6 +679,30 @@ async fn ddl_items(
             let data = schema::triggers_item(ctl, &db.name, &objs.triggers, addr).await?;
             put_item(sink, item.clone(), data).await?;
             plan.push(PlanEntry::new(item, "triggers", Some(&db.name)));
+        }
+        // Events are listed only to accounts with the EVENT privilege on the database: without
+        // it they are invisible, so an empty list proves nothing.
+        if let Err(e) = ctl
+            .query_drop(format!("SHOW EVENTS FROM {}", ident(&db.name)))
+            .await
+        {
+            let e = explain(e, addr, &format!("SHOW EVENTS FROM {}", ident(&db.name)));
+            if !errors::is_privilege_error(&e) {
+                return Err(e);
+            }
+            gaps.push(
+                Gap::new(
+                    "mariadb",
+                    "events",
+                    format!(
+                        "{acct} has no EVENT privilege on {}, so its events (if any) are \
+                         invisible and were not backed up ({e:#})",
+                        db.name
+                    ),
+                )
+                .subject(&db.name)
+                .fix(privileges::fix_events(acct, &db.name)),
+            );
         }
         if !objs.events.is_empty() {
             let item = format!("mariadb/6-events/{n}.sql");

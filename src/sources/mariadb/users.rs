@@ -8,12 +8,21 @@ use mysql_async::Conn;
 use super::errors::explain;
 use super::sqlfmt::{header, quoted};
 
-/// Accounts never dumped: they belong to the server installation.
+/// Accounts never dumped: the server's internal ones (`mariadb.sys`, `mysql`, the `PUBLIC`
+/// role, anonymous users) and the distribution's maintenance accounts, whose passwords live in
+/// the target's own files. Every other account is dumped, `root` included: ZStack's
+/// `deploydb.sh` creates `root@'%'`, `root@'127.0.0.1'` and `root@<management IP>` and a rebuilt
+/// node needs them (restore keeps the target's own `root@localhost` unless asked otherwise).
 pub fn is_system_account(user: &str) -> bool {
     matches!(
         user,
-        "root" | "mariadb.sys" | "mysql" | "PUBLIC" | "" | "debian-sys-maint" | "healthcheck"
+        "mariadb.sys" | "mysql" | "PUBLIC" | "" | "debian-sys-maint" | "healthcheck"
     ) || user.starts_with("mysql.")
+}
+
+/// Whether `user@host` is the server's local administrator, `root@localhost`.
+pub fn is_local_root(user: &str, host: &str) -> bool {
+    user == "root" && host.eq_ignore_ascii_case("localhost")
 }
 
 fn account(user: &str, host: &str) -> String {
