@@ -243,7 +243,8 @@ impl Default for LoadOptions {
 }
 
 /// Whether a line of the accounts or grants item creates, or grants to, `root@localhost`
-/// (`CREATE OR REPLACE USER \`root\`@\`localhost\` …`, `GRANT … TO 'root'@'localhost' …`).
+/// (`CREATE USER IF NOT EXISTS \`root\`@\`localhost\` …`, `ALTER USER …`, `GRANT … TO
+/// 'root'@'localhost' …`; older snapshots: `CREATE OR REPLACE USER …`).
 pub fn is_local_root_statement(line: &str) -> bool {
     let norm: String = line
         .chars()
@@ -253,7 +254,10 @@ pub fn is_local_root_statement(line: &str) -> bool {
     let t = norm.trim_start();
     let ends = |rest: &str| rest.is_empty() || rest.starts_with([' ', ';', '\n']);
     let after = |pat: &str| t.find(pat).map(|i| &t[i + pat.len()..]);
-    (t.starts_with("create ") && after(" user root@localhost").is_some_and(ends))
+    ((t.starts_with("create ") || t.starts_with("alter "))
+        && after(" user root@localhost")
+            .or_else(|| after(" user if not exists root@localhost"))
+            .is_some_and(ends))
         || (t.starts_with("grant ") && after(" to root@localhost").is_some_and(ends))
 }
 
@@ -1133,6 +1137,8 @@ mod tests {
     fn local_root_lines() {
         let item = "SET NAMES utf8mb4;\n\
 CREATE OR REPLACE USER `root`@`localhost` IDENTIFIED VIA mysql_native_password USING '*AB' OR unix_socket;\n\
+CREATE USER IF NOT EXISTS `root`@`localhost` IDENTIFIED VIA unix_socket;\n\
+ALTER USER `root`@`localhost` IDENTIFIED VIA unix_socket;\n\
 CREATE OR REPLACE USER `root`@`127.0.0.1` IDENTIFIED BY PASSWORD '*AB';\n\
 CREATE OR REPLACE USER `root`@`localhost.localdomain` IDENTIFIED BY PASSWORD '*AB';\n\
 GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION;\n\
@@ -1140,7 +1146,7 @@ GRANT PROXY ON ''@'%' TO 'root'@'localhost' WITH GRANT OPTION;\n\
 GRANT ALL PRIVILEGES ON *.* TO `root`@`%` WITH GRANT OPTION;\n\
 GRANT ALL PRIVILEGES ON `zstack`.* TO `zstack`@`localhost`;\n";
         let (kept, n) = without_local_root(item.as_bytes());
-        assert_eq!(n, 3);
+        assert_eq!(n, 5);
         let kept = String::from_utf8(kept).unwrap();
         assert_eq!(
             kept,

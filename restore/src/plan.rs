@@ -28,7 +28,7 @@ pub const FILE_RATE: u64 = 40 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ItemKind {
-    /// `mariadb/0-accounts.sql`: `CREATE OR REPLACE USER` / `CREATE ROLE`.
+    /// `mariadb/0-accounts.sql`: `CREATE USER IF NOT EXISTS` + `ALTER USER` / `CREATE ROLE`.
     Accounts,
     /// `mariadb/1-schema/<db>.sql`: the database, its tables, placeholder views.
     Schema,

@@ -58,7 +58,7 @@ use mnbackup_restore::report::{HookReport, RestoreReport, StepReport, StepStatus
 use super::Ctx;
 use crate::codec::decode_piece;
 use crate::commands::export::{entry_of, RepoContent};
-use crate::error::{integrity, usage, MnError, EXIT_MISMATCH};
+use crate::error::{integrity, usage, MnError, EXIT_INCOMPLETE, EXIT_MISMATCH};
 use crate::model::{Encoding, Item, Manifest, PieceData};
 use crate::reader::read_item;
 use crate::repo::Repo;
@@ -672,7 +672,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
         );
         let first = failed[0].name.as_str();
         return Err(match first {
-            "snapshot complete" => integrity(msg),
+            "snapshot objects" => integrity(msg),
             "disk space" => MnError::NoSpace(msg).into(),
             _ => usage(msg),
         });
@@ -859,15 +859,18 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
     }
 
     report.duration_ms = t0.elapsed().as_millis() as u64;
+    let incomplete = !m.complete;
     report.exit_code = if mismatch {
         EXIT_MISMATCH
     } else if !failures.is_empty() {
         1
+    } else if incomplete {
+        EXIT_INCOMPLETE
     } else {
         0
     };
     report.ok = report.exit_code == 0;
-    if report.ok {
+    if report.ok || report.exit_code == EXIT_INCOMPLETE {
         journal.lock().expect("journal").remove()?;
     }
     let mut text = report.to_string();
@@ -876,6 +879,19 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
             "RESTORE DOES NOT MATCH THE SNAPSHOT: the tables above differ. Do not start the \
              management service on this data. Rerun the same command to reload the mismatched \
              tables; if they still differ, restore an older snapshot.\n",
+        );
+    } else if report.exit_code == EXIT_INCOMPLETE {
+        text.push_str(&format!(
+            "restore INCOMPLETE: every restored table matches snapshot {id}, but the snapshot \
+             itself is incomplete, so this server lacks:\n"
+        ));
+        for g in &m.gaps {
+            text.push_str(&format!("  - {}\n", g.describe()));
+        }
+        text.push_str(
+            "Restore what is missing by hand (e.g. recreate the accounts and routines from \
+             another source) before starting the management node, or restore a complete \
+             snapshot (`mnbackup list` shows which are).\n",
         );
     } else if report.ok {
         text.push_str(&format!(
@@ -927,13 +943,13 @@ fn preflight(
     let (bad, objects) = incomplete_items(repo, restored)?;
     checks.push(if bad.is_empty() {
         Check::new(
-            "snapshot complete",
+            "snapshot objects",
             CheckStatus::Ok,
             format!("all {} items to restore have their objects", restored.len()),
         )
     } else {
         Check::new(
-            "snapshot complete",
+            "snapshot objects",
             CheckStatus::Fail,
             format!(
                 "snapshot {} cannot be fully restored: {} objects are missing or truncated, \
@@ -947,6 +963,24 @@ fn preflight(
             ),
         )
     });
+    // What the snapshot never captured: the restore brings back what there is and says so.
+    for g in &m.gaps {
+        checks.push(Check::new(
+            "snapshot incomplete",
+            CheckStatus::Warn,
+            format!(
+                "{} (the restore brings back what the snapshot has and ends with exit 10)",
+                g.describe()
+            ),
+        ));
+    }
+    if !m.complete && m.gaps.is_empty() {
+        checks.push(Check::new(
+            "snapshot incomplete",
+            CheckStatus::Warn,
+            "the snapshot is marked incomplete (no gap recorded)",
+        ));
+    }
 
     // MariaDB.
     if let (Some(src), Some((_, t))) = (src, target) {

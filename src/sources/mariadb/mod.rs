@@ -10,7 +10,7 @@
 //!
 //! | item | content |
 //! |---|---|
-//! | `mariadb/0-accounts.sql` | `CREATE OR REPLACE USER` (with password hash) / `CREATE ROLE` for every non-system account |
+//! | `mariadb/0-accounts.sql` | `CREATE USER IF NOT EXISTS` + `ALTER USER` (with password hash and plugin) / `CREATE ROLE` for every account but the server's internal ones (root included) |
 //! | `mariadb/1-schema/<db>.sql` | `CREATE DATABASE IF NOT EXISTS` (charset, collation), `CREATE TABLE`s (without the `AUTO_INCREMENT=` counter, which is in the source info), placeholder views |
 //! | `mariadb/2-data/<db>/<table>.sql` | the rows of a table (one item) |
 //! | `mariadb/2-data/<db>/<table>.<bucket>.sql` | rows of an integer-key table with `key div split_rows == bucket` (6+ digits; `n` prefix for negative) |
@@ -481,6 +481,7 @@ async fn run_group(
         &addr,
         &acct,
         &mut gaps,
+        &mut warnings,
     );
     let (phase_res, ddl_res) = tokio::join!(phase, ddl);
     phase_res?;
@@ -582,6 +583,7 @@ async fn ddl_items(
     addr: &str,
     acct: &str,
     gaps: &mut Vec<Gap>,
+    warnings: &mut Vec<String>,
 ) -> Result<(Vec<PlanEntry>, Vec<String>)> {
     let mut plan = Vec::new();
     let mut accounts = Vec::new();
@@ -616,6 +618,7 @@ async fn ddl_items(
         None
     };
     if let Some(a) = acc {
+        warnings.extend(a.ignored.iter().cloned());
         put_item(sink, "mariadb/0-accounts.sql".into(), a.accounts_sql).await?;
         put_item(sink, "mariadb/7-grants.sql".into(), a.grants_sql).await?;
         plan.push(PlanEntry::new(

@@ -35,6 +35,9 @@ pub struct Accounts {
     pub grants_sql: Vec<u8>,
     /// `user@host` of every account dumped.
     pub names: Vec<String>,
+    /// Accounts in mysql.user that the running server ignores (e.g. host names under
+    /// `skip-name-resolve`), with why: not dumped.
+    pub ignored: Vec<String>,
 }
 
 /// Dump every non-system account and role.
@@ -49,6 +52,7 @@ pub async fn dump_accounts(conn: &mut Conn, addr: &str) -> Result<Accounts> {
     );
     let mut grants = header("grants of the accounts", None);
     let mut names = Vec::new();
+    let mut ignored = Vec::new();
     for (user, host, is_role) in rows {
         if is_system_account(&user) {
             continue;
@@ -62,13 +66,29 @@ pub async fn dump_accounts(conn: &mut Conn, addr: &str) -> Result<Accounts> {
         if is_role {
             acc.push_str(&format!("CREATE ROLE IF NOT EXISTS {target};\n"));
         } else {
-            let create: Option<String> = conn
+            let create: Option<String> = match conn
                 .query_first(format!("SHOW CREATE USER {target}"))
                 .await
-                .map_err(|e| explain(e, addr, &format!("SHOW CREATE USER {target}")))?;
+            {
+                Ok(c) => c,
+                // In mysql.user but not loaded by the server (a host name under
+                // skip-name-resolve): nobody can log in with it.
+                Err(mysql_async::Error::Server(e)) if e.code == 1133 => {
+                    ignored.push(format!(
+                        "account {user}@{host} not backed up: the server ignores it ({})",
+                        e.message
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(explain(e, addr, &format!("SHOW CREATE USER {target}"))),
+            };
             let Some(create) = create else { continue };
-            let create = create.replacen("CREATE USER ", "CREATE OR REPLACE USER ", 1);
-            acc.push_str(&format!("{create};\n"));
+            // Created when missing, then set to the recorded password hash and options; never
+            // `CREATE OR REPLACE`, which would strip the privileges of the very account a
+            // restore session may be using (root, or root@'%' of a ZStack node).
+            let rest = create.strip_prefix("CREATE USER ").unwrap_or(&create);
+            acc.push_str(&format!("CREATE USER IF NOT EXISTS {rest};\n"));
+            acc.push_str(&format!("ALTER USER {rest};\n"));
         }
         let lines: Vec<String> = conn
             .query(format!("SHOW GRANTS FOR {target}"))
@@ -83,5 +103,6 @@ pub async fn dump_accounts(conn: &mut Conn, addr: &str) -> Result<Accounts> {
         accounts_sql: acc.into_bytes(),
         grants_sql: grants.into_bytes(),
         names,
+        ignored,
     })
 }
