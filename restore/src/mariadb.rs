@@ -516,7 +516,8 @@ impl Loader {
                 continue;
             }
             let mut text = self.read_item(item)?;
-            if matches!(kind, ItemKind::Accounts | ItemKind::Grants) && !self.opts.replace_local_root
+            if matches!(kind, ItemKind::Accounts | ItemKind::Grants)
+                && !self.opts.replace_local_root
             {
                 let (kept, dropped) = without_local_root(&text);
                 if dropped > 0 {

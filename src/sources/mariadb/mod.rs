@@ -65,6 +65,7 @@ pub mod consistency;
 pub mod dump;
 pub mod errors;
 pub mod privileges;
+pub mod probe;
 pub mod schema;
 pub mod sqlfmt;
 pub mod users;
@@ -111,7 +112,7 @@ const SESSION_INIT: &str = "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = 
      SQL_QUOTE_SHOW_CREATE = 1, net_read_timeout = 3600, net_write_timeout = 3600, \
      lock_wait_timeout = 120, wait_timeout = 28800";
 
-async fn connect(opts: &mysql_async::Opts, params: &ConnParams, what: &str) -> Result<Conn> {
+pub async fn connect(opts: &mysql_async::Opts, params: &ConnParams, what: &str) -> Result<Conn> {
     let addr = params.address();
     let mut conn =
         match tokio::time::timeout(std::time::Duration::from_secs(30), Conn::new(opts.clone()))

@@ -119,7 +119,10 @@ mod tests {
         }
         assert!(backup_user_script("m", "localhost", &v103).contains("CREATE USER IF NOT EXISTS"));
         let s55 = backup_user_script("m", "localhost", &v55);
-        assert!(s55.contains("CREATE USER 'm'@'localhost' IDENTIFIED BY"), "{s55}");
+        assert!(
+            s55.contains("CREATE USER 'm'@'localhost' IDENTIFIED BY"),
+            "{s55}"
+        );
         assert!(!s55.contains("IF NOT EXISTS"));
         assert_eq!(
             fix_events(&a, "zstack"),

@@ -66,22 +66,20 @@ pub async fn dump_accounts(conn: &mut Conn, addr: &str) -> Result<Accounts> {
         if is_role {
             acc.push_str(&format!("CREATE ROLE IF NOT EXISTS {target};\n"));
         } else {
-            let create: Option<String> = match conn
-                .query_first(format!("SHOW CREATE USER {target}"))
-                .await
-            {
-                Ok(c) => c,
-                // In mysql.user but not loaded by the server (a host name under
-                // skip-name-resolve): nobody can log in with it.
-                Err(mysql_async::Error::Server(e)) if e.code == 1133 => {
-                    ignored.push(format!(
-                        "account {user}@{host} not backed up: the server ignores it ({})",
-                        e.message
-                    ));
-                    continue;
-                }
-                Err(e) => return Err(explain(e, addr, &format!("SHOW CREATE USER {target}"))),
-            };
+            let create: Option<String> =
+                match conn.query_first(format!("SHOW CREATE USER {target}")).await {
+                    Ok(c) => c,
+                    // In mysql.user but not loaded by the server (a host name under
+                    // skip-name-resolve): nobody can log in with it.
+                    Err(mysql_async::Error::Server(e)) if e.code == 1133 => {
+                        ignored.push(format!(
+                            "account {user}@{host} not backed up: the server ignores it ({})",
+                            e.message
+                        ));
+                        continue;
+                    }
+                    Err(e) => return Err(explain(e, addr, &format!("SHOW CREATE USER {target}"))),
+                };
             let Some(create) = create else { continue };
             // Created when missing, then set to the recorded password hash and options; never
             // `CREATE OR REPLACE`, which would strip the privileges of the very account a

@@ -330,7 +330,10 @@ mod tests {
         let enc = encrypt("0123456789abcdef0123456789abcde");
         assert_eq!(
             classify(&enc),
-            ("0123456789abcdef0123456789abcde".into(), PasswordKind::Encrypted)
+            (
+                "0123456789abcdef0123456789abcde".into(),
+                PasswordKind::Encrypted
+            )
         );
     }
 
