@@ -276,6 +276,36 @@ pub fn without_local_root(text: &[u8]) -> (Vec<u8>, usize) {
     (out, dropped)
 }
 
+/// Routines of a routines item that compare `table_schema` (or `TABLE_SCHEMA`, `ROUTINE_SCHEMA`,
+/// ...) with the database name `old` as a string literal: after `--rename-db old=new` they
+/// still look at `old` (ZStack has such helper procedures). Returns `db.routine` names.
+pub fn schema_literal_routines(text: &str, db: &str, old: &str) -> Vec<String> {
+    let lits = [format!("'{old}'"), format!("\"{old}\"")];
+    let mut out = Vec::new();
+    for s in statement_slices(text) {
+        let lower = s.to_ascii_lowercase();
+        let Some(at) = ["create procedure", "create function", "create definer"]
+            .iter()
+            .find_map(|k| lower.find(k))
+        else {
+            continue;
+        };
+        if !lower.contains("_schema") || !lits.iter().any(|l| s.contains(l.as_str())) {
+            continue;
+        }
+        // The name: the first backquoted identifier after PROCEDURE / FUNCTION.
+        let rest = &s[at..];
+        let lrest = &lower[at..];
+        let kw = lrest
+            .find(" procedure ")
+            .or_else(|| lrest.find(" function "))
+            .unwrap_or(0);
+        let name = rest[kw..].split('`').nth(1).unwrap_or("?").to_string();
+        out.push(format!("{db}.{name}"));
+    }
+    out
+}
+
 /// Why executing an item failed.
 fn statement_error(
     e: mysql_async::Error,
@@ -543,6 +573,28 @@ impl Loader {
                     });
                     if ours {
                         drop_databases(ctl, std::slice::from_ref(&tdb)).await?;
+                    }
+                }
+            }
+            if kind == ItemKind::Routines {
+                if let Some((db, to)) = item
+                    .db
+                    .as_ref()
+                    .and_then(|d| self.opts.renames.get(d).map(|t| (d, t)))
+                {
+                    let hits = schema_literal_routines(&String::from_utf8_lossy(&text), to, db);
+                    if !hits.is_empty() {
+                        let n = format!(
+                            "{} routine(s) compare a schema name with the literal '{db}' and \
+                             still look at {db}, not {to}: {}; edit them in {to} before use",
+                            hits.len(),
+                            hits.join(", ")
+                        );
+                        tracing::warn!("{n}");
+                        r.note = Some(match r.note.take() {
+                            Some(old) => format!("{old}; {n}"),
+                            None => n,
+                        });
                     }
                 }
             }
@@ -1133,6 +1185,23 @@ pub async fn flyway_version(conn: &mut Conn, db: &str) -> Result<Option<String>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_literals_in_routines() {
+        let item = "USE `zstack`;\nDELIMITER ;;\n\
+DROP PROCEDURE IF EXISTS `dropIfExists`;;\n\
+CREATE DEFINER=`root`@`localhost` PROCEDURE `dropIfExists`(IN t VARCHAR(64))\n\
+BEGIN\n  IF EXISTS (SELECT 1 FROM information_schema.TABLES WHERE table_schema = 'zstack' AND table_name = t) THEN\n    SELECT 1;\n  END IF;\nEND;;\n\
+CREATE DEFINER=`root`@`localhost` FUNCTION `ipToLong`(ip VARCHAR(64)) RETURNS bigint(20)\n\
+BEGIN\n  RETURN INET_ATON(ip);\nEND;;\n\
+CREATE DEFINER=`root`@`localhost` PROCEDURE `other`()\n\
+BEGIN\n  SELECT 'zstack' FROM dual;\nEND;;\nDELIMITER ;\n";
+        assert_eq!(
+            schema_literal_routines(item, "zstack_old", "zstack"),
+            ["zstack_old.dropIfExists"]
+        );
+        assert!(schema_literal_routines(item, "x", "zstack_rest").is_empty());
+    }
 
     #[test]
     fn local_root_lines() {
