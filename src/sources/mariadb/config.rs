@@ -91,6 +91,10 @@ pub struct MariadbConfig {
     /// cannot be captured is noted in the source info's `warnings`, not recorded as a gap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require: Option<Vec<String>>,
+    /// Seconds a backup statement waits for a table or backup lock before the snapshot fails
+    /// naming the table and the connection holding it (default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_wait_seconds: Option<u64>,
 }
 
 impl fmt::Debug for MariadbConfig {
@@ -114,6 +118,7 @@ impl fmt::Debug for MariadbConfig {
             .field("zstack_properties", &m.zstack_properties)
             .field("zstack_ui_properties", &m.zstack_ui_properties)
             .field("require", &m.require)
+            .field("lock_wait_seconds", &m.lock_wait_seconds)
             .finish()
     }
 }
@@ -297,6 +302,7 @@ impl MariadbConfig {
         }
         p.tls = self.tls || self.tls_ca.is_some();
         p.tls_ca = self.tls_ca.clone();
+        p.lock_wait_seconds = self.lock_wait_seconds.unwrap_or(120).max(1);
         Ok(p)
     }
 
@@ -317,6 +323,7 @@ impl MariadbConfig {
             password_source: "zstack_ui_properties".into(),
             tls: self.tls || self.tls_ca.is_some(),
             tls_ca: self.tls_ca.clone(),
+            lock_wait_seconds: self.lock_wait_seconds.unwrap_or(120).max(1),
         };
         let dbs = match z.database {
             Some(d) if !d.is_empty() => vec![d],
@@ -340,6 +347,8 @@ pub struct ConnParams {
     pub password_source: String,
     pub tls: bool,
     pub tls_ca: Option<PathBuf>,
+    /// `lock_wait_timeout` of every session (seconds; 0 means the default, 120).
+    pub lock_wait_seconds: u64,
 }
 
 impl fmt::Debug for ConnParams {

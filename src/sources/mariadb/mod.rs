@@ -110,7 +110,7 @@ pub struct MariadbSummary {
 /// generous network timeouts (a worker may pause while the sink stores an item).
 const SESSION_INIT: &str = "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = '', \
      SQL_QUOTE_SHOW_CREATE = 1, net_read_timeout = 3600, net_write_timeout = 3600, \
-     lock_wait_timeout = 120, wait_timeout = 28800";
+     wait_timeout = 28800";
 
 pub async fn connect(opts: &mysql_async::Opts, params: &ConnParams, what: &str) -> Result<Conn> {
     let addr = params.address();
@@ -139,10 +139,86 @@ pub async fn connect(opts: &mysql_async::Opts, params: &ConnParams, what: &str) 
              host/port/socket and any firewall"
             ),
         };
-    conn.query_drop(SESSION_INIT)
+    let lock_wait = if params.lock_wait_seconds == 0 {
+        120
+    } else {
+        params.lock_wait_seconds
+    };
+    conn.query_drop(format!("{SESSION_INIT}, lock_wait_timeout = {lock_wait}"))
         .await
         .map_err(|e| explain(e, &addr, "setting up the session"))?;
     Ok(conn)
+}
+
+/// After a lock wait timeout: name the tables that are locked and the connections that hold
+/// them (`information_schema.METADATA_LOCK_INFO` when the plugin is loaded, else
+/// `SHOW OPEN TABLES` and the process list), so the operator knows what to stop.
+async fn lock_holders(opts: &mysql_async::Opts, params: &ConnParams) -> String {
+    let Ok(mut c) = connect(opts, params, "looking for the lock holder").await else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    let mdl: Result<Vec<(u64, String, String, String)>, _> = c
+        .query(
+            "SELECT m.THREAD_ID, m.LOCK_MODE, m.TABLE_SCHEMA, m.TABLE_NAME FROM \
+             information_schema.METADATA_LOCK_INFO m JOIN information_schema.PROCESSLIST p \
+             ON p.ID = m.THREAD_ID WHERE m.TABLE_NAME <> '' AND p.STATE NOT LIKE 'Waiting%' \
+             ORDER BY 1",
+        )
+        .await;
+    if let Ok(rows) = &mdl {
+        for (id, mode, db, t) in rows {
+            parts.push(format!("{db}.{t} held ({mode}) by connection {id}"));
+        }
+    }
+    if parts.is_empty() {
+        let open: Vec<mysql_async::Row> = c
+            .query("SHOW OPEN TABLES WHERE In_use > 0")
+            .await
+            .unwrap_or_default();
+        for r in open {
+            let db: Option<String> = r.get_opt(0).and_then(|x| x.ok());
+            let t: Option<String> = r.get_opt(1).and_then(|x| x.ok());
+            if let (Some(db), Some(t)) = (db, t) {
+                parts.push(format!("{db}.{t} is locked"));
+            }
+        }
+    }
+    // Connections that are neither ours nor waiting: the likely holders.
+    let procs: Vec<(u64, String, String, String, u64, Option<String>)> = c
+        .query(
+            "SELECT ID, USER, HOST, COMMAND, TIME, STATE FROM information_schema.PROCESSLIST \
+             WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Daemon', 'Binlog Dump') \
+             AND USER <> 'system user' AND COALESCE(STATE, '') NOT LIKE 'Waiting%' ORDER BY TIME DESC",
+        )
+        .await
+        .unwrap_or_default();
+    let holders: Vec<String> = procs
+        .iter()
+        .take(5)
+        .map(|p| {
+            format!(
+                "connection {} ({}@{}, {} for {} s)",
+                p.0, p.1, p.2, p.3, p.4
+            )
+        })
+        .collect();
+    c.disconnect().await.ok();
+    if parts.is_empty() && holders.is_empty() {
+        return String::new();
+    }
+    let mut s = String::new();
+    if !parts.is_empty() {
+        s.push_str(&format!("; {}", parts.join(", ")));
+    }
+    if !holders.is_empty() {
+        s.push_str(&format!(
+            "; other connections (the holder is among them; `KILL <id>` ends one, or wait until \
+             it commits / runs UNLOCK TABLES): {}",
+            holders.join(", ")
+        ));
+    }
+    s
 }
 
 /// The result of one consistent point (the main credentials, or the UI's).
@@ -195,7 +271,19 @@ pub async fn backup(cfg: &MariadbConfig, sink: Arc<dyn ItemSink>) -> Result<Mari
     let started = chrono::Utc::now();
     let t0 = Instant::now();
     let params = cfg.resolve()?;
-    let mut main = run_group(cfg, &params, None, sink.clone(), true).await?;
+    let opts = params.opts()?;
+    let mut main = match run_group(cfg, &params, None, sink.clone(), true).await {
+        Ok(g) => g,
+        Err(e) if errors::server_code(&e) == Some(1205) => {
+            let who = lock_holders(&opts, &params).await;
+            return Err(e.context(format!(
+                "the snapshot waited [mariadb] lock_wait_seconds ({} s) for a lock that another \
+                 connection holds{who}",
+                params.lock_wait_seconds
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     let mut extra = Vec::new();
     if let Some((ui_params, ui_dbs)) = cfg.resolve_ui()? {
         let dumped: Vec<&str> = main.databases.iter().map(|d| d.name.as_str()).collect();
