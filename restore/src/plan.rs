@@ -124,6 +124,8 @@ pub struct MariadbSource {
     pub auto_increment: BTreeMap<String, u64>,
     /// `user@host` of every account in the accounts item.
     pub accounts: Vec<String>,
+    /// `db.table` → bytes of its largest INSERT statement (snapshots since `max_statement`).
+    pub max_statement: BTreeMap<String, u64>,
 }
 
 /// Decode a `%XX`-encoded item name component (`sqlfmt::name_component` of the dump).
@@ -240,6 +242,13 @@ impl MariadbSource {
         // Load order: by kind, then by name (the dump's names sort in load order).
         src.items
             .sort_by(|a, b| (kind_order(a.kind), &a.name).cmp(&(kind_order(b.kind), &b.name)));
+        if let Some(m) = info["max_statement"].as_object() {
+            for (k, v) in m {
+                if let Some(n) = v.as_u64() {
+                    src.max_statement.insert(k.clone(), n);
+                }
+            }
+        }
         if let Some(a) = info["accounts"].as_array() {
             src.accounts = a
                 .iter()

@@ -999,6 +999,65 @@ fn preflight(
                     ),
                 ),
             });
+            // The largest statement must fit the target's max_allowed_packet.
+            use mysql_async::prelude::Queryable;
+            if let Some((table, &need)) = src.max_statement.iter().max_by_key(|(_, v)| **v) {
+                let have: Option<u64> = c
+                    .query_first("SELECT @@GLOBAL.max_allowed_packet")
+                    .await
+                    .context("reading the target's max_allowed_packet")?;
+                let have = have.unwrap_or(0);
+                // Room for the protocol header; the server wants a multiple of 1024.
+                let want = (need + 64 * 1024).div_ceil(1024) * 1024;
+                if need + 1024 <= have {
+                    checks.push(Check::new(
+                        "max_allowed_packet",
+                        CheckStatus::Ok,
+                        format!("{have} bytes; the largest statement is {need} bytes ({table})"),
+                    ));
+                } else if want > 1 << 30 {
+                    checks.push(Check::new(
+                        "max_allowed_packet",
+                        CheckStatus::Fail,
+                        format!(
+                            "the largest statement ({table}, {need} bytes) exceeds MariaDB's \
+                             1 GiB limit of max_allowed_packet; load that table by hand \
+                             (`mnbackup export`) with smaller rows per INSERT"
+                        ),
+                    ));
+                } else {
+                    // Setting the current value again proves the privilege without a change.
+                    let sql = if args.plan {
+                        "SET GLOBAL max_allowed_packet = @@GLOBAL.max_allowed_packet".to_string()
+                    } else {
+                        format!("SET GLOBAL max_allowed_packet = {want}")
+                    };
+                    checks.push(match c.query_drop(sql).await {
+                        Ok(()) => Check::new(
+                            "max_allowed_packet",
+                            CheckStatus::Warn,
+                            format!(
+                                "{} the target's max_allowed_packet from {have} to {want} bytes \
+                                 (SET GLOBAL) for the largest statement ({table}, {need} bytes); \
+                                 it lasts until the server restarts: set max_allowed_packet = \
+                                 {want} in my.cnf to keep it",
+                                if args.plan { "would raise" } else { "raised" }
+                            ),
+                        ),
+                        Err(e) => Check::new(
+                            "max_allowed_packet",
+                            CheckStatus::Fail,
+                            format!(
+                                "the largest statement ({table}, {need} bytes) exceeds the \
+                                 target's max_allowed_packet ({have} bytes) and {} may not raise \
+                                 it ({e}); run as root `SET GLOBAL max_allowed_packet = {want};` \
+                                 (and set it in my.cnf), then restore again",
+                                t.user
+                            ),
+                        ),
+                    });
+                }
+            }
             let states = rm::database_states(&mut c, target_dbs).await?;
             let nonempty: Vec<&rm::DbState> = states
                 .iter()

@@ -44,6 +44,7 @@
 //!                    "table": "HostEO", "rows": 10 }, … ],
 //!   "fingerprints": { "zstack.HostEO": { "rows": 10, "hash": "…64 hex…" } },
 //!   "auto_increment": { "zstack.AuditsVO": 1001 },
+//!   "max_statement": { "zstack.AuditsVO": 181234 },
 //!   "accounts": ["zstack@%"],
 //!   "skipped": ["sequence db.seq: sequences are not dumped"],
 //!   "warnings": ["no RELOAD privilege: …", "accounts and grants were not backed up: …"],
@@ -229,6 +230,8 @@ struct GroupResult {
     plan: Vec<PlanEntry>,
     fingerprints: BTreeMap<String, mnbackup_restore::fingerprint::Fingerprint>,
     auto_increment: BTreeMap<String, u64>,
+    /// `db.table` → bytes of its largest INSERT statement.
+    max_statement: BTreeMap<String, u64>,
     accounts: Vec<String>,
     skipped: Vec<String>,
     warnings: Vec<String>,
@@ -303,6 +306,7 @@ pub async fn backup(cfg: &MariadbConfig, sink: Arc<dyn ItemSink>) -> Result<Mari
         main.plan.extend(g.plan.iter().cloned());
         main.fingerprints.extend(g.fingerprints.clone());
         main.auto_increment.extend(g.auto_increment.clone());
+        main.max_statement.extend(g.max_statement.clone());
         main.databases.extend(g.databases.iter().cloned());
         main.skipped.extend(g.skipped.iter().cloned());
         main.warnings.extend(g.warnings.iter().cloned());
@@ -342,6 +346,7 @@ pub async fn backup(cfg: &MariadbConfig, sink: Arc<dyn ItemSink>) -> Result<Mari
     obj.insert("load_plan".into(), json!(main.plan));
     obj.insert("fingerprints".into(), json!(main.fingerprints));
     obj.insert("auto_increment".into(), json!(main.auto_increment));
+    obj.insert("max_statement".into(), json!(main.max_statement));
     obj.insert("accounts".into(), json!(main.accounts));
     obj.insert("skipped".into(), json!(main.skipped));
     obj.insert("warnings".into(), json!(main.warnings));
@@ -445,6 +450,7 @@ async fn run_group(
         items: Mutex::new(Vec::new()),
         bytes: AtomicU64::new(0),
         rows: AtomicU64::new(0),
+        max_statement: Mutex::new(BTreeMap::new()),
     });
 
     // The consistent point (see `consistency`).
@@ -598,6 +604,7 @@ async fn run_group(
         .into_iter()
         .map(|(k, v)| (k, v.finish()))
         .collect();
+    let max_statement = shared.max_statement.into_inner().expect("max statement");
     let info = json!({
         "server": { "address": addr, "version": version.version, "user": params.user() },
         "consistency": {
@@ -615,6 +622,7 @@ async fn run_group(
         plan,
         fingerprints,
         auto_increment,
+        max_statement,
         accounts,
         skipped,
         warnings,
