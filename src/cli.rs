@@ -97,6 +97,24 @@ pub enum Command {
     /// fingerprint; 2 refused by a preflight check (non-empty target databases, running
     /// service, moved volumes: see --plan) or bad usage; 5 damaged or missing data; 7 no space.
     Restore(crate::commands::restore::RestoreArgs),
+    /// Check, without taking a snapshot, that the configured credentials, the pool and the
+    /// tools can give a complete snapshot; each failing line names the statement that fixes it.
+    ///
+    /// Exit codes: 0 all good; 10 some capability missing; 1 cannot connect.
+    Check,
+    /// Print the CREATE USER + GRANT script of a dedicated backup account for the configured
+    /// server's version.
+    Grants {
+        /// The account's user name.
+        #[arg(long, default_value = "mnbackup")]
+        user: String,
+        /// The account's host part.
+        #[arg(long, default_value = "localhost")]
+        host: String,
+        /// Print for this server version instead of asking the configured server.
+        #[arg(long, value_name = "VERSION")]
+        server_version: Option<String>,
+    },
     /// Remove snapshots by id or by the retention policy ([retention] or --keep-*).
     Forget(ForgetArgs),
     /// Remove objects no snapshot references (never a base a kept delta needs).

@@ -60,16 +60,38 @@ async fn wrong_password_unreachable_and_missing_privilege() {
         "the password must not appear: {msg}"
     );
 
-    // The right password works (accounts are skipped with a warning: no SELECT on mysql.user).
+    // The right password works; without SELECT on mysql.user the accounts and grants are gaps
+    // naming the GRANT that closes them.
     let sink = MemSink::new();
     mariadb::backup(&tcp_cfg(&s, "backup", "right"), sink.clone())
         .await
         .unwrap();
-    let warnings = sink.info()["warnings"].to_string();
-    assert!(
-        warnings.contains("accounts and grants were not backed up"),
-        "{warnings}"
+    let gaps = sink.gaps.lock().unwrap().clone();
+    let kinds: Vec<&str> = gaps.iter().map(|g| g.kind.as_str()).collect();
+    assert_eq!(kinds, ["accounts", "grants"], "{gaps:?}");
+    assert_eq!(
+        gaps[0].fix.as_deref(),
+        Some("GRANT SELECT ON mysql.* TO 'backup'@'127.0.0.1';")
     );
+    // An operator who deliberately skips the accounts says so: then they are no gap.
+    let mut cfg = tcp_cfg(&s, "backup", "right");
+    cfg.require = Some(vec![
+        "consistency".into(),
+        "routines".into(),
+        "events".into(),
+    ]);
+    let sink = MemSink::new();
+    mariadb::backup(&cfg, sink.clone()).await.unwrap();
+    assert!(sink.gaps.lock().unwrap().is_empty());
+    assert!(sink.info()["warnings"]
+        .to_string()
+        .contains("not required by [mariadb] require"));
+    cfg.require = Some(vec!["acounts".into()]);
+    let e = format!(
+        "{:#}",
+        mariadb::backup(&cfg, MemSink::new()).await.unwrap_err()
+    );
+    assert!(e.contains("[mariadb] require: \"acounts\""), "{e}");
 
     // Unreachable.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -124,6 +146,12 @@ async fn wrong_password_unreachable_and_missing_privilege() {
     let info = sink.info();
     assert_eq!(info["consistency"]["method"], "single_snapshot");
     assert!(info["warnings"].to_string().contains("no RELOAD privilege"));
+    let gaps = sink.gaps.lock().unwrap().clone();
+    let c = gaps.iter().find(|g| g.kind == "consistency").expect("gap");
+    assert_eq!(
+        c.fix.as_deref(),
+        Some("GRANT RELOAD ON *.* TO 'limited'@'127.0.0.1';")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

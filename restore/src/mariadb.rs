@@ -219,6 +219,8 @@ pub struct LoadOptions {
     pub renames: BTreeMap<String, String>,
     /// Load the accounts and grants items.
     pub with_accounts: bool,
+    /// Load the snapshot's `root@localhost` too (else the target's own is kept).
+    pub replace_local_root: bool,
     /// Leave the events out (the drill: scratch copies must not run scheduled jobs).
     pub skip_events: bool,
     /// Parallel connections for the data.
@@ -232,11 +234,76 @@ impl Default for LoadOptions {
         LoadOptions {
             renames: BTreeMap::new(),
             with_accounts: true,
+            replace_local_root: false,
             skip_events: false,
             workers: 4,
             memory_budget: 64 << 20,
         }
     }
+}
+
+/// Whether a line of the accounts or grants item creates, or grants to, `root@localhost`
+/// (`CREATE USER IF NOT EXISTS \`root\`@\`localhost\` …`, `ALTER USER …`, `GRANT … TO
+/// 'root'@'localhost' …`; older snapshots: `CREATE OR REPLACE USER …`).
+pub fn is_local_root_statement(line: &str) -> bool {
+    let norm: String = line
+        .chars()
+        .filter(|c| *c != '`' && *c != '\'')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let t = norm.trim_start();
+    let ends = |rest: &str| rest.is_empty() || rest.starts_with([' ', ';', '\n']);
+    let after = |pat: &str| t.find(pat).map(|i| &t[i + pat.len()..]);
+    ((t.starts_with("create ") || t.starts_with("alter "))
+        && after(" user root@localhost")
+            .or_else(|| after(" user if not exists root@localhost"))
+            .is_some_and(ends))
+        || (t.starts_with("grant ") && after(" to root@localhost").is_some_and(ends))
+}
+
+/// The accounts or grants item without the lines about `root@localhost`, and how many there
+/// were.
+pub fn without_local_root(text: &[u8]) -> (Vec<u8>, usize) {
+    let mut out = Vec::with_capacity(text.len());
+    let mut dropped = 0;
+    for line in text.split_inclusive(|b| *b == b'\n') {
+        if std::str::from_utf8(line).is_ok_and(is_local_root_statement) {
+            dropped += 1;
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    (out, dropped)
+}
+
+/// Routines of a routines item that compare `table_schema` (or `TABLE_SCHEMA`, `ROUTINE_SCHEMA`,
+/// ...) with the database name `old` as a string literal: after `--rename-db old=new` they
+/// still look at `old` (ZStack has such helper procedures). Returns `db.routine` names.
+pub fn schema_literal_routines(text: &str, db: &str, old: &str) -> Vec<String> {
+    let lits = [format!("'{old}'"), format!("\"{old}\"")];
+    let mut out = Vec::new();
+    for s in statement_slices(text) {
+        let lower = s.to_ascii_lowercase();
+        let Some(at) = ["create procedure", "create function", "create definer"]
+            .iter()
+            .find_map(|k| lower.find(k))
+        else {
+            continue;
+        };
+        if !lower.contains("_schema") || !lits.iter().any(|l| s.contains(l.as_str())) {
+            continue;
+        }
+        // The name: the first backquoted identifier after PROCEDURE / FUNCTION.
+        let rest = &s[at..];
+        let lrest = &lower[at..];
+        let kw = lrest
+            .find(" procedure ")
+            .or_else(|| lrest.find(" function "))
+            .unwrap_or(0);
+        let name = rest[kw..].split('`').nth(1).unwrap_or("?").to_string();
+        out.push(format!("{db}.{name}"));
+    }
+    out
 }
 
 /// Why executing an item failed.
@@ -478,7 +545,20 @@ impl Loader {
             if self.step_done(&key) {
                 continue;
             }
-            let text = self.read_item(item)?;
+            let mut text = self.read_item(item)?;
+            if matches!(kind, ItemKind::Accounts | ItemKind::Grants)
+                && !self.opts.replace_local_root
+            {
+                let (kept, dropped) = without_local_root(&text);
+                if dropped > 0 {
+                    text = kept;
+                    r.note = Some(
+                        "kept this server's own root@localhost (restore --replace-local-root \
+                         loads the snapshot's)"
+                            .into(),
+                    );
+                }
+            }
             if kind == ItemKind::Schema && self.resumed() {
                 // An interrupted schema step: the database is ours (the journal says so), drop
                 // it and create it again.
@@ -493,6 +573,28 @@ impl Loader {
                     });
                     if ours {
                         drop_databases(ctl, std::slice::from_ref(&tdb)).await?;
+                    }
+                }
+            }
+            if kind == ItemKind::Routines {
+                if let Some((db, to)) = item
+                    .db
+                    .as_ref()
+                    .and_then(|d| self.opts.renames.get(d).map(|t| (d, t)))
+                {
+                    let hits = schema_literal_routines(&String::from_utf8_lossy(&text), to, db);
+                    if !hits.is_empty() {
+                        let n = format!(
+                            "{} routine(s) compare a schema name with the literal '{db}' and \
+                             still look at {db}, not {to}: {}; edit them in {to} before use",
+                            hits.len(),
+                            hits.join(", ")
+                        );
+                        tracing::warn!("{n}");
+                        r.note = Some(match r.note.take() {
+                            Some(old) => format!("{old}; {n}"),
+                            None => n,
+                        });
                     }
                 }
             }
@@ -1083,6 +1185,48 @@ pub async fn flyway_version(conn: &mut Conn, db: &str) -> Result<Option<String>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_literals_in_routines() {
+        let item = "USE `zstack`;\nDELIMITER ;;\n\
+DROP PROCEDURE IF EXISTS `dropIfExists`;;\n\
+CREATE DEFINER=`root`@`localhost` PROCEDURE `dropIfExists`(IN t VARCHAR(64))\n\
+BEGIN\n  IF EXISTS (SELECT 1 FROM information_schema.TABLES WHERE table_schema = 'zstack' AND table_name = t) THEN\n    SELECT 1;\n  END IF;\nEND;;\n\
+CREATE DEFINER=`root`@`localhost` FUNCTION `ipToLong`(ip VARCHAR(64)) RETURNS bigint(20)\n\
+BEGIN\n  RETURN INET_ATON(ip);\nEND;;\n\
+CREATE DEFINER=`root`@`localhost` PROCEDURE `other`()\n\
+BEGIN\n  SELECT 'zstack' FROM dual;\nEND;;\nDELIMITER ;\n";
+        assert_eq!(
+            schema_literal_routines(item, "zstack_old", "zstack"),
+            ["zstack_old.dropIfExists"]
+        );
+        assert!(schema_literal_routines(item, "x", "zstack_rest").is_empty());
+    }
+
+    #[test]
+    fn local_root_lines() {
+        let item = "SET NAMES utf8mb4;\n\
+CREATE OR REPLACE USER `root`@`localhost` IDENTIFIED VIA mysql_native_password USING '*AB' OR unix_socket;\n\
+CREATE USER IF NOT EXISTS `root`@`localhost` IDENTIFIED VIA unix_socket;\n\
+ALTER USER `root`@`localhost` IDENTIFIED VIA unix_socket;\n\
+CREATE OR REPLACE USER `root`@`127.0.0.1` IDENTIFIED BY PASSWORD '*AB';\n\
+CREATE OR REPLACE USER `root`@`localhost.localdomain` IDENTIFIED BY PASSWORD '*AB';\n\
+GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION;\n\
+GRANT PROXY ON ''@'%' TO 'root'@'localhost' WITH GRANT OPTION;\n\
+GRANT ALL PRIVILEGES ON *.* TO `root`@`%` WITH GRANT OPTION;\n\
+GRANT ALL PRIVILEGES ON `zstack`.* TO `zstack`@`localhost`;\n";
+        let (kept, n) = without_local_root(item.as_bytes());
+        assert_eq!(n, 5);
+        let kept = String::from_utf8(kept).unwrap();
+        assert_eq!(
+            kept,
+            "SET NAMES utf8mb4;\n\
+CREATE OR REPLACE USER `root`@`127.0.0.1` IDENTIFIED BY PASSWORD '*AB';\n\
+CREATE OR REPLACE USER `root`@`localhost.localdomain` IDENTIFIED BY PASSWORD '*AB';\n\
+GRANT ALL PRIVILEGES ON *.* TO `root`@`%` WITH GRANT OPTION;\n\
+GRANT ALL PRIVILEGES ON `zstack`.* TO `zstack`@`localhost`;\n"
+        );
+    }
 
     #[test]
     fn versions() {

@@ -28,7 +28,7 @@ pub const FILE_RATE: u64 = 40 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ItemKind {
-    /// `mariadb/0-accounts.sql`: `CREATE OR REPLACE USER` / `CREATE ROLE`.
+    /// `mariadb/0-accounts.sql`: `CREATE USER IF NOT EXISTS` + `ALTER USER` / `CREATE ROLE`.
     Accounts,
     /// `mariadb/1-schema/<db>.sql`: the database, its tables, placeholder views.
     Schema,
@@ -122,6 +122,10 @@ pub struct MariadbSource {
     pub fingerprints: BTreeMap<String, Fingerprint>,
     /// `db.table` → next AUTO_INCREMENT value at dump time.
     pub auto_increment: BTreeMap<String, u64>,
+    /// `user@host` of every account in the accounts item.
+    pub accounts: Vec<String>,
+    /// `db.table` → bytes of its largest INSERT statement (snapshots since `max_statement`).
+    pub max_statement: BTreeMap<String, u64>,
 }
 
 /// Decode a `%XX`-encoded item name component (`sqlfmt::name_component` of the dump).
@@ -241,6 +245,19 @@ impl MariadbSource {
         // Load order: by kind, then by name (the dump's names sort in load order).
         src.items
             .sort_by(|a, b| (kind_order(a.kind), &a.name).cmp(&(kind_order(b.kind), &b.name)));
+        if let Some(m) = info["max_statement"].as_object() {
+            for (k, v) in m {
+                if let Some(n) = v.as_u64() {
+                    src.max_statement.insert(k.clone(), n);
+                }
+            }
+        }
+        if let Some(a) = info["accounts"].as_array() {
+            src.accounts = a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+        }
         if src.databases.is_empty() {
             let set: BTreeSet<String> = src.items.iter().filter_map(|i| i.db.clone()).collect();
             src.databases = set.into_iter().collect();

@@ -1,11 +1,13 @@
 //! One module per command. `run` dispatches; every command gets the [`Ctx`].
 
 pub mod cat;
+pub mod check;
 pub mod config_check;
 pub mod daemon;
 pub mod drill;
 pub mod export;
 pub mod forget;
+pub mod grants;
 pub mod init;
 pub mod list;
 pub mod prune;
@@ -159,6 +161,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             read_data, subset, ..
         } => verify::run(&ctx, &verify::VerifyArgs { read_data, subset }),
         Command::Restore(args) => restore::run(&ctx, &args),
+        Command::Check => check::run(&ctx),
+        Command::Grants {
+            user,
+            host,
+            server_version,
+        } => grants::run(&ctx, &user, &host, server_version.as_deref()),
         Command::Config {
             command: ConfigCommand::Check,
         } => config_check::run(&ctx),

@@ -58,7 +58,7 @@ use mnbackup_restore::report::{HookReport, RestoreReport, StepReport, StepStatus
 use super::Ctx;
 use crate::codec::decode_piece;
 use crate::commands::export::{entry_of, RepoContent};
-use crate::error::{integrity, usage, MnError, EXIT_MISMATCH};
+use crate::error::{integrity, usage, MnError, EXIT_INCOMPLETE, EXIT_MISMATCH};
 use crate::model::{Encoding, Item, Manifest, PieceData};
 use crate::reader::read_item;
 use crate::repo::Repo;
@@ -145,6 +145,10 @@ pub struct RestoreArgs {
     /// With --rename-db, restore the accounts and grants anyway.
     #[arg(long)]
     pub with_accounts: bool,
+    /// Replace the target's own root@localhost with the snapshot's (its password and grants);
+    /// by default the target's is kept and every other account is restored.
+    #[arg(long)]
+    pub replace_local_root: bool,
     /// Replace non-empty target databases and existing files (after a safety snapshot), and
     /// proceed although the management service runs or volumes moved.
     #[arg(long)]
@@ -680,7 +684,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
         );
         let first = failed[0].name.as_str();
         return Err(match first {
-            "snapshot complete" => integrity(msg),
+            "snapshot objects" => integrity(msg),
             "disk space" => MnError::NoSpace(msg).into(),
             _ => usage(msg),
         });
@@ -775,6 +779,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
             opts: LoadOptions {
                 renames: renames.clone(),
                 with_accounts,
+                replace_local_root: args.replace_local_root,
                 // A renamed copy is for inspection: its events must not run scheduled jobs.
                 skip_events: !renames.is_empty(),
                 workers,
@@ -866,15 +871,18 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
     }
 
     report.duration_ms = t0.elapsed().as_millis() as u64;
+    let incomplete = !m.complete;
     report.exit_code = if mismatch {
         EXIT_MISMATCH
     } else if !failures.is_empty() {
         1
+    } else if incomplete {
+        EXIT_INCOMPLETE
     } else {
         0
     };
     report.ok = report.exit_code == 0;
-    if report.ok {
+    if report.ok || report.exit_code == EXIT_INCOMPLETE {
         journal.lock().expect("journal").remove()?;
     }
     let mut text = report.to_string();
@@ -883,6 +891,19 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
             "RESTORE DOES NOT MATCH THE SNAPSHOT: the tables above differ. Do not start the \
              management service on this data. Rerun the same command to reload the mismatched \
              tables; if they still differ, restore an older snapshot.\n",
+        );
+    } else if report.exit_code == EXIT_INCOMPLETE {
+        text.push_str(&format!(
+            "restore INCOMPLETE: every restored table matches snapshot {id}, but the snapshot \
+             itself is incomplete, so this server lacks:\n"
+        ));
+        for g in &m.gaps {
+            text.push_str(&format!("  - {}\n", g.describe()));
+        }
+        text.push_str(
+            "Restore what is missing by hand (e.g. recreate the accounts and routines from \
+             another source) before starting the management node, or restore a complete \
+             snapshot (`mnbackup list` shows which are).\n",
         );
     } else if report.ok {
         text.push_str(&format!(
@@ -934,13 +955,13 @@ fn preflight(
     let (bad, objects) = incomplete_items(repo, restored)?;
     checks.push(if bad.is_empty() {
         Check::new(
-            "snapshot complete",
+            "snapshot objects",
             CheckStatus::Ok,
             format!("all {} items to restore have their objects", restored.len()),
         )
     } else {
         Check::new(
-            "snapshot complete",
+            "snapshot objects",
             CheckStatus::Fail,
             format!(
                 "snapshot {} cannot be fully restored: {} objects are missing or truncated, \
@@ -954,6 +975,24 @@ fn preflight(
             ),
         )
     });
+    // What the snapshot never captured: the restore brings back what there is and says so.
+    for g in &m.gaps {
+        checks.push(Check::new(
+            "snapshot incomplete",
+            CheckStatus::Warn,
+            format!(
+                "{} (the restore brings back what the snapshot has and ends with exit 10)",
+                g.describe()
+            ),
+        ));
+    }
+    if !m.complete && m.gaps.is_empty() {
+        checks.push(Check::new(
+            "snapshot incomplete",
+            CheckStatus::Warn,
+            "the snapshot is marked incomplete (no gap recorded)",
+        ));
+    }
 
     // MariaDB.
     if let (Some(src), Some((_, t))) = (src, target) {
@@ -972,6 +1011,65 @@ fn preflight(
                     ),
                 ),
             });
+            // The largest statement must fit the target's max_allowed_packet.
+            use mysql_async::prelude::Queryable;
+            if let Some((table, &need)) = src.max_statement.iter().max_by_key(|(_, v)| **v) {
+                let have: Option<u64> = c
+                    .query_first("SELECT @@GLOBAL.max_allowed_packet")
+                    .await
+                    .context("reading the target's max_allowed_packet")?;
+                let have = have.unwrap_or(0);
+                // Room for the protocol header; the server wants a multiple of 1024.
+                let want = (need + 64 * 1024).div_ceil(1024) * 1024;
+                if need + 1024 <= have {
+                    checks.push(Check::new(
+                        "max_allowed_packet",
+                        CheckStatus::Ok,
+                        format!("{have} bytes; the largest statement is {need} bytes ({table})"),
+                    ));
+                } else if want > 1 << 30 {
+                    checks.push(Check::new(
+                        "max_allowed_packet",
+                        CheckStatus::Fail,
+                        format!(
+                            "the largest statement ({table}, {need} bytes) exceeds MariaDB's \
+                             1 GiB limit of max_allowed_packet; load that table by hand \
+                             (`mnbackup export`) with smaller rows per INSERT"
+                        ),
+                    ));
+                } else {
+                    // Setting the current value again proves the privilege without a change.
+                    let sql = if args.plan {
+                        "SET GLOBAL max_allowed_packet = @@GLOBAL.max_allowed_packet".to_string()
+                    } else {
+                        format!("SET GLOBAL max_allowed_packet = {want}")
+                    };
+                    checks.push(match c.query_drop(sql).await {
+                        Ok(()) => Check::new(
+                            "max_allowed_packet",
+                            CheckStatus::Warn,
+                            format!(
+                                "{} the target's max_allowed_packet from {have} to {want} bytes \
+                                 (SET GLOBAL) for the largest statement ({table}, {need} bytes); \
+                                 it lasts until the server restarts: set max_allowed_packet = \
+                                 {want} in my.cnf to keep it",
+                                if args.plan { "would raise" } else { "raised" }
+                            ),
+                        ),
+                        Err(e) => Check::new(
+                            "max_allowed_packet",
+                            CheckStatus::Fail,
+                            format!(
+                                "the largest statement ({table}, {need} bytes) exceeds the \
+                                 target's max_allowed_packet ({have} bytes) and {} may not raise \
+                                 it ({e}); run as root `SET GLOBAL max_allowed_packet = {want};` \
+                                 (and set it in my.cnf), then restore again",
+                                t.user
+                            ),
+                        ),
+                    });
+                }
+            }
             let states = rm::database_states(&mut c, target_dbs).await?;
             let nonempty: Vec<&rm::DbState> = states
                 .iter()
@@ -1262,6 +1360,23 @@ fn plan_steps(
                     workers(ctx, args)
                 ),
                 ItemKind::Schema => format!("databases and tables: {dbs}"),
+                ItemKind::Accounts if !s.accounts.is_empty() => {
+                    let list: Vec<String> = s
+                        .accounts
+                        .iter()
+                        .map(|a| {
+                            let local = a
+                                .rsplit_once('@')
+                                .is_some_and(|(u, h)| u == "root" && h == "localhost");
+                            if local && !args.replace_local_root {
+                                format!("{a} (kept as it is on the target; --replace-local-root)")
+                            } else {
+                                a.clone()
+                            }
+                        })
+                        .collect();
+                    format!("accounts: {}", list.join(", "))
+                }
                 k => k.as_str().to_string(),
             };
             steps.push(PlanStep {

@@ -86,6 +86,15 @@ pub struct MariadbConfig {
     /// see them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zstack_ui_properties: Option<PathBuf>,
+    /// What a snapshot must capture for it to count as complete: any of `consistency`,
+    /// `routines`, `accounts`, `grants`, `events` (default: all). What is left out here and
+    /// cannot be captured is noted in the source info's `warnings`, not recorded as a gap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require: Option<Vec<String>>,
+    /// Seconds a backup statement waits for a table or backup lock before the snapshot fails
+    /// naming the table and the connection holding it (default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_wait_seconds: Option<u64>,
 }
 
 impl fmt::Debug for MariadbConfig {
@@ -108,6 +117,8 @@ impl fmt::Debug for MariadbConfig {
             .field("split_rows", &m.split_rows)
             .field("zstack_properties", &m.zstack_properties)
             .field("zstack_ui_properties", &m.zstack_ui_properties)
+            .field("require", &m.require)
+            .field("lock_wait_seconds", &m.lock_wait_seconds)
             .finish()
     }
 }
@@ -173,7 +184,23 @@ impl MariadbConfig {
         if self.split_rows == Some(0) {
             anyhow::bail!("[mariadb] split_rows must be at least 1");
         }
+        for r in self.require.iter().flatten() {
+            if !super::privileges::KINDS.contains(&r.as_str()) {
+                anyhow::bail!(
+                    "[mariadb] require: {r:?} is not something a backup can capture; use any of \
+                     {} (default: all of them)",
+                    super::privileges::KINDS.join(", ")
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// Whether a snapshot that lacks `kind` (see [`super::privileges::KINDS`]) is incomplete.
+    pub fn requires(&self, kind: &str) -> bool {
+        self.require
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|k| k == kind))
     }
 
     /// Whether `db`.`table` matches an `exclude_tables` pattern.
@@ -275,6 +302,7 @@ impl MariadbConfig {
         }
         p.tls = self.tls || self.tls_ca.is_some();
         p.tls_ca = self.tls_ca.clone();
+        p.lock_wait_seconds = self.lock_wait_seconds.unwrap_or(120).max(1);
         Ok(p)
     }
 
@@ -295,6 +323,7 @@ impl MariadbConfig {
             password_source: "zstack_ui_properties".into(),
             tls: self.tls || self.tls_ca.is_some(),
             tls_ca: self.tls_ca.clone(),
+            lock_wait_seconds: self.lock_wait_seconds.unwrap_or(120).max(1),
         };
         let dbs = match z.database {
             Some(d) if !d.is_empty() => vec![d],
@@ -318,6 +347,8 @@ pub struct ConnParams {
     pub password_source: String,
     pub tls: bool,
     pub tls_ca: Option<PathBuf>,
+    /// `lock_wait_timeout` of every session (seconds; 0 means the default, 120).
+    pub lock_wait_seconds: u64,
 }
 
 impl fmt::Debug for ConnParams {

@@ -89,13 +89,9 @@ impl ServerVersion {
 /// `BACKUP STAGE START`, `FLUSH`, `BLOCK_DDL`: from now on no write to a non-transactional table
 /// can start and those in flight have ended (and DDL waits), while InnoDB commits go on.
 pub async fn freeze_nontransactional(ctl: &mut Conn, addr: &str) -> Result<()> {
-    ctl.query_drop("BACKUP STAGE START").await.map_err(|e| {
-        explain(
-            e,
-            addr,
-            "starting BACKUP STAGE (needs the RELOAD privilege)",
-        )
-    })?;
+    ctl.query_drop("BACKUP STAGE START")
+        .await
+        .map_err(|e| explain(e, addr, "starting BACKUP STAGE"))?;
     ctl.query_drop("BACKUP STAGE FLUSH")
         .await
         .map_err(|e| explain(e, addr, "BACKUP STAGE FLUSH"))?;
@@ -118,11 +114,7 @@ pub async fn block(ctl: &mut Conn, method: BlockMethod, addr: &str) -> Result<()
             ctl.query_drop("FLUSH TABLES WITH READ LOCK")
                 .await
                 .map_err(|e| {
-                    explain(
-                        e,
-                        addr,
-                        "blocking commits with FLUSH TABLES WITH READ LOCK (needs RELOAD)",
-                    )
+                    explain(e, addr, "blocking commits with FLUSH TABLES WITH READ LOCK")
                 })?;
         }
         BlockMethod::SingleSnapshot => {}

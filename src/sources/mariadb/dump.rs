@@ -128,6 +128,9 @@ pub struct Shared {
     pub items: Mutex<Vec<(String, String, u64)>>,
     pub bytes: AtomicU64,
     pub rows: AtomicU64,
+    /// `db.table` → bytes of its largest INSERT statement (the restore's `max_allowed_packet`
+    /// must exceed it).
+    pub max_statement: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Hand one item to the sink on a blocking thread.
@@ -147,6 +150,8 @@ struct ItemBuf {
     data: Vec<u8>,
     rows: u64,
     head_len: usize,
+    /// Where the current INSERT statement starts in `data`.
+    stmt_start: usize,
 }
 
 /// A worker: take units until the queue is empty.
@@ -219,6 +224,7 @@ async fn dump_unit(conn: &mut Conn, shared: &Shared, unit: &Unit) -> Result<()> 
     let mut pending: Option<tokio::task::JoinHandle<Result<()>>> = None;
     let mut cur: Option<ItemBuf> = None;
     let rpi = shared.rows_per_insert as u64;
+    let mut max_stmt = 0usize;
 
     let mut result = conn
         .query_iter(sql)
@@ -256,6 +262,7 @@ async fn dump_unit(conn: &mut Conn, shared: &Shared, unit: &Unit) -> Result<()> 
                 _ => 0,
             };
             if let Some(b) = cur.take() {
+                max_stmt = max_stmt.max(b.data.len() - b.stmt_start);
                 pending = flush(shared, t, b, pending).await?;
             }
             let mut data = Vec::with_capacity(64 << 10);
@@ -264,6 +271,7 @@ async fn dump_unit(conn: &mut Conn, shared: &Shared, unit: &Unit) -> Result<()> 
                 suffix,
                 part: next_part,
                 head_len: data.len(),
+                stmt_start: data.len(),
                 data,
                 rows: 0,
             });
@@ -272,7 +280,9 @@ async fn dump_unit(conn: &mut Conn, shared: &Shared, unit: &Unit) -> Result<()> 
         if b.rows % rpi == 0 {
             if b.rows > 0 {
                 b.data.extend_from_slice(b";\n");
+                max_stmt = max_stmt.max(b.data.len() - b.stmt_start);
             }
+            b.stmt_start = b.data.len();
             b.data.extend_from_slice(insert_head.as_bytes());
         } else {
             b.data.extend_from_slice(b",\n");
@@ -289,6 +299,7 @@ async fn dump_unit(conn: &mut Conn, shared: &Shared, unit: &Unit) -> Result<()> 
     }
     drop(result);
     if let Some(b) = cur.take() {
+        max_stmt = max_stmt.max(b.data.len() - b.stmt_start + 2);
         pending = flush(shared, t, b, pending).await?;
     }
     if let Some(p) = pending.take() {
@@ -301,6 +312,9 @@ async fn dump_unit(conn: &mut Conn, shared: &Shared, unit: &Unit) -> Result<()> 
         .entry(t.full_name())
         .or_default()
         .merge(&fp);
+    let mut ms = shared.max_statement.lock().expect("max statement lock");
+    let e = ms.entry(t.full_name()).or_default();
+    *e = (*e).max(max_stmt as u64);
     Ok(())
 }
 

@@ -10,7 +10,7 @@
 //!
 //! | item | content |
 //! |---|---|
-//! | `mariadb/0-accounts.sql` | `CREATE OR REPLACE USER` (with password hash) / `CREATE ROLE` for every non-system account |
+//! | `mariadb/0-accounts.sql` | `CREATE USER IF NOT EXISTS` + `ALTER USER` (with password hash and plugin) / `CREATE ROLE` for every account but the server's internal ones (root included) |
 //! | `mariadb/1-schema/<db>.sql` | `CREATE DATABASE IF NOT EXISTS` (charset, collation), `CREATE TABLE`s (without the `AUTO_INCREMENT=` counter, which is in the source info), placeholder views |
 //! | `mariadb/2-data/<db>/<table>.sql` | the rows of a table (one item) |
 //! | `mariadb/2-data/<db>/<table>.<bucket>.sql` | rows of an integer-key table with `key div split_rows == bucket` (6+ digits; `n` prefix for negative) |
@@ -44,6 +44,7 @@
 //!                    "table": "HostEO", "rows": 10 }, … ],
 //!   "fingerprints": { "zstack.HostEO": { "rows": 10, "hash": "…64 hex…" } },
 //!   "auto_increment": { "zstack.AuditsVO": 1001 },
+//!   "max_statement": { "zstack.AuditsVO": 181234 },
 //!   "accounts": ["zstack@%"],
 //!   "skipped": ["sequence db.seq: sequences are not dumped"],
 //!   "warnings": ["no RELOAD privilege: …", "accounts and grants were not backed up: …"],
@@ -64,6 +65,8 @@ pub mod config;
 pub mod consistency;
 pub mod dump;
 pub mod errors;
+pub mod privileges;
+pub mod probe;
 pub mod schema;
 pub mod sqlfmt;
 pub mod users;
@@ -87,6 +90,7 @@ use errors::explain;
 use schema::Table;
 use sqlfmt::{ident, name_component};
 
+use crate::model::Gap;
 use crate::source::ItemSink;
 
 /// What a MariaDB backup did.
@@ -107,9 +111,9 @@ pub struct MariadbSummary {
 /// generous network timeouts (a worker may pause while the sink stores an item).
 const SESSION_INIT: &str = "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = '', \
      SQL_QUOTE_SHOW_CREATE = 1, net_read_timeout = 3600, net_write_timeout = 3600, \
-     lock_wait_timeout = 120, wait_timeout = 28800";
+     wait_timeout = 28800";
 
-async fn connect(opts: &mysql_async::Opts, params: &ConnParams, what: &str) -> Result<Conn> {
+pub async fn connect(opts: &mysql_async::Opts, params: &ConnParams, what: &str) -> Result<Conn> {
     let addr = params.address();
     let mut conn =
         match tokio::time::timeout(std::time::Duration::from_secs(30), Conn::new(opts.clone()))
@@ -133,10 +137,86 @@ async fn connect(opts: &mysql_async::Opts, params: &ConnParams, what: &str) -> R
             }
             Err(_) => return Err(errors::connect_timeout(&addr, what, 30)),
         };
-    conn.query_drop(SESSION_INIT)
+    let lock_wait = if params.lock_wait_seconds == 0 {
+        120
+    } else {
+        params.lock_wait_seconds
+    };
+    conn.query_drop(format!("{SESSION_INIT}, lock_wait_timeout = {lock_wait}"))
         .await
         .map_err(|e| explain(e, &addr, "setting up the session"))?;
     Ok(conn)
+}
+
+/// After a lock wait timeout: name the tables that are locked and the connections that hold
+/// them (`information_schema.METADATA_LOCK_INFO` when the plugin is loaded, else
+/// `SHOW OPEN TABLES` and the process list), so the operator knows what to stop.
+async fn lock_holders(opts: &mysql_async::Opts, params: &ConnParams) -> String {
+    let Ok(mut c) = connect(opts, params, "looking for the lock holder").await else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    let mdl: Result<Vec<(u64, String, String, String)>, _> = c
+        .query(
+            "SELECT m.THREAD_ID, m.LOCK_MODE, m.TABLE_SCHEMA, m.TABLE_NAME FROM \
+             information_schema.METADATA_LOCK_INFO m JOIN information_schema.PROCESSLIST p \
+             ON p.ID = m.THREAD_ID WHERE m.TABLE_NAME <> '' AND p.STATE NOT LIKE 'Waiting%' \
+             ORDER BY 1",
+        )
+        .await;
+    if let Ok(rows) = &mdl {
+        for (id, mode, db, t) in rows {
+            parts.push(format!("{db}.{t} held ({mode}) by connection {id}"));
+        }
+    }
+    if parts.is_empty() {
+        let open: Vec<mysql_async::Row> = c
+            .query("SHOW OPEN TABLES WHERE In_use > 0")
+            .await
+            .unwrap_or_default();
+        for r in open {
+            let db: Option<String> = r.get_opt(0).and_then(|x| x.ok());
+            let t: Option<String> = r.get_opt(1).and_then(|x| x.ok());
+            if let (Some(db), Some(t)) = (db, t) {
+                parts.push(format!("{db}.{t} is locked"));
+            }
+        }
+    }
+    // Connections that are neither ours nor waiting: the likely holders.
+    let procs: Vec<(u64, String, String, String, u64, Option<String>)> = c
+        .query(
+            "SELECT ID, USER, HOST, COMMAND, TIME, STATE FROM information_schema.PROCESSLIST \
+             WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Daemon', 'Binlog Dump') \
+             AND USER <> 'system user' AND COALESCE(STATE, '') NOT LIKE 'Waiting%' ORDER BY TIME DESC",
+        )
+        .await
+        .unwrap_or_default();
+    let holders: Vec<String> = procs
+        .iter()
+        .take(5)
+        .map(|p| {
+            format!(
+                "connection {} ({}@{}, {} for {} s)",
+                p.0, p.1, p.2, p.3, p.4
+            )
+        })
+        .collect();
+    c.disconnect().await.ok();
+    if parts.is_empty() && holders.is_empty() {
+        return String::new();
+    }
+    let mut s = String::new();
+    if !parts.is_empty() {
+        s.push_str(&format!("; {}", parts.join(", ")));
+    }
+    if !holders.is_empty() {
+        s.push_str(&format!(
+            "; other connections (the holder is among them; `KILL <id>` ends one, or wait until \
+             it commits / runs UNLOCK TABLES): {}",
+            holders.join(", ")
+        ));
+    }
+    s
 }
 
 /// The result of one consistent point (the main credentials, or the UI's).
@@ -147,9 +227,13 @@ struct GroupResult {
     plan: Vec<PlanEntry>,
     fingerprints: BTreeMap<String, mnbackup_restore::fingerprint::Fingerprint>,
     auto_increment: BTreeMap<String, u64>,
+    /// `db.table` → bytes of its largest INSERT statement.
+    max_statement: BTreeMap<String, u64>,
     accounts: Vec<String>,
     skipped: Vec<String>,
     warnings: Vec<String>,
+    /// What this group could not capture (before `[mariadb] require` is applied).
+    gaps: Vec<Gap>,
     tables: usize,
     rows: u64,
     bytes: u64,
@@ -187,7 +271,19 @@ pub async fn backup(cfg: &MariadbConfig, sink: Arc<dyn ItemSink>) -> Result<Mari
     let started = chrono::Utc::now();
     let t0 = Instant::now();
     let params = cfg.resolve()?;
-    let mut main = run_group(cfg, &params, None, sink.clone(), true).await?;
+    let opts = params.opts()?;
+    let mut main = match run_group(cfg, &params, None, sink.clone(), true).await {
+        Ok(g) => g,
+        Err(e) if errors::server_code(&e) == Some(1205) => {
+            let who = lock_holders(&opts, &params).await;
+            return Err(e.context(format!(
+                "the snapshot waited [mariadb] lock_wait_seconds ({} s) for a lock that another \
+                 connection holds{who}",
+                params.lock_wait_seconds
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     let mut extra = Vec::new();
     if let Some((ui_params, ui_dbs)) = cfg.resolve_ui()? {
         let dumped: Vec<&str> = main.databases.iter().map(|d| d.name.as_str()).collect();
@@ -207,9 +303,23 @@ pub async fn backup(cfg: &MariadbConfig, sink: Arc<dyn ItemSink>) -> Result<Mari
         main.plan.extend(g.plan.iter().cloned());
         main.fingerprints.extend(g.fingerprints.clone());
         main.auto_increment.extend(g.auto_increment.clone());
+        main.max_statement.extend(g.max_statement.clone());
         main.databases.extend(g.databases.iter().cloned());
         main.skipped.extend(g.skipped.iter().cloned());
         main.warnings.extend(g.warnings.iter().cloned());
+        main.gaps.extend(g.gaps.iter().cloned());
+    }
+    // What could not be captured: a gap, unless the operator said it is not required.
+    let mut gaps = Vec::new();
+    for g in std::mem::take(&mut main.gaps) {
+        if cfg.requires(&g.kind) {
+            gaps.push(g);
+        } else {
+            main.warnings.push(format!(
+                "not required by [mariadb] require, so not a gap: {}",
+                g.describe()
+            ));
+        }
     }
     main.plan.sort_by(|a, b| a.item.cmp(&b.item));
     let finished = chrono::Utc::now();
@@ -233,6 +343,7 @@ pub async fn backup(cfg: &MariadbConfig, sink: Arc<dyn ItemSink>) -> Result<Mari
     obj.insert("load_plan".into(), json!(main.plan));
     obj.insert("fingerprints".into(), json!(main.fingerprints));
     obj.insert("auto_increment".into(), json!(main.auto_increment));
+    obj.insert("max_statement".into(), json!(main.max_statement));
     obj.insert("accounts".into(), json!(main.accounts));
     obj.insert("skipped".into(), json!(main.skipped));
     obj.insert("warnings".into(), json!(main.warnings));
@@ -244,6 +355,9 @@ pub async fn backup(cfg: &MariadbConfig, sink: Arc<dyn ItemSink>) -> Result<Mari
         );
     }
     sink.set_source_info("mariadb", info);
+    for g in gaps {
+        sink.gap(g);
+    }
     Ok(summary)
 }
 
@@ -264,6 +378,13 @@ async fn run_group(
         .unwrap_or_default();
     let version = ServerVersion::parse(&version);
     let method = version.block_method();
+    let me: String = ctl
+        .query_first("SELECT CURRENT_USER()")
+        .await
+        .map_err(|e| explain(e, &addr, "reading CURRENT_USER()"))?
+        .unwrap_or_default();
+    let acct = privileges::account_of(&me);
+    let mut gaps: Vec<Gap> = Vec::new();
 
     let mut cat = schema::discover(&mut ctl, cfg, only, &addr).await?;
     let split_rows = cfg.split_rows();
@@ -326,6 +447,7 @@ async fn run_group(
         items: Mutex::new(Vec::new()),
         bytes: AtomicU64::new(0),
         rows: AtomicU64::new(0),
+        max_statement: Mutex::new(BTreeMap::new()),
     });
 
     // The consistent point (see `consistency`).
@@ -333,21 +455,39 @@ async fn run_group(
     let t_nontx = Instant::now();
     let mut tb = Instant::now();
     let mut locker: Option<Conn> = None;
-    if method == BlockMethod::BackupStage {
-        if let Err(e) = consistency::freeze_nontransactional(&mut ctl, &addr).await {
-            if !errors::is_privilege_error(&e) {
-                return Err(e);
-            }
-            tracing::warn!(
-                "{e:#}; dumping through a single connection and snapshot instead (grant RELOAD \
-                 for parallel consistent dumps)"
-            );
-            warnings.push(format!(
-                "no RELOAD privilege: commits were not blocked; one connection dumped the \
-                 InnoDB tables from a single snapshot ({e:#})"
-            ));
-            method = BlockMethod::SingleSnapshot;
+    // Without RELOAD neither BACKUP STAGE nor FLUSH TABLES WITH READ LOCK is allowed.
+    let no_reload = match method {
+        BlockMethod::BackupStage => consistency::freeze_nontransactional(&mut ctl, &addr)
+            .await
+            .err(),
+        BlockMethod::Ftwrl => consistency::block(&mut ctl, method, &addr).await.err(),
+        BlockMethod::SingleSnapshot => None,
+    };
+    if let Some(e) = no_reload {
+        if !errors::is_privilege_error(&e) {
+            return Err(e);
         }
+        warnings.push(format!(
+            "no RELOAD privilege: commits were not blocked; one connection dumped the \
+             InnoDB tables from a single snapshot ({e:#})"
+        ));
+        gaps.push(
+            Gap::new(
+                "mariadb",
+                "consistency",
+                format!(
+                    "{acct} may not block commits ({}), so MyISAM and InnoDB tables were not \
+                     captured at one common point and DDL was not held off ({e:#})",
+                    if method == BlockMethod::BackupStage {
+                        "BACKUP STAGE"
+                    } else {
+                        "FLUSH TABLES WITH READ LOCK"
+                    }
+                ),
+            )
+            .fix(privileges::fix_reload(&acct)),
+        );
+        method = BlockMethod::SingleSnapshot;
     }
     match method {
         BlockMethod::BackupStage => {
@@ -357,7 +497,7 @@ async fn run_group(
             consistency::block(&mut ctl, method, &addr).await?;
         }
         BlockMethod::Ftwrl => {
-            consistency::block(&mut ctl, method, &addr).await?;
+            // Commits are blocked (above).
             workers = run_phase(workers, &shared).await?;
         }
         BlockMethod::SingleSnapshot => {
@@ -431,6 +571,8 @@ async fn run_group(
         &sink,
         with_accounts,
         &addr,
+        &acct,
+        &mut gaps,
         &mut warnings,
     );
     let (phase_res, ddl_res) = tokio::join!(phase, ddl);
@@ -459,6 +601,7 @@ async fn run_group(
         .into_iter()
         .map(|(k, v)| (k, v.finish()))
         .collect();
+    let max_statement = shared.max_statement.into_inner().expect("max statement");
     let info = json!({
         "server": { "address": addr, "version": version.version, "user": params.user() },
         "consistency": {
@@ -476,9 +619,11 @@ async fn run_group(
         plan,
         fingerprints,
         auto_increment,
+        max_statement,
         accounts,
         skipped,
         warnings,
+        gaps,
         tables: tables.len(),
         rows: shared.rows.load(Ordering::Relaxed),
         bytes: shared.bytes.load(Ordering::Relaxed),
@@ -520,7 +665,9 @@ async fn run_phase(conns: Vec<Conn>, shared: &Arc<Shared>) -> Result<Vec<Conn>> 
     }
 }
 
-/// Write the schema, routines, views, triggers, events, accounts and grants items.
+/// Write the schema, routines, views, triggers, events, accounts and grants items; what the
+/// account `acct` may not read is pushed to `gaps` with the statement that fixes it.
+#[allow(clippy::too_many_arguments)]
 async fn ddl_items(
     ctl: &mut Conn,
     cat: &schema::Catalog,
@@ -528,6 +675,8 @@ async fn ddl_items(
     sink: &Arc<dyn ItemSink>,
     with_accounts: bool,
     addr: &str,
+    acct: &str,
+    gaps: &mut Vec<Gap>,
     warnings: &mut Vec<String>,
 ) -> Result<(Vec<PlanEntry>, Vec<String>)> {
     let mut plan = Vec::new();
@@ -536,11 +685,25 @@ async fn ddl_items(
         match users::dump_accounts(ctl, addr).await {
             Ok(a) => Some(a),
             Err(e) if errors::is_privilege_error(&e) => {
-                tracing::warn!("accounts are not backed up: {e:#}");
-                warnings.push(format!(
-                    "accounts and grants were not backed up: the backup user may not read \
-                     mysql.user ({e:#}); grant SELECT ON mysql.* to include them"
-                ));
+                for kind in ["accounts", "grants"] {
+                    gaps.push(
+                        Gap::new(
+                            "mariadb",
+                            kind,
+                            format!(
+                                "{acct} may not read mysql.user, so no account (and no password \
+                                 hash) {} was backed up; a rebuilt server would refuse ZStack's \
+                                 logins ({e:#})",
+                                if kind == "grants" {
+                                    "nor any grant"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        )
+                        .fix(privileges::fix_accounts(acct)),
+                    );
+                }
                 None
             }
             Err(e) => return Err(e),
@@ -549,6 +712,7 @@ async fn ddl_items(
         None
     };
     if let Some(a) = acc {
+        warnings.extend(a.ignored.iter().cloned());
         put_item(sink, "mariadb/0-accounts.sql".into(), a.accounts_sql).await?;
         put_item(sink, "mariadb/7-grants.sql".into(), a.grants_sql).await?;
         plan.push(PlanEntry::new(
@@ -577,7 +741,27 @@ async fn ddl_items(
         plan.push(PlanEntry::new(item, "schema", Some(&db.name)));
         if !objs.routines.is_empty() {
             let item = format!("mariadb/3-routines/{n}.sql");
-            let data = schema::routines_item(ctl, &db.name, &objs.routines, addr, warnings).await?;
+            let mut hidden = Vec::new();
+            let data =
+                schema::routines_item(ctl, &db.name, &objs.routines, addr, &mut hidden).await?;
+            if !hidden.is_empty() {
+                gaps.push(
+                    Gap::new(
+                        "mariadb",
+                        "routines",
+                        format!(
+                            "{acct} is not their definer and may not read mysql.proc, so their \
+                             definitions are invisible and {} of {} routines were not backed up: \
+                             {}",
+                            hidden.len(),
+                            objs.routines.len(),
+                            hidden.join(", ")
+                        ),
+                    )
+                    .subject(&db.name)
+                    .fix(privileges::fix_routines(acct)),
+                );
+            }
             put_item(sink, item.clone(), data).await?;
             plan.push(PlanEntry::new(item, "routines", Some(&db.name)));
         }
@@ -592,6 +776,30 @@ async fn ddl_items(
             let data = schema::triggers_item(ctl, &db.name, &objs.triggers, addr).await?;
             put_item(sink, item.clone(), data).await?;
             plan.push(PlanEntry::new(item, "triggers", Some(&db.name)));
+        }
+        // Events are listed only to accounts with the EVENT privilege on the database: without
+        // it they are invisible, so an empty list proves nothing.
+        if let Err(e) = ctl
+            .query_drop(format!("SHOW EVENTS FROM {}", ident(&db.name)))
+            .await
+        {
+            let e = explain(e, addr, &format!("SHOW EVENTS FROM {}", ident(&db.name)));
+            if !errors::is_privilege_error(&e) {
+                return Err(e);
+            }
+            gaps.push(
+                Gap::new(
+                    "mariadb",
+                    "events",
+                    format!(
+                        "{acct} has no EVENT privilege on {}, so its events (if any) are \
+                         invisible and were not backed up ({e:#})",
+                        db.name
+                    ),
+                )
+                .subject(&db.name)
+                .fix(privileges::fix_events(acct, &db.name)),
+            );
         }
         if !objs.events.is_empty() {
             let item = format!("mariadb/6-events/{n}.sql");

@@ -554,13 +554,13 @@ pub async fn views_item(
 
 /// The routines item: procedures and functions, each with its own sql_mode and character set.
 /// Routines whose definition the user may not see (not the definer, no SELECT on mysql.proc)
-/// are left out with a warning pushed to `warnings`.
+/// are left out and named in `hidden` (`procedure db.name`); the caller records the gap.
 pub async fn routines_item(
     conn: &mut Conn,
     db: &str,
     routines: &[(String, String)],
     addr: &str,
-    warnings: &mut Vec<String>,
+    hidden: &mut Vec<String>,
 ) -> Result<Vec<u8>> {
     let mut s = header(
         &format!("stored procedures and functions of database {}", ident(db)),
@@ -576,14 +576,7 @@ pub async fn routines_item(
         .await?;
         let what = format!("{} {db}.{name}", kind.to_lowercase());
         let Ok(create) = need(&row, 2, &what) else {
-            tracing::warn!(
-                "{what} is not backed up: its definition is not visible to the backup user"
-            );
-            warnings.push(format!(
-                "{what} was not backed up: the backup user may not see its definition (it is \
-                 not the definer and has no SELECT on mysql.proc); grant SELECT ON mysql.* to \
-                 include it"
-            ));
+            hidden.push(what);
             continue;
         };
         s.push_str(&format!("DROP {kind} IF EXISTS {};;\n", ident(name)));

@@ -4,10 +4,10 @@
 //! `zstack-ctl` (zstack-utility `zstackctl/zstackctl/ctl.py`, class `AESCipher`) encrypts
 //! `DB.password` (and the UI's `db_password`) as
 //! `base64(AES-256-ECB(key = md5_hex("ZStack open source") as 32 ASCII bytes,
-//! PKCS#7("crypt_key_for_v1::" + password)))`. When it reads a value it decrypts it if it can and
-//! the plaintext carries the prefix, and otherwise takes the value as a plain password; we do the
-//! same, except that a value that is well-formed ciphertext (base64 of whole AES blocks) but does
-//! not decrypt to the prefix is an error rather than silently used as a password.
+//! PKCS#7("crypt_key_for_v1::" + password)))`. ZStack and `zstack-ctl` use a value as encrypted
+//! only when it decrypts (valid padding, UTF-8) to a plaintext with that prefix; any other value,
+//! including one that merely looks like ciphertext (`openssl rand -base64 32` gives base64 of 32
+//! bytes), is the plain password. We follow that rule exactly ([`classify`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -85,19 +85,36 @@ pub fn decrypt(enc: &str) -> Result<String> {
     }
 }
 
-/// Read a password value as `zstack-ctl` does: decrypted when it is ciphertext, else as is.
-/// `what` names the key and file for the error message.
-pub fn password_value(value: &str, what: &str) -> Result<String> {
-    if !looks_encrypted(value) {
-        return Ok(value.to_string());
+/// How a password value was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordKind {
+    /// Decrypted with `zstack-ctl`'s key to a value with the `crypt_key_for_v1::` prefix.
+    Encrypted,
+    /// Anything else: used as is.
+    Plain,
+}
+
+impl PasswordKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            PasswordKind::Encrypted => "encrypted by zstack-ctl (decrypted)",
+            PasswordKind::Plain => "plain text (it does not decrypt with zstack-ctl's key)",
+        }
     }
-    decrypt(value).map_err(|e| {
-        anyhow::anyhow!(
-            "{what} looks like a password encrypted by zstack-ctl but cannot be decrypted: {e}. \
-             Check the value (`zstack-ctl configure DB.password=...` rewrites it), or give the \
-             password through [mariadb] password_env / option_file, which take precedence"
-        )
-    })
+}
+
+/// ZStack's rule: the value is encrypted only when it decrypts to a plaintext with the
+/// `crypt_key_for_v1::` prefix; otherwise it is the plain password.
+pub fn classify(value: &str) -> (String, PasswordKind) {
+    match decrypt(value) {
+        Ok(p) => (p, PasswordKind::Encrypted),
+        Err(_) => (value.to_string(), PasswordKind::Plain),
+    }
+}
+
+/// Read a password value as `zstack-ctl` does (see [`classify`]).
+pub fn password_value(value: &str) -> String {
+    classify(value).0
 }
 
 /// Which keys of which file.
@@ -132,6 +149,8 @@ pub struct DbProperties {
     pub database: Option<String>,
     pub user: String,
     pub password: String,
+    /// Whether `password` was stored encrypted.
+    pub password_kind: PasswordKind,
 }
 
 impl std::fmt::Debug for DbProperties {
@@ -226,16 +245,14 @@ pub fn read_db_properties(path: &Path, keys: PropertyKeys) -> Result<DbPropertie
         parse_jdbc_url(&url).with_context(|| format!("{} {}", path.display(), keys.url[0]))?;
     let user = get(keys.user)?;
     let raw_pw = get(keys.password)?;
-    let password = password_value(
-        &raw_pw,
-        &format!("{} in {}", keys.password[0], path.display()),
-    )?;
+    let (password, password_kind) = classify(&raw_pw);
     Ok(DbProperties {
         host,
         port,
         database,
         user,
         password,
+        password_kind,
     })
 }
 
@@ -249,7 +266,7 @@ mod tests {
             let enc = encrypt(pw);
             assert!(looks_encrypted(&enc), "{enc}");
             assert_eq!(decrypt(&enc).unwrap(), pw);
-            assert_eq!(password_value(&enc, "DB.password").unwrap(), pw);
+            assert_eq!(classify(&enc), (pw.to_string(), PasswordKind::Encrypted));
         }
     }
 
@@ -266,17 +283,15 @@ mod tests {
 
     #[test]
     fn plain_and_bad_values() {
-        assert_eq!(password_value("password", "k").unwrap(), "password");
+        assert_eq!(password_value("password"), "password");
         assert_eq!(
-            password_value("zstack.mysql.password", "k").unwrap(),
-            "zstack.mysql.password"
+            classify("zstack.mysql.password"),
+            ("zstack.mysql.password".into(), PasswordKind::Plain)
         );
+        // Ciphertext under another key does not decrypt to the prefix: ZStack uses it as the
+        // plain password, and so do we.
         let wrong = encrypt_with("another key", "secret");
-        let e = password_value(&wrong, "DB.password in /x/zstack.properties")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("cannot be decrypted"), "{e}");
-        assert!(e.contains("DB.password in /x/zstack.properties"), "{e}");
+        assert_eq!(classify(&wrong), (wrong.clone(), PasswordKind::Plain));
         // Corrupt one block: padding or prefix fails.
         let mut b = base64::engine::general_purpose::STANDARD
             .decode(encrypt("secret"))
@@ -284,10 +299,42 @@ mod tests {
         b[0] ^= 0xff;
         let bad = base64::engine::general_purpose::STANDARD.encode(&b);
         assert!(decrypt(&bad).is_err());
+        assert_eq!(classify(&bad).1, PasswordKind::Plain);
         assert!(decrypt("not base64!")
             .unwrap_err()
             .to_string()
             .contains("base64"));
+    }
+
+    /// `openssl rand -base64 32` / `-base64 48`: base64 of whole AES blocks, yet plain passwords
+    /// (they were refused before).
+    #[test]
+    fn random_base64_passwords_are_plain() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for len in [32usize, 48] {
+            for _ in 0..50 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        rng as u8
+                    })
+                    .collect();
+                let pw = base64::engine::general_purpose::STANDARD.encode(&bytes);
+                assert!(looks_encrypted(&pw));
+                assert_eq!(classify(&pw), (pw.clone(), PasswordKind::Plain), "{pw}");
+            }
+        }
+        // And an encrypted one of that shape is decrypted.
+        let enc = encrypt("0123456789abcdef0123456789abcde");
+        assert_eq!(
+            classify(&enc),
+            (
+                "0123456789abcdef0123456789abcde".into(),
+                PasswordKind::Encrypted
+            )
+        );
     }
 
     #[test]
@@ -310,6 +357,7 @@ mod tests {
         );
         assert_eq!(z.user, "zstack");
         assert_eq!(z.password, "zs pw");
+        assert_eq!(z.password_kind, PasswordKind::Encrypted);
         assert!(!format!("{z:?}").contains("zs pw"));
         assert_eq!(
             parse_jdbc_url("jdbc:mysql://a,b:3308/").unwrap(),
