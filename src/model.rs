@@ -123,11 +123,16 @@ pub struct SnapshotStats {
     pub items: u64,
     /// Sum of the plain sizes of all items.
     pub logical_bytes: u64,
-    /// Bytes of new objects this snapshot wrote to the pool (data, deltas and signatures).
+    /// Bytes this snapshot wrote to the pool: new objects (data, deltas, signatures) and its own
+    /// manifest.
     pub bytes_added: u64,
     /// Of `bytes_added`, the bytes of new signature objects.
     pub signature_bytes_added: u64,
     pub objects_added: u64,
+    /// Size of this snapshot's manifest file (included in `bytes_added`; 0 in manifests written
+    /// before it was counted).
+    #[serde(default)]
+    pub manifest_bytes: u64,
     pub pieces_unchanged: u64,
     pub pieces_delta: u64,
     pub pieces_full: u64,

@@ -159,7 +159,7 @@ impl SnapshotWriter {
         let mut stats = self.stats.into_inner().unwrap();
         stats.duration_ms = self.clock.elapsed().as_millis() as u64;
         let gaps = self.gaps.into_inner().unwrap();
-        let m = Manifest {
+        let mut m = Manifest {
             format: FORMAT_VERSION,
             id: self.id.clone(),
             time: self.started,
@@ -175,6 +175,18 @@ impl SnapshotWriter {
             gaps,
         };
         crate::codec::validate_manifest(&m)?;
+        // `bytes_added` counts the manifest itself: it is written to the pool like any object.
+        // Its size depends on the number, so settle the fixed point (the digits change at most
+        // a few times).
+        let objects_added = m.stats.bytes_added;
+        for _ in 0..8 {
+            let len = crate::repo::encode_manifest(&m)?.len() as u64;
+            if m.stats.manifest_bytes == len {
+                break;
+            }
+            m.stats.manifest_bytes = len;
+            m.stats.bytes_added = objects_added + len;
+        }
         self.repo.commit_manifest(&m)?;
         self.in_progress.remove();
         if let Some(f) = self.cache.verified_file() {

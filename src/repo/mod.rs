@@ -603,14 +603,33 @@ impl Repo {
     /// Resolve `latest`, a full id or a unique prefix of one.
     pub fn resolve(&self, spec: &str) -> Result<String> {
         let ids = self.snapshot_ids()?;
-        if spec == "latest" {
-            return ids.last().cloned().ok_or_else(|| {
-                MnError::Usage(format!(
+        if spec == "latest" || spec == "latest:safety" {
+            // `latest` is the newest snapshot of the node's own sources, never a safety snapshot
+            // that `restore --force` took of the target; `latest:safety` is the newest of those.
+            // A manifest that does not load is returned as it is, so its error is what the
+            // operator sees.
+            let want_safety = spec == "latest:safety";
+            for id in ids.iter().rev() {
+                let is_safety = match self.load_manifest(id) {
+                    Ok(m) => m.trigger == "safety",
+                    Err(_) => return Ok(id.clone()),
+                };
+                if is_safety == want_safety {
+                    return Ok(id.clone());
+                }
+            }
+            return Err(MnError::Usage(if want_safety {
+                format!(
+                    "the repository at {} has no safety snapshot (restore --force takes one)",
+                    self.root.display()
+                )
+            } else {
+                format!(
                     "the repository at {} has no snapshots yet; take one with `mnbackup snapshot`",
                     self.root.display()
-                ))
-                .into()
-            });
+                )
+            })
+            .into());
         }
         if ids.iter().any(|i| i == spec) {
             return Ok(spec.to_string());
