@@ -518,20 +518,15 @@ fn restore_into_an_empty_node_puts_every_component_back_and_refreshes() {
     for s in src.layout.user_tables() {
         let d = dst.layout.table(&s.keyspace, &s.table);
         let src_files = s.live_files().unwrap();
+        // Every component, byte for byte (under the generations Cassandra gave them on load).
         assert_eq!(
-            d.live_files().unwrap(),
-            src_files,
+            fx::sstable_contents(&d.dir).unwrap(),
+            fx::sstable_contents(&s.dir).unwrap(),
             "{}.{}",
             s.keyspace,
             s.table
         );
-        for f in &src_files {
-            assert_eq!(
-                fs::read(d.dir.join(f)).unwrap(),
-                fs::read(s.dir.join(f)).unwrap(),
-                "{f}"
-            );
-        }
+        assert_eq!(d.live_files().unwrap().len(), src_files.len());
         // Nothing went into snapshots/ or backups/, no temporary file is left.
         assert!(!d.dir.join("snapshots").exists());
         assert_eq!(fs::read_dir(d.dir.join("backups")).unwrap().count(), 0);
@@ -556,32 +551,49 @@ fn restore_into_an_empty_node_puts_every_component_back_and_refreshes() {
         );
     }
 
-    // Running it again accepts the identical files and refreshes again.
+    // Running it again finds every SSTable loaded (by content, whatever its generation now)
+    // and loads nothing twice.
+    let open_before = fx::open_sstables(dst.data()).unwrap();
     let report = rc::restore(&cfg, components(&sink)).unwrap();
     assert!(report
         .tables
         .iter()
         .all(|t| t.files_written == 0 && t.files_present > 0));
+    assert_eq!(fx::open_sstables(dst.data()).unwrap(), open_before);
+    for s in src.layout.user_tables() {
+        let d = dst.layout.table(&s.keyspace, &s.table);
+        assert_eq!(
+            fx::sstable_contents(&d.dir).unwrap(),
+            fx::sstable_contents(&s.dir).unwrap()
+        );
+    }
 }
 
 #[test]
-fn restore_never_overwrites_a_different_file() {
-    let (_src, sink) = backed_up(11);
-    let dst = Node::new(98, true);
+fn restore_into_a_table_the_application_already_wrote_takes_free_generations() {
+    let (src, sink) = backed_up(11);
+    let mut dst = Node::new(98, true);
+    // The application wrote generation 1 (and 2) after the node was reinstalled.
+    let own = {
+        let t = dst.layout.table_mut("kairosdb", "data_points");
+        t.add_sstable(4096).unwrap();
+        t.add_sstable(4096).unwrap();
+        fx::sstable_contents(&t.dir).unwrap()
+    };
     let t = dst.layout.table("kairosdb", "data_points");
-    fs::write(t.dir.join("md-1-big-Data.db"), b"someone else's sstable").unwrap();
-    let err = rc::restore(&restore_config(&dst), components(&sink)).unwrap_err();
-    let msg = format!("{err:#}");
-    assert!(msg.contains("refusing to overwrite"), "{msg}");
-    assert_eq!(
-        fs::read(t.dir.join("md-1-big-Data.db")).unwrap(),
-        b"someone else's sstable"
-    );
-    // Nothing else of that table was placed, and no temporary file is left.
-    assert_eq!(
-        t.live_files().unwrap(),
-        vec!["md-1-big-Data.db".to_string()]
-    );
+    let mine = fs::read(t.dir.join("md-1-big-Data.db")).unwrap();
+    let report = rc::restore(&restore_config(&dst), components(&sink)).unwrap();
+    assert!(report.pending.is_empty(), "{:?}", report.pending);
+    // The application's SSTables are untouched, the backed-up ones are there besides them.
+    assert_eq!(fs::read(t.dir.join("md-1-big-Data.db")).unwrap(), mine);
+    let mut want = own;
+    want.extend(fx::sstable_contents(&src.layout.table("kairosdb", "data_points").dir).unwrap());
+    want.sort();
+    assert_eq!(fx::sstable_contents(&t.dir).unwrap(), want);
+    // All four are open on the node: 2 of its own + 2 restored.
+    let open = fx::open_sstables(dst.data()).unwrap();
+    let prefix = format!("kairosdb/data_points-{}/", t.id);
+    assert_eq!(open.iter().filter(|l| l.starts_with(&prefix)).count(), 4);
 }
 
 #[test]
@@ -614,6 +626,7 @@ fn restore_verifies_digests_of_the_backed_up_data() {
 fn restore_creates_missing_tables_with_cqlsh_or_says_what_to_run() {
     let (src, sink) = backed_up(13);
     let dst = Node::new(96, true);
+    fx::cqlsh(dst.data(), "DROP KEYSPACE zstack_logging").unwrap();
     fs::remove_dir_all(dst.data().join("zstack_logging")).unwrap();
 
     // Without cqlsh: the other tables are restored, this one is pending with the command.
@@ -648,12 +661,10 @@ fn restore_creates_missing_tables_with_cqlsh_or_says_what_to_run() {
     let dirs = rc::find_table_dirs(dst.data(), "zstack_logging", "logs").unwrap();
     assert_eq!(dirs.len(), 1);
     let s = src.layout.table("zstack_logging", "logs");
-    for f in s.live_files().unwrap() {
-        assert_eq!(
-            fs::read(dirs[0].join(&f)).unwrap(),
-            fs::read(s.dir.join(&f)).unwrap()
-        );
-    }
+    assert_eq!(
+        fx::sstable_contents(&dirs[0]).unwrap(),
+        fx::sstable_contents(&s.dir).unwrap()
+    );
     assert!(dst
         .log_lines()
         .iter()
@@ -665,13 +676,28 @@ fn restore_with_nodetool_import() {
     let (src, sink) = backed_up(14);
     let dst = Node::new(95, true);
     let mut cfg = restore_config(&dst);
+    // `import` exists from 4.0 on, and 4.x reads 3.0+ SSTables only (not zstack_billing's ka/la).
+    cfg.nodetool = rc::Nodetool::new(dst.tool(&fx::nodetool_path(), &["NODETOOL_VERSION=4.1.5"]));
     cfg.use_import = true;
-    cfg.import_dir = Some(dst.data().parent().unwrap().join("staging"));
-    let report = rc::restore(&cfg, components(&sink)).unwrap();
+    let staging = dst.data().parent().unwrap().join("staging");
+    cfg.import_dir = Some(staging.clone());
+    let comps: Vec<_> = components(&sink)
+        .into_iter()
+        .filter(|c| c.keyspace != "zstack_billing")
+        .collect();
+    let report = rc::restore(&cfg, comps).unwrap();
+    assert_eq!(report.tables.len(), 4);
     assert!(report.tables.iter().all(|t| t.loaded_with == "import"));
-    let s = src.layout.table("kairosdb", "data_points");
-    let d = dst.layout.table("kairosdb", "data_points");
-    assert_eq!(d.live_files().unwrap(), s.live_files().unwrap());
+    for (ks, tb) in [("kairosdb", "data_points"), ("kairosdb", "string_index")] {
+        let s = src.layout.table(ks, tb);
+        let d = dst.layout.table(ks, tb);
+        assert_eq!(
+            fx::sstable_contents(&d.dir).unwrap(),
+            fx::sstable_contents(&s.dir).unwrap()
+        );
+    }
+    // The staging directories are removed once imported.
+    assert!(!staging.join("kairosdb").join("data_points").exists());
     assert!(dst
         .log_lines()
         .iter()
@@ -764,6 +790,7 @@ fn restore_creates_a_missing_keyspace_from_its_keyspace_cql() {
         .unwrap()
         .retain(|name, _| !name.ends_with("/schema.cql"));
     let dst = Node::new(93, true);
+    fx::cqlsh(dst.data(), "DROP KEYSPACE zstack_billing").unwrap();
     fs::remove_dir_all(dst.data().join("zstack_billing")).unwrap();
     let mut cfg = restore_config(&dst);
 
@@ -800,7 +827,12 @@ fn restore_creates_a_missing_keyspace_from_its_keyspace_cql() {
             && text.contains("backed-up replication"),
         "{text}"
     );
-    assert!(!dst.cqlsh_log.exists(), "the plan ran cqlsh");
+    // The plan only read the schema.
+    let cql = fs::read_to_string(&dst.cqlsh_log).unwrap_or_default();
+    assert!(
+        !cql.contains("CREATE") && !cql.contains("cqlsh -f"),
+        "{cql}"
+    );
 
     let report = rc::restore(&cfg, components(&sink)).unwrap();
     assert!(report.pending.is_empty(), "{:?}", report.pending);
@@ -808,6 +840,7 @@ fn restore_creates_a_missing_keyspace_from_its_keyspace_cql() {
     assert!(report.notes.iter().any(|n| n.contains("keyspace.cql")));
     let cql = fs::read_to_string(&dst.cqlsh_log).unwrap();
     assert_eq!(cql.matches("cqlsh -f ").count(), 1, "{cql}");
+    assert!(cql.contains("SELECT id FROM system_schema.tables"), "{cql}");
     assert!(
         cql.contains(
             "CREATE KEYSPACE IF NOT EXISTS zstack_billing WITH replication = {'class': \
@@ -824,15 +857,12 @@ fn restore_creates_a_missing_keyspace_from_its_keyspace_cql() {
         let dirs = rc::find_table_dirs(dst.data(), "zstack_billing", tb).unwrap();
         assert_eq!(dirs.len(), 1);
         let s = node.layout.table("zstack_billing", tb);
-        let src_files = s.live_files().unwrap();
-        assert!(!src_files.is_empty());
-        for f in &src_files {
-            assert_eq!(
-                fs::read(dirs[0].join(f)).unwrap(),
-                fs::read(s.dir.join(f)).unwrap(),
-                "{tb} {f}"
-            );
-        }
+        assert!(!s.live_files().unwrap().is_empty());
+        assert_eq!(
+            fx::sstable_contents(&dirs[0]).unwrap(),
+            fx::sstable_contents(&s.dir).unwrap(),
+            "{tb}"
+        );
         assert!(dst
             .log_lines()
             .iter()

@@ -844,6 +844,9 @@ pub struct TablePlan {
     pub dest_dir: Option<PathBuf>,
     /// Other directories of the same table (left by a dropped and recreated table).
     pub other_dirs: Vec<PathBuf>,
+    /// The table is not restored: why, and what to do (e.g. its live directory cannot be told).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     /// The table is missing and is created from the backup's `schema.cql` or `keyspace.cql`
     /// (through cqlsh).
     pub creates_table: bool,
@@ -1013,7 +1016,102 @@ fn group_inputs(
     Ok((out, ks_cql))
 }
 
-/// The live directories of table `ks.table` under `data_dir`, newest first.
+/// The table id of `ks.table` from the node's schema (`system_schema.tables`, Cassandra 3.0+)
+/// through `cqlsh -e`, as 32 hex digits (the suffix of the live directory's name); None when the
+/// table does not exist.
+pub fn schema_table_id(cqlsh: &[String], ks: &str, table: &str) -> Result<Option<String>> {
+    let mut argv = cqlsh.to_vec();
+    argv.extend([
+        "-e".to_string(),
+        format!(
+            "SELECT id FROM system_schema.tables WHERE keyspace_name = '{ks}' AND table_name = \
+             '{table}'"
+        ),
+    ]);
+    let out = run_command(
+        &argv,
+        "Check that Cassandra is running and accepts CQL (port 9042), and the cqlsh command and \
+         credentials in [cassandra] cqlsh.",
+    )
+    .with_context(|| format!("reading the table id of {ks}.{table} from system_schema.tables"))?;
+    for line in out.lines() {
+        let w = line.trim();
+        let is_uuid = w.len() == 36
+            && w.bytes().enumerate().all(|(i, b)| {
+                if matches!(i, 8 | 13 | 18 | 23) {
+                    b == b'-'
+                } else {
+                    b.is_ascii_hexdigit()
+                }
+            });
+        if is_uuid {
+            return Ok(Some(w.replace('-', "").to_ascii_lowercase()));
+        }
+        if w.starts_with("(0 rows)") {
+            return Ok(None);
+        }
+    }
+    bail!(
+        "cannot read the table id of {ks}.{table}: cqlsh printed neither an id nor \"(0 rows)\" \
+         ({:?}); check [cassandra] cqlsh",
+        out.trim().chars().take(300).collect::<String>()
+    )
+}
+
+/// Where table `ks.table` lives on the node.
+#[derive(Debug, Clone)]
+enum Live {
+    /// The live directory (from the schema's table id, or the only directory there is).
+    Dir(PathBuf),
+    /// The table does not exist.
+    Missing,
+    /// It cannot be determined safely: why, and what to do.
+    Unknown(String),
+}
+
+/// The live directory of `ks.table`: from the schema's table id when cqlsh is configured (a
+/// dropped and re-created table leaves its old directory on disk, so modification times prove
+/// nothing), else the only directory of the table; several directories without cqlsh cannot be
+/// told apart and are refused.
+fn live_dir(cfg: &CassandraRestoreConfig, ks: &str, table: &str, dirs: &[PathBuf]) -> Result<Live> {
+    if let Some(cqlsh) = &cfg.cqlsh {
+        return Ok(match schema_table_id(cqlsh, ks, table)? {
+            None => Live::Missing,
+            Some(id) => {
+                let dir = cfg.data_dir.join(ks).join(format!("{table}-{id}"));
+                if dir.is_dir() {
+                    Live::Dir(dir)
+                } else {
+                    Live::Unknown(format!(
+                        "{ks}.{table}: the schema gives table id {id}, but its directory {} does \
+                         not exist: is {} the node's data_file_directories (cassandra.yaml)? Not \
+                         restored; fix [cassandra] data_dirs (or --cassandra-data-dir) and run \
+                         the restore again",
+                        dir.display(),
+                        cfg.data_dir.display()
+                    ))
+                }
+            }
+        });
+    }
+    Ok(match dirs {
+        [] => Live::Missing,
+        [one] => Live::Dir(one.clone()),
+        many => Live::Unknown(format!(
+            "{ks}.{table}: {} directories exist ({}); one is left by a dropped table and only \
+             the table id in the schema tells which is live. Not restored: configure [cassandra] \
+             cqlsh so the restore can read `SELECT id FROM system_schema.tables`, or move the \
+             dead directory away, then run the restore again",
+            many.len(),
+            many.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    })
+}
+
+/// Every directory of table `ks.table` under `data_dir` (live and dead ones), sorted by name.
 pub fn find_table_dirs(data_dir: &Path, ks: &str, table: &str) -> Result<Vec<PathBuf>> {
     let ks_dir = data_dir.join(ks);
     let rd = match fs::read_dir(&ks_dir) {
@@ -1029,14 +1127,10 @@ pub fn find_table_dirs(data_dir: &Path, ks: &str, table: &str) -> Result<Vec<Pat
         if split_table_dir(name).0 != table || !e.file_type()?.is_dir() {
             continue;
         }
-        let mtime = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .unwrap_or(UNIX_EPOCH);
-        found.push((mtime, e.path()));
+        found.push(e.path());
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    Ok(found.into_iter().map(|(_, p)| p).collect())
+    found.sort();
+    Ok(found)
 }
 
 fn build_plan(
@@ -1057,17 +1151,39 @@ fn build_plan(
     }
     for t in inputs {
         let dirs = find_table_dirs(&cfg.data_dir, &t.keyspace, &t.table)?;
-        let table_dir = dirs.first().cloned();
-        let other_dirs: Vec<PathBuf> = dirs.iter().skip(1).cloned().collect();
-        if !other_dirs.is_empty() {
+        let (table_dir, refused) = match live_dir(cfg, &t.keyspace, &t.table, &dirs)? {
+            Live::Dir(d) => (Some(d), None),
+            Live::Missing => (None, None),
+            Live::Unknown(why) => (None, Some(why)),
+        };
+        let other_dirs: Vec<PathBuf> = dirs
+            .iter()
+            .filter(|d| Some(*d) != table_dir.as_ref())
+            .cloned()
+            .collect();
+        if refused.is_none() && !other_dirs.is_empty() {
             plan.notes.push(format!(
-                "{}.{} has {} directories; using the newest, {} (the others are usually left by \
-                 a dropped table; check with `SELECT id FROM system_schema.tables` if in doubt)",
+                "{}.{}: {} is {}; not used: {} (left by a dropped table)",
                 t.keyspace,
                 t.table,
-                dirs.len(),
-                dirs[0].display()
+                match &table_dir {
+                    Some(d) => d.display().to_string(),
+                    None => "the table (to be created)".to_string(),
+                },
+                if table_dir.is_some() {
+                    "the live directory (table id from system_schema.tables)"
+                } else {
+                    "missing from the schema"
+                },
+                other_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
+        }
+        if let Some(why) = &refused {
+            plan.notes.push(format!("REFUSED {why}"));
         }
         let keyspace_missing = !cfg.data_dir.join(&t.keyspace).is_dir();
         let dest_dir = if cfg.use_import {
@@ -1095,9 +1211,12 @@ fn build_plan(
             });
         }
         let mut commands = Vec::new();
-        let from_keyspace_cql =
-            table_dir.is_none() && keyspace_missing && ks_cql.contains(&t.keyspace);
-        let creates_table = table_dir.is_none() && (t.has_schema || from_keyspace_cql);
+        let from_keyspace_cql = refused.is_none()
+            && table_dir.is_none()
+            && keyspace_missing
+            && ks_cql.contains(&t.keyspace);
+        let creates_table =
+            refused.is_none() && table_dir.is_none() && (t.has_schema || from_keyspace_cql);
         let cqlsh = cfg
             .cqlsh
             .as_ref()
@@ -1123,7 +1242,7 @@ fn build_plan(
                 t.keyspace, t.table
             ));
         }
-        if table_dir.is_none() && !creates_table {
+        if table_dir.is_none() && !creates_table && refused.is_none() {
             plan.notes.push(format!(
                 "{}.{} does not exist on this node and the backup has no schema.cql for it \
                  (Cassandra before 3.0 does not write one): create the table first (start the \
@@ -1152,6 +1271,7 @@ fn build_plan(
             table_dir,
             dest_dir,
             other_dirs,
+            refused,
             creates_table,
             keyspace_missing,
             from_keyspace_cql,
@@ -1180,6 +1300,119 @@ pub fn plan(
 ) -> Result<CassandraPlan> {
     let (inputs, ks_cql) = group_inputs(&metadata_of(components))?;
     build_plan(cfg, &inputs, &ks_cql)
+}
+
+/// `<sub/>stem` of an SSTable component name (`.idx/md-1-big` for `.idx/md-1-big-Data.db`).
+fn stem_key(name: &str) -> Option<String> {
+    let (sub, base) = match name.rsplit_once('/') {
+        Some((d, b)) => (format!("{d}/"), b),
+        None => (String::new(), name),
+    };
+    SstableFile::parse(base).map(|s| format!("{sub}{}", s.stem))
+}
+
+/// The name of component `sf` under generation `gen`.
+fn with_generation(sf: &SstableFile, gen: u64) -> String {
+    match &sf.format {
+        Some(fmt) => format!("{}-{gen}-{fmt}-{}", sf.version, sf.component),
+        // 2.x: <ks>-<table>-<version>-<generation>: keep what precedes the generation.
+        None => {
+            let prefix = sf.stem.rsplit_once('-').map(|(p, _)| p).unwrap_or(&sf.stem);
+            format!("{prefix}-{gen}-{}", sf.component)
+        }
+    }
+}
+
+/// The highest numeric SSTable generation in `dir` (0 when none or no such directory).
+fn max_generation(dir: &Path) -> Result<u64> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut max = 0;
+    for e in rd {
+        let e = e.with_context(|| format!("listing {}", dir.display()))?;
+        if let Some(sf) = e.file_name().to_str().and_then(SstableFile::parse) {
+            if let Ok(g) = sf.generation.parse::<u64>() {
+                max = max.max(g);
+            }
+        }
+    }
+    Ok(max)
+}
+
+/// New names for the components `names` (relative to `dest_dir`): every SSTable with a numeric
+/// generation gets one above the highest in its destination directory, in the backed-up order,
+/// so no name collides with the node's own SSTables. 5.0's time-based ids are unique already
+/// and keep their names.
+fn fresh_names(dest_dir: &Path, names: &[String]) -> Result<BTreeMap<String, String>> {
+    // per directory ("" or ".idx"): backed-up numeric generations, ascending
+    let mut gens: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for n in names {
+        let (sub, base) = n.rsplit_once('/').unwrap_or(("", n));
+        if let Some(g) = SstableFile::parse(base).and_then(|s| s.generation.parse::<u64>().ok()) {
+            gens.entry(sub.to_string()).or_default().insert(g);
+        }
+    }
+    let mut map_gen: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    for (sub, set) in &gens {
+        let base = max_generation(&dest_dir.join(sub))?;
+        for (i, g) in set.iter().enumerate() {
+            map_gen.insert((sub.clone(), *g), base + 1 + i as u64);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for n in names {
+        let (sub, base) = n.rsplit_once('/').unwrap_or(("", n));
+        let Some(sf) = SstableFile::parse(base) else {
+            continue;
+        };
+        let Ok(g) = sf.generation.parse::<u64>() else {
+            continue;
+        };
+        let new_base = with_generation(&sf, map_gen[&(sub.to_string(), g)]);
+        let new = if sub.is_empty() {
+            new_base
+        } else {
+            format!("{sub}/{new_base}")
+        };
+        out.insert(n.clone(), new);
+    }
+    Ok(out)
+}
+
+/// True when `dir` holds a `*-Data.db` of `size` bytes whose BLAKE3 is `hash`.
+fn has_data_content(dir: &Path, size: u64, hash: &blake3::Hash) -> Result<bool> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    for e in rd {
+        let e = e.with_context(|| format!("listing {}", dir.display()))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') || !name.ends_with("-Data.db") {
+            continue;
+        }
+        let md = e.metadata()?;
+        if md.is_file() && md.len() == size && blake3_file(&e.path())? == *hash {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Remove `dir` and its subdirectories when they hold no file.
+fn remove_empty_dirs(dir: &Path) -> io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            remove_empty_dirs(&e.path())?;
+        }
+    }
+    fs::remove_dir(dir)
 }
 
 /// Removes the listed files on drop unless disarmed.
@@ -1400,6 +1633,10 @@ pub fn restore(
     let mut created_keyspaces = BTreeSet::new();
     let mut need_schema = Vec::new();
     for tp in &plan.tables {
+        if let Some(why) = &tp.refused {
+            report.pending.push(why.clone());
+            continue;
+        }
         if tp.table_dir.is_some() {
             continue;
         }
@@ -1458,14 +1695,16 @@ pub fn restore(
                 )?;
                 for (ks, table) in &need_schema {
                     let dirs = find_table_dirs(&cfg.data_dir, ks, table)?;
-                    let Some(dir) = dirs.first() else {
-                        bail!(
-                            "cqlsh created {ks}.{table}, but no directory {}/{ks}/{table}-<id> \
-                             appeared: is {} the node's data_file_directories?",
-                            cfg.data_dir.display(),
-                            cfg.data_dir.display()
-                        );
+                    let dir = match live_dir(cfg, ks, table, &dirs)? {
+                        Live::Dir(d) => d,
+                        Live::Missing => bail!(
+                            "cqlsh ran the CREATE statements, but {ks}.{table} is still not in the \
+                             schema (system_schema.tables); check the statements in the cqlsh \
+                             output and the node's log"
+                        ),
+                        Live::Unknown(why) => bail!("{why}"),
                     };
+                    let dir = &dir;
                     let tp = plan
                         .tables
                         .iter_mut()
@@ -1517,8 +1756,27 @@ pub fn restore(
             continue;
         };
         let key = (tp.keyspace.clone(), tp.table.clone());
-        let bucket = buckets.remove(&key).expect("bucket of a planned table");
+        let mut bucket = buckets.remove(&key).expect("bucket of a planned table");
         let label = format!("{}.{}", tp.keyspace, tp.table);
+
+        // Cassandra renames every SSTable it loads to a fresh generation, so the backed-up
+        // generation numbers may be taken by the application's own SSTables: place each SSTable
+        // under a generation that is free in its destination directory.
+        let names: Vec<String> = bucket
+            .digests
+            .keys()
+            .cloned()
+            .chain(bucket.files.iter().map(|c| c.name.clone()))
+            .collect();
+        let renames = fresh_names(dest_dir, &names)?;
+        let rename = |n: &str| renames.get(n).cloned().unwrap_or_else(|| n.to_string());
+        bucket.digests = std::mem::take(&mut bucket.digests)
+            .into_iter()
+            .map(|(n, t)| (rename(&n), t))
+            .collect();
+        for c in &mut bucket.files {
+            c.name = rename(&c.name);
+        }
 
         // Expected digests by SSTable (stem within its directory).
         let mut expected: BTreeMap<String, ExpectedDigest> = BTreeMap::new();
@@ -1534,7 +1792,8 @@ pub fn restore(
 
         create_dir_owned(dest_dir, owner)?;
         let mut cleanup = Cleanup(Vec::new());
-        let mut staged = Vec::new();
+        // (staged file, "<sub/>stem" of its SSTable, whether it is the Data.db)
+        let mut staged: Vec<(StagedFile, Option<String>, bool)> = Vec::new();
         let mut verified = 0;
         // Digest components first (from memory), then the streamed files.
         for (name, text) in &bucket.digests {
@@ -1548,7 +1807,7 @@ pub fn restore(
                 &format!("{label} {name}"),
                 &mut cleanup,
             )?;
-            staged.push(s);
+            staged.push((s, stem_key(name), false));
         }
         for c in bucket.files {
             let dest = dest_dir.join(&c.name);
@@ -1586,13 +1845,31 @@ pub fn restore(
                 }
                 verified += 1;
             }
-            staged.push(s);
+            let is_data = sf.as_ref().is_some_and(|s| s.is_data());
+            staged.push((s, stem_key(&c.name), is_data));
+        }
+
+        // An SSTable whose Data.db is already in the live directory (same size and content,
+        // under whatever generation Cassandra gave it) was loaded by an earlier run: it is not
+        // placed again, so a rerun never loads a table twice.
+        let mut already: BTreeSet<String> = BTreeSet::new();
+        for (s, key, is_data) in &staged {
+            if let (true, Some(key)) = (*is_data, key) {
+                let sub = key.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                if has_data_content(&table_dir.join(sub), s.size, &s.blake3)? {
+                    already.insert(key.clone());
+                }
+            }
         }
 
         // Never overwrite: an existing file of the same name must be identical.
         let mut present = 0;
         let mut to_link = Vec::new();
-        for s in staged {
+        for (s, key, is_data) in staged {
+            if key.as_ref().is_some_and(|k| already.contains(k)) {
+                present += 1;
+                continue;
+            }
             if s.dest.symlink_metadata().is_ok() {
                 let same = fs::metadata(&s.dest).map(|m| m.len()).ok() == Some(s.size)
                     && blake3_file(&s.dest)? == s.blake3;
@@ -1607,13 +1884,13 @@ pub fn restore(
                 }
                 present += 1;
             } else {
-                to_link.push(s);
+                to_link.push((s, key, is_data));
             }
         }
         let mut written = 0;
         let mut bytes = 0;
         let mut dirs_to_sync = BTreeSet::new();
-        for s in &to_link {
+        for (s, _, _) in &to_link {
             // link(2) fails when the name exists: an atomic rename that never replaces.
             fs::hard_link(&s.tmp, &s.dest).with_context(|| {
                 format!(
@@ -1635,22 +1912,69 @@ pub fn restore(
             fsync_dir(d)?;
         }
 
-        let loaded_with = if cfg.use_import {
+        let (loaded_with, command) = if cfg.use_import {
+            let dir = dest_dir.display().to_string();
             cfg.nodetool
-                .run(&[
-                    "import",
-                    &tp.keyspace,
-                    &tp.table,
-                    &dest_dir.display().to_string(),
-                ])
+                .run(&["import", &tp.keyspace, &tp.table, &dir])
                 .with_context(|| format!("loading the restored SSTables of {label}"))?;
-            "import"
+            (
+                "import",
+                format!("nodetool import {} {} {dir}", tp.keyspace, tp.table),
+            )
         } else {
             cfg.nodetool
                 .run(&["refresh", &tp.keyspace, &tp.table])
                 .with_context(|| format!("loading the restored SSTables of {label}"))?;
-            "refresh"
+            (
+                "refresh",
+                format!("nodetool refresh {} {}", tp.keyspace, tp.table),
+            )
         };
+
+        // Prove the load: Cassandra renames every SSTable it loads, so nothing placed may be
+        // left under its placed name, and every placed Data.db must now be in the live
+        // directory (by size and content).
+        let left: Vec<String> = to_link
+            .iter()
+            .filter(|(s, _, _)| s.dest.symlink_metadata().is_ok())
+            .map(|(s, _, _)| s.dest.display().to_string())
+            .collect();
+        if !left.is_empty() {
+            bail!(
+                "`{command}` succeeded, but Cassandra did not load {} of the {} files placed for \
+                 {label} (they are still under their placed names: {}); the table is NOT \
+                 restored. Check Cassandra's system.log for why (an SSTable version it cannot \
+                 read, a wrong owner or mode, another data directory), then run the restore again",
+                left.len(),
+                to_link.len(),
+                left.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        for (s, key, is_data) in &to_link {
+            if !is_data {
+                continue;
+            }
+            let sub = key
+                .as_deref()
+                .and_then(|k| k.rsplit_once('/'))
+                .map(|(d, _)| d)
+                .unwrap_or("");
+            if !has_data_content(&table_dir.join(sub), s.size, &s.blake3)? {
+                bail!(
+                    "`{command}` succeeded, but the SSTable placed as {} is not in the live \
+                     directory {} afterwards; the table {label} is NOT restored. Check that {} is \
+                     the directory of the table the node serves and Cassandra's system.log, then \
+                     run the restore again",
+                    s.dest.display(),
+                    table_dir.join(sub).display(),
+                    table_dir.display()
+                );
+            }
+        }
+        if cfg.use_import {
+            // The staging directory of this table is empty now (import moved everything).
+            let _ = remove_empty_dirs(dest_dir);
+        }
         report.tables.push(TableReport {
             keyspace: tp.keyspace.clone(),
             table: tp.table.clone(),

@@ -218,10 +218,19 @@ impl CassandraConfig {
 
     /// The restore's configuration: into `data_dir` (default: the first of `data_dirs`).
     pub fn restore_config(&self, data_dir: Option<PathBuf>) -> Result<CassandraRestoreConfig> {
-        let mut rc = CassandraRestoreConfig::new(
-            data_dir.unwrap_or_else(|| self.data_dirs[0].clone()),
-            self.nodetool()?,
-        );
+        let nodetool = self.nodetool()?; // validates: data_dirs is not empty
+        let data_dir = match data_dir.or_else(|| self.data_dirs.first().cloned()) {
+            Some(d) => d,
+            None => {
+                return Err(MnError::Usage(
+                    "[cassandra] data_dirs is empty; give the node's data_file_directories \
+                     (default /var/lib/cassandra/data)"
+                        .into(),
+                )
+                .into())
+            }
+        };
+        let mut rc = CassandraRestoreConfig::new(data_dir, nodetool);
         rc.cqlsh = self.cqlsh.as_ref().map(|c| c.argv());
         rc.owner = self.owner.clone();
         rc.use_import = self.import;
