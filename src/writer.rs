@@ -43,6 +43,9 @@ pub struct SnapshotWriter {
     in_progress: PathBuf,
     progress: Option<Box<dyn Progress>>,
     processed: AtomicU64,
+    /// Storing into the pool failed (out of space, I/O on the pool, ...): the whole snapshot
+    /// must abort, whatever source was writing.
+    pool_failed: std::sync::atomic::AtomicBool,
 }
 
 /// A new snapshot id: UTC time to the millisecond plus 8 random hex digits, so ids sort by
@@ -105,6 +108,7 @@ impl SnapshotWriter {
             in_progress,
             progress,
             processed: AtomicU64::new(0),
+            pool_failed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -124,6 +128,39 @@ impl SnapshotWriter {
         st.logical_bytes += item.size;
         drop(st);
         self.items.lock().unwrap().push(item);
+    }
+
+    /// True once storing into the pool failed (not reading from a source): the snapshot cannot
+    /// be committed.
+    pub fn pool_failed(&self) -> bool {
+        self.pool_failed.load(Ordering::SeqCst)
+    }
+
+    /// Leave out everything a failed source stored: its items (names under `prefix`) and its
+    /// source info. Returns how many items were dropped. Their objects stay in the pool until
+    /// a prune (the next snapshot may reuse them).
+    pub fn forget_source(&self, source: &str, prefix: &str) -> usize {
+        let mut items = self.items.lock().unwrap();
+        let before = items.len();
+        let mut dropped_bytes = 0;
+        items.retain(|i| {
+            let keep = !i.name.starts_with(prefix);
+            if !keep {
+                dropped_bytes += i.size;
+            }
+            keep
+        });
+        let n = before - items.len();
+        drop(items);
+        self.names
+            .lock()
+            .unwrap()
+            .retain(|n| !n.starts_with(prefix));
+        self.sources.lock().unwrap().remove(source);
+        let mut st = self.stats.lock().unwrap();
+        st.items -= n as u64;
+        st.logical_bytes -= dropped_bytes;
+        n
     }
 
     /// Plain bytes processed so far.
@@ -259,6 +296,10 @@ impl ItemSink for SnapshotWriter {
                     base,
                 },
             )
+            .map_err(|e| {
+                self.pool_failed.store(true, Ordering::SeqCst);
+                e
+            })
             .with_context(|| format!("storing {}", spec.name))?;
             {
                 let mut st = self.stats.lock().unwrap();

@@ -307,19 +307,47 @@ fn second_snapshot_stores_only_the_new_sstable() {
 }
 
 #[test]
-fn digest_mismatch_is_an_error_and_the_snapshot_is_cleared() {
+fn a_corrupt_sstable_is_left_out_as_a_gap_and_the_rest_is_backed_up() {
     let node = Node::new(3, false);
     node.layout
         .table("kairosdb", "row_key_index")
         .corrupt_data(1)
         .unwrap();
     let sink = MemSink::default();
-    let err = backup(&node.config(&[]), "bad", &sink).unwrap_err();
-    let msg = format!("{err:#}");
-    assert!(msg.contains("is corrupt"), "{msg}");
-    assert!(msg.contains("md-1-big-Data.db"), "{msg}");
-    assert!(msg.contains("Digest.crc32"), "{msg}");
-    assert!(msg.contains("nodetool scrub"), "{msg}");
+    backup(&node.config(&[]), "bad", &sink).unwrap();
+    let gaps = sink.gaps.lock().unwrap().clone();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let g = &gaps[0];
+    assert_eq!(
+        (g.source.as_str(), g.kind.as_str()),
+        ("cassandra", "sstable")
+    );
+    assert_eq!(
+        g.subject.as_deref(),
+        Some("kairosdb.row_key_index/md-1-big")
+    );
+    assert!(
+        g.reason.contains("is corrupt") && g.reason.contains("Digest.crc32"),
+        "{g:?}"
+    );
+    assert!(g
+        .fix
+        .as_deref()
+        .unwrap()
+        .contains("nodetool scrub kairosdb row_key_index"));
+    // Nothing of the damaged SSTable is stored; everything else is, byte for byte.
+    let names = sink.item_names();
+    assert!(!names
+        .iter()
+        .any(|n| n.starts_with("cassandra/kairosdb/row_key_index/md-1-big-")));
+    let mut want = expected_items(&node.layout);
+    want.retain(|n| !n.starts_with("cassandra/kairosdb/row_key_index/md-1-big-"));
+    assert_eq!(names, want);
+    let dp = node.layout.table("kairosdb", "data_points");
+    assert_eq!(
+        sink.bytes_of("cassandra/kairosdb/data_points/md-2-big-Data.db"),
+        fs::read(dp.data_file(2)).unwrap()
+    );
     assert!(node.leftover_snapshots().is_empty());
     assert!(node
         .log_lines()
@@ -333,13 +361,35 @@ fn digest_mismatch_is_an_error_and_the_snapshot_is_cleared() {
         .table("zstack_billing", "usage")
         .corrupt_data(2)
         .unwrap();
-    let err = backup(&node.config(&[]), "bad2", &MemSink::default()).unwrap_err();
-    let msg = format!("{err:#}");
+    let sink = MemSink::default();
+    backup(&node.config(&[]), "bad2", &sink).unwrap();
+    let gaps = sink.gaps.lock().unwrap().clone();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
     assert!(
-        msg.contains("Adler-32") && msg.contains("Digest.sha1"),
-        "{msg}"
+        gaps[0].reason.contains("Adler-32") && gaps[0].reason.contains("Digest.sha1"),
+        "{gaps:?}"
     );
     assert!(node.leftover_snapshots().is_empty());
+}
+
+#[test]
+fn an_incomplete_sstable_is_left_out_as_a_gap() {
+    let node = Node::new(5, false);
+    let t = node.layout.table("kairosdb", "data_points");
+    fs::remove_file(t.dir.join("md-2-big-Index.db")).unwrap();
+    let sink = MemSink::default();
+    backup(&node.config(&[]), "inc", &sink).unwrap();
+    let gaps = sink.gaps.lock().unwrap().clone();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0].kind, "sstable");
+    assert_eq!(
+        gaps[0].subject.as_deref(),
+        Some("kairosdb.data_points/md-2-big")
+    );
+    assert!(gaps[0].reason.contains("Index.db"), "{gaps:?}");
+    let names = sink.item_names();
+    assert!(!names.iter().any(|n| n.contains("data_points/md-2-big-")));
+    assert!(names.contains("cassandra/kairosdb/data_points/md-1-big-Data.db"));
 }
 
 #[test]

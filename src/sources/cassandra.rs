@@ -34,7 +34,7 @@ use mnbackup_restore::cassandra::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::MnError;
-use crate::model::EntryKind;
+use crate::model::{EntryKind, Gap};
 use crate::source::{ItemSink, ItemSpec};
 
 /// A command given in the configuration either as one string (`"nodetool"`,
@@ -729,7 +729,60 @@ fn put_table(
         .filter(|k| !expected.contains_key(*k))
         .count();
 
+    // SSTables left out, each recorded as a gap: a component listed in TOC.txt is missing
+    // (found now), or Data.db does not match its digest (found while storing it).
+    let mut bad: BTreeSet<String> = BTreeSet::new();
+    let present: BTreeSet<&str> = found.iter().map(|f| f.rel.as_str()).collect();
     for f in found {
+        let Some((key, sf)) = key_of(&f.rel) else {
+            continue;
+        };
+        if sf.component != "TOC.txt" {
+            continue;
+        }
+        let mut text = String::new();
+        use std::io::Read;
+        File::open(&f.path)
+            .with_context(|| format!("opening {}", f.path.display()))?
+            .take(4096)
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading {}", f.path.display()))?;
+        let prefix = f.rel.strip_suffix("TOC.txt").unwrap_or(&f.rel);
+        let missing: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|c| !c.is_empty() && !present.contains(format!("{prefix}{c}").as_str()))
+            .collect();
+        if !missing.is_empty() {
+            bad.insert(key.clone());
+            sink.gap(
+                Gap::new(
+                    "cassandra",
+                    "sstable",
+                    format!(
+                        "SSTable {key} is incomplete: its TOC.txt lists {} but the node has no \
+                         such file; the SSTable was left out",
+                        missing.join(", ")
+                    ),
+                )
+                .subject(format!("{ks}.{table}/{key}"))
+                .fix(format!(
+                    "run `nodetool scrub {ks} {table}` (or `nodetool repair {ks} {table}` to \
+                     fetch the data from other replicas), then take a new snapshot"
+                )),
+            );
+        }
+    }
+    // Data.db first: a damaged one is found before any other component of its SSTable is
+    // stored, so a left-out SSTable leaves nothing behind.
+    let mut ordered: Vec<&Found> = found.iter().collect();
+    ordered.sort_by_key(|f| !key_of(&f.rel).is_some_and(|(_, s)| s.is_data()));
+
+    for f in ordered {
+        let parsed = key_of(&f.rel);
+        if parsed.as_ref().is_some_and(|(k, _)| bad.contains(k)) {
+            continue;
+        }
         let name = format!("cassandra/{ks}/{table}/{}", f.rel);
         if !names.insert(name.clone()) {
             if matches!(f.rel.as_str(), "schema.cql" | "manifest.json") {
@@ -746,12 +799,15 @@ fn put_table(
         let md = file
             .metadata()
             .with_context(|| format!("reading the metadata of {}", f.path.display()))?;
-        let parsed = key_of(&f.rel);
         let exp = parsed
             .as_ref()
             .filter(|(_, s)| s.is_data())
             .and_then(|(k, _)| expected.get(k));
-        let mut reader = HashingReader::new(file, exp.map(|e| e.algo));
+        let mut reader = VerifyingReader {
+            inner: HashingReader::new(file, exp.map(|e| e.algo)),
+            expected: exp.map(|e| e.value.clone()),
+            mismatch: None,
+        };
         let spec = ItemSpec {
             name: name.clone(),
             kind: EntryKind::File,
@@ -759,29 +815,48 @@ fn put_table(
             target: None,
             delta: false,
         };
-        sink.put_reader(spec, &mut reader)
-            .with_context(|| format!("storing {}", f.path.display()))?;
-        if let (Some(exp), Some(d)) = (exp, &reader.digester) {
-            let actual = d.value();
+        let stored = sink.put_reader(spec, &mut reader);
+        if let (Some(exp), Some(actual)) = (exp, reader.mismatch.take()) {
+            // The damaged SSTable is left out (the sink did not record the item), the rest of
+            // the node is backed up.
             let (key, _) = parsed.as_ref().expect("parsed data file");
-            let check = DigestCheck {
+            info.digest_checks.push(DigestCheck {
                 sstable: format!("{ks}.{table}/{key}"),
                 algorithm: format!("{:?}", exp.algo).to_lowercase(),
                 expected: exp.value.clone(),
                 actual: actual.clone(),
-                ok: exp.value == actual,
-            };
-            info.digest_checks.push(check);
-            if exp.value != actual {
-                return Err(
-                    digest_mismatch(&f.path.display().to_string(), exp, &actual).context(format!(
-                        "the snapshot was abandoned: Cassandra table {ks}.{table} has a corrupt \
-                         SSTable"
-                    )),
-                );
-            }
+                ok: false,
+            });
+            bad.insert(key.clone());
+            let e = digest_mismatch(&f.path.display().to_string(), exp, &actual);
+            sink.gap(
+                Gap::new(
+                    "cassandra",
+                    "sstable",
+                    format!("{e:#}; the SSTable was left out"),
+                )
+                .subject(format!("{ks}.{table}/{key}"))
+                .fix(format!(
+                    "run `nodetool scrub {ks} {table}` (or `nodetool repair {ks} {table}` to \
+                         fetch the data from other replicas), then take a new snapshot"
+                )),
+            );
+            continue;
+        }
+        stored.with_context(|| format!("storing {}", f.path.display()))?;
+        if let (Some(exp), Some(d)) = (exp, &reader.inner.digester) {
+            let actual = d.value();
+            let (key, _) = parsed.as_ref().expect("parsed data file");
+            info.digest_checks.push(DigestCheck {
+                sstable: format!("{ks}.{table}/{key}"),
+                algorithm: format!("{:?}", exp.algo).to_lowercase(),
+                expected: exp.value.clone(),
+                actual,
+                ok: true,
+            });
             summary.digests_checked += 1;
         }
+        let reader = reader.inner;
         summary.files += 1;
         summary.bytes += reader.bytes;
         let t = &mut info.tables[idx];
@@ -792,14 +867,44 @@ fn put_table(
         });
     }
     let t = &mut info.tables[idx];
-    t.sstables += stems.len();
-    summary.sstables += stems.len();
+    let stored_stems = stems.iter().filter(|k| !bad.contains(*k)).count();
+    t.sstables += stored_stems;
+    summary.sstables += stored_stems;
     for v in versions {
         if !t.versions.contains(&v) {
             t.versions.push(v);
         }
     }
     Ok(())
+}
+
+/// Streams a `Data.db` while computing its digest; at the end, a digest that differs from the
+/// expected one fails the read (so the sink does not record the item) and is kept in
+/// `mismatch`.
+struct VerifyingReader<R> {
+    inner: HashingReader<R>,
+    expected: Option<String>,
+    /// The actual digest, when it did not match.
+    mismatch: Option<String>,
+}
+
+impl<R: std::io::Read> std::io::Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            if let (Some(want), Some(d)) = (&self.expected, &self.inner.digester) {
+                let actual = d.value();
+                if &actual != want {
+                    self.mismatch = Some(actual);
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "Data.db does not match its digest component",
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// Parse a `[cassandra]` table (for tests and `config check`).
