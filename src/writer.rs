@@ -296,10 +296,7 @@ impl ItemSink for SnapshotWriter {
                     base,
                 },
             )
-            .map_err(|e| {
-                self.pool_failed.store(true, Ordering::SeqCst);
-                e
-            })
+            .inspect_err(|_| self.pool_failed.store(true, Ordering::SeqCst))
             .with_context(|| format!("storing {}", spec.name))?;
             {
                 let mut st = self.stats.lock().unwrap();
