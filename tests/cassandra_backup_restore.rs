@@ -1126,3 +1126,43 @@ fn sstables_of_formats_ma_mc_md_nb_oa_back_up_and_restore_byte_exact() {
     );
     assert!(open_of(&dst, "fmt4", "t_nb").is_empty());
 }
+
+#[test]
+fn a_leaked_mnbackup_snapshot_is_cleared_by_the_next_run() {
+    let node = Node::new(23, false);
+    // A run killed before its clearsnapshot left mnbackup-old; an operator took ops-manual.
+    for tag in ["mnbackup-old", "ops-manual"] {
+        let mut argv = node.tool(&fx::nodetool_path(), &[]);
+        argv.extend([
+            "snapshot".into(),
+            "-t".into(),
+            tag.into(),
+            "kairosdb".into(),
+        ]);
+        let out = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let dp = node.layout.table("kairosdb", "data_points");
+    assert!(dp.dir.join("snapshots/mnbackup-old").is_dir());
+    let sink = MemSink::default();
+    let summary = backup(&node.config(&[]), "new", &sink).unwrap();
+    assert_eq!(
+        summary.leaked_snapshots_cleared,
+        vec!["mnbackup-old".to_string()]
+    );
+    assert_eq!(
+        sink.info()["leaked_snapshots_cleared"],
+        serde_json::json!(["mnbackup-old"])
+    );
+    assert!(!dp.dir.join("snapshots/mnbackup-old").exists());
+    assert!(!dp.dir.join("snapshots/mnbackup-new").exists());
+    // Not ours: left alone.
+    assert!(dp.dir.join("snapshots/ops-manual").is_dir());
+    assert!(node
+        .log_lines()
+        .iter()
+        .any(|l| l.ends_with("clearsnapshot -t mnbackup-old")));
+}

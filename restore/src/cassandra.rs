@@ -411,18 +411,54 @@ pub fn display_argv(argv: &[String]) -> String {
     out.join(" ")
 }
 
+/// Default of [`set_command_timeout`]: 10 minutes (a flush or snapshot of a large node).
+pub const DEFAULT_COMMAND_TIMEOUT_SECS: u64 = 600;
+
+static COMMAND_TIMEOUT_SECS: AtomicU64 = AtomicU64::new(DEFAULT_COMMAND_TIMEOUT_SECS);
+static CANCEL_COMMANDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How long [`run_command`] lets an external command (nodetool, cqlsh) run before it kills it
+/// (`[cassandra] command_timeout_seconds`).
+pub fn set_command_timeout(secs: u64) {
+    COMMAND_TIMEOUT_SECS.store(secs.max(1), Ordering::SeqCst);
+}
+
+/// The flag that makes a running (and any later) [`run_command`] kill its command's process
+/// group and fail: set on a shutdown request (SIGTERM). Cleared with `store(false)`.
+pub fn cancel_commands_flag() -> &'static std::sync::atomic::AtomicBool {
+    &CANCEL_COMMANDS
+}
+
+/// Kill the whole process group `pgid` (the command and everything it started).
+fn kill_group(pgid: u32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
 /// Run `argv` (program and arguments), wait, and return its stdout. A program that cannot be
 /// started or exits non-zero gives an error with its stderr and `hint` (what to check).
+///
+/// The command runs in its own process group; when it runs longer than the command timeout
+/// ([`set_command_timeout`]) or a shutdown is requested ([`cancel_commands_flag`]), the whole
+/// group is killed (a hung nodetool's JVM included) and the error names the command.
 pub fn run_command(argv: &[String], hint: &str) -> Result<String> {
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
     let (prog, args) = argv
         .split_first()
         .ok_or_else(|| anyhow!("empty command line; {hint}"))?;
     let shown = display_argv(argv);
     tracing::debug!(command = %shown, "running");
-    let out = Command::new(prog)
+    let timeout = Duration::from_secs(COMMAND_TIMEOUT_SECS.load(Ordering::SeqCst));
+    let mut child = Command::new(prog)
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
         .map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 anyhow!(
@@ -433,9 +469,60 @@ pub fn run_command(argv: &[String], hint: &str) -> Result<String> {
                 anyhow!("cannot run `{shown}`: {e}. {hint}")
             }
         })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let stdout = String::from_utf8_lossy(&out.stdout);
+    let pgid = child.id();
+    let reader = |mut r: Box<dyn Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            let _ = tx.send(v);
+        });
+        rx
+    };
+    let out_rx = reader(Box::new(child.stdout.take().expect("piped stdout")));
+    let err_rx = reader(Box::new(child.stderr.take().expect("piped stderr")));
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) => {}
+            Err(e) => {
+                kill_group(pgid);
+                let _ = child.wait();
+                bail!("waiting for `{shown}`: {e}");
+            }
+        }
+        let cancelled = CANCEL_COMMANDS.load(Ordering::SeqCst);
+        if cancelled || start.elapsed() >= timeout {
+            kill_group(pgid);
+            let _ = child.wait();
+            if cancelled {
+                bail!(
+                    "`{shown}` was stopped by a shutdown request (SIGTERM) after {:.1}s; it and \
+                     its child processes were killed",
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            bail!(
+                "`{shown}` did not finish within {}s and was killed (with its child processes). \
+                 Raise [cassandra] command_timeout_seconds if the node is just slow. {hint}",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Output: a process the command left behind may hold the pipes; do not wait for it forever.
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| {
+            kill_group(pgid);
+            rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default()
+        })
+    };
+    let stdout = collect(out_rx);
+    let stderr = collect(err_rx);
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
+        let stdout = String::from_utf8_lossy(&stdout);
         let mut detail = stderr.trim().to_string();
         if detail.is_empty() {
             detail = stdout.trim().to_string();
@@ -443,13 +530,13 @@ pub fn run_command(argv: &[String], hint: &str) -> Result<String> {
         if detail.len() > 4000 {
             detail = format!("{}…", detail.chars().take(4000).collect::<String>());
         }
-        let status = match out.status.code() {
+        let status = match status.code() {
             Some(c) => format!("exit status {c}"),
             None => "killed by a signal".to_string(),
         };
         bail!("`{shown}` failed ({status}): {detail}\n{hint}");
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
 /// Where the JMX password comes from.

@@ -205,7 +205,28 @@ fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) ->
             anyhow::bail!("cancelled by a shutdown request (SIGTERM) between two sources");
         }
         if let Some(c) = &cfg.cassandra {
-            let r = sources::cassandra::backup(c, &writer.id, writer.as_ref()).map(|summary| {
+            // A shutdown request kills a running nodetool/cqlsh (its whole process group).
+            let stop = mnbackup_restore::cassandra::cancel_commands_flag();
+            stop.store(false, std::sync::atomic::Ordering::SeqCst);
+            let done = std::sync::atomic::AtomicBool::new(false);
+            let r = std::thread::scope(|sc| {
+                if let Some(flag) = req.cancel {
+                    let done = &done;
+                    sc.spawn(move || {
+                        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                                break;
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                        }
+                    });
+                }
+                let r = sources::cassandra::backup(c, &writer.id, writer.as_ref());
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                r
+            });
+            let r = r.map(|summary| {
                 tracing::info!(
                     "cassandra: {} keyspaces, {} tables, {} SSTables ({} files, {}); {} digests \
                      checked; snapshot {} {}",

@@ -88,6 +88,9 @@ pub struct CassandraConfig {
     /// Restore with `nodetool import` (Cassandra 4.0+) instead of placing the files in the live
     /// table directory and running `nodetool refresh`.
     pub import: bool,
+    /// Seconds a nodetool or cqlsh command may run before it is killed (with its children) and
+    /// the backup or restore of Cassandra fails naming it.
+    pub command_timeout_seconds: u64,
 }
 
 impl Default for CassandraConfig {
@@ -105,6 +108,7 @@ impl Default for CassandraConfig {
             cqlsh: None,
             owner: Some("cassandra".to_string()),
             import: false,
+            command_timeout_seconds: mnbackup_restore::cassandra::DEFAULT_COMMAND_TIMEOUT_SECS,
         }
     }
 }
@@ -130,6 +134,14 @@ impl CassandraConfig {
             return Err(MnError::Usage(
                 "[cassandra] data_dirs is empty; give the node's data_file_directories \
                  (default /var/lib/cassandra/data)"
+                    .into(),
+            )
+            .into());
+        }
+        if self.command_timeout_seconds == 0 {
+            return Err(MnError::Usage(
+                "[cassandra] command_timeout_seconds is 0; give the seconds a nodetool or cqlsh \
+                 command may take (default 600)"
                     .into(),
             )
             .into());
@@ -219,6 +231,7 @@ impl CassandraConfig {
     /// The restore's configuration: into `data_dir` (default: the first of `data_dirs`).
     pub fn restore_config(&self, data_dir: Option<PathBuf>) -> Result<CassandraRestoreConfig> {
         let nodetool = self.nodetool()?; // validates: data_dirs is not empty
+        mnbackup_restore::cassandra::set_command_timeout(self.command_timeout_seconds);
         let data_dir = match data_dir.or_else(|| self.data_dirs.first().cloned()) {
             Some(d) => d,
             None => {
@@ -257,6 +270,8 @@ pub struct CassandraSummary {
     pub snapshot_cleared: bool,
     /// Keyspaces whose `DESCRIBE KEYSPACE` was stored as `cassandra/<ks>/keyspace.cql`.
     pub keyspace_schemas: Vec<String>,
+    /// `mnbackup-*` snapshots of earlier runs found on the node and cleared.
+    pub leaked_snapshots_cleared: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -308,6 +323,9 @@ pub struct CassandraSourceInfo {
     /// Keyspaces whose `DESCRIBE KEYSPACE` was stored as `cassandra/<ks>/keyspace.cql`.
     #[serde(default)]
     pub keyspace_schemas: Vec<String>,
+    /// `mnbackup-*` snapshots of earlier runs found on the node and cleared.
+    #[serde(default)]
+    pub leaked_snapshots_cleared: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -388,6 +406,7 @@ pub fn backup(
     sink: &dyn ItemSink,
 ) -> Result<CassandraSummary> {
     let nodetool = cfg.nodetool()?;
+    mnbackup_restore::cassandra::set_command_timeout(cfg.command_timeout_seconds);
     if snapshot_id.is_empty()
         || !snapshot_id
             .bytes()
@@ -413,6 +432,7 @@ pub fn backup(
         digest_checks: Vec::new(),
         snapshot_cleared: false,
         keyspace_schemas: Vec::new(),
+        leaked_snapshots_cleared: Vec::new(),
         warnings: Vec::new(),
     };
     if keyspaces.is_empty() {
@@ -433,6 +453,8 @@ pub fn backup(
         sink.set_source_info("cassandra", serde_json::to_value(&info)?);
         return Ok(summary);
     }
+
+    clear_leaked_snapshots(&nodetool, &tag, &mut summary, &mut info)?;
 
     if cfg.flush {
         for ks in &keyspaces {
@@ -477,6 +499,56 @@ pub fn backup(
             Ok(summary)
         }
     }
+}
+
+/// The `mnbackup-*` snapshot tags `nodetool listsnapshots` lists.
+pub fn mnbackup_tags(listsnapshots: &str) -> BTreeSet<String> {
+    listsnapshots
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|t| t.starts_with("mnbackup-") && t.len() > "mnbackup-".len())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Clear every `mnbackup-*` snapshot on the node that is not this run's `tag`: left by a run
+/// whose `clearsnapshot` failed or that was killed, they would keep disk space forever (a
+/// repository lock makes sure no other run of this repository is taking one now). Each one
+/// cleared is reported (log and source info); a failure to list or clear is a warning.
+fn clear_leaked_snapshots(
+    nodetool: &Nodetool,
+    tag: &str,
+    summary: &mut CassandraSummary,
+    info: &mut CassandraSourceInfo,
+) -> Result<()> {
+    let listed = nodetool
+        .run(&["listsnapshots"])
+        .context("listing the node's snapshots (`nodetool listsnapshots`)")?;
+    for old in mnbackup_tags(&listed) {
+        if old == tag {
+            continue;
+        }
+        match nodetool.run(&["clearsnapshot", "-t", &old]) {
+            Ok(_) => {
+                tracing::warn!(
+                    "cleared Cassandra snapshot {old}, left on the node by an earlier mnbackup \
+                     run that could not clear it"
+                );
+                summary.leaked_snapshots_cleared.push(old.clone());
+                info.leaked_snapshots_cleared.push(old);
+            }
+            Err(e) => {
+                let w = format!(
+                    "the Cassandra snapshot {old} of an earlier run is still on the node and \
+                     keeps disk space: {e:#}; remove it with `nodetool clearsnapshot -t {old}`"
+                );
+                tracing::warn!("{w}");
+                summary.warnings.push(w.clone());
+                info.warnings.push(w);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One file found in a table's snapshot directory.
