@@ -60,4 +60,19 @@ pub trait ItemSink: Send + Sync {
     /// Record something the source could not capture. The snapshot is still committed, but as
     /// incomplete: `complete: false` with this gap in the manifest, and `snapshot` exits 10.
     fn gap(&self, gap: Gap);
+
+    /// The previous snapshot's source info of `source` (what its run recorded), if any: lets a
+    /// source tell which of its files are unchanged since then.
+    fn parent_source_info(&self, _source: &str) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Record `spec` (a file) as unchanged since the previous snapshot, without reading it: its
+    /// content is the previous snapshot's item of the same name. Only for content that cannot
+    /// change under the same name, size, mtime and inode (Cassandra's immutable SSTables).
+    /// Returns false (and records nothing) when the previous snapshot has no such file item of
+    /// `size` bytes; the caller then stores the content.
+    fn put_unchanged(&self, _spec: ItemSpec, _size: u64) -> anyhow::Result<bool> {
+        Ok(false)
+    }
 }

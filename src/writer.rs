@@ -46,6 +46,8 @@ pub struct SnapshotWriter {
     /// Storing into the pool failed (out of space, I/O on the pool, ...): the whole snapshot
     /// must abort, whatever source was writing.
     pool_failed: std::sync::atomic::AtomicBool,
+    /// The parent's source infos (see [`ItemSink::parent_source_info`]).
+    parent_sources: BTreeMap<String, serde_json::Value>,
 }
 
 /// A new snapshot id: UTC time to the millisecond plus 8 random hex digits, so ids sort by
@@ -81,6 +83,10 @@ impl SnapshotWriter {
         let mut known = HashMap::new();
         let mut parent_items = HashMap::new();
         let parent_id = parent.as_ref().map(|p| p.id.clone());
+        let parent_sources = parent
+            .as_ref()
+            .map(|p| p.sources.clone())
+            .unwrap_or_default();
         if let Some(p) = parent {
             for item in p.items {
                 for piece in &item.pieces {
@@ -109,6 +115,7 @@ impl SnapshotWriter {
             progress,
             processed: AtomicU64::new(0),
             pool_failed: std::sync::atomic::AtomicBool::new(false),
+            parent_sources,
         })
     }
 
@@ -367,5 +374,30 @@ impl ItemSink for SnapshotWriter {
     fn gap(&self, gap: Gap) {
         tracing::warn!("gap: {}", gap.describe());
         self.gaps.lock().unwrap().push(gap);
+    }
+
+    fn parent_source_info(&self, source: &str) -> Option<serde_json::Value> {
+        self.parent_sources.get(source).cloned()
+    }
+
+    fn put_unchanged(&self, spec: ItemSpec, size: u64) -> Result<bool> {
+        let Some(prev) = self.parent_items.get(&spec.name) else {
+            return Ok(false);
+        };
+        if prev.kind != EntryKind::File || prev.size != size {
+            return Ok(false);
+        }
+        self.claim_name(&spec.name)?;
+        if let Some(p) = &self.progress {
+            p.item(&spec.name);
+        }
+        {
+            let mut st = self.stats.lock().unwrap();
+            st.pieces_unchanged += prev.pieces.len() as u64;
+        }
+        let mut item = prev.clone();
+        item.meta = spec.meta;
+        self.record(item);
+        Ok(true)
     }
 }

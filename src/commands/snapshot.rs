@@ -228,13 +228,15 @@ fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) ->
             });
             let r = r.map(|summary| {
                 tracing::info!(
-                    "cassandra: {} keyspaces, {} tables, {} SSTables ({} files, {}); {} digests \
-                     checked; snapshot {} {}",
+                    "cassandra: {} keyspaces, {} tables, {} SSTables ({} files, {}; {} files \
+                     unchanged, {} read); {} digests checked; snapshot {} {}",
                     summary.keyspaces.len(),
                     summary.tables,
                     summary.sstables,
                     summary.files,
                     bytes(summary.bytes),
+                    summary.files_unchanged,
+                    bytes(summary.bytes_read),
                     summary.digests_checked,
                     summary.tag,
                     if summary.snapshot_cleared {

@@ -264,6 +264,11 @@ pub struct CassandraSummary {
     pub bytes: u64,
     /// `Data.db` files checked against their digest.
     pub digests_checked: usize,
+    /// SSTable components unchanged since the previous snapshot (same name, size, mtime and
+    /// inode), recorded without reading them.
+    pub files_unchanged: usize,
+    /// Bytes read from the node's files (unchanged components cost none).
+    pub bytes_read: u64,
     /// SSTables without a digest component (nothing to check).
     pub digests_missing: usize,
     /// Whether `nodetool clearsnapshot` succeeded.
@@ -281,6 +286,13 @@ pub struct ComponentInfo {
     /// Path relative to the table directory (`md-1-big-Data.db`, `.idx/…`).
     pub name: String,
     pub size: u64,
+    /// Modification time (ns) and inode of the file when it was backed up: an SSTable
+    /// component with the same name, size, mtime and inode in the next run is unchanged
+    /// (SSTables are immutable) and is not read again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_ns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
 }
 
 /// Source info: one table.
@@ -326,6 +338,12 @@ pub struct CassandraSourceInfo {
     /// `mnbackup-*` snapshots of earlier runs found on the node and cleared.
     #[serde(default)]
     pub leaked_snapshots_cleared: Vec<String>,
+    /// SSTable components unchanged since the previous snapshot, recorded without reading.
+    #[serde(default)]
+    pub files_unchanged: usize,
+    /// Bytes read from the node's files by this run.
+    #[serde(default)]
+    pub bytes_read: u64,
     pub warnings: Vec<String>,
 }
 
@@ -433,6 +451,8 @@ pub fn backup(
         snapshot_cleared: false,
         keyspace_schemas: Vec::new(),
         leaked_snapshots_cleared: Vec::new(),
+        files_unchanged: 0,
+        bytes_read: 0,
         warnings: Vec::new(),
     };
     if keyspaces.is_empty() {
@@ -495,6 +515,8 @@ pub fn backup(
                 summary.snapshot_cleared = true;
                 info.snapshot_cleared = true;
             }
+            info.files_unchanged = summary.files_unchanged;
+            info.bytes_read = summary.bytes_read;
             sink.set_source_info("cassandra", serde_json::to_value(&info)?);
             Ok(summary)
         }
@@ -617,6 +639,22 @@ fn collect(
 ) -> Result<()> {
     let mut names: BTreeSet<String> = BTreeSet::new();
     let mut table_dirs_seen = 0usize;
+    // The previous snapshot's components, by "<ks>/<table>/<name>".
+    let previous: BTreeMap<String, ComponentInfo> = sink
+        .parent_source_info("cassandra")
+        .and_then(|v| serde_json::from_value::<CassandraSourceInfo>(v).ok())
+        .map(|p| {
+            p.tables
+                .into_iter()
+                .flat_map(|t| {
+                    let (ks, tb) = (t.keyspace, t.table);
+                    t.components
+                        .into_iter()
+                        .map(move |c| (format!("{ks}/{tb}/{}", c.name), c))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let mut table_index: BTreeMap<(String, String), usize> = BTreeMap::new();
     for data_dir in &cfg.data_dirs {
         for ks in keyspaces {
@@ -664,7 +702,9 @@ fn collect(
                         info.tables.len() - 1
                     }
                 };
-                put_table(ks, table, &found, sink, &mut names, summary, info, idx)?;
+                put_table(
+                    ks, table, &found, sink, &mut names, summary, info, idx, &previous,
+                )?;
             }
         }
     }
@@ -755,6 +795,7 @@ fn put_table(
     summary: &mut CassandraSummary,
     info: &mut CassandraSourceInfo,
     idx: usize,
+    previous: &BTreeMap<String, ComponentInfo>,
 ) -> Result<()> {
     // Digests first: small files, read whole, keyed by "<subdir/>stem".
     let key_of = |rel: &str| -> Option<(String, SstableFile)> {
@@ -871,6 +912,37 @@ fn put_table(
         let md = file
             .metadata()
             .with_context(|| format!("reading the metadata of {}", f.path.display()))?;
+        use std::os::unix::fs::MetadataExt;
+        let (mtime_ns, ino) = (md.mtime() * 1_000_000_000 + md.mtime_nsec(), md.ino());
+        let unchanged = parsed.is_some()
+            && previous
+                .get(&format!("{ks}/{table}/{}", f.rel))
+                .is_some_and(|p| {
+                    p.size == md.len() && p.mtime_ns == Some(mtime_ns) && p.ino == Some(ino)
+                });
+        if unchanged {
+            let spec = ItemSpec {
+                name: name.clone(),
+                kind: EntryKind::File,
+                meta: Some(crate::sources::files::file_meta(&md)),
+                target: None,
+                delta: false,
+            };
+            if sink.put_unchanged(spec, md.len())? {
+                summary.files += 1;
+                summary.files_unchanged += 1;
+                summary.bytes += md.len();
+                let t = &mut info.tables[idx];
+                t.bytes += md.len();
+                t.components.push(ComponentInfo {
+                    name: f.rel.clone(),
+                    size: md.len(),
+                    mtime_ns: Some(mtime_ns),
+                    ino: Some(ino),
+                });
+                continue;
+            }
+        }
         let exp = parsed
             .as_ref()
             .filter(|(_, s)| s.is_data())
@@ -931,11 +1003,14 @@ fn put_table(
         let reader = reader.inner;
         summary.files += 1;
         summary.bytes += reader.bytes;
+        summary.bytes_read += reader.bytes;
         let t = &mut info.tables[idx];
         t.bytes += reader.bytes;
         t.components.push(ComponentInfo {
             name: f.rel.clone(),
             size: reader.bytes,
+            mtime_ns: Some(mtime_ns),
+            ino: Some(ino),
         });
     }
     let t = &mut info.tables[idx];
