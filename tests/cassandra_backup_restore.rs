@@ -246,7 +246,8 @@ fn backup_takes_every_user_table_checks_digests_and_clears_the_snapshot() {
     assert_eq!(dp["versions"], serde_json::json!(["md"]));
     assert_eq!(dp["sstables"], 2);
 
-    // nodetool: flush each keyspace, snapshot the user keyspaces only, clear the tag.
+    // nodetool: look for leaked snapshots, flush each keyspace, snapshot the user keyspaces
+    // only, clear the tag.
     let log = node.log_lines();
     let cmds: Vec<String> = log
         .iter()
@@ -255,6 +256,7 @@ fn backup_takes_every_user_table_checks_digests_and_clears_the_snapshot() {
     assert_eq!(
         cmds,
         vec![
+            "listsnapshots",
             "flush kairosdb",
             "flush zstack_billing",
             "flush zstack_logging",
@@ -557,7 +559,8 @@ fn restore_into_an_empty_node_puts_every_component_back_and_refreshes() {
         text.contains("kairosdb.data_points: 2 SSTable(s)"),
         "{text}"
     );
-    assert!(dst.log_lines().is_empty());
+    // The plan only asked the node its release.
+    assert_eq!(dst.log_lines(), vec!["version".to_string()]);
 
     let report = rc::restore(&cfg, components(&sink)).unwrap();
     assert!(report.pending.is_empty(), "{:?}", report.pending);
@@ -1105,7 +1108,8 @@ fn sstables_of_formats_ma_mc_md_nb_oa_back_up_and_restore_byte_exact() {
         assert_eq!(open_of(&dst, ks, tb).len(), 2);
     }
 
-    // A 3.11 node cannot read 4.x SSTables: the load fails, naming the file; nothing is opened.
+    // A 3.11 node cannot read 4.x SSTables: the plan says so and the restore refuses before
+    // placing anything.
     let mut src = Node::new(32, true);
     src.layout
         .add_table("fmt4", "t_nb", fx::Format::Nb, 1, 10_000)
@@ -1118,13 +1122,51 @@ fn sstables_of_formats_ma_mc_md_nb_oa_back_up_and_restore_byte_exact() {
     dst.layout
         .add_table("fmt4", "t_nb", fx::Format::Nb, 0, 0)
         .unwrap();
+    let plan = rc::plan(&restore_config(&dst), &components(&sink)).unwrap();
+    let tp = plan.tables.iter().find(|t| t.table == "t_nb").unwrap();
+    assert!(tp.format_refused, "{plan}");
+    assert!(
+        plan.to_string()
+            .contains("format nb which Cassandra 3.11.16"),
+        "{plan}"
+    );
     let err = rc::restore(&restore_config(&dst), components(&sink)).unwrap_err();
     let msg = format!("{err:#}");
     assert!(
-        msg.contains("incompatible SSTable") && msg.contains("nb-"),
+        msg.contains("before placing anything") && msg.contains("format nb"),
         "{msg}"
     );
     assert!(open_of(&dst, "fmt4", "t_nb").is_empty());
+    assert!(fx::sstable_contents(&dst.layout.table("fmt4", "t_nb").dir)
+        .unwrap()
+        .is_empty());
+    assert!(!dst.log_lines().iter().any(|l| l.contains("refresh")));
+
+    // System keyspaces are never placed, even when the backup holds them.
+    let src = Node::new(34, false);
+    let mut cfg = src.config(&[]);
+    cfg.keyspaces = Some(vec!["kairosdb".into(), "system_auth".into()]);
+    let sink = MemSink::default();
+    backup(&cfg, "src", &sink).unwrap();
+    assert!(sink
+        .item_names()
+        .iter()
+        .any(|n| n.starts_with("cassandra/system_auth/")));
+    let dst = Node::new(35, true);
+    let plan = rc::plan(&restore_config(&dst), &components(&sink)).unwrap();
+    assert!(plan.tables.iter().all(|t| t.keyspace != "system_auth"));
+    assert!(
+        plan.to_string()
+            .contains("system_auth.roles is not restored"),
+        "{plan}"
+    );
+    let report = rc::restore(&restore_config(&dst), components(&sink)).unwrap();
+    assert!(report.tables.iter().all(|t| t.keyspace == "kairosdb"));
+    assert!(
+        fx::sstable_contents(&dst.layout.table("system_auth", "roles").dir)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]

@@ -934,6 +934,9 @@ pub struct TablePlan {
     /// The table is not restored: why, and what to do (e.g. its live directory cannot be told).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// Refused because the node's release cannot read the SSTables' format: the whole restore
+    /// is refused before anything is placed.
+    pub format_refused: bool,
     /// The table is missing and is created from the backup's `schema.cql` or `keyspace.cql`
     /// (through cqlsh).
     pub creates_table: bool,
@@ -1145,6 +1148,45 @@ pub fn schema_table_id(cqlsh: &[String], ks: &str, table: &str) -> Result<Option
     )
 }
 
+/// Cassandra's own keyspaces (`system`, `system_schema`, `system_auth`, …, `dse_*`): they hold
+/// the node's identity, tokens and schema and are never placed into a live node.
+pub fn is_system_keyspace(ks: &str) -> bool {
+    ks.starts_with("system") || ks.starts_with("dse_")
+}
+
+/// Whether a Cassandra release of major version `major` reads SSTable format `version`
+/// (BigFormat/BtiFormat `isCompatible`: 3.x reads 2.1's `ka` onwards, 4.x and 5.0 read 3.0's
+/// `ma` onwards); None for a release this table does not know.
+pub fn release_reads(major: u32, version: &str) -> Option<bool> {
+    if version.len() != 2 {
+        return None;
+    }
+    let at_least = |min: &str| version >= min;
+    match major {
+        2 => Some(matches!(version, "jb" | "ka" | "la")),
+        3 => Some(at_least("ka") && !at_least("n")),
+        4 => Some(at_least("ma") && !at_least("o")),
+        5 => Some(at_least("ma") && !at_least("p") || version == "da"),
+        _ => None,
+    }
+}
+
+/// The release of the node (`nodetool version`: `ReleaseVersion: 3.11.16`).
+pub fn node_release(nodetool: &Nodetool) -> Result<String> {
+    let out = nodetool
+        .run(&["version"])
+        .context("asking the node its Cassandra release (`nodetool version`)")?;
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("ReleaseVersion:"))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| {
+            anyhow!(
+                "`nodetool version` printed no ReleaseVersion ({:?})",
+                out.trim()
+            )
+        })
+}
+
 /// Where table `ks.table` lives on the node.
 #[derive(Debug, Clone)]
 enum Live {
@@ -1236,13 +1278,59 @@ fn build_plan(
             cfg.data_dir.display()
         ));
     }
+    // The node's release decides which SSTable formats it reads.
+    let release = match node_release(&cfg.nodetool) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            plan.notes.push(format!(
+                "the SSTable formats could not be checked against the node's Cassandra release: \
+                 {e:#}"
+            ));
+            None
+        }
+    };
+    let major: Option<u32> = release
+        .as_deref()
+        .and_then(|r| r.split('.').next())
+        .and_then(|m| m.parse().ok());
     for t in inputs {
+        if is_system_keyspace(&t.keyspace) {
+            plan.notes.push(format!(
+                "{}.{} is not restored: Cassandra's own keyspaces (system*) hold the node's \
+                 identity, tokens and schema; placing them into a live node would corrupt it",
+                t.keyspace, t.table
+            ));
+            continue;
+        }
+        let unreadable: BTreeSet<String> = t
+            .files
+            .iter()
+            .filter_map(|(n, _)| SstableFile::parse(n.rsplit('/').next().unwrap_or(n)))
+            .map(|s| s.version)
+            .filter(|v| major.and_then(|m| release_reads(m, v)) == Some(false))
+            .collect();
+        let format_refusal = (!unreadable.is_empty()).then(|| {
+            format!(
+                "{}.{}: its SSTables are of format {} which Cassandra {} on this node cannot \
+                 read; nothing is placed. Restore onto a node of the release that wrote them \
+                 (then upgrade it and run `nodetool upgradesstables`), or convert them with \
+                 `sstableupgrade` first",
+                t.keyspace,
+                t.table,
+                unreadable.iter().cloned().collect::<Vec<_>>().join(", "),
+                release.as_deref().unwrap_or("?")
+            )
+        });
         let dirs = find_table_dirs(&cfg.data_dir, &t.keyspace, &t.table)?;
-        let (table_dir, refused) = match live_dir(cfg, &t.keyspace, &t.table, &dirs)? {
+        let (table_dir, mut refused) = match live_dir(cfg, &t.keyspace, &t.table, &dirs)? {
             Live::Dir(d) => (Some(d), None),
             Live::Missing => (None, None),
             Live::Unknown(why) => (None, Some(why)),
         };
+        let format_refused = format_refusal.is_some();
+        if format_refused {
+            refused = format_refusal;
+        }
         let other_dirs: Vec<PathBuf> = dirs
             .iter()
             .filter(|d| Some(*d) != table_dir.as_ref())
@@ -1359,6 +1447,7 @@ fn build_plan(
             dest_dir,
             other_dirs,
             refused,
+            format_refused,
             creates_table,
             keyspace_missing,
             from_keyspace_cql,
@@ -1670,6 +1759,18 @@ pub fn restore(
 ) -> Result<CassandraRestoreReport> {
     let (inputs, ks_cql) = group_inputs(&metadata_of(&components))?;
     let mut plan = build_plan(cfg, &inputs, &ks_cql)?;
+    let unreadable: Vec<String> = plan
+        .tables
+        .iter()
+        .filter(|t| t.format_refused)
+        .filter_map(|t| t.refused.clone())
+        .collect();
+    if !unreadable.is_empty() {
+        bail!(
+            "refusing the Cassandra restore before placing anything: {}",
+            unreadable.join("; ")
+        );
+    }
     let mut report = CassandraRestoreReport {
         notes: plan.notes.clone(),
         ..Default::default()
@@ -2220,6 +2321,22 @@ mod tests {
         assert_eq!((c.keyspace.as_str(), c.table.as_str()), ("ks", ""));
         assert_eq!(c.name, KEYSPACE_CQL);
         assert!(RestoreComponent::from_item_name("cassandra/ks/other", 1, open()).is_none());
+    }
+
+    #[test]
+    fn releases_read_the_sstable_formats_cassandra_reads() {
+        assert_eq!(release_reads(3, "ka"), Some(true));
+        assert_eq!(release_reads(3, "md"), Some(true));
+        assert_eq!(release_reads(3, "nb"), Some(false));
+        assert_eq!(release_reads(4, "ka"), Some(false));
+        assert_eq!(release_reads(4, "mc"), Some(true));
+        assert_eq!(release_reads(4, "nb"), Some(true));
+        assert_eq!(release_reads(4, "oa"), Some(false));
+        assert_eq!(release_reads(5, "oa"), Some(true));
+        assert_eq!(release_reads(5, "da"), Some(true));
+        assert_eq!(release_reads(5, "la"), Some(false));
+        assert_eq!(release_reads(9, "zz"), None);
+        assert!(is_system_keyspace("system_schema") && !is_system_keyspace("kairosdb"));
     }
 
     #[test]
