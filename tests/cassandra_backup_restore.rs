@@ -505,14 +505,16 @@ fn components(sink: &MemSink) -> Vec<RestoreComponent<'static>> {
     let items = sink.items.lock().unwrap();
     items
         .iter()
-        .filter_map(|(name, (_, data))| {
+        .filter_map(|(name, (spec, data))| {
             let data = data.clone();
             let size = data.len() as u64;
-            RestoreComponent::from_item_name(
+            let mut c = RestoreComponent::from_item_name(
                 name,
                 size,
                 Box::new(move || Ok(Box::new(Cursor::new(data)) as Box<dyn Read>)),
-            )
+            )?;
+            c.mode = spec.meta.as_ref().map(|m| m.mode);
+            Some(c)
         })
         .collect()
 }
@@ -1207,4 +1209,38 @@ fn a_leaked_mnbackup_snapshot_is_cleared_by_the_next_run() {
         .log_lines()
         .iter()
         .any(|l| l.ends_with("clearsnapshot -t mnbackup-old")));
+}
+
+#[test]
+fn restored_files_keep_their_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = Node::new(24, false);
+    let t = node.layout.table("kairosdb", "row_key_index");
+    fs::set_permissions(t.data_file(1), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(
+        t.dir.join("md-1-big-Index.db"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let sink = MemSink::default();
+    backup(&node.config(&[]), "src", &sink).unwrap();
+    let dst = Node::new(87, true);
+    rc::restore(&restore_config(&dst), components(&sink)).unwrap();
+    let d = &dst.layout.table("kairosdb", "row_key_index").dir;
+    let mode_of = |suffix: &str| {
+        let f = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(suffix))
+            .unwrap();
+        fs::metadata(f).unwrap().permissions().mode() & 0o7777
+    };
+    assert_eq!(mode_of("-Data.db"), 0o640);
+    assert_eq!(mode_of("-Index.db"), 0o600);
+    let src_toc = fs::metadata(t.dir.join("md-1-big-TOC.txt"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode_of("-TOC.txt"), src_toc);
 }

@@ -695,6 +695,8 @@ pub struct RestoreComponent<'a> {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
+    /// Permission bits as backed up (`0o640`); None: the restore's default (0644).
+    pub mode: Option<u32>,
     /// Opens the bytes.
     pub open: OpenFn<'a>,
 }
@@ -727,6 +729,7 @@ impl<'a> RestoreComponent<'a> {
             table: table.to_string(),
             name: name.to_string(),
             size,
+            mode: None,
             open,
         })
     }
@@ -1783,6 +1786,14 @@ pub fn restore(
         files: Vec<RestoreComponent<'a>>,
     }
     let mut buckets: BTreeMap<(String, String), Bucket<'_>> = BTreeMap::new();
+    // Backed-up permission bits by (keyspace, table, name).
+    let modes: BTreeMap<(String, String, String), u32> = components
+        .iter()
+        .filter_map(|c| {
+            c.mode
+                .map(|m| ((c.keyspace.clone(), c.table.clone(), c.name.clone()), m))
+        })
+        .collect();
     let mut keyspace_cql: BTreeMap<String, String> = BTreeMap::new();
     for c in components {
         if c.table.is_empty() {
@@ -1958,6 +1969,22 @@ pub fn restore(
             .collect();
         let renames = fresh_names(dest_dir, &names)?;
         let rename = |n: &str| renames.get(n).cloned().unwrap_or_else(|| n.to_string());
+        let mode_of: BTreeMap<String, u32> = names
+            .iter()
+            .filter_map(|n| {
+                modes
+                    .get(&(tp.keyspace.clone(), tp.table.clone(), n.clone()))
+                    .map(|m| (rename(n), *m))
+            })
+            .collect();
+        let set_mode = |s: &StagedFile, name: &str| -> Result<()> {
+            if let Some(m) = mode_of.get(name) {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&s.tmp, fs::Permissions::from_mode(m & 0o7777))
+                    .with_context(|| format!("setting the mode of {}", s.tmp.display()))?;
+            }
+            Ok(())
+        };
         bucket.digests = std::mem::take(&mut bucket.digests)
             .into_iter()
             .map(|(n, t)| (rename(&n), t))
@@ -1995,6 +2022,7 @@ pub fn restore(
                 &format!("{label} {name}"),
                 &mut cleanup,
             )?;
+            set_mode(&s, name)?;
             staged.push((s, stem_key(name), false));
         }
         for c in bucket.files {
@@ -2034,6 +2062,7 @@ pub fn restore(
                 verified += 1;
             }
             let is_data = sf.as_ref().is_some_and(|s| s.is_data());
+            set_mode(&s, &c.name)?;
             staged.push((s, stem_key(&c.name), is_data));
         }
 

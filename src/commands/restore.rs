@@ -1541,9 +1541,10 @@ fn restore_cassandra(
                 total: 0,
             }) as Box<dyn Read>)
         });
-        if let Some(c) =
+        if let Some(mut c) =
             mnbackup_restore::cassandra::RestoreComponent::from_item_name(&i.name, i.size, open)
         {
+            c.mode = i.meta.as_ref().map(|m| m.mode);
             comps.push(c);
         }
     }
