@@ -148,3 +148,82 @@ fn cassandra_down_is_a_source_gap_and_the_rest_is_committed() {
         "{gaps:?}"
     );
 }
+
+#[test]
+fn a_restore_that_leaves_cassandra_tables_pending_exits_non_zero_and_empty_data_dirs_do_not_panic()
+{
+    let server = TestServer::start().unwrap();
+    let env = Env::new();
+    let data = env.dir.path().join("cassandra/data");
+    fx::generate(&data, 43).unwrap();
+    configure(&env, &server, &data, &[]);
+    let o = env.run(&["--json", "snapshot"]);
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(10)),
+        "{}",
+        text(&o)
+    );
+
+    // A new node without zstack_logging, and no cqlsh configured to create it.
+    let data2 = env.dir.path().join("cassandra2/data");
+    fx::generate_empty(&data2, 44).unwrap();
+    fx::cqlsh(&data2, "DROP KEYSPACE zstack_logging").unwrap();
+    fs::remove_dir_all(data2.join("zstack_logging")).unwrap();
+    let cfg = fs::read_to_string(&env.cfg).unwrap();
+    let data_s = data.display().to_string();
+    fs::write(&env.cfg, cfg.replace(&data_s, &data2.display().to_string())).unwrap();
+    let journal = env.journal.to_str().unwrap().to_string();
+    let o = env.run(&[
+        "restore",
+        "latest",
+        "--no-mariadb",
+        "--no-files",
+        "--force",
+        "--journal",
+        &journal,
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("NOT fully restored") && out.contains("zstack_logging.logs"),
+        "{out}"
+    );
+    // The other tables were restored.
+    let layout_ids = fx::schema_ids(&data2).unwrap();
+    let id = &layout_ids[&("kairosdb".to_string(), "data_points".to_string())];
+    assert!(
+        !fx::sstable_contents(&data2.join("kairosdb").join(format!("data_points-{id}")))
+            .unwrap()
+            .is_empty()
+    );
+
+    // `[cassandra] data_dirs = []`: refused up front with a clear message, never a panic.
+    let cfg = fs::read_to_string(&env.cfg).unwrap();
+    let bad = cfg
+        .lines()
+        .map(|l| {
+            if l.starts_with("data_dirs") {
+                "data_dirs = []".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    fs::write(&env.cfg, bad).unwrap();
+    let _ = fs::remove_file(&env.journal);
+    let o = env.run(&[
+        "restore",
+        "latest",
+        "--no-mariadb",
+        "--no-files",
+        "--force",
+        "--journal",
+        &journal,
+    ]);
+    let out = text(&o);
+    assert_ne!(o.status.code(), Some(101), "{out}");
+    assert_ne!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("data_dirs is empty"), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+}
