@@ -336,3 +336,29 @@ pub fn report_gaps(m: &Manifest) {
          new snapshot; until then this node has no complete backup"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_pool_error;
+    use crate::error::MnError;
+
+    #[test]
+    fn only_errors_of_the_repository_abort_the_whole_snapshot() {
+        let enospc = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            .context("storing cassandra/ks/t/md-1-big-Data.db");
+        assert!(is_pool_error(&enospc));
+        assert!(is_pool_error(&anyhow::Error::new(MnError::Locked(
+            "lock lost".into()
+        ))));
+        assert!(is_pool_error(
+            &anyhow::Error::new(MnError::NoSpace("pool full".into())).context("writing")
+        ));
+        // A source's own failures (its server, a damaged SSTable) become gaps instead.
+        assert!(!is_pool_error(&anyhow::anyhow!("Connection refused")));
+        assert!(!is_pool_error(&anyhow::Error::new(MnError::Integrity(
+            "SSTable is corrupt".into()
+        ))));
+        let read = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EIO));
+        assert!(!is_pool_error(&read));
+    }
+}
