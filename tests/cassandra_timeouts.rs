@@ -70,6 +70,30 @@ fn a_hung_nodetool_is_killed_after_its_timeout_with_its_children() {
     // The stand-in and the child it started are gone.
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(processes_of(&data), Vec::<String>::new());
+
+    // A shutdown request (SIGTERM in the daemon) kills a hung command at once, long before
+    // its timeout. (In the same test: the flag is process-wide.)
+    let cfg = CassandraConfig {
+        command_timeout_seconds: 600,
+        ..cfg
+    };
+    let flag = mnbackup_restore::cassandra::cancel_commands_flag();
+    let setter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let t0 = Instant::now();
+    let err = backup(&cfg, "hang2", &NullSink).unwrap_err();
+    setter.join().unwrap();
+    flag.store(false, std::sync::atomic::Ordering::SeqCst);
+    let msg = format!("{err:#}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert!(
+        msg.contains("flush kairosdb") && msg.contains("shutdown request"),
+        "{msg}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(processes_of(&data), Vec::<String>::new());
 }
 
 #[test]
