@@ -66,4 +66,19 @@ pub trait ItemSink: Send + Sync {
     fn retract(&self, _name: &str) -> bool {
         false
     }
+
+    /// The previous snapshot's source info of `source` (what its run recorded), if any: lets a
+    /// source tell which of its files are unchanged since then.
+    fn parent_source_info(&self, _source: &str) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Record `spec` (a file) as unchanged since the previous snapshot, without reading it: its
+    /// content is the previous snapshot's item of the same name. Only for content that cannot
+    /// change under the same name, size, mtime and inode (Cassandra's immutable SSTables).
+    /// Returns false (and records nothing) when the previous snapshot has no such file item of
+    /// `size` bytes; the caller then stores the content.
+    fn put_unchanged(&self, _spec: ItemSpec, _size: u64) -> anyhow::Result<bool> {
+        Ok(false)
+    }
 }

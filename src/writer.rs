@@ -44,6 +44,11 @@ pub struct SnapshotWriter {
     in_progress: InProgress,
     progress: Option<Box<dyn Progress>>,
     processed: AtomicU64,
+    /// Storing into the pool failed (out of space, I/O on the pool, ...): the whole snapshot
+    /// must abort, whatever source was writing.
+    pool_failed: std::sync::atomic::AtomicBool,
+    /// The parent's source infos (see [`ItemSink::parent_source_info`]).
+    parent_sources: BTreeMap<String, serde_json::Value>,
 }
 
 /// A new snapshot id: UTC time to the millisecond plus 8 random hex digits, so ids sort by
@@ -98,6 +103,10 @@ impl SnapshotWriter {
         let mut known = HashMap::new();
         let mut parent_items = HashMap::new();
         let parent_id = parent.as_ref().map(|p| p.id.clone());
+        let parent_sources = parent
+            .as_ref()
+            .map(|p| p.sources.clone())
+            .unwrap_or_default();
         if let Some(p) = parent {
             for item in p.items {
                 for piece in &item.pieces {
@@ -126,6 +135,8 @@ impl SnapshotWriter {
             in_progress,
             progress,
             processed: AtomicU64::new(0),
+            pool_failed: std::sync::atomic::AtomicBool::new(false),
+            parent_sources,
         })
     }
 
@@ -145,6 +156,39 @@ impl SnapshotWriter {
         st.logical_bytes += item.size;
         drop(st);
         self.items.lock().unwrap().push(item);
+    }
+
+    /// True once storing into the pool failed (not reading from a source): the snapshot cannot
+    /// be committed.
+    pub fn pool_failed(&self) -> bool {
+        self.pool_failed.load(Ordering::SeqCst)
+    }
+
+    /// Leave out everything a failed source stored: its items (names under `prefix`) and its
+    /// source info. Returns how many items were dropped. Their objects stay in the pool until
+    /// a prune (the next snapshot may reuse them).
+    pub fn forget_source(&self, source: &str, prefix: &str) -> usize {
+        let mut items = self.items.lock().unwrap();
+        let before = items.len();
+        let mut dropped_bytes = 0;
+        items.retain(|i| {
+            let keep = !i.name.starts_with(prefix);
+            if !keep {
+                dropped_bytes += i.size;
+            }
+            keep
+        });
+        let n = before - items.len();
+        drop(items);
+        self.names
+            .lock()
+            .unwrap()
+            .retain(|n| !n.starts_with(prefix));
+        self.sources.lock().unwrap().remove(source);
+        let mut st = self.stats.lock().unwrap();
+        st.items -= n as u64;
+        st.logical_bytes -= dropped_bytes;
+        n
     }
 
     /// Plain bytes processed so far.
@@ -343,6 +387,7 @@ impl ItemSink for SnapshotWriter {
                     base,
                 },
             )
+            .inspect_err(|_| self.pool_failed.store(true, Ordering::SeqCst))
             .with_context(|| format!("storing {}", spec.name))?;
             {
                 let mut st = self.stats.lock().unwrap();
@@ -440,6 +485,31 @@ impl ItemSink for SnapshotWriter {
     fn gap(&self, gap: Gap) {
         tracing::warn!("gap: {}", gap.describe());
         self.gaps.lock().unwrap().push(gap);
+    }
+
+    fn parent_source_info(&self, source: &str) -> Option<serde_json::Value> {
+        self.parent_sources.get(source).cloned()
+    }
+
+    fn put_unchanged(&self, spec: ItemSpec, size: u64) -> Result<bool> {
+        let Some(prev) = self.parent_items.get(&spec.name) else {
+            return Ok(false);
+        };
+        if prev.kind != EntryKind::File || prev.size != size {
+            return Ok(false);
+        }
+        self.claim_name(&spec.name)?;
+        if let Some(p) = &self.progress {
+            p.item(&spec.name);
+        }
+        {
+            let mut st = self.stats.lock().unwrap();
+            st.pieces_unchanged += prev.pieces.len() as u64;
+        }
+        let mut item = prev.clone();
+        item.meta = spec.meta;
+        self.record(item);
+        Ok(true)
     }
 }
 

@@ -246,7 +246,8 @@ fn backup_takes_every_user_table_checks_digests_and_clears_the_snapshot() {
     assert_eq!(dp["versions"], serde_json::json!(["md"]));
     assert_eq!(dp["sstables"], 2);
 
-    // nodetool: flush each keyspace, snapshot the user keyspaces only, clear the tag.
+    // nodetool: look for leaked snapshots, flush each keyspace, snapshot the user keyspaces
+    // only, clear the tag.
     let log = node.log_lines();
     let cmds: Vec<String> = log
         .iter()
@@ -255,6 +256,7 @@ fn backup_takes_every_user_table_checks_digests_and_clears_the_snapshot() {
     assert_eq!(
         cmds,
         vec![
+            "listsnapshots",
             "flush kairosdb",
             "flush zstack_billing",
             "flush zstack_logging",
@@ -307,19 +309,47 @@ fn second_snapshot_stores_only_the_new_sstable() {
 }
 
 #[test]
-fn digest_mismatch_is_an_error_and_the_snapshot_is_cleared() {
+fn a_corrupt_sstable_is_left_out_as_a_gap_and_the_rest_is_backed_up() {
     let node = Node::new(3, false);
     node.layout
         .table("kairosdb", "row_key_index")
         .corrupt_data(1)
         .unwrap();
     let sink = MemSink::default();
-    let err = backup(&node.config(&[]), "bad", &sink).unwrap_err();
-    let msg = format!("{err:#}");
-    assert!(msg.contains("is corrupt"), "{msg}");
-    assert!(msg.contains("md-1-big-Data.db"), "{msg}");
-    assert!(msg.contains("Digest.crc32"), "{msg}");
-    assert!(msg.contains("nodetool scrub"), "{msg}");
+    backup(&node.config(&[]), "bad", &sink).unwrap();
+    let gaps = sink.gaps.lock().unwrap().clone();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let g = &gaps[0];
+    assert_eq!(
+        (g.source.as_str(), g.kind.as_str()),
+        ("cassandra", "sstable")
+    );
+    assert_eq!(
+        g.subject.as_deref(),
+        Some("kairosdb.row_key_index/md-1-big")
+    );
+    assert!(
+        g.reason.contains("is corrupt") && g.reason.contains("Digest.crc32"),
+        "{g:?}"
+    );
+    assert!(g
+        .fix
+        .as_deref()
+        .unwrap()
+        .contains("nodetool scrub kairosdb row_key_index"));
+    // Nothing of the damaged SSTable is stored; everything else is, byte for byte.
+    let names = sink.item_names();
+    assert!(!names
+        .iter()
+        .any(|n| n.starts_with("cassandra/kairosdb/row_key_index/md-1-big-")));
+    let mut want = expected_items(&node.layout);
+    want.retain(|n| !n.starts_with("cassandra/kairosdb/row_key_index/md-1-big-"));
+    assert_eq!(names, want);
+    let dp = node.layout.table("kairosdb", "data_points");
+    assert_eq!(
+        sink.bytes_of("cassandra/kairosdb/data_points/md-2-big-Data.db"),
+        fs::read(dp.data_file(2)).unwrap()
+    );
     assert!(node.leftover_snapshots().is_empty());
     assert!(node
         .log_lines()
@@ -333,13 +363,35 @@ fn digest_mismatch_is_an_error_and_the_snapshot_is_cleared() {
         .table("zstack_billing", "usage")
         .corrupt_data(2)
         .unwrap();
-    let err = backup(&node.config(&[]), "bad2", &MemSink::default()).unwrap_err();
-    let msg = format!("{err:#}");
+    let sink = MemSink::default();
+    backup(&node.config(&[]), "bad2", &sink).unwrap();
+    let gaps = sink.gaps.lock().unwrap().clone();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
     assert!(
-        msg.contains("Adler-32") && msg.contains("Digest.sha1"),
-        "{msg}"
+        gaps[0].reason.contains("Adler-32") && gaps[0].reason.contains("Digest.sha1"),
+        "{gaps:?}"
     );
     assert!(node.leftover_snapshots().is_empty());
+}
+
+#[test]
+fn an_incomplete_sstable_is_left_out_as_a_gap() {
+    let node = Node::new(5, false);
+    let t = node.layout.table("kairosdb", "data_points");
+    fs::remove_file(t.dir.join("md-2-big-Index.db")).unwrap();
+    let sink = MemSink::default();
+    backup(&node.config(&[]), "inc", &sink).unwrap();
+    let gaps = sink.gaps.lock().unwrap().clone();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0].kind, "sstable");
+    assert_eq!(
+        gaps[0].subject.as_deref(),
+        Some("kairosdb.data_points/md-2-big")
+    );
+    assert!(gaps[0].reason.contains("Index.db"), "{gaps:?}");
+    let names = sink.item_names();
+    assert!(!names.iter().any(|n| n.contains("data_points/md-2-big-")));
+    assert!(names.contains("cassandra/kairosdb/data_points/md-1-big-Data.db"));
 }
 
 #[test]
@@ -453,14 +505,16 @@ fn components(sink: &MemSink) -> Vec<RestoreComponent<'static>> {
     let items = sink.items.lock().unwrap();
     items
         .iter()
-        .filter_map(|(name, (_, data))| {
+        .filter_map(|(name, (spec, data))| {
             let data = data.clone();
             let size = data.len() as u64;
-            RestoreComponent::from_item_name(
+            let mut c = RestoreComponent::from_item_name(
                 name,
                 size,
                 Box::new(move || Ok(Box::new(Cursor::new(data)) as Box<dyn Read>)),
-            )
+            )?;
+            c.mode = spec.meta.as_ref().map(|m| m.mode);
+            Some(c)
         })
         .collect()
 }
@@ -507,7 +561,8 @@ fn restore_into_an_empty_node_puts_every_component_back_and_refreshes() {
         text.contains("kairosdb.data_points: 2 SSTable(s)"),
         "{text}"
     );
-    assert!(dst.log_lines().is_empty());
+    // The plan only asked the node its release.
+    assert_eq!(dst.log_lines(), vec!["version".to_string()]);
 
     let report = rc::restore(&cfg, components(&sink)).unwrap();
     assert!(report.pending.is_empty(), "{:?}", report.pending);
@@ -518,20 +573,15 @@ fn restore_into_an_empty_node_puts_every_component_back_and_refreshes() {
     for s in src.layout.user_tables() {
         let d = dst.layout.table(&s.keyspace, &s.table);
         let src_files = s.live_files().unwrap();
+        // Every component, byte for byte (under the generations Cassandra gave them on load).
         assert_eq!(
-            d.live_files().unwrap(),
-            src_files,
+            fx::sstable_contents(&d.dir).unwrap(),
+            fx::sstable_contents(&s.dir).unwrap(),
             "{}.{}",
             s.keyspace,
             s.table
         );
-        for f in &src_files {
-            assert_eq!(
-                fs::read(d.dir.join(f)).unwrap(),
-                fs::read(s.dir.join(f)).unwrap(),
-                "{f}"
-            );
-        }
+        assert_eq!(d.live_files().unwrap().len(), src_files.len());
         // Nothing went into snapshots/ or backups/, no temporary file is left.
         assert!(!d.dir.join("snapshots").exists());
         assert_eq!(fs::read_dir(d.dir.join("backups")).unwrap().count(), 0);
@@ -556,32 +606,49 @@ fn restore_into_an_empty_node_puts_every_component_back_and_refreshes() {
         );
     }
 
-    // Running it again accepts the identical files and refreshes again.
+    // Running it again finds every SSTable loaded (by content, whatever its generation now)
+    // and loads nothing twice.
+    let open_before = fx::open_sstables(dst.data()).unwrap();
     let report = rc::restore(&cfg, components(&sink)).unwrap();
     assert!(report
         .tables
         .iter()
         .all(|t| t.files_written == 0 && t.files_present > 0));
+    assert_eq!(fx::open_sstables(dst.data()).unwrap(), open_before);
+    for s in src.layout.user_tables() {
+        let d = dst.layout.table(&s.keyspace, &s.table);
+        assert_eq!(
+            fx::sstable_contents(&d.dir).unwrap(),
+            fx::sstable_contents(&s.dir).unwrap()
+        );
+    }
 }
 
 #[test]
-fn restore_never_overwrites_a_different_file() {
-    let (_src, sink) = backed_up(11);
-    let dst = Node::new(98, true);
+fn restore_into_a_table_the_application_already_wrote_takes_free_generations() {
+    let (src, sink) = backed_up(11);
+    let mut dst = Node::new(98, true);
+    // The application wrote generation 1 (and 2) after the node was reinstalled.
+    let own = {
+        let t = dst.layout.table_mut("kairosdb", "data_points");
+        t.add_sstable(4096).unwrap();
+        t.add_sstable(4096).unwrap();
+        fx::sstable_contents(&t.dir).unwrap()
+    };
     let t = dst.layout.table("kairosdb", "data_points");
-    fs::write(t.dir.join("md-1-big-Data.db"), b"someone else's sstable").unwrap();
-    let err = rc::restore(&restore_config(&dst), components(&sink)).unwrap_err();
-    let msg = format!("{err:#}");
-    assert!(msg.contains("refusing to overwrite"), "{msg}");
-    assert_eq!(
-        fs::read(t.dir.join("md-1-big-Data.db")).unwrap(),
-        b"someone else's sstable"
-    );
-    // Nothing else of that table was placed, and no temporary file is left.
-    assert_eq!(
-        t.live_files().unwrap(),
-        vec!["md-1-big-Data.db".to_string()]
-    );
+    let mine = fs::read(t.dir.join("md-1-big-Data.db")).unwrap();
+    let report = rc::restore(&restore_config(&dst), components(&sink)).unwrap();
+    assert!(report.pending.is_empty(), "{:?}", report.pending);
+    // The application's SSTables are untouched, the backed-up ones are there besides them.
+    assert_eq!(fs::read(t.dir.join("md-1-big-Data.db")).unwrap(), mine);
+    let mut want = own;
+    want.extend(fx::sstable_contents(&src.layout.table("kairosdb", "data_points").dir).unwrap());
+    want.sort();
+    assert_eq!(fx::sstable_contents(&t.dir).unwrap(), want);
+    // All four are open on the node: 2 of its own + 2 restored.
+    let open = fx::open_sstables(dst.data()).unwrap();
+    let prefix = format!("kairosdb/data_points-{}/", t.id);
+    assert_eq!(open.iter().filter(|l| l.starts_with(&prefix)).count(), 4);
 }
 
 #[test]
@@ -614,6 +681,7 @@ fn restore_verifies_digests_of_the_backed_up_data() {
 fn restore_creates_missing_tables_with_cqlsh_or_says_what_to_run() {
     let (src, sink) = backed_up(13);
     let dst = Node::new(96, true);
+    fx::cqlsh(dst.data(), "DROP KEYSPACE zstack_logging").unwrap();
     fs::remove_dir_all(dst.data().join("zstack_logging")).unwrap();
 
     // Without cqlsh: the other tables are restored, this one is pending with the command.
@@ -648,12 +716,10 @@ fn restore_creates_missing_tables_with_cqlsh_or_says_what_to_run() {
     let dirs = rc::find_table_dirs(dst.data(), "zstack_logging", "logs").unwrap();
     assert_eq!(dirs.len(), 1);
     let s = src.layout.table("zstack_logging", "logs");
-    for f in s.live_files().unwrap() {
-        assert_eq!(
-            fs::read(dirs[0].join(&f)).unwrap(),
-            fs::read(s.dir.join(&f)).unwrap()
-        );
-    }
+    assert_eq!(
+        fx::sstable_contents(&dirs[0]).unwrap(),
+        fx::sstable_contents(&s.dir).unwrap()
+    );
     assert!(dst
         .log_lines()
         .iter()
@@ -665,13 +731,28 @@ fn restore_with_nodetool_import() {
     let (src, sink) = backed_up(14);
     let dst = Node::new(95, true);
     let mut cfg = restore_config(&dst);
+    // `import` exists from 4.0 on, and 4.x reads 3.0+ SSTables only (not zstack_billing's ka/la).
+    cfg.nodetool = rc::Nodetool::new(dst.tool(&fx::nodetool_path(), &["NODETOOL_VERSION=4.1.5"]));
     cfg.use_import = true;
-    cfg.import_dir = Some(dst.data().parent().unwrap().join("staging"));
-    let report = rc::restore(&cfg, components(&sink)).unwrap();
+    let staging = dst.data().parent().unwrap().join("staging");
+    cfg.import_dir = Some(staging.clone());
+    let comps: Vec<_> = components(&sink)
+        .into_iter()
+        .filter(|c| c.keyspace != "zstack_billing")
+        .collect();
+    let report = rc::restore(&cfg, comps).unwrap();
+    assert_eq!(report.tables.len(), 4);
     assert!(report.tables.iter().all(|t| t.loaded_with == "import"));
-    let s = src.layout.table("kairosdb", "data_points");
-    let d = dst.layout.table("kairosdb", "data_points");
-    assert_eq!(d.live_files().unwrap(), s.live_files().unwrap());
+    for (ks, tb) in [("kairosdb", "data_points"), ("kairosdb", "string_index")] {
+        let s = src.layout.table(ks, tb);
+        let d = dst.layout.table(ks, tb);
+        assert_eq!(
+            fx::sstable_contents(&d.dir).unwrap(),
+            fx::sstable_contents(&s.dir).unwrap()
+        );
+    }
+    // The staging directories are removed once imported.
+    assert!(!staging.join("kairosdb").join("data_points").exists());
     assert!(dst
         .log_lines()
         .iter()
@@ -764,6 +845,7 @@ fn restore_creates_a_missing_keyspace_from_its_keyspace_cql() {
         .unwrap()
         .retain(|name, _| !name.ends_with("/schema.cql"));
     let dst = Node::new(93, true);
+    fx::cqlsh(dst.data(), "DROP KEYSPACE zstack_billing").unwrap();
     fs::remove_dir_all(dst.data().join("zstack_billing")).unwrap();
     let mut cfg = restore_config(&dst);
 
@@ -800,7 +882,12 @@ fn restore_creates_a_missing_keyspace_from_its_keyspace_cql() {
             && text.contains("backed-up replication"),
         "{text}"
     );
-    assert!(!dst.cqlsh_log.exists(), "the plan ran cqlsh");
+    // The plan only read the schema.
+    let cql = fs::read_to_string(&dst.cqlsh_log).unwrap_or_default();
+    assert!(
+        !cql.contains("CREATE") && !cql.contains("cqlsh -f"),
+        "{cql}"
+    );
 
     let report = rc::restore(&cfg, components(&sink)).unwrap();
     assert!(report.pending.is_empty(), "{:?}", report.pending);
@@ -808,6 +895,7 @@ fn restore_creates_a_missing_keyspace_from_its_keyspace_cql() {
     assert!(report.notes.iter().any(|n| n.contains("keyspace.cql")));
     let cql = fs::read_to_string(&dst.cqlsh_log).unwrap();
     assert_eq!(cql.matches("cqlsh -f ").count(), 1, "{cql}");
+    assert!(cql.contains("SELECT id FROM system_schema.tables"), "{cql}");
     assert!(
         cql.contains(
             "CREATE KEYSPACE IF NOT EXISTS zstack_billing WITH replication = {'class': \
@@ -824,18 +912,335 @@ fn restore_creates_a_missing_keyspace_from_its_keyspace_cql() {
         let dirs = rc::find_table_dirs(dst.data(), "zstack_billing", tb).unwrap();
         assert_eq!(dirs.len(), 1);
         let s = node.layout.table("zstack_billing", tb);
-        let src_files = s.live_files().unwrap();
-        assert!(!src_files.is_empty());
-        for f in &src_files {
-            assert_eq!(
-                fs::read(dirs[0].join(f)).unwrap(),
-                fs::read(s.dir.join(f)).unwrap(),
-                "{tb} {f}"
-            );
-        }
+        assert!(!s.live_files().unwrap().is_empty());
+        assert_eq!(
+            fx::sstable_contents(&dirs[0]).unwrap(),
+            fx::sstable_contents(&s.dir).unwrap(),
+            "{tb}"
+        );
         assert!(dst
             .log_lines()
             .iter()
             .any(|l| l.ends_with(&format!("refresh zstack_billing {tb}"))));
     }
+}
+
+/// The open SSTables (Data.db) of the table's live directory on the stand-in node (not those of
+/// its secondary indexes).
+fn open_of(node: &Node, ks: &str, table: &str) -> Vec<String> {
+    let id = &fx::schema_ids(node.data()).unwrap()[&(ks.to_string(), table.to_string())];
+    let prefix = format!("{ks}/{table}-{id}/");
+    fx::open_sstables(node.data())
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.strip_prefix(&prefix).is_some_and(|f| !f.contains('/')))
+        .collect()
+}
+
+#[test]
+fn drop_recreate_then_restore_loads_into_the_live_directory_and_proves_it() {
+    let (src, sink) = backed_up(20);
+    let dst = Node::new(90, true);
+    // The table is dropped and re-created (a new id, a new directory); the old one stays on
+    // disk with the auto-snapshot, and `clearsnapshot --all` makes it the newest directory.
+    fx::cqlsh(dst.data(), "DROP TABLE kairosdb.data_points").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fx::cqlsh(
+        dst.data(),
+        "CREATE TABLE kairosdb.data_points (key blob, column1 blob, value blob, PRIMARY KEY (key, column1))",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = std::process::Command::new("env")
+        .arg(format!("CASSANDRA_DATA={}", dst.data().display()))
+        .arg("NODETOOL_VERSION=4.1.5")
+        .arg(fx::nodetool_path())
+        .args(["clearsnapshot", "--all"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let dead = dst.layout.table("kairosdb", "data_points").dir.clone();
+    let dirs = rc::find_table_dirs(dst.data(), "kairosdb", "data_points").unwrap();
+    assert_eq!(dirs.len(), 2);
+    let live = dirs.iter().find(|d| **d != dead).unwrap().clone();
+    assert!(
+        fs::metadata(&dead).unwrap().modified().unwrap()
+            >= fs::metadata(&live).unwrap().modified().unwrap(),
+        "the dead directory must look newest for this test"
+    );
+
+    // Without cqlsh the live directory cannot be told: refused, said, exit non-zero (pending).
+    let report = rc::restore(&restore_config(&dst), components(&sink)).unwrap();
+    assert_eq!(report.pending.len(), 1, "{:?}", report.pending);
+    assert!(
+        report.pending[0].contains("kairosdb.data_points") && report.pending[0].contains("cqlsh"),
+        "{:?}",
+        report.pending
+    );
+    assert!(fx::sstable_contents(&live).unwrap().is_empty());
+    assert!(fx::sstable_contents(&dead).unwrap().is_empty());
+
+    // With cqlsh: the id from system_schema.tables names the live directory; loaded and proven.
+    let mut cfg = restore_config(&dst);
+    cfg.cqlsh = Some(dst.tool(&fx::cqlsh_path(), &[]));
+    let plan = rc::plan(&cfg, &components(&sink)).unwrap();
+    let tp = plan
+        .tables
+        .iter()
+        .find(|t| t.table == "data_points")
+        .unwrap();
+    assert_eq!(tp.table_dir.as_deref(), Some(live.as_path()));
+    assert_eq!(tp.other_dirs, vec![dead.clone()]);
+    let report = rc::restore(&cfg, components(&sink)).unwrap();
+    assert!(report.pending.is_empty(), "{:?}", report.pending);
+    let s = src.layout.table("kairosdb", "data_points");
+    assert_eq!(
+        fx::sstable_contents(&live).unwrap(),
+        fx::sstable_contents(&s.dir).unwrap()
+    );
+    assert!(fx::sstable_contents(&dead).unwrap().is_empty());
+    assert_eq!(open_of(&dst, "kairosdb", "data_points").len(), 2);
+}
+
+#[test]
+fn a_refresh_that_loads_nothing_fails_the_table() {
+    // An SSTable Cassandra cannot open (unreadable Statistics.db): `refresh` logs it, skips it
+    // and exits 0 (ColumnFamilyStore.loadNewSSTables); the restore must not call that restored.
+    let node = Node::new(21, false);
+    let t = node.layout.table("kairosdb", "row_key_index");
+    fs::write(t.dir.join("md-1-big-Statistics.db"), b"").unwrap();
+    let sink = MemSink::default();
+    backup(&node.config(&[]), "src", &sink).unwrap();
+    let dst = Node::new(89, true);
+    let err = rc::restore(&restore_config(&dst), components(&sink)).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("did not load") && msg.contains("kairosdb.row_key_index"),
+        "{msg}"
+    );
+    assert!(open_of(&dst, "kairosdb", "row_key_index").is_empty());
+}
+
+#[test]
+fn a_rerun_after_a_failure_in_the_middle_loads_nothing_twice() {
+    let (src, sink) = backed_up(22);
+    let dst = Node::new(88, true);
+    // The third table's refresh fails (a JMX timeout): two tables are loaded, the run fails.
+    let mut cfg = restore_config(&dst);
+    cfg.nodetool = rc::Nodetool::new(dst.tool(
+        &fx::nodetool_path(),
+        &["NODETOOL_FAIL_TABLE=zstack_billing.price"],
+    ));
+    let err = rc::restore(&cfg, components(&sink)).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("zstack_billing.price"),
+        "{err:#}"
+    );
+    assert_eq!(open_of(&dst, "kairosdb", "data_points").len(), 2);
+    assert!(open_of(&dst, "zstack_billing", "price").is_empty());
+
+    // The rerun loads the rest, and every table holds each backed-up SSTable exactly once.
+    let report = rc::restore(&restore_config(&dst), components(&sink)).unwrap();
+    assert!(report.pending.is_empty(), "{:?}", report.pending);
+    for s in src.layout.user_tables() {
+        let d = dst.layout.table(&s.keyspace, &s.table);
+        assert_eq!(
+            fx::sstable_contents(&d.dir).unwrap(),
+            fx::sstable_contents(&s.dir).unwrap(),
+            "{}.{}",
+            s.keyspace,
+            s.table
+        );
+        assert_eq!(
+            open_of(&dst, &s.keyspace, &s.table).len(),
+            s.generations.len(),
+            "{}.{}",
+            s.keyspace,
+            s.table
+        );
+    }
+}
+
+#[test]
+fn sstables_of_formats_ma_mc_md_nb_oa_back_up_and_restore_byte_exact() {
+    // (release of the node, keyspace, table, format)
+    let cases = [
+        ("3.11.16", "fmt3", "t_ma", fx::Format::Ma),
+        ("3.11.16", "fmt3", "t_mc", fx::Format::Mc),
+        ("3.11.16", "fmt3", "t_md", fx::Format::Md),
+        ("4.1.5", "fmt4", "t_nb", fx::Format::Nb),
+        ("5.0.2", "fmt5", "t_oa", fx::Format::Oa),
+    ];
+    for (version, ks, tb, format) in cases {
+        let env = format!("NODETOOL_VERSION={version}");
+        let mut src = Node::new(30, true);
+        src.layout.add_table(ks, tb, format, 2, 20_000).unwrap();
+        let mut cfg = src.config(&[&env]);
+        cfg.keyspaces = Some(vec![ks.to_string()]);
+        let sink = MemSink::default();
+        backup(&cfg, "src", &sink).unwrap();
+        let names = sink.item_names();
+        assert!(
+            names.contains(&format!(
+                "cassandra/{ks}/{tb}/{}-1-big-Data.db",
+                format.version()
+            )),
+            "{names:?}"
+        );
+        let manifest =
+            String::from_utf8(sink.bytes_of(&format!("cassandra/{ks}/{tb}/manifest.json")))
+                .unwrap();
+        assert_eq!(
+            manifest.contains("created_at"),
+            !version.starts_with('3'),
+            "{manifest}"
+        );
+
+        let mut dst = Node::new(31, true);
+        dst.layout.add_table(ks, tb, format, 0, 0).unwrap();
+        let mut rcfg = restore_config(&dst);
+        rcfg.nodetool = rc::Nodetool::new(dst.tool(&fx::nodetool_path(), &[&env]));
+        let report = rc::restore(&rcfg, components(&sink)).unwrap();
+        assert!(report.pending.is_empty(), "{:?}", report.pending);
+        assert_eq!(
+            fx::sstable_contents(&dst.layout.table(ks, tb).dir).unwrap(),
+            fx::sstable_contents(&src.layout.table(ks, tb).dir).unwrap(),
+            "{format:?}"
+        );
+        assert_eq!(open_of(&dst, ks, tb).len(), 2);
+    }
+
+    // A 3.11 node cannot read 4.x SSTables: the plan says so and the restore refuses before
+    // placing anything.
+    let mut src = Node::new(32, true);
+    src.layout
+        .add_table("fmt4", "t_nb", fx::Format::Nb, 1, 10_000)
+        .unwrap();
+    let mut cfg = src.config(&["NODETOOL_VERSION=4.1.5"]);
+    cfg.keyspaces = Some(vec!["fmt4".into()]);
+    let sink = MemSink::default();
+    backup(&cfg, "src", &sink).unwrap();
+    let mut dst = Node::new(33, true);
+    dst.layout
+        .add_table("fmt4", "t_nb", fx::Format::Nb, 0, 0)
+        .unwrap();
+    let plan = rc::plan(&restore_config(&dst), &components(&sink)).unwrap();
+    let tp = plan.tables.iter().find(|t| t.table == "t_nb").unwrap();
+    assert!(tp.format_refused, "{plan}");
+    assert!(
+        plan.to_string()
+            .contains("format nb which Cassandra 3.11.16"),
+        "{plan}"
+    );
+    let err = rc::restore(&restore_config(&dst), components(&sink)).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("before placing anything") && msg.contains("format nb"),
+        "{msg}"
+    );
+    assert!(open_of(&dst, "fmt4", "t_nb").is_empty());
+    assert!(fx::sstable_contents(&dst.layout.table("fmt4", "t_nb").dir)
+        .unwrap()
+        .is_empty());
+    assert!(!dst.log_lines().iter().any(|l| l.contains("refresh")));
+
+    // System keyspaces are never placed, even when the backup holds them.
+    let src = Node::new(34, false);
+    let mut cfg = src.config(&[]);
+    cfg.keyspaces = Some(vec!["kairosdb".into(), "system_auth".into()]);
+    let sink = MemSink::default();
+    backup(&cfg, "src", &sink).unwrap();
+    assert!(sink
+        .item_names()
+        .iter()
+        .any(|n| n.starts_with("cassandra/system_auth/")));
+    let dst = Node::new(35, true);
+    let plan = rc::plan(&restore_config(&dst), &components(&sink)).unwrap();
+    assert!(plan.tables.iter().all(|t| t.keyspace != "system_auth"));
+    assert!(
+        plan.to_string()
+            .contains("system_auth.roles is not restored"),
+        "{plan}"
+    );
+    let report = rc::restore(&restore_config(&dst), components(&sink)).unwrap();
+    assert!(report.tables.iter().all(|t| t.keyspace == "kairosdb"));
+    assert!(
+        fx::sstable_contents(&dst.layout.table("system_auth", "roles").dir)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_leaked_mnbackup_snapshot_is_cleared_by_the_next_run() {
+    let node = Node::new(23, false);
+    // A run killed before its clearsnapshot left mnbackup-old; an operator took ops-manual.
+    for tag in ["mnbackup-old", "ops-manual"] {
+        let mut argv = node.tool(&fx::nodetool_path(), &[]);
+        argv.extend([
+            "snapshot".into(),
+            "-t".into(),
+            tag.into(),
+            "kairosdb".into(),
+        ]);
+        let out = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let dp = node.layout.table("kairosdb", "data_points");
+    assert!(dp.dir.join("snapshots/mnbackup-old").is_dir());
+    let sink = MemSink::default();
+    let summary = backup(&node.config(&[]), "new", &sink).unwrap();
+    assert_eq!(
+        summary.leaked_snapshots_cleared,
+        vec!["mnbackup-old".to_string()]
+    );
+    assert_eq!(
+        sink.info()["leaked_snapshots_cleared"],
+        serde_json::json!(["mnbackup-old"])
+    );
+    assert!(!dp.dir.join("snapshots/mnbackup-old").exists());
+    assert!(!dp.dir.join("snapshots/mnbackup-new").exists());
+    // Not ours: left alone.
+    assert!(dp.dir.join("snapshots/ops-manual").is_dir());
+    assert!(node
+        .log_lines()
+        .iter()
+        .any(|l| l.ends_with("clearsnapshot -t mnbackup-old")));
+}
+
+#[test]
+fn restored_files_keep_their_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = Node::new(24, false);
+    let t = node.layout.table("kairosdb", "row_key_index");
+    fs::set_permissions(t.data_file(1), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(
+        t.dir.join("md-1-big-Index.db"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let sink = MemSink::default();
+    backup(&node.config(&[]), "src", &sink).unwrap();
+    let dst = Node::new(87, true);
+    rc::restore(&restore_config(&dst), components(&sink)).unwrap();
+    let d = &dst.layout.table("kairosdb", "row_key_index").dir;
+    let mode_of = |suffix: &str| {
+        let f = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(suffix))
+            .unwrap();
+        fs::metadata(f).unwrap().permissions().mode() & 0o7777
+    };
+    assert_eq!(mode_of("-Data.db"), 0o640);
+    assert_eq!(mode_of("-Index.db"), 0o600);
+    let src_toc = fs::metadata(t.dir.join("md-1-big-TOC.txt"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode_of("-TOC.txt"), src_toc);
 }

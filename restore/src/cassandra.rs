@@ -411,18 +411,54 @@ pub fn display_argv(argv: &[String]) -> String {
     out.join(" ")
 }
 
+/// Default of [`set_command_timeout`]: 10 minutes (a flush or snapshot of a large node).
+pub const DEFAULT_COMMAND_TIMEOUT_SECS: u64 = 600;
+
+static COMMAND_TIMEOUT_SECS: AtomicU64 = AtomicU64::new(DEFAULT_COMMAND_TIMEOUT_SECS);
+static CANCEL_COMMANDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How long [`run_command`] lets an external command (nodetool, cqlsh) run before it kills it
+/// (`[cassandra] command_timeout_seconds`).
+pub fn set_command_timeout(secs: u64) {
+    COMMAND_TIMEOUT_SECS.store(secs.max(1), Ordering::SeqCst);
+}
+
+/// The flag that makes a running (and any later) [`run_command`] kill its command's process
+/// group and fail: set on a shutdown request (SIGTERM). Cleared with `store(false)`.
+pub fn cancel_commands_flag() -> &'static std::sync::atomic::AtomicBool {
+    &CANCEL_COMMANDS
+}
+
+/// Kill the whole process group `pgid` (the command and everything it started).
+fn kill_group(pgid: u32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
 /// Run `argv` (program and arguments), wait, and return its stdout. A program that cannot be
 /// started or exits non-zero gives an error with its stderr and `hint` (what to check).
+///
+/// The command runs in its own process group; when it runs longer than the command timeout
+/// ([`set_command_timeout`]) or a shutdown is requested ([`cancel_commands_flag`]), the whole
+/// group is killed (a hung nodetool's JVM included) and the error names the command.
 pub fn run_command(argv: &[String], hint: &str) -> Result<String> {
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
     let (prog, args) = argv
         .split_first()
         .ok_or_else(|| anyhow!("empty command line; {hint}"))?;
     let shown = display_argv(argv);
     tracing::debug!(command = %shown, "running");
-    let out = Command::new(prog)
+    let timeout = Duration::from_secs(COMMAND_TIMEOUT_SECS.load(Ordering::SeqCst));
+    let mut child = Command::new(prog)
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
         .map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 anyhow!(
@@ -433,9 +469,60 @@ pub fn run_command(argv: &[String], hint: &str) -> Result<String> {
                 anyhow!("cannot run `{shown}`: {e}. {hint}")
             }
         })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let stdout = String::from_utf8_lossy(&out.stdout);
+    let pgid = child.id();
+    let reader = |mut r: Box<dyn Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            let _ = tx.send(v);
+        });
+        rx
+    };
+    let out_rx = reader(Box::new(child.stdout.take().expect("piped stdout")));
+    let err_rx = reader(Box::new(child.stderr.take().expect("piped stderr")));
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) => {}
+            Err(e) => {
+                kill_group(pgid);
+                let _ = child.wait();
+                bail!("waiting for `{shown}`: {e}");
+            }
+        }
+        let cancelled = CANCEL_COMMANDS.load(Ordering::SeqCst);
+        if cancelled || start.elapsed() >= timeout {
+            kill_group(pgid);
+            let _ = child.wait();
+            if cancelled {
+                bail!(
+                    "`{shown}` was stopped by a shutdown request (SIGTERM) after {:.1}s; it and \
+                     its child processes were killed",
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            bail!(
+                "`{shown}` did not finish within {}s and was killed (with its child processes). \
+                 Raise [cassandra] command_timeout_seconds if the node is just slow. {hint}",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Output: a process the command left behind may hold the pipes; do not wait for it forever.
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| {
+            kill_group(pgid);
+            rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default()
+        })
+    };
+    let stdout = collect(out_rx);
+    let stderr = collect(err_rx);
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
+        let stdout = String::from_utf8_lossy(&stdout);
         let mut detail = stderr.trim().to_string();
         if detail.is_empty() {
             detail = stdout.trim().to_string();
@@ -443,13 +530,13 @@ pub fn run_command(argv: &[String], hint: &str) -> Result<String> {
         if detail.len() > 4000 {
             detail = format!("{}…", detail.chars().take(4000).collect::<String>());
         }
-        let status = match out.status.code() {
+        let status = match status.code() {
             Some(c) => format!("exit status {c}"),
             None => "killed by a signal".to_string(),
         };
         bail!("`{shown}` failed ({status}): {detail}\n{hint}");
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
 /// Where the JMX password comes from.
@@ -608,6 +695,8 @@ pub struct RestoreComponent<'a> {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
+    /// Permission bits as backed up (`0o640`); None: the restore's default (0644).
+    pub mode: Option<u32>,
     /// Opens the bytes.
     pub open: OpenFn<'a>,
 }
@@ -640,6 +729,7 @@ impl<'a> RestoreComponent<'a> {
             table: table.to_string(),
             name: name.to_string(),
             size,
+            mode: None,
             open,
         })
     }
@@ -844,6 +934,12 @@ pub struct TablePlan {
     pub dest_dir: Option<PathBuf>,
     /// Other directories of the same table (left by a dropped and recreated table).
     pub other_dirs: Vec<PathBuf>,
+    /// The table is not restored: why, and what to do (e.g. its live directory cannot be told).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// Refused because the node's release cannot read the SSTables' format: the whole restore
+    /// is refused before anything is placed.
+    pub format_refused: bool,
     /// The table is missing and is created from the backup's `schema.cql` or `keyspace.cql`
     /// (through cqlsh).
     pub creates_table: bool,
@@ -1013,7 +1109,141 @@ fn group_inputs(
     Ok((out, ks_cql))
 }
 
-/// The live directories of table `ks.table` under `data_dir`, newest first.
+/// The table id of `ks.table` from the node's schema (`system_schema.tables`, Cassandra 3.0+)
+/// through `cqlsh -e`, as 32 hex digits (the suffix of the live directory's name); None when the
+/// table does not exist.
+pub fn schema_table_id(cqlsh: &[String], ks: &str, table: &str) -> Result<Option<String>> {
+    let mut argv = cqlsh.to_vec();
+    argv.extend([
+        "-e".to_string(),
+        format!(
+            "SELECT id FROM system_schema.tables WHERE keyspace_name = '{ks}' AND table_name = \
+             '{table}'"
+        ),
+    ]);
+    let out = run_command(
+        &argv,
+        "Check that Cassandra is running and accepts CQL (port 9042), and the cqlsh command and \
+         credentials in [cassandra] cqlsh.",
+    )
+    .with_context(|| format!("reading the table id of {ks}.{table} from system_schema.tables"))?;
+    for line in out.lines() {
+        let w = line.trim();
+        let is_uuid = w.len() == 36
+            && w.bytes().enumerate().all(|(i, b)| {
+                if matches!(i, 8 | 13 | 18 | 23) {
+                    b == b'-'
+                } else {
+                    b.is_ascii_hexdigit()
+                }
+            });
+        if is_uuid {
+            return Ok(Some(w.replace('-', "").to_ascii_lowercase()));
+        }
+        if w.starts_with("(0 rows)") {
+            return Ok(None);
+        }
+    }
+    bail!(
+        "cannot read the table id of {ks}.{table}: cqlsh printed neither an id nor \"(0 rows)\" \
+         ({:?}); check [cassandra] cqlsh",
+        out.trim().chars().take(300).collect::<String>()
+    )
+}
+
+/// Cassandra's own keyspaces (`system`, `system_schema`, `system_auth`, …, `dse_*`): they hold
+/// the node's identity, tokens and schema and are never placed into a live node.
+pub fn is_system_keyspace(ks: &str) -> bool {
+    ks.starts_with("system") || ks.starts_with("dse_")
+}
+
+/// Whether a Cassandra release of major version `major` reads SSTable format `version`
+/// (BigFormat/BtiFormat `isCompatible`: 3.x reads 2.1's `ka` onwards, 4.x and 5.0 read 3.0's
+/// `ma` onwards); None for a release this table does not know.
+pub fn release_reads(major: u32, version: &str) -> Option<bool> {
+    if version.len() != 2 {
+        return None;
+    }
+    let at_least = |min: &str| version >= min;
+    match major {
+        2 => Some(matches!(version, "jb" | "ka" | "la")),
+        3 => Some(at_least("ka") && !at_least("n")),
+        4 => Some(at_least("ma") && !at_least("o")),
+        5 => Some(at_least("ma") && !at_least("p") || version == "da"),
+        _ => None,
+    }
+}
+
+/// The release of the node (`nodetool version`: `ReleaseVersion: 3.11.16`).
+pub fn node_release(nodetool: &Nodetool) -> Result<String> {
+    let out = nodetool
+        .run(&["version"])
+        .context("asking the node its Cassandra release (`nodetool version`)")?;
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("ReleaseVersion:"))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| {
+            anyhow!(
+                "`nodetool version` printed no ReleaseVersion ({:?})",
+                out.trim()
+            )
+        })
+}
+
+/// Where table `ks.table` lives on the node.
+#[derive(Debug, Clone)]
+enum Live {
+    /// The live directory (from the schema's table id, or the only directory there is).
+    Dir(PathBuf),
+    /// The table does not exist.
+    Missing,
+    /// It cannot be determined safely: why, and what to do.
+    Unknown(String),
+}
+
+/// The live directory of `ks.table`: from the schema's table id when cqlsh is configured (a
+/// dropped and re-created table leaves its old directory on disk, so modification times prove
+/// nothing), else the only directory of the table; several directories without cqlsh cannot be
+/// told apart and are refused.
+fn live_dir(cfg: &CassandraRestoreConfig, ks: &str, table: &str, dirs: &[PathBuf]) -> Result<Live> {
+    if let Some(cqlsh) = &cfg.cqlsh {
+        return Ok(match schema_table_id(cqlsh, ks, table)? {
+            None => Live::Missing,
+            Some(id) => {
+                let dir = cfg.data_dir.join(ks).join(format!("{table}-{id}"));
+                if dir.is_dir() {
+                    Live::Dir(dir)
+                } else {
+                    Live::Unknown(format!(
+                        "{ks}.{table}: the schema gives table id {id}, but its directory {} does \
+                         not exist: is {} the node's data_file_directories (cassandra.yaml)? Not \
+                         restored; fix [cassandra] data_dirs (or --cassandra-data-dir) and run \
+                         the restore again",
+                        dir.display(),
+                        cfg.data_dir.display()
+                    ))
+                }
+            }
+        });
+    }
+    Ok(match dirs {
+        [] => Live::Missing,
+        [one] => Live::Dir(one.clone()),
+        many => Live::Unknown(format!(
+            "{ks}.{table}: {} directories exist ({}); one is left by a dropped table and only \
+             the table id in the schema tells which is live. Not restored: configure [cassandra] \
+             cqlsh so the restore can read `SELECT id FROM system_schema.tables`, or move the \
+             dead directory away, then run the restore again",
+            many.len(),
+            many.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    })
+}
+
+/// Every directory of table `ks.table` under `data_dir` (live and dead ones), sorted by name.
 pub fn find_table_dirs(data_dir: &Path, ks: &str, table: &str) -> Result<Vec<PathBuf>> {
     let ks_dir = data_dir.join(ks);
     let rd = match fs::read_dir(&ks_dir) {
@@ -1029,14 +1259,10 @@ pub fn find_table_dirs(data_dir: &Path, ks: &str, table: &str) -> Result<Vec<Pat
         if split_table_dir(name).0 != table || !e.file_type()?.is_dir() {
             continue;
         }
-        let mtime = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .unwrap_or(UNIX_EPOCH);
-        found.push((mtime, e.path()));
+        found.push(e.path());
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    Ok(found.into_iter().map(|(_, p)| p).collect())
+    found.sort();
+    Ok(found)
 }
 
 fn build_plan(
@@ -1055,19 +1281,87 @@ fn build_plan(
             cfg.data_dir.display()
         ));
     }
-    for t in inputs {
-        let dirs = find_table_dirs(&cfg.data_dir, &t.keyspace, &t.table)?;
-        let table_dir = dirs.first().cloned();
-        let other_dirs: Vec<PathBuf> = dirs.iter().skip(1).cloned().collect();
-        if !other_dirs.is_empty() {
+    // The node's release decides which SSTable formats it reads.
+    let release = match node_release(&cfg.nodetool) {
+        Ok(r) => Some(r),
+        Err(e) => {
             plan.notes.push(format!(
-                "{}.{} has {} directories; using the newest, {} (the others are usually left by \
-                 a dropped table; check with `SELECT id FROM system_schema.tables` if in doubt)",
+                "the SSTable formats could not be checked against the node's Cassandra release: \
+                 {e:#}"
+            ));
+            None
+        }
+    };
+    let major: Option<u32> = release
+        .as_deref()
+        .and_then(|r| r.split('.').next())
+        .and_then(|m| m.parse().ok());
+    for t in inputs {
+        if is_system_keyspace(&t.keyspace) {
+            plan.notes.push(format!(
+                "{}.{} is not restored: Cassandra's own keyspaces (system*) hold the node's \
+                 identity, tokens and schema; placing them into a live node would corrupt it",
+                t.keyspace, t.table
+            ));
+            continue;
+        }
+        let unreadable: BTreeSet<String> = t
+            .files
+            .iter()
+            .filter_map(|(n, _)| SstableFile::parse(n.rsplit('/').next().unwrap_or(n)))
+            .map(|s| s.version)
+            .filter(|v| major.and_then(|m| release_reads(m, v)) == Some(false))
+            .collect();
+        let format_refusal = (!unreadable.is_empty()).then(|| {
+            format!(
+                "{}.{}: its SSTables are of format {} which Cassandra {} on this node cannot \
+                 read; nothing is placed. Restore onto a node of the release that wrote them \
+                 (then upgrade it and run `nodetool upgradesstables`), or convert them with \
+                 `sstableupgrade` first",
                 t.keyspace,
                 t.table,
-                dirs.len(),
-                dirs[0].display()
+                unreadable.iter().cloned().collect::<Vec<_>>().join(", "),
+                release.as_deref().unwrap_or("?")
+            )
+        });
+        let dirs = find_table_dirs(&cfg.data_dir, &t.keyspace, &t.table)?;
+        let (table_dir, mut refused) = match live_dir(cfg, &t.keyspace, &t.table, &dirs)? {
+            Live::Dir(d) => (Some(d), None),
+            Live::Missing => (None, None),
+            Live::Unknown(why) => (None, Some(why)),
+        };
+        let format_refused = format_refusal.is_some();
+        if format_refused {
+            refused = format_refusal;
+        }
+        let other_dirs: Vec<PathBuf> = dirs
+            .iter()
+            .filter(|d| Some(*d) != table_dir.as_ref())
+            .cloned()
+            .collect();
+        if refused.is_none() && !other_dirs.is_empty() {
+            plan.notes.push(format!(
+                "{}.{}: {} is {}; not used: {} (left by a dropped table)",
+                t.keyspace,
+                t.table,
+                match &table_dir {
+                    Some(d) => d.display().to_string(),
+                    None => "the table (to be created)".to_string(),
+                },
+                if table_dir.is_some() {
+                    "the live directory (table id from system_schema.tables)"
+                } else {
+                    "missing from the schema"
+                },
+                other_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
+        }
+        if let Some(why) = &refused {
+            plan.notes.push(format!("REFUSED {why}"));
         }
         let keyspace_missing = !cfg.data_dir.join(&t.keyspace).is_dir();
         let dest_dir = if cfg.use_import {
@@ -1095,9 +1389,12 @@ fn build_plan(
             });
         }
         let mut commands = Vec::new();
-        let from_keyspace_cql =
-            table_dir.is_none() && keyspace_missing && ks_cql.contains(&t.keyspace);
-        let creates_table = table_dir.is_none() && (t.has_schema || from_keyspace_cql);
+        let from_keyspace_cql = refused.is_none()
+            && table_dir.is_none()
+            && keyspace_missing
+            && ks_cql.contains(&t.keyspace);
+        let creates_table =
+            refused.is_none() && table_dir.is_none() && (t.has_schema || from_keyspace_cql);
         let cqlsh = cfg
             .cqlsh
             .as_ref()
@@ -1123,7 +1420,7 @@ fn build_plan(
                 t.keyspace, t.table
             ));
         }
-        if table_dir.is_none() && !creates_table {
+        if table_dir.is_none() && !creates_table && refused.is_none() {
             plan.notes.push(format!(
                 "{}.{} does not exist on this node and the backup has no schema.cql for it \
                  (Cassandra before 3.0 does not write one): create the table first (start the \
@@ -1152,6 +1449,8 @@ fn build_plan(
             table_dir,
             dest_dir,
             other_dirs,
+            refused,
+            format_refused,
             creates_table,
             keyspace_missing,
             from_keyspace_cql,
@@ -1180,6 +1479,119 @@ pub fn plan(
 ) -> Result<CassandraPlan> {
     let (inputs, ks_cql) = group_inputs(&metadata_of(components))?;
     build_plan(cfg, &inputs, &ks_cql)
+}
+
+/// `<sub/>stem` of an SSTable component name (`.idx/md-1-big` for `.idx/md-1-big-Data.db`).
+fn stem_key(name: &str) -> Option<String> {
+    let (sub, base) = match name.rsplit_once('/') {
+        Some((d, b)) => (format!("{d}/"), b),
+        None => (String::new(), name),
+    };
+    SstableFile::parse(base).map(|s| format!("{sub}{}", s.stem))
+}
+
+/// The name of component `sf` under generation `gen`.
+fn with_generation(sf: &SstableFile, gen: u64) -> String {
+    match &sf.format {
+        Some(fmt) => format!("{}-{gen}-{fmt}-{}", sf.version, sf.component),
+        // 2.x: <ks>-<table>-<version>-<generation>: keep what precedes the generation.
+        None => {
+            let prefix = sf.stem.rsplit_once('-').map(|(p, _)| p).unwrap_or(&sf.stem);
+            format!("{prefix}-{gen}-{}", sf.component)
+        }
+    }
+}
+
+/// The highest numeric SSTable generation in `dir` (0 when none or no such directory).
+fn max_generation(dir: &Path) -> Result<u64> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut max = 0;
+    for e in rd {
+        let e = e.with_context(|| format!("listing {}", dir.display()))?;
+        if let Some(sf) = e.file_name().to_str().and_then(SstableFile::parse) {
+            if let Ok(g) = sf.generation.parse::<u64>() {
+                max = max.max(g);
+            }
+        }
+    }
+    Ok(max)
+}
+
+/// New names for the components `names` (relative to `dest_dir`): every SSTable with a numeric
+/// generation gets one above the highest in its destination directory, in the backed-up order,
+/// so no name collides with the node's own SSTables. 5.0's time-based ids are unique already
+/// and keep their names.
+fn fresh_names(dest_dir: &Path, names: &[String]) -> Result<BTreeMap<String, String>> {
+    // per directory ("" or ".idx"): backed-up numeric generations, ascending
+    let mut gens: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for n in names {
+        let (sub, base) = n.rsplit_once('/').unwrap_or(("", n));
+        if let Some(g) = SstableFile::parse(base).and_then(|s| s.generation.parse::<u64>().ok()) {
+            gens.entry(sub.to_string()).or_default().insert(g);
+        }
+    }
+    let mut map_gen: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    for (sub, set) in &gens {
+        let base = max_generation(&dest_dir.join(sub))?;
+        for (i, g) in set.iter().enumerate() {
+            map_gen.insert((sub.clone(), *g), base + 1 + i as u64);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for n in names {
+        let (sub, base) = n.rsplit_once('/').unwrap_or(("", n));
+        let Some(sf) = SstableFile::parse(base) else {
+            continue;
+        };
+        let Ok(g) = sf.generation.parse::<u64>() else {
+            continue;
+        };
+        let new_base = with_generation(&sf, map_gen[&(sub.to_string(), g)]);
+        let new = if sub.is_empty() {
+            new_base
+        } else {
+            format!("{sub}/{new_base}")
+        };
+        out.insert(n.clone(), new);
+    }
+    Ok(out)
+}
+
+/// True when `dir` holds a `*-Data.db` of `size` bytes whose BLAKE3 is `hash`.
+fn has_data_content(dir: &Path, size: u64, hash: &blake3::Hash) -> Result<bool> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    for e in rd {
+        let e = e.with_context(|| format!("listing {}", dir.display()))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') || !name.ends_with("-Data.db") {
+            continue;
+        }
+        let md = e.metadata()?;
+        if md.is_file() && md.len() == size && blake3_file(&e.path())? == *hash {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Remove `dir` and its subdirectories when they hold no file.
+fn remove_empty_dirs(dir: &Path) -> io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            remove_empty_dirs(&e.path())?;
+        }
+    }
+    fs::remove_dir(dir)
 }
 
 /// Removes the listed files on drop unless disarmed.
@@ -1350,6 +1762,18 @@ pub fn restore(
 ) -> Result<CassandraRestoreReport> {
     let (inputs, ks_cql) = group_inputs(&metadata_of(&components))?;
     let mut plan = build_plan(cfg, &inputs, &ks_cql)?;
+    let unreadable: Vec<String> = plan
+        .tables
+        .iter()
+        .filter(|t| t.format_refused)
+        .filter_map(|t| t.refused.clone())
+        .collect();
+    if !unreadable.is_empty() {
+        bail!(
+            "refusing the Cassandra restore before placing anything: {}",
+            unreadable.join("; ")
+        );
+    }
     let mut report = CassandraRestoreReport {
         notes: plan.notes.clone(),
         ..Default::default()
@@ -1362,6 +1786,14 @@ pub fn restore(
         files: Vec<RestoreComponent<'a>>,
     }
     let mut buckets: BTreeMap<(String, String), Bucket<'_>> = BTreeMap::new();
+    // Backed-up permission bits by (keyspace, table, name).
+    let modes: BTreeMap<(String, String, String), u32> = components
+        .iter()
+        .filter_map(|c| {
+            c.mode
+                .map(|m| ((c.keyspace.clone(), c.table.clone(), c.name.clone()), m))
+        })
+        .collect();
     let mut keyspace_cql: BTreeMap<String, String> = BTreeMap::new();
     for c in components {
         if c.table.is_empty() {
@@ -1400,6 +1832,10 @@ pub fn restore(
     let mut created_keyspaces = BTreeSet::new();
     let mut need_schema = Vec::new();
     for tp in &plan.tables {
+        if let Some(why) = &tp.refused {
+            report.pending.push(why.clone());
+            continue;
+        }
         if tp.table_dir.is_some() {
             continue;
         }
@@ -1458,14 +1894,16 @@ pub fn restore(
                 )?;
                 for (ks, table) in &need_schema {
                     let dirs = find_table_dirs(&cfg.data_dir, ks, table)?;
-                    let Some(dir) = dirs.first() else {
-                        bail!(
-                            "cqlsh created {ks}.{table}, but no directory {}/{ks}/{table}-<id> \
-                             appeared: is {} the node's data_file_directories?",
-                            cfg.data_dir.display(),
-                            cfg.data_dir.display()
-                        );
+                    let dir = match live_dir(cfg, ks, table, &dirs)? {
+                        Live::Dir(d) => d,
+                        Live::Missing => bail!(
+                            "cqlsh ran the CREATE statements, but {ks}.{table} is still not in the \
+                             schema (system_schema.tables); check the statements in the cqlsh \
+                             output and the node's log"
+                        ),
+                        Live::Unknown(why) => bail!("{why}"),
                     };
+                    let dir = &dir;
                     let tp = plan
                         .tables
                         .iter_mut()
@@ -1517,8 +1955,43 @@ pub fn restore(
             continue;
         };
         let key = (tp.keyspace.clone(), tp.table.clone());
-        let bucket = buckets.remove(&key).expect("bucket of a planned table");
+        let mut bucket = buckets.remove(&key).expect("bucket of a planned table");
         let label = format!("{}.{}", tp.keyspace, tp.table);
+
+        // Cassandra renames every SSTable it loads to a fresh generation, so the backed-up
+        // generation numbers may be taken by the application's own SSTables: place each SSTable
+        // under a generation that is free in its destination directory.
+        let names: Vec<String> = bucket
+            .digests
+            .keys()
+            .cloned()
+            .chain(bucket.files.iter().map(|c| c.name.clone()))
+            .collect();
+        let renames = fresh_names(dest_dir, &names)?;
+        let rename = |n: &str| renames.get(n).cloned().unwrap_or_else(|| n.to_string());
+        let mode_of: BTreeMap<String, u32> = names
+            .iter()
+            .filter_map(|n| {
+                modes
+                    .get(&(tp.keyspace.clone(), tp.table.clone(), n.clone()))
+                    .map(|m| (rename(n), *m))
+            })
+            .collect();
+        let set_mode = |s: &StagedFile, name: &str| -> Result<()> {
+            if let Some(m) = mode_of.get(name) {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&s.tmp, fs::Permissions::from_mode(m & 0o7777))
+                    .with_context(|| format!("setting the mode of {}", s.tmp.display()))?;
+            }
+            Ok(())
+        };
+        bucket.digests = std::mem::take(&mut bucket.digests)
+            .into_iter()
+            .map(|(n, t)| (rename(&n), t))
+            .collect();
+        for c in &mut bucket.files {
+            c.name = rename(&c.name);
+        }
 
         // Expected digests by SSTable (stem within its directory).
         let mut expected: BTreeMap<String, ExpectedDigest> = BTreeMap::new();
@@ -1534,7 +2007,8 @@ pub fn restore(
 
         create_dir_owned(dest_dir, owner)?;
         let mut cleanup = Cleanup(Vec::new());
-        let mut staged = Vec::new();
+        // (staged file, "<sub/>stem" of its SSTable, whether it is the Data.db)
+        let mut staged: Vec<(StagedFile, Option<String>, bool)> = Vec::new();
         let mut verified = 0;
         // Digest components first (from memory), then the streamed files.
         for (name, text) in &bucket.digests {
@@ -1548,7 +2022,8 @@ pub fn restore(
                 &format!("{label} {name}"),
                 &mut cleanup,
             )?;
-            staged.push(s);
+            set_mode(&s, name)?;
+            staged.push((s, stem_key(name), false));
         }
         for c in bucket.files {
             let dest = dest_dir.join(&c.name);
@@ -1586,13 +2061,32 @@ pub fn restore(
                 }
                 verified += 1;
             }
-            staged.push(s);
+            let is_data = sf.as_ref().is_some_and(|s| s.is_data());
+            set_mode(&s, &c.name)?;
+            staged.push((s, stem_key(&c.name), is_data));
+        }
+
+        // An SSTable whose Data.db is already in the live directory (same size and content,
+        // under whatever generation Cassandra gave it) was loaded by an earlier run: it is not
+        // placed again, so a rerun never loads a table twice.
+        let mut already: BTreeSet<String> = BTreeSet::new();
+        for (s, key, is_data) in &staged {
+            if let (true, Some(key)) = (*is_data, key) {
+                let sub = key.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                if has_data_content(&table_dir.join(sub), s.size, &s.blake3)? {
+                    already.insert(key.clone());
+                }
+            }
         }
 
         // Never overwrite: an existing file of the same name must be identical.
         let mut present = 0;
         let mut to_link = Vec::new();
-        for s in staged {
+        for (s, key, is_data) in staged {
+            if key.as_ref().is_some_and(|k| already.contains(k)) {
+                present += 1;
+                continue;
+            }
             if s.dest.symlink_metadata().is_ok() {
                 let same = fs::metadata(&s.dest).map(|m| m.len()).ok() == Some(s.size)
                     && blake3_file(&s.dest)? == s.blake3;
@@ -1607,13 +2101,13 @@ pub fn restore(
                 }
                 present += 1;
             } else {
-                to_link.push(s);
+                to_link.push((s, key, is_data));
             }
         }
         let mut written = 0;
         let mut bytes = 0;
         let mut dirs_to_sync = BTreeSet::new();
-        for s in &to_link {
+        for (s, _, _) in &to_link {
             // link(2) fails when the name exists: an atomic rename that never replaces.
             fs::hard_link(&s.tmp, &s.dest).with_context(|| {
                 format!(
@@ -1635,22 +2129,69 @@ pub fn restore(
             fsync_dir(d)?;
         }
 
-        let loaded_with = if cfg.use_import {
+        let (loaded_with, command) = if cfg.use_import {
+            let dir = dest_dir.display().to_string();
             cfg.nodetool
-                .run(&[
-                    "import",
-                    &tp.keyspace,
-                    &tp.table,
-                    &dest_dir.display().to_string(),
-                ])
+                .run(&["import", &tp.keyspace, &tp.table, &dir])
                 .with_context(|| format!("loading the restored SSTables of {label}"))?;
-            "import"
+            (
+                "import",
+                format!("nodetool import {} {} {dir}", tp.keyspace, tp.table),
+            )
         } else {
             cfg.nodetool
                 .run(&["refresh", &tp.keyspace, &tp.table])
                 .with_context(|| format!("loading the restored SSTables of {label}"))?;
-            "refresh"
+            (
+                "refresh",
+                format!("nodetool refresh {} {}", tp.keyspace, tp.table),
+            )
         };
+
+        // Prove the load: Cassandra renames every SSTable it loads, so nothing placed may be
+        // left under its placed name, and every placed Data.db must now be in the live
+        // directory (by size and content).
+        let left: Vec<String> = to_link
+            .iter()
+            .filter(|(s, _, _)| s.dest.symlink_metadata().is_ok())
+            .map(|(s, _, _)| s.dest.display().to_string())
+            .collect();
+        if !left.is_empty() {
+            bail!(
+                "`{command}` succeeded, but Cassandra did not load {} of the {} files placed for \
+                 {label} (they are still under their placed names: {}); the table is NOT \
+                 restored. Check Cassandra's system.log for why (an SSTable version it cannot \
+                 read, a wrong owner or mode, another data directory), then run the restore again",
+                left.len(),
+                to_link.len(),
+                left.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        for (s, key, is_data) in &to_link {
+            if !is_data {
+                continue;
+            }
+            let sub = key
+                .as_deref()
+                .and_then(|k| k.rsplit_once('/'))
+                .map(|(d, _)| d)
+                .unwrap_or("");
+            if !has_data_content(&table_dir.join(sub), s.size, &s.blake3)? {
+                bail!(
+                    "`{command}` succeeded, but the SSTable placed as {} is not in the live \
+                     directory {} afterwards; the table {label} is NOT restored. Check that {} is \
+                     the directory of the table the node serves and Cassandra's system.log, then \
+                     run the restore again",
+                    s.dest.display(),
+                    table_dir.join(sub).display(),
+                    table_dir.display()
+                );
+            }
+        }
+        if cfg.use_import {
+            // The staging directory of this table is empty now (import moved everything).
+            let _ = remove_empty_dirs(dest_dir);
+        }
         report.tables.push(TableReport {
             keyspace: tp.keyspace.clone(),
             table: tp.table.clone(),
@@ -1809,6 +2350,22 @@ mod tests {
         assert_eq!((c.keyspace.as_str(), c.table.as_str()), ("ks", ""));
         assert_eq!(c.name, KEYSPACE_CQL);
         assert!(RestoreComponent::from_item_name("cassandra/ks/other", 1, open()).is_none());
+    }
+
+    #[test]
+    fn releases_read_the_sstable_formats_cassandra_reads() {
+        assert_eq!(release_reads(3, "ka"), Some(true));
+        assert_eq!(release_reads(3, "md"), Some(true));
+        assert_eq!(release_reads(3, "nb"), Some(false));
+        assert_eq!(release_reads(4, "ka"), Some(false));
+        assert_eq!(release_reads(4, "mc"), Some(true));
+        assert_eq!(release_reads(4, "nb"), Some(true));
+        assert_eq!(release_reads(4, "oa"), Some(false));
+        assert_eq!(release_reads(5, "oa"), Some(true));
+        assert_eq!(release_reads(5, "da"), Some(true));
+        assert_eq!(release_reads(5, "la"), Some(false));
+        assert_eq!(release_reads(9, "zz"), None);
+        assert!(is_system_keyspace("system_schema") && !is_system_keyspace("kairosdb"));
     }
 
     #[test]

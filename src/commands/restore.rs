@@ -840,7 +840,15 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
     // Cassandra.
     if !cass_items.is_empty() {
         match restore_cassandra(ctx, &repo, &cass_items, &journal) {
-            Ok(r) => report.steps.push(r),
+            Ok(r) => {
+                if r.status == StepStatus::Failed {
+                    failures.push(format!(
+                        "Cassandra is NOT fully restored: {}",
+                        r.note.clone().unwrap_or_default()
+                    ));
+                }
+                report.steps.push(r)
+            }
             Err(e) => return Err(e.context("restoring Cassandra (MariaDB and files are restored; rerun the same command to finish)")),
         }
     } else if args.no_cassandra && m.sources.contains_key("cassandra") {
@@ -1281,6 +1289,21 @@ fn preflight(
              (data_dirs, nodetool); add it, or skip Cassandra with --no-cassandra",
         ));
     }
+    if let (true, false, Some(cc)) = (
+        m.sources.contains_key("cassandra"),
+        args.no_cassandra,
+        ctx.config.cassandra.as_ref(),
+    ) {
+        // Checked before anything is restored: a bad [cassandra] found only after MariaDB and
+        // the files were replaced leaves a half-restored node.
+        if let Err(e) = cc.restore_config(None) {
+            checks.push(Check::new(
+                "cassandra",
+                CheckStatus::Fail,
+                format!("{e:#} (or skip Cassandra with --no-cassandra)"),
+            ));
+        }
+    }
     Ok(Preflight {
         checks,
         to_replace,
@@ -1647,15 +1670,23 @@ fn restore_cassandra(
                 total: 0,
             }) as Box<dyn Read>)
         });
-        if let Some(c) =
+        if let Some(mut c) =
             mnbackup_restore::cassandra::RestoreComponent::from_item_name(&i.name, i.size, open)
         {
+            c.mode = i.meta.as_ref().map(|m| m.mode);
             comps.push(c);
         }
     }
     let r = mnbackup_restore::cassandra::restore(&rcfg, comps)?;
-    journal.lock().expect("journal").mark_step("cassandra")?;
-    let mut s = StepReport::new("cassandra", StepStatus::Done);
+    // A table left pending is not restored: the step is not done (a rerun finishes it; tables
+    // already loaded are recognised by content and not loaded twice).
+    let status = if r.pending.is_empty() {
+        journal.lock().expect("journal").mark_step("cassandra")?;
+        StepStatus::Done
+    } else {
+        StepStatus::Failed
+    };
+    let mut s = StepReport::new("cassandra", status);
     s.items = r
         .tables
         .iter()

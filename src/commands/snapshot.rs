@@ -2,8 +2,10 @@
 //!
 //! Order: lock the repository (exclusive), clean leftovers of interrupted runs, pick the parent
 //! (the latest snapshot that loads), run the sources (MariaDB first, at its consistent point;
-//! then Cassandra; then files), commit the manifest. Any error aborts: the objects this run
-//! added are removed and no snapshot is committed.
+//! then Cassandra; then files), commit the manifest. Each source succeeds or fails on its own:
+//! a failed source is left out and recorded as a gap (the run exits 10, incomplete). A
+//! cancellation or an error of the repository itself aborts: the objects this run added are
+//! removed and no snapshot is committed.
 
 use std::sync::Arc;
 
@@ -160,73 +162,166 @@ impl crate::source::ItemSink for CancellableSink {
     fn gap(&self, gap: crate::model::Gap) {
         self.inner.gap(gap)
     }
+    fn retract(&self, name: &str) -> bool {
+        self.inner.retract(name)
+    }
+    fn parent_source_info(&self, source: &str) -> Option<serde_json::Value> {
+        self.inner.parent_source_info(source)
+    }
+    fn put_unchanged(&self, spec: crate::source::ItemSpec, size: u64) -> Result<bool> {
+        self.check()?;
+        self.inner.put_unchanged(spec, size)
+    }
 }
 
+/// True for an error of the repository itself (out of space, lock lost, no repository): such an
+/// error aborts the whole snapshot, whatever source was running.
+fn is_pool_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<crate::error::MnError>(),
+            Some(
+                crate::error::MnError::NoSpace(_)
+                    | crate::error::MnError::Locked(_)
+                    | crate::error::MnError::NoRepo(_)
+            )
+        ) || c
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(crate::error::is_no_space)
+    })
+}
+
+/// What an operator does when a whole source failed.
+fn source_fix(source: &str) -> &'static str {
+    match source {
+        "mariadb" => {
+            "make MariaDB reachable with the [mariadb] settings (`mnbackup check` says what is \
+             wrong), then take a new snapshot"
+        }
+        "cassandra" => {
+            "check Cassandra (`nodetool status`, its system.log) and the [cassandra] settings \
+             against the error, then take a new snapshot"
+        }
+        _ => "fix the error (a path, permissions), then take a new snapshot",
+    }
+}
+
+/// Run the sources, each on its own: a source that fails (its server down, a command failing,
+/// a damaged input) is left out of the snapshot and recorded as a gap (kind `source`), and the
+/// others are committed. A cancellation or an error of the repository itself (out of space,
+/// lock lost, storing failed) aborts the whole snapshot.
 fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) -> Result<()> {
     let cfg = &ctx.config;
     let cancelled = || {
         req.cancel
             .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
     };
+    let isolate = |source: &str, prefix: &str, r: Result<()>| -> Result<()> {
+        let Err(e) = r else {
+            return Ok(());
+        };
+        if cancelled() || writer.pool_failed() || is_pool_error(&e) {
+            return Err(e);
+        }
+        let dropped = writer.forget_source(source, prefix);
+        tracing::error!(
+            "{source}: {e:#}; the {source} part is left out of this snapshot ({dropped} items \
+             it had stored are dropped), the other sources go on"
+        );
+        crate::source::ItemSink::gap(
+            writer.as_ref(),
+            crate::model::Gap::new(source, "source", format!("{e:#}")).fix(source_fix(source)),
+        );
+        Ok(())
+    };
     if !req.only_files {
         if let Some(m) = &cfg.mariadb {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            // Cancellable between tables and pieces: once `req.cancel` is set, the sink refuses
-            // the next item, and the dump stops with that error.
-            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let sink: Arc<dyn crate::source::ItemSink> = Arc::new(CancellableSink {
-                inner: writer.clone(),
-                stop: stop.clone(),
-            });
-            let summary = rt.block_on(async {
-                let watch = async {
-                    while !cancelled() {
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let r = (|| -> Result<()> {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the async runtime")?;
+                // Cancellable between tables and pieces: once `req.cancel` is set, the sink
+                // refuses the next item, and the dump stops with that error.
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let sink: Arc<dyn crate::source::ItemSink> = Arc::new(CancellableSink {
+                    inner: writer.clone(),
+                    stop: stop.clone(),
+                });
+                let summary = rt.block_on(async {
+                    let watch = async {
+                        while !cancelled() {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                        std::future::pending::<()>().await
+                    };
+                    tokio::select! {
+                        r = sources::mariadb::backup(m, sink) => r,
+                        () = watch => unreachable!("the watch never ends"),
                     }
-                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-                    std::future::pending::<()>().await
-                };
-                tokio::select! {
-                    r = sources::mariadb::backup(m, sink) => r,
-                    () = watch => unreachable!("the watch never ends"),
-                }
-            })?;
-            tracing::info!(
-                "mariadb: {} databases, {} tables, {} rows in {} items ({}); commits were \
-                 blocked {} ms; {:.1}s",
-                summary.databases,
-                summary.tables,
-                summary.rows,
-                summary.items,
-                bytes(summary.bytes),
-                summary.block_ms,
-                summary.duration_ms as f64 / 1000.0
-            );
+                })?;
+                tracing::info!(
+                    "mariadb: {} databases, {} tables, {} rows in {} items ({}); commits were \
+                     blocked {} ms; {:.1}s",
+                    summary.databases,
+                    summary.tables,
+                    summary.rows,
+                    summary.items,
+                    bytes(summary.bytes),
+                    summary.block_ms,
+                    summary.duration_ms as f64 / 1000.0
+                );
+                Ok(())
+            })();
+            isolate("mariadb", "mariadb/", r)?;
         }
         if cancelled() {
             anyhow::bail!("cancelled by a shutdown request (SIGTERM) between two sources");
         }
         if let Some(c) = &cfg.cassandra {
-            let summary = sources::cassandra::backup(c, &writer.id, writer.as_ref())?;
-            tracing::info!(
-                "cassandra: {} keyspaces, {} tables, {} SSTables ({} files, {}); {} digests \
-                 checked; snapshot {} {}",
-                summary.keyspaces.len(),
-                summary.tables,
-                summary.sstables,
-                summary.files,
-                bytes(summary.bytes),
-                summary.digests_checked,
-                summary.tag,
-                if summary.snapshot_cleared {
-                    "cleared"
-                } else {
-                    "NOT cleared (run `nodetool clearsnapshot`)"
+            // A shutdown request kills a running nodetool/cqlsh (its whole process group).
+            let stop = mnbackup_restore::cassandra::cancel_commands_flag();
+            stop.store(false, std::sync::atomic::Ordering::SeqCst);
+            let done = std::sync::atomic::AtomicBool::new(false);
+            let r = std::thread::scope(|sc| {
+                if let Some(flag) = req.cancel {
+                    let done = &done;
+                    sc.spawn(move || {
+                        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                                break;
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                        }
+                    });
                 }
-            );
+                let r = sources::cassandra::backup(c, &writer.id, writer.as_ref());
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                r
+            });
+            let r = r.map(|summary| {
+                tracing::info!(
+                    "cassandra: {} keyspaces, {} tables, {} SSTables ({} files, {}; {} files \
+                     unchanged, {} read); {} digests checked; snapshot {} {}",
+                    summary.keyspaces.len(),
+                    summary.tables,
+                    summary.sstables,
+                    summary.files,
+                    bytes(summary.bytes),
+                    summary.files_unchanged,
+                    bytes(summary.bytes_read),
+                    summary.digests_checked,
+                    summary.tag,
+                    if summary.snapshot_cleared {
+                        "cleared"
+                    } else {
+                        "NOT cleared (run `nodetool clearsnapshot`)"
+                    }
+                );
+            });
+            isolate("cassandra", "cassandra/", r)?;
         }
         if cancelled() {
             anyhow::bail!("cancelled by a shutdown request (SIGTERM) between two sources");
@@ -234,12 +329,16 @@ fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) ->
     }
     let file_cfgs: &[sources::files::FilesConfig] = if req.only_files { &[] } else { &cfg.files };
     if !file_cfgs.is_empty() || !req.files.is_empty() {
-        let sum = sources::files::backup(file_cfgs, &req.files, writer.as_ref(), req.cancel)?;
-        crate::source::ItemSink::set_source_info(
-            writer.as_ref(),
-            "files",
-            serde_json::to_value(&sum)?,
-        );
+        let r = sources::files::backup(file_cfgs, &req.files, writer.as_ref(), req.cancel)
+            .and_then(|sum| {
+                crate::source::ItemSink::set_source_info(
+                    writer.as_ref(),
+                    "files",
+                    serde_json::to_value(&sum)?,
+                );
+                Ok(())
+            });
+        isolate("files", "files/", r)?;
     }
     Ok(())
 }
@@ -311,4 +410,30 @@ pub fn report_gaps(m: &Manifest) {
         "fix each gap as it says (`mnbackup check` lists what the credentials lack), then take a \
          new snapshot; until then this node has no complete backup"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_pool_error;
+    use crate::error::MnError;
+
+    #[test]
+    fn only_errors_of_the_repository_abort_the_whole_snapshot() {
+        let enospc = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            .context("storing cassandra/ks/t/md-1-big-Data.db");
+        assert!(is_pool_error(&enospc));
+        assert!(is_pool_error(&anyhow::Error::new(MnError::Locked(
+            "lock lost".into()
+        ))));
+        assert!(is_pool_error(
+            &anyhow::Error::new(MnError::NoSpace("pool full".into())).context("writing")
+        ));
+        // A source's own failures (its server, a damaged SSTable) become gaps instead.
+        assert!(!is_pool_error(&anyhow::anyhow!("Connection refused")));
+        assert!(!is_pool_error(&anyhow::Error::new(MnError::Integrity(
+            "SSTable is corrupt".into()
+        ))));
+        let read = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EIO));
+        assert!(!is_pool_error(&read));
+    }
 }

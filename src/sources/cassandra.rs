@@ -34,7 +34,7 @@ use mnbackup_restore::cassandra::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::MnError;
-use crate::model::EntryKind;
+use crate::model::{EntryKind, Gap};
 use crate::source::{ItemSink, ItemSpec};
 
 /// A command given in the configuration either as one string (`"nodetool"`,
@@ -88,6 +88,9 @@ pub struct CassandraConfig {
     /// Restore with `nodetool import` (Cassandra 4.0+) instead of placing the files in the live
     /// table directory and running `nodetool refresh`.
     pub import: bool,
+    /// Seconds a nodetool or cqlsh command may run before it is killed (with its children) and
+    /// the backup or restore of Cassandra fails naming it.
+    pub command_timeout_seconds: u64,
 }
 
 impl Default for CassandraConfig {
@@ -105,6 +108,7 @@ impl Default for CassandraConfig {
             cqlsh: None,
             owner: Some("cassandra".to_string()),
             import: false,
+            command_timeout_seconds: mnbackup_restore::cassandra::DEFAULT_COMMAND_TIMEOUT_SECS,
         }
     }
 }
@@ -130,6 +134,14 @@ impl CassandraConfig {
             return Err(MnError::Usage(
                 "[cassandra] data_dirs is empty; give the node's data_file_directories \
                  (default /var/lib/cassandra/data)"
+                    .into(),
+            )
+            .into());
+        }
+        if self.command_timeout_seconds == 0 {
+            return Err(MnError::Usage(
+                "[cassandra] command_timeout_seconds is 0; give the seconds a nodetool or cqlsh \
+                 command may take (default 600)"
                     .into(),
             )
             .into());
@@ -218,10 +230,20 @@ impl CassandraConfig {
 
     /// The restore's configuration: into `data_dir` (default: the first of `data_dirs`).
     pub fn restore_config(&self, data_dir: Option<PathBuf>) -> Result<CassandraRestoreConfig> {
-        let mut rc = CassandraRestoreConfig::new(
-            data_dir.unwrap_or_else(|| self.data_dirs[0].clone()),
-            self.nodetool()?,
-        );
+        let nodetool = self.nodetool()?; // validates: data_dirs is not empty
+        mnbackup_restore::cassandra::set_command_timeout(self.command_timeout_seconds);
+        let data_dir = match data_dir.or_else(|| self.data_dirs.first().cloned()) {
+            Some(d) => d,
+            None => {
+                return Err(MnError::Usage(
+                    "[cassandra] data_dirs is empty; give the node's data_file_directories \
+                     (default /var/lib/cassandra/data)"
+                        .into(),
+                )
+                .into())
+            }
+        };
+        let mut rc = CassandraRestoreConfig::new(data_dir, nodetool);
         rc.cqlsh = self.cqlsh.as_ref().map(|c| c.argv());
         rc.owner = self.owner.clone();
         rc.use_import = self.import;
@@ -242,12 +264,19 @@ pub struct CassandraSummary {
     pub bytes: u64,
     /// `Data.db` files checked against their digest.
     pub digests_checked: usize,
+    /// SSTable components unchanged since the previous snapshot (same name, size, mtime and
+    /// inode), recorded without reading them.
+    pub files_unchanged: usize,
+    /// Bytes read from the node's files (unchanged components cost none).
+    pub bytes_read: u64,
     /// SSTables without a digest component (nothing to check).
     pub digests_missing: usize,
     /// Whether `nodetool clearsnapshot` succeeded.
     pub snapshot_cleared: bool,
     /// Keyspaces whose `DESCRIBE KEYSPACE` was stored as `cassandra/<ks>/keyspace.cql`.
     pub keyspace_schemas: Vec<String>,
+    /// `mnbackup-*` snapshots of earlier runs found on the node and cleared.
+    pub leaked_snapshots_cleared: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -257,6 +286,13 @@ pub struct ComponentInfo {
     /// Path relative to the table directory (`md-1-big-Data.db`, `.idx/…`).
     pub name: String,
     pub size: u64,
+    /// Modification time (ns) and inode of the file when it was backed up: an SSTable
+    /// component with the same name, size, mtime and inode in the next run is unchanged
+    /// (SSTables are immutable) and is not read again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_ns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
 }
 
 /// Source info: one table.
@@ -299,6 +335,15 @@ pub struct CassandraSourceInfo {
     /// Keyspaces whose `DESCRIBE KEYSPACE` was stored as `cassandra/<ks>/keyspace.cql`.
     #[serde(default)]
     pub keyspace_schemas: Vec<String>,
+    /// `mnbackup-*` snapshots of earlier runs found on the node and cleared.
+    #[serde(default)]
+    pub leaked_snapshots_cleared: Vec<String>,
+    /// SSTable components unchanged since the previous snapshot, recorded without reading.
+    #[serde(default)]
+    pub files_unchanged: usize,
+    /// Bytes read from the node's files by this run.
+    #[serde(default)]
+    pub bytes_read: u64,
     pub warnings: Vec<String>,
 }
 
@@ -379,6 +424,7 @@ pub fn backup(
     sink: &dyn ItemSink,
 ) -> Result<CassandraSummary> {
     let nodetool = cfg.nodetool()?;
+    mnbackup_restore::cassandra::set_command_timeout(cfg.command_timeout_seconds);
     if snapshot_id.is_empty()
         || !snapshot_id
             .bytes()
@@ -404,6 +450,9 @@ pub fn backup(
         digest_checks: Vec::new(),
         snapshot_cleared: false,
         keyspace_schemas: Vec::new(),
+        leaked_snapshots_cleared: Vec::new(),
+        files_unchanged: 0,
+        bytes_read: 0,
         warnings: Vec::new(),
     };
     if keyspaces.is_empty() {
@@ -424,6 +473,8 @@ pub fn backup(
         sink.set_source_info("cassandra", serde_json::to_value(&info)?);
         return Ok(summary);
     }
+
+    clear_leaked_snapshots(&nodetool, &tag, &mut summary, &mut info)?;
 
     if cfg.flush {
         for ks in &keyspaces {
@@ -464,10 +515,62 @@ pub fn backup(
                 summary.snapshot_cleared = true;
                 info.snapshot_cleared = true;
             }
+            info.files_unchanged = summary.files_unchanged;
+            info.bytes_read = summary.bytes_read;
             sink.set_source_info("cassandra", serde_json::to_value(&info)?);
             Ok(summary)
         }
     }
+}
+
+/// The `mnbackup-*` snapshot tags `nodetool listsnapshots` lists.
+pub fn mnbackup_tags(listsnapshots: &str) -> BTreeSet<String> {
+    listsnapshots
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|t| t.starts_with("mnbackup-") && t.len() > "mnbackup-".len())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Clear every `mnbackup-*` snapshot on the node that is not this run's `tag`: left by a run
+/// whose `clearsnapshot` failed or that was killed, they would keep disk space forever (a
+/// repository lock makes sure no other run of this repository is taking one now). Each one
+/// cleared is reported (log and source info); a failure to list or clear is a warning.
+fn clear_leaked_snapshots(
+    nodetool: &Nodetool,
+    tag: &str,
+    summary: &mut CassandraSummary,
+    info: &mut CassandraSourceInfo,
+) -> Result<()> {
+    let listed = nodetool
+        .run(&["listsnapshots"])
+        .context("listing the node's snapshots (`nodetool listsnapshots`)")?;
+    for old in mnbackup_tags(&listed) {
+        if old == tag {
+            continue;
+        }
+        match nodetool.run(&["clearsnapshot", "-t", &old]) {
+            Ok(_) => {
+                tracing::warn!(
+                    "cleared Cassandra snapshot {old}, left on the node by an earlier mnbackup \
+                     run that could not clear it"
+                );
+                summary.leaked_snapshots_cleared.push(old.clone());
+                info.leaked_snapshots_cleared.push(old);
+            }
+            Err(e) => {
+                let w = format!(
+                    "the Cassandra snapshot {old} of an earlier run is still on the node and \
+                     keeps disk space: {e:#}; remove it with `nodetool clearsnapshot -t {old}`"
+                );
+                tracing::warn!("{w}");
+                summary.warnings.push(w.clone());
+                info.warnings.push(w);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One file found in a table's snapshot directory.
@@ -536,6 +639,22 @@ fn collect(
 ) -> Result<()> {
     let mut names: BTreeSet<String> = BTreeSet::new();
     let mut table_dirs_seen = 0usize;
+    // The previous snapshot's components, by "<ks>/<table>/<name>".
+    let previous: BTreeMap<String, ComponentInfo> = sink
+        .parent_source_info("cassandra")
+        .and_then(|v| serde_json::from_value::<CassandraSourceInfo>(v).ok())
+        .map(|p| {
+            p.tables
+                .into_iter()
+                .flat_map(|t| {
+                    let (ks, tb) = (t.keyspace, t.table);
+                    t.components
+                        .into_iter()
+                        .map(move |c| (format!("{ks}/{tb}/{}", c.name), c))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let mut table_index: BTreeMap<(String, String), usize> = BTreeMap::new();
     for data_dir in &cfg.data_dirs {
         for ks in keyspaces {
@@ -583,7 +702,9 @@ fn collect(
                         info.tables.len() - 1
                     }
                 };
-                put_table(ks, table, &found, sink, &mut names, summary, info, idx)?;
+                put_table(
+                    ks, table, &found, sink, &mut names, summary, info, idx, &previous,
+                )?;
             }
         }
     }
@@ -674,6 +795,7 @@ fn put_table(
     summary: &mut CassandraSummary,
     info: &mut CassandraSourceInfo,
     idx: usize,
+    previous: &BTreeMap<String, ComponentInfo>,
 ) -> Result<()> {
     // Digests first: small files, read whole, keyed by "<subdir/>stem".
     let key_of = |rel: &str| -> Option<(String, SstableFile)> {
@@ -720,7 +842,60 @@ fn put_table(
         .filter(|k| !expected.contains_key(*k))
         .count();
 
+    // SSTables left out, each recorded as a gap: a component listed in TOC.txt is missing
+    // (found now), or Data.db does not match its digest (found while storing it).
+    let mut bad: BTreeSet<String> = BTreeSet::new();
+    let present: BTreeSet<&str> = found.iter().map(|f| f.rel.as_str()).collect();
     for f in found {
+        let Some((key, sf)) = key_of(&f.rel) else {
+            continue;
+        };
+        if sf.component != "TOC.txt" {
+            continue;
+        }
+        let mut text = String::new();
+        use std::io::Read;
+        File::open(&f.path)
+            .with_context(|| format!("opening {}", f.path.display()))?
+            .take(4096)
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading {}", f.path.display()))?;
+        let prefix = f.rel.strip_suffix("TOC.txt").unwrap_or(&f.rel);
+        let missing: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|c| !c.is_empty() && !present.contains(format!("{prefix}{c}").as_str()))
+            .collect();
+        if !missing.is_empty() {
+            bad.insert(key.clone());
+            sink.gap(
+                Gap::new(
+                    "cassandra",
+                    "sstable",
+                    format!(
+                        "SSTable {key} is incomplete: its TOC.txt lists {} but the node has no \
+                         such file; the SSTable was left out",
+                        missing.join(", ")
+                    ),
+                )
+                .subject(format!("{ks}.{table}/{key}"))
+                .fix(format!(
+                    "run `nodetool scrub {ks} {table}` (or `nodetool repair {ks} {table}` to \
+                     fetch the data from other replicas), then take a new snapshot"
+                )),
+            );
+        }
+    }
+    // Data.db first: a damaged one is found before any other component of its SSTable is
+    // stored, so a left-out SSTable leaves nothing behind.
+    let mut ordered: Vec<&Found> = found.iter().collect();
+    ordered.sort_by_key(|f| !key_of(&f.rel).is_some_and(|(_, s)| s.is_data()));
+
+    for f in ordered {
+        let parsed = key_of(&f.rel);
+        if parsed.as_ref().is_some_and(|(k, _)| bad.contains(k)) {
+            continue;
+        }
         let name = format!("cassandra/{ks}/{table}/{}", f.rel);
         if !names.insert(name.clone()) {
             if matches!(f.rel.as_str(), "schema.cql" | "manifest.json") {
@@ -737,12 +912,46 @@ fn put_table(
         let md = file
             .metadata()
             .with_context(|| format!("reading the metadata of {}", f.path.display()))?;
-        let parsed = key_of(&f.rel);
+        use std::os::unix::fs::MetadataExt;
+        let (mtime_ns, ino) = (md.mtime() * 1_000_000_000 + md.mtime_nsec(), md.ino());
+        let unchanged = parsed.is_some()
+            && previous
+                .get(&format!("{ks}/{table}/{}", f.rel))
+                .is_some_and(|p| {
+                    p.size == md.len() && p.mtime_ns == Some(mtime_ns) && p.ino == Some(ino)
+                });
+        if unchanged {
+            let spec = ItemSpec {
+                name: name.clone(),
+                kind: EntryKind::File,
+                meta: Some(crate::sources::files::file_meta(&md)),
+                target: None,
+                delta: false,
+            };
+            if sink.put_unchanged(spec, md.len())? {
+                summary.files += 1;
+                summary.files_unchanged += 1;
+                summary.bytes += md.len();
+                let t = &mut info.tables[idx];
+                t.bytes += md.len();
+                t.components.push(ComponentInfo {
+                    name: f.rel.clone(),
+                    size: md.len(),
+                    mtime_ns: Some(mtime_ns),
+                    ino: Some(ino),
+                });
+                continue;
+            }
+        }
         let exp = parsed
             .as_ref()
             .filter(|(_, s)| s.is_data())
             .and_then(|(k, _)| expected.get(k));
-        let mut reader = HashingReader::new(file, exp.map(|e| e.algo));
+        let mut reader = VerifyingReader {
+            inner: HashingReader::new(file, exp.map(|e| e.algo)),
+            expected: exp.map(|e| e.value.clone()),
+            mismatch: None,
+        };
         let spec = ItemSpec {
             name: name.clone(),
             kind: EntryKind::File,
@@ -750,47 +959,99 @@ fn put_table(
             target: None,
             delta: false,
         };
-        sink.put_reader(spec, &mut reader)
-            .with_context(|| format!("storing {}", f.path.display()))?;
-        if let (Some(exp), Some(d)) = (exp, &reader.digester) {
-            let actual = d.value();
+        let stored = sink.put_reader(spec, &mut reader);
+        if let (Some(exp), Some(actual)) = (exp, reader.mismatch.take()) {
+            // The damaged SSTable is left out (the sink did not record the item), the rest of
+            // the node is backed up.
             let (key, _) = parsed.as_ref().expect("parsed data file");
-            let check = DigestCheck {
+            info.digest_checks.push(DigestCheck {
                 sstable: format!("{ks}.{table}/{key}"),
                 algorithm: format!("{:?}", exp.algo).to_lowercase(),
                 expected: exp.value.clone(),
                 actual: actual.clone(),
-                ok: exp.value == actual,
-            };
-            info.digest_checks.push(check);
-            if exp.value != actual {
-                return Err(
-                    digest_mismatch(&f.path.display().to_string(), exp, &actual).context(format!(
-                        "the snapshot was abandoned: Cassandra table {ks}.{table} has a corrupt \
-                         SSTable"
-                    )),
-                );
-            }
+                ok: false,
+            });
+            bad.insert(key.clone());
+            let e = digest_mismatch(&f.path.display().to_string(), exp, &actual);
+            sink.gap(
+                Gap::new(
+                    "cassandra",
+                    "sstable",
+                    format!("{e:#}; the SSTable was left out"),
+                )
+                .subject(format!("{ks}.{table}/{key}"))
+                .fix(format!(
+                    "run `nodetool scrub {ks} {table}` (or `nodetool repair {ks} {table}` to \
+                         fetch the data from other replicas), then take a new snapshot"
+                )),
+            );
+            continue;
+        }
+        stored.with_context(|| format!("storing {}", f.path.display()))?;
+        if let (Some(exp), Some(d)) = (exp, &reader.inner.digester) {
+            let actual = d.value();
+            let (key, _) = parsed.as_ref().expect("parsed data file");
+            info.digest_checks.push(DigestCheck {
+                sstable: format!("{ks}.{table}/{key}"),
+                algorithm: format!("{:?}", exp.algo).to_lowercase(),
+                expected: exp.value.clone(),
+                actual,
+                ok: true,
+            });
             summary.digests_checked += 1;
         }
+        let reader = reader.inner;
         summary.files += 1;
         summary.bytes += reader.bytes;
+        summary.bytes_read += reader.bytes;
         let t = &mut info.tables[idx];
         t.bytes += reader.bytes;
         t.components.push(ComponentInfo {
             name: f.rel.clone(),
             size: reader.bytes,
+            mtime_ns: Some(mtime_ns),
+            ino: Some(ino),
         });
     }
     let t = &mut info.tables[idx];
-    t.sstables += stems.len();
-    summary.sstables += stems.len();
+    let stored_stems = stems.iter().filter(|k| !bad.contains(*k)).count();
+    t.sstables += stored_stems;
+    summary.sstables += stored_stems;
     for v in versions {
         if !t.versions.contains(&v) {
             t.versions.push(v);
         }
     }
     Ok(())
+}
+
+/// Streams a `Data.db` while computing its digest; at the end, a digest that differs from the
+/// expected one fails the read (so the sink does not record the item) and is kept in
+/// `mismatch`.
+struct VerifyingReader<R> {
+    inner: HashingReader<R>,
+    expected: Option<String>,
+    /// The actual digest, when it did not match.
+    mismatch: Option<String>,
+}
+
+impl<R: std::io::Read> std::io::Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            if let (Some(want), Some(d)) = (&self.expected, &self.inner.digester) {
+                let actual = d.value();
+                if &actual != want {
+                    self.mismatch = Some(actual);
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "Data.db does not match its digest component",
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// Parse a `[cassandra]` table (for tests and `config check`).
