@@ -269,6 +269,18 @@ impl Config {
         if r.lock_stale_minutes > 7 * 24 * 60 {
             bad("lock_stale_minutes", r.lock_stale_minutes, 7 * 24 * 60)?;
         }
+        if let Some(list) = self.mariadb.as_ref().and_then(|m| m.databases.as_ref()) {
+            let mut seen = std::collections::BTreeSet::new();
+            for db in list {
+                if !seen.insert(db.as_str()) {
+                    return Err(MnError::Usage(format!(
+                        "the configuration {origin}: [mariadb] databases names {db:?} more than \
+                         once; list each database once"
+                    ))
+                    .into());
+                }
+            }
+        }
         Ok(())
     }
 

@@ -62,3 +62,27 @@ fn shipped_zstack_example_parses() {
     let o = run(&["-c", p, "config", "check"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn duplicate_database_is_a_config_error() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("c.toml");
+    fs::write(
+        &p,
+        "[repository]\npath = \"/nonexistent-pool\"\n\n[mariadb]\nhost = \"127.0.0.1\"\n\
+         databases = [\"zstack\", \"zstack_rest\", \"zstack\"]\n",
+    )
+    .unwrap();
+    for cmd in [&["config", "check"][..], &["snapshot"][..]] {
+        let mut args = vec!["-c", p.to_str().unwrap()];
+        args.extend_from_slice(cmd);
+        let o = run(&args);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{cmd:?}: {e}");
+        assert!(
+            e.contains("databases names \"zstack\" more than once"),
+            "{cmd:?}: {e}"
+        );
+        assert!(!e.contains("unsafe"), "{cmd:?}: {e}");
+    }
+}

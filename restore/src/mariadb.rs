@@ -306,6 +306,22 @@ pub fn schema_literal_routines(text: &str, db: &str, old: &str) -> Vec<String> {
     out
 }
 
+/// The warning for a routines item of database `old` restored as `new` whose routines compare
+/// a schema name with the literal `old` (see [`schema_literal_routines`]); `None` when none do.
+/// Shown by `restore --plan` and in the routines step's note.
+pub fn schema_literal_note(text: &[u8], old: &str, new: &str) -> Option<String> {
+    let hits = schema_literal_routines(&String::from_utf8_lossy(text), new, old);
+    if hits.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} routine(s) compare a schema name with the literal '{old}' and still look at {old}, \
+         not {new}: {}; edit them in {new} before use",
+        hits.len(),
+        hits.join(", ")
+    ))
+}
+
 /// Why executing an item failed.
 fn statement_error(
     e: mysql_async::Error,
@@ -582,14 +598,7 @@ impl Loader {
                     .as_ref()
                     .and_then(|d| self.opts.renames.get(d).map(|t| (d, t)))
                 {
-                    let hits = schema_literal_routines(&String::from_utf8_lossy(&text), to, db);
-                    if !hits.is_empty() {
-                        let n = format!(
-                            "{} routine(s) compare a schema name with the literal '{db}' and \
-                             still look at {db}, not {to}: {}; edit them in {to} before use",
-                            hits.len(),
-                            hits.join(", ")
-                        );
+                    if let Some(n) = schema_literal_note(&text, db, to) {
                         tracing::warn!("{n}");
                         r.note = Some(match r.note.take() {
                             Some(old) => format!("{old}; {n}"),

@@ -1002,6 +1002,26 @@ fn preflight(
         ));
     }
 
+    // Routines that still name a renamed database in a string literal.
+    if let (Some(src), Some(_)) = (src, target) {
+        for si in src.items.iter().filter(|i| i.kind == ItemKind::Routines) {
+            let Some((db, to)) = si.db.as_ref().and_then(|d| renames.get(d).map(|t| (d, t))) else {
+                continue;
+            };
+            // An unreadable item is reported by the objects check above.
+            let Some(text) = restored
+                .iter()
+                .find(|i| i.name == si.name)
+                .and_then(|i| read_item(repo, i).ok())
+            else {
+                continue;
+            };
+            if let Some(n) = rm::schema_literal_note(&text, db, to) {
+                checks.push(Check::new("renamed routines", CheckStatus::Warn, n));
+            }
+        }
+    }
+
     // MariaDB.
     if let (Some(src), Some((_, t))) = (src, target) {
         let r: Result<()> = rt.block_on(async {
