@@ -30,6 +30,12 @@ fn verify_all(repo: &Path) {
 
 /// Run mnbackup, kill it with SIGKILL after `delay`; returns whether it was still running.
 fn run_and_kill(args: &[&str], delay: Duration) -> bool {
+    run_and_kill_timed(args, delay).is_none()
+}
+
+/// Like [`run_and_kill`]; returns `None` when the run was killed, or how long it took when it
+/// finished before `delay`.
+fn run_and_kill_timed(args: &[&str], delay: Duration) -> Option<Duration> {
     let mut child = Command::new(bin())
         .args(args)
         .stdout(Stdio::null())
@@ -39,13 +45,17 @@ fn run_and_kill(args: &[&str], delay: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < delay {
         if child.try_wait().unwrap().is_some() {
-            return false;
+            return Some(start.elapsed());
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let st = child.wait().unwrap();
-    !st.success()
+    if st.success() {
+        Some(start.elapsed())
+    } else {
+        None
+    }
 }
 
 #[test]
@@ -63,10 +73,16 @@ fn sigkill_at_random_points_of_snapshot_and_prune() {
     fs::write(src.join("extra.sql"), text(&mut rng, 3_000_000)).unwrap();
     let start = Instant::now();
     ok(&repo, &["snapshot", "--files", s]);
-    let span = start.elapsed().as_micros().max(20_000) as u64;
+    let mut span = start.elapsed().as_micros().max(20_000) as u64;
 
+    // 20 kills at seeded random points of a run. The measured run may have been slowed by other
+    // work on the machine: a run that finishes before its kill point shrinks the span to its own
+    // duration, so the kill points stay inside real runs (at most 60 attempts).
     let mut killed = 0;
-    for point in 0..20 {
+    for point in 0..60 {
+        if killed == 20 {
+            break;
+        }
         // change ~2 files so each run writes new objects
         for _ in 0..2 {
             let f = src.join(format!("f{:03}.sql", rng.below(12)));
@@ -76,8 +92,9 @@ fn sigkill_at_random_points_of_snapshot_and_prune() {
             fs::write(&f, d).unwrap();
         }
         let delay = Duration::from_micros(rng.below(span));
-        if run_and_kill(&["-q", "-r", r, "snapshot", "--files", s], delay) {
-            killed += 1;
+        match run_and_kill_timed(&["-q", "-r", r, "snapshot", "--files", s], delay) {
+            None => killed += 1,
+            Some(took) => span = span.min(took.as_micros().max(1_000) as u64),
         }
         if point % 5 == 4 {
             verify_all(&repo);
@@ -91,7 +108,7 @@ fn sigkill_at_random_points_of_snapshot_and_prune() {
         &capture(&src),
         &capture(&out.join("files").join(src.strip_prefix("/").unwrap())),
     );
-    println!("snapshot: {killed} of 20 runs killed at seeded random points");
+    println!("snapshot: {killed} runs killed at seeded random points");
     assert!(killed >= 10, "only {killed} runs were killed mid-way");
 
     // prune, killed at seeded random points: forget all but the last two, then prune 20 times
