@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------------------------------------
 // Checksums
@@ -1026,8 +1026,24 @@ pub struct TableReport {
     pub bytes_written: u64,
     /// Data.db files whose digest was verified.
     pub digests_verified: usize,
-    /// `refresh` or `import`.
+    /// `refresh` or `import`; `journal` when an earlier run loaded it (nothing done now).
     pub loaded_with: String,
+}
+
+/// What the restore journal records of one Cassandra table (see [`restore_journaled`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JournaledTable {
+    /// The table's live directory it was loaded into.
+    pub dir: PathBuf,
+    /// The files placed for the load, under the names they were placed under (Cassandra renames
+    /// each when it loads it).
+    pub placed: Vec<PathBuf>,
+    /// Backed-up component name -> the name it was placed under (its free generation).
+    pub generations: BTreeMap<String, String>,
+    /// The load command ran and its load was proven.
+    pub loaded: bool,
+    /// The load command.
+    pub command: String,
 }
 
 /// What [`restore`] did.
@@ -1760,6 +1776,19 @@ pub fn restore(
     cfg: &CassandraRestoreConfig,
     components: Vec<RestoreComponent<'_>>,
 ) -> Result<CassandraRestoreReport> {
+    restore_journaled(cfg, components, None)
+}
+
+/// [`restore`], recording per table in `journal` what was placed (before the load command) and
+/// that it was loaded (after the proof). A table the journal records as loaded into the same live
+/// directory is not placed or loaded again, and neither is one whose placed files are all gone
+/// (Cassandra renamed them: the load ran, the run stopped before recording it): a rerun never
+/// loads a table twice, even when the loaded SSTables were compacted away meanwhile.
+pub fn restore_journaled(
+    cfg: &CassandraRestoreConfig,
+    components: Vec<RestoreComponent<'_>>,
+    mut journal: Option<&mut crate::journal::Journal>,
+) -> Result<CassandraRestoreReport> {
     let (inputs, ks_cql) = group_inputs(&metadata_of(&components))?;
     let mut plan = build_plan(cfg, &inputs, &ks_cql)?;
     let unreadable: Vec<String> = plan
@@ -1958,6 +1987,40 @@ pub fn restore(
         let mut bucket = buckets.remove(&key).expect("bucket of a planned table");
         let label = format!("{}.{}", tp.keyspace, tp.table);
 
+        // Loaded by an earlier run of this restore (the journal says so)?
+        if let Some(j) = journal.as_deref_mut() {
+            if let Some(rec) = j.data.cassandra_tables.get(&label).cloned() {
+                let renamed_all = !rec.placed.is_empty()
+                    && rec.placed.iter().all(|p| p.symlink_metadata().is_err());
+                if &rec.dir == table_dir && (rec.loaded || renamed_all) {
+                    if !rec.loaded {
+                        report.notes.push(format!(
+                            "{label}: the interrupted run placed {} files and ran `{}`; Cassandra \
+                             renamed every one of them (it loaded them), so the table is not \
+                             loaded again",
+                            rec.placed.len(),
+                            rec.command
+                        ));
+                        let mut done = rec.clone();
+                        done.loaded = true;
+                        j.data.cassandra_tables.insert(label.clone(), done);
+                        j.save()?;
+                    }
+                    report.tables.push(TableReport {
+                        keyspace: tp.keyspace.clone(),
+                        table: tp.table.clone(),
+                        dir: table_dir.clone(),
+                        files_written: 0,
+                        files_present: rec.generations.len(),
+                        bytes_written: 0,
+                        digests_verified: 0,
+                        loaded_with: "journal".to_string(),
+                    });
+                    continue;
+                }
+            }
+        }
+
         // Cassandra renames every SSTable it loads to a fresh generation, so the backed-up
         // generation numbers may be taken by the application's own SSTables: place each SSTable
         // under a generation that is free in its destination directory.
@@ -2129,6 +2192,29 @@ pub fn restore(
             fsync_dir(d)?;
         }
 
+        let command = if cfg.use_import {
+            format!(
+                "nodetool import {} {} {}",
+                tp.keyspace,
+                tp.table,
+                dest_dir.display()
+            )
+        } else {
+            format!("nodetool refresh {} {}", tp.keyspace, tp.table)
+        };
+        // Journal what is placed before loading it: a rerun after the load ran but before its
+        // proof was recorded sees the placed names gone (renamed by Cassandra).
+        let mut rec = JournaledTable {
+            dir: table_dir.clone(),
+            placed: to_link.iter().map(|(s, _, _)| s.dest.clone()).collect(),
+            generations: names.iter().map(|n| (n.clone(), rename(n))).collect(),
+            loaded: false,
+            command: command.clone(),
+        };
+        if let Some(j) = journal.as_deref_mut() {
+            j.data.cassandra_tables.insert(label.clone(), rec.clone());
+            j.save()?;
+        }
         let (loaded_with, command) = if cfg.use_import {
             let dir = dest_dir.display().to_string();
             cfg.nodetool
@@ -2187,6 +2273,11 @@ pub fn restore(
                     table_dir.display()
                 );
             }
+        }
+        if let Some(j) = journal.as_deref_mut() {
+            rec.loaded = true;
+            j.data.cassandra_tables.insert(label.clone(), rec);
+            j.save()?;
         }
         if cfg.use_import {
             // The staging directory of this table is empty now (import moved everything).

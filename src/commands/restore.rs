@@ -1677,9 +1677,12 @@ fn restore_cassandra(
             comps.push(c);
         }
     }
-    let r = mnbackup_restore::cassandra::restore(&rcfg, comps)?;
+    let r = {
+        let mut j = journal.lock().expect("journal");
+        mnbackup_restore::cassandra::restore_journaled(&rcfg, comps, Some(&mut j))?
+    };
     // A table left pending is not restored: the step is not done (a rerun finishes it; tables
-    // already loaded are recognised by content and not loaded twice).
+    // already loaded are in the journal, or recognised by content, and not loaded twice).
     let status = if r.pending.is_empty() {
         journal.lock().expect("journal").mark_step("cassandra")?;
         StepStatus::Done
