@@ -958,7 +958,7 @@ pub struct TablePlan {
     /// and not created (no cqlsh configured, no schema in the backup) or refused.
     pub schema: String,
     /// The CQL the restore runs through cqlsh for this table (its keyspace's `CREATE KEYSPACE`
-    /// first when that is missing too), when it is created; filled by [`plan`].
+    /// first when that is missing too), when it is created; filled by [`plan_with_cql`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub create_cql: Option<String>,
 }
@@ -1593,7 +1593,13 @@ pub fn plan_with_cql(
             if ks_done.insert(tp.keyspace.clone()) {
                 let open = schemas
                     .remove(&(tp.keyspace.clone(), String::new()))
-                    .expect("keyspace.cql listed by group_inputs");
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "the backup lists keyspace.cql of {} but it cannot be read; the \
+                             snapshot may be damaged (mnbackup verify)",
+                            tp.keyspace
+                        )
+                    })?;
                 let what = format!("keyspace.cql of {}", tp.keyspace);
                 let text = read_all_limited(open, &what, 16 << 20)?;
                 cql = keyspace_cql_script(&tp.keyspace, &String::from_utf8_lossy(&text))?;
