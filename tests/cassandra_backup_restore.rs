@@ -1061,6 +1061,163 @@ fn a_rerun_after_a_failure_in_the_middle_loads_nothing_twice() {
     }
 }
 
+/// What `nodetool compact ks table` does on the stand-in node: every open SSTable of the table's
+/// live directory is replaced by one SSTable of a new generation (its Data.db holds all the
+/// others' rows and drops what compaction purges, so it matches none of the loaded Data.db
+/// files).
+fn compact(node: &Node, ks: &str, table: &str) {
+    let id = &fx::schema_ids(node.data()).unwrap()[&(ks.to_string(), table.to_string())];
+    let dir = node.data().join(ks).join(format!("{table}-{id}"));
+    let open = open_of(node, ks, table);
+    assert!(!open.is_empty(), "{open:?}");
+    let stems: Vec<rc::SstableFile> = open
+        .iter()
+        .map(|l| rc::SstableFile::parse(l.rsplit('/').next().unwrap()).unwrap())
+        .collect();
+    let max: u64 = stems
+        .iter()
+        .map(|s| s.generation.parse::<u64>().unwrap())
+        .max()
+        .unwrap();
+    let first = &stems[0];
+    let new_stem = first.stem.replacen(
+        &format!("-{}-", first.generation),
+        &format!("-{}-", max + 1),
+        1,
+    );
+    let mut data = Vec::new();
+    for s in &stems {
+        data.extend(fs::read(dir.join(format!("{}-Data.db", s.stem))).unwrap());
+    }
+    for e in fs::read_dir(&dir).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        if let Some(c) = n.strip_prefix(&format!("{}-", first.stem)) {
+            if c != "Data.db" && !c.starts_with("Digest") {
+                fs::copy(dir.join(&n), dir.join(format!("{new_stem}-{c}"))).unwrap();
+            }
+        }
+    }
+    data.truncate(data.len() - 1);
+    fs::write(dir.join(format!("{new_stem}-Data.db")), &data).unwrap();
+    for s in &stems {
+        for e in fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{}-", s.stem))
+            {
+                fs::remove_file(e.path()).unwrap();
+            }
+        }
+    }
+    let open_file = fx::state_dir(node.data()).join("open");
+    let kept: String = fx::open_sstables(node.data())
+        .unwrap()
+        .into_iter()
+        .filter(|l| !open.contains(l))
+        .map(|l| l + "\n")
+        .collect();
+    fs::write(&open_file, kept).unwrap();
+    fx::mark_open(node.data(), &dir.join(format!("{new_stem}-Data.db"))).unwrap();
+}
+
+#[test]
+fn the_journal_keeps_a_rerun_from_loading_a_compacted_table_again() {
+    let (src, sink) = backed_up(23);
+    let dst = Node::new(87, true);
+    let jdir = tempfile::tempdir().unwrap();
+    let jpath = jdir.path().join("restore-journal.json");
+    let open_journal = || {
+        mnbackup_restore::journal::Journal::open(&jpath, "snap", "node", &BTreeMap::new())
+            .unwrap()
+            .0
+    };
+
+    // The run stops at zstack_billing.price (a JMX timeout): kairosdb.data_points is loaded.
+    let mut cfg = restore_config(&dst);
+    cfg.nodetool = rc::Nodetool::new(dst.tool(
+        &fx::nodetool_path(),
+        &["NODETOOL_FAIL_TABLE=zstack_billing.price"],
+    ));
+    let mut j = open_journal();
+    let err = rc::restore_journaled(&cfg, components(&sink), Some(&mut j)).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("zstack_billing.price"),
+        "{err:#}"
+    );
+    assert_eq!(open_of(&dst, "kairosdb", "data_points").len(), 2);
+    let rec = &j.data.cassandra_tables["kairosdb.data_points"];
+    assert!(rec.loaded && rec.placed.len() > 2, "{rec:?}");
+    assert!(!j.data.cassandra_tables["zstack_billing.price"].loaded);
+    // kairosdb.row_key_index was loaded too, but the run stopped before recording the proof.
+    let rec = j
+        .data
+        .cassandra_tables
+        .get_mut("kairosdb.row_key_index")
+        .unwrap();
+    assert!(rec.loaded);
+    rec.loaded = false;
+    j.save().unwrap();
+
+    // The application compacts the loaded SSTables into one: no loaded Data.db is left.
+    compact(&dst, "kairosdb", "data_points");
+    let compacted = open_of(&dst, "kairosdb", "data_points");
+    assert_eq!(compacted.len(), 1);
+    compact(&dst, "kairosdb", "row_key_index");
+    let compacted_rki = open_of(&dst, "kairosdb", "row_key_index");
+    assert_eq!(compacted_rki.len(), 1);
+
+    // The rerun (a new process: the journal is read from disk) loads the rest, and not
+    // kairosdb.data_points again.
+    let mut j = open_journal();
+    assert!(j.resumed);
+    let report =
+        rc::restore_journaled(&restore_config(&dst), components(&sink), Some(&mut j)).unwrap();
+    assert!(report.pending.is_empty(), "{:?}", report.pending);
+    let t = report
+        .tables
+        .iter()
+        .find(|t| t.table == "data_points")
+        .unwrap();
+    assert_eq!((t.loaded_with.as_str(), t.files_written), ("journal", 0));
+    assert_eq!(open_of(&dst, "kairosdb", "data_points"), compacted);
+    // Every file placed for row_key_index is gone (Cassandra renamed them): loaded, not again.
+    let t = report
+        .tables
+        .iter()
+        .find(|t| t.table == "row_key_index")
+        .unwrap();
+    assert_eq!((t.loaded_with.as_str(), t.files_written), ("journal", 0));
+    assert!(report
+        .notes
+        .iter()
+        .any(|n| n.contains("kairosdb.row_key_index") && n.contains("renamed every one of them")));
+    assert_eq!(open_of(&dst, "kairosdb", "row_key_index"), compacted_rki);
+    for s in src.layout.user_tables() {
+        if s.table == "data_points" || s.table == "row_key_index" {
+            continue;
+        }
+        let d = dst.layout.table(&s.keyspace, &s.table);
+        assert_eq!(
+            fx::sstable_contents(&d.dir).unwrap(),
+            fx::sstable_contents(&s.dir).unwrap(),
+            "{}.{}",
+            s.keyspace,
+            s.table
+        );
+        assert_eq!(
+            open_of(&dst, &s.keyspace, &s.table).len(),
+            s.generations.len()
+        );
+    }
+    assert!(j.data.cassandra_tables.values().all(|r| r.loaded));
+
+    // Without the journal the content check alone cannot tell: it would load the table twice.
+    let report = rc::restore(&restore_config(&dst), components(&sink)).unwrap();
+    assert!(report.pending.is_empty(), "{:?}", report.pending);
+    assert_eq!(open_of(&dst, "kairosdb", "data_points").len(), 3);
+}
+
 #[test]
 fn sstables_of_formats_ma_mc_md_nb_oa_back_up_and_restore_byte_exact() {
     // (release of the node, keyspace, table, format)

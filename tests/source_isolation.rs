@@ -227,3 +227,147 @@ fn a_restore_that_leaves_cassandra_tables_pending_exits_non_zero_and_empty_data_
     assert!(out.contains("data_dirs is empty"), "{out}");
     assert!(!out.contains("panicked"), "{out}");
 }
+
+/// The lines of table `name` in the Cassandra part of a restore plan's text.
+fn plan_block(out: &str, name: &str) -> String {
+    let mut lines = out
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("  {name}: ")));
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("{name} not in the plan:\n{out}"));
+    let mut block = vec![first];
+    block.extend(lines.take_while(|l| l.starts_with("    ")));
+    block.join("\n")
+}
+
+#[test]
+fn restore_plan_names_each_table_its_live_directory_and_what_cqlsh_creates() {
+    let server = TestServer::start().unwrap();
+    let env = Env::new();
+    let data = env.dir.path().join("cassandra/data");
+    fx::generate(&data, 45).unwrap();
+    configure(&env, &server, &data, &[]);
+    let o = env.run(&["--json", "snapshot"]);
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(10)),
+        "{}",
+        text(&o)
+    );
+
+    // A new node without the keyspace zstack_logging.
+    let data2 = env.dir.path().join("cassandra2/data");
+    let layout2 = fx::generate_empty(&data2, 46).unwrap();
+    fx::cqlsh(&data2, "DROP KEYSPACE zstack_logging").unwrap();
+    fs::remove_dir_all(data2.join("zstack_logging")).unwrap();
+    let cfg = fs::read_to_string(&env.cfg).unwrap();
+    let cfg = cfg.replace(&data.display().to_string(), &data2.display().to_string());
+    fs::write(&env.cfg, &cfg).unwrap();
+    let journal = env.journal.to_str().unwrap().to_string();
+    let plan = |env: &Env| {
+        let o = env.run(&[
+            "restore",
+            "latest",
+            "--no-mariadb",
+            "--no-files",
+            "--plan",
+            "--journal",
+            &journal,
+        ]);
+        (o.status.code(), text(&o))
+    };
+
+    // Without cqlsh: each table, its live directory, "exists"; the missing table is named with
+    // why the restore cannot create it.
+    let (code, out) = plan(&env);
+    assert_eq!(code, Some(0), "{out}");
+    let existing: Vec<_> = layout2
+        .user_tables()
+        .filter(|t| t.keyspace != "zstack_logging")
+        .collect();
+    assert!(!existing.is_empty());
+    for t in &existing {
+        let block = plan_block(&out, &format!("{}.{}", t.keyspace, t.table));
+        assert!(
+            block.contains(&format!("live directory: {}", t.dir.display()))
+                && block.contains("schema: exists"),
+            "{}.{}: {block}\n{out}",
+            t.keyspace,
+            t.table
+        );
+    }
+    assert!(
+        out.contains("zstack_logging.logs")
+            && out.contains("MISSING and NOT created: no cqlsh is configured"),
+        "{out}"
+    );
+    // Nothing runs for it: the statements are shown to run by hand.
+    let logs = plan_block(&out, "zstack_logging.logs");
+    assert!(
+        !logs.contains("run: ") && logs.contains("to create it yourself"),
+        "{logs}"
+    );
+
+    // With cqlsh: the CREATE statements it will run; existing tables found through their id.
+    let cqlsh = serde_json::to_string(&[
+        "env".to_string(),
+        format!("CASSANDRA_DATA={}", data2.display()),
+        fx::cqlsh_path().display().to_string(),
+    ])
+    .unwrap();
+    fs::write(
+        &env.cfg,
+        cfg.replace(
+            "owner = \"root\"\n",
+            &format!("owner = \"root\"\ncqlsh = {cqlsh}\n"),
+        ),
+    )
+    .unwrap();
+    let (code, out) = plan(&env);
+    assert_eq!(code, Some(0), "{out}");
+    let logs = plan_block(&out, "zstack_logging.logs");
+    assert!(
+        logs.contains("schema: missing")
+            && logs.contains("CREATE KEYSPACE IF NOT EXISTS zstack_logging")
+            && logs.contains("cqlsh runs:")
+            && logs.contains("CREATE TABLE")
+            && logs.contains("run: env CASSANDRA_DATA="),
+        "{out}"
+    );
+    assert!(out.contains("schema: exists (its table id"), "{out}");
+    // The plan changed nothing.
+    assert!(!data2.join("zstack_logging").exists());
+
+    // A failing load names only what this restore included: no MariaDB, no files.
+    let nodetool_env = format!(
+        "\"CASSANDRA_DATA={}\", \"NODETOOL_FAIL_TABLE=kairosdb.data_points\",",
+        data2.display()
+    );
+    let cfg = fs::read_to_string(&env.cfg).unwrap();
+    let line = cfg.lines().find(|l| l.starts_with("nodetool")).unwrap();
+    let failing = line.replacen(
+        &format!("\"CASSANDRA_DATA={}\",", data2.display()),
+        &nodetool_env,
+        1,
+    );
+    assert_ne!(line, failing);
+    fs::write(&env.cfg, cfg.replace(line, &failing)).unwrap();
+    let o = env.run(&[
+        "restore",
+        "latest",
+        "--no-mariadb",
+        "--no-files",
+        "--force",
+        "--journal",
+        &journal,
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("kairosdb.data_points")
+            && out.contains("restoring Cassandra (nothing else was restored yet"),
+        "{out}"
+    );
+    assert!(!out.contains("MariaDB"), "{out}");
+    assert!(!out.contains("files are restored"), "{out}");
+}

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------------------------------------
 // Checksums
@@ -954,6 +954,13 @@ pub struct TablePlan {
     pub bytes: u64,
     /// Commands the restore runs for this table, in order.
     pub commands: Vec<String>,
+    /// The table in the node's schema: `exists`, `created through cqlsh`, or why it is missing
+    /// and not created (no cqlsh configured, no schema in the backup) or refused.
+    pub schema: String,
+    /// The CQL the restore runs through cqlsh for this table (its keyspace's `CREATE KEYSPACE`
+    /// first when that is missing too), when it is created; filled by [`plan_with_cql`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_cql: Option<String>,
 }
 
 /// The result of [`plan`]: nothing has been changed.
@@ -1003,6 +1010,28 @@ impl fmt::Display for CassandraPlan {
                      otherwise)"
                 )?;
             }
+            writeln!(
+                f,
+                "    live directory: {}",
+                t.table_dir
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_else(|| "(none yet)".to_string())
+            )?;
+            writeln!(f, "    schema: {}", t.schema)?;
+            if let Some(cql) = &t.create_cql {
+                if t.commands.iter().any(|c| c.contains(" -f <")) {
+                    writeln!(f, "    cqlsh runs:")?;
+                } else {
+                    writeln!(
+                        f,
+                        "    to create it yourself (cqlsh -f FILE, then run the restore again):"
+                    )?;
+                }
+                for l in cql.lines() {
+                    writeln!(f, "      {l}")?;
+                }
+            }
             for c in &t.commands {
                 writeln!(f, "    run: {c}")?;
             }
@@ -1026,8 +1055,24 @@ pub struct TableReport {
     pub bytes_written: u64,
     /// Data.db files whose digest was verified.
     pub digests_verified: usize,
-    /// `refresh` or `import`.
+    /// `refresh` or `import`; `journal` when an earlier run loaded it (nothing done now).
     pub loaded_with: String,
+}
+
+/// What the restore journal records of one Cassandra table (see [`restore_journaled`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JournaledTable {
+    /// The table's live directory it was loaded into.
+    pub dir: PathBuf,
+    /// The files placed for the load, under the names they were placed under (Cassandra renames
+    /// each when it loads it).
+    pub placed: Vec<PathBuf>,
+    /// Backed-up component name -> the name it was placed under (its free generation).
+    pub generations: BTreeMap<String, String>,
+    /// The load command ran and its load was proven.
+    pub loaded: bool,
+    /// The load command.
+    pub command: String,
 }
 
 /// What [`restore`] did.
@@ -1400,7 +1445,9 @@ fn build_plan(
             .as_ref()
             .map(|c| display_argv(c))
             .unwrap_or_else(|| "cqlsh".to_string());
-        if from_keyspace_cql {
+        // Without cqlsh nothing is created: no cqlsh command runs, and the table is not loaded.
+        let will_create = creates_table && cfg.cqlsh.is_some();
+        if from_keyspace_cql && will_create {
             commands.push(format!(
                 "{cqlsh} -f <CREATE KEYSPACE {} and its tables, IF NOT EXISTS, from the backup's \
                  keyspace.cql>",
@@ -1414,9 +1461,49 @@ fn build_plan(
             if !plan.notes.contains(&note) {
                 plan.notes.push(note);
             }
-        } else if creates_table {
+        } else if will_create {
             commands.push(format!(
                 "{cqlsh} -f <schema of {}.{} from the backup's schema.cql>",
+                t.keyspace, t.table
+            ));
+        }
+        let schema = if let Some(why) = &refused {
+            format!("REFUSED: {why}")
+        } else if table_dir.is_some() {
+            if cfg.cqlsh.is_some() {
+                "exists (its table id in system_schema.tables names the live directory)".to_string()
+            } else {
+                "exists".to_string()
+            }
+        } else if creates_table && cfg.cqlsh.is_some() {
+            if from_keyspace_cql {
+                format!(
+                    "missing, with its keyspace: created through cqlsh from the backup's \
+                     keyspace.cql (CREATE KEYSPACE {} … and its tables, IF NOT EXISTS)",
+                    t.keyspace
+                )
+            } else {
+                "missing: created through cqlsh from the backup's schema.cql".to_string()
+            }
+        } else if creates_table {
+            format!(
+                "MISSING and NOT created: no cqlsh is configured ([cassandra] cqlsh). The \
+                 restore writes the CREATE statements to a file, leaves {}.{} pending and exits \
+                 non-zero; configure cqlsh, or run the statements with cqlsh -f yourself, then \
+                 run the restore again",
+                t.keyspace, t.table
+            )
+        } else {
+            format!(
+                "MISSING and NOT created: the backup has no schema.cql for {}.{}; create the \
+                 table first, then run the restore again",
+                t.keyspace, t.table
+            )
+        };
+        if creates_table && cfg.cqlsh.is_none() {
+            plan.notes.push(format!(
+                "{}.{} does not exist on this node and no cqlsh is configured ([cassandra] \
+                 cqlsh): the restore cannot create it, leaves it pending and exits non-zero",
                 t.keyspace, t.table
             ));
         }
@@ -1430,7 +1517,8 @@ fn build_plan(
             ));
         }
         let nt = display_argv(&cfg.nodetool.argv);
-        if cfg.use_import {
+        let loads = refused.is_none() && (table_dir.is_some() || will_create);
+        if loads && cfg.use_import {
             commands.push(format!(
                 "{nt} import {} {} {}",
                 t.keyspace,
@@ -1440,7 +1528,7 @@ fn build_plan(
                     .map(|d| d.display().to_string())
                     .unwrap_or_default()
             ));
-        } else {
+        } else if loads {
             commands.push(format!("{nt} refresh {} {}", t.keyspace, t.table));
         }
         plan.tables.push(TablePlan {
@@ -1458,6 +1546,8 @@ fn build_plan(
             sstables: stems.len(),
             files,
             commands,
+            schema,
+            create_cql: None,
         });
     }
     Ok(plan)
@@ -1471,14 +1561,66 @@ fn metadata_of(components: &[RestoreComponent<'_>]) -> Vec<(String, String, Stri
 }
 
 /// What a restore of `components` would do: per table the directory the files go to, the
-/// files, bytes and the commands that will run. Reads the data directory, changes nothing, and
-/// never opens the components.
+/// files, bytes, the live directory, whether the table exists or is created through cqlsh, and
+/// the commands that will run. Reads the data directory, changes nothing, and never opens the
+/// components (see [`plan_with_cql`] for the CREATE statements).
 pub fn plan(
     cfg: &CassandraRestoreConfig,
     components: &[RestoreComponent<'_>],
 ) -> Result<CassandraPlan> {
     let (inputs, ks_cql) = group_inputs(&metadata_of(components))?;
     build_plan(cfg, &inputs, &ks_cql)
+}
+
+/// [`plan`], with each created table's CQL read from the backup (`create_cql`): the statements
+/// cqlsh will run. Reads only the small schema.cql / keyspace.cql of the tables to be created.
+pub fn plan_with_cql(
+    cfg: &CassandraRestoreConfig,
+    components: Vec<RestoreComponent<'_>>,
+) -> Result<CassandraPlan> {
+    let mut plan = plan(cfg, &components)?;
+    let mut schemas: BTreeMap<(String, String), OpenFn<'_>> = BTreeMap::new();
+    for c in components {
+        if c.name == KEYSPACE_CQL && c.table.is_empty() || c.name == "schema.cql" {
+            schemas.insert((c.keyspace, c.table), c.open);
+        }
+    }
+    // The CQL of the tables to be created (the small schema.cql / keyspace.cql only).
+    let mut ks_done = BTreeSet::new();
+    for tp in plan.tables.iter_mut().filter(|t| t.creates_table) {
+        let mut cql = String::new();
+        if tp.from_keyspace_cql {
+            if ks_done.insert(tp.keyspace.clone()) {
+                let open = schemas
+                    .remove(&(tp.keyspace.clone(), String::new()))
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "the backup lists keyspace.cql of {} but it cannot be read; the \
+                             snapshot may be damaged (mnbackup verify)",
+                            tp.keyspace
+                        )
+                    })?;
+                let what = format!("keyspace.cql of {}", tp.keyspace);
+                let text = read_all_limited(open, &what, 16 << 20)?;
+                cql = keyspace_cql_script(&tp.keyspace, &String::from_utf8_lossy(&text))?;
+            } else {
+                cql = format!("(created with keyspace {} above)\n", tp.keyspace);
+            }
+        } else if let Some(open) = schemas.remove(&(tp.keyspace.clone(), tp.table.clone())) {
+            if tp.keyspace_missing && ks_done.insert(tp.keyspace.clone()) {
+                cql.push_str(&format!(
+                    "CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {};\n",
+                    tp.keyspace, cfg.keyspace_replication
+                ));
+            }
+            let what = format!("{}.{} schema.cql", tp.keyspace, tp.table);
+            let text = read_all_limited(open, &what, 16 << 20)?;
+            cql.push_str(String::from_utf8_lossy(&text).trim_end());
+            cql.push('\n');
+        }
+        tp.create_cql = Some(cql);
+    }
+    Ok(plan)
 }
 
 /// `<sub/>stem` of an SSTable component name (`.idx/md-1-big` for `.idx/md-1-big-Data.db`).
@@ -1760,6 +1902,19 @@ pub fn restore(
     cfg: &CassandraRestoreConfig,
     components: Vec<RestoreComponent<'_>>,
 ) -> Result<CassandraRestoreReport> {
+    restore_journaled(cfg, components, None)
+}
+
+/// [`restore`], recording per table in `journal` what was placed (before the load command) and
+/// that it was loaded (after the proof). A table the journal records as loaded into the same live
+/// directory is not placed or loaded again, and neither is one whose placed files are all gone
+/// (Cassandra renamed them: the load ran, the run stopped before recording it): a rerun never
+/// loads a table twice, even when the loaded SSTables were compacted away meanwhile.
+pub fn restore_journaled(
+    cfg: &CassandraRestoreConfig,
+    components: Vec<RestoreComponent<'_>>,
+    mut journal: Option<&mut crate::journal::Journal>,
+) -> Result<CassandraRestoreReport> {
     let (inputs, ks_cql) = group_inputs(&metadata_of(&components))?;
     let mut plan = build_plan(cfg, &inputs, &ks_cql)?;
     let unreadable: Vec<String> = plan
@@ -1958,6 +2113,40 @@ pub fn restore(
         let mut bucket = buckets.remove(&key).expect("bucket of a planned table");
         let label = format!("{}.{}", tp.keyspace, tp.table);
 
+        // Loaded by an earlier run of this restore (the journal says so)?
+        if let Some(j) = journal.as_deref_mut() {
+            if let Some(rec) = j.data.cassandra_tables.get(&label).cloned() {
+                let renamed_all = !rec.placed.is_empty()
+                    && rec.placed.iter().all(|p| p.symlink_metadata().is_err());
+                if &rec.dir == table_dir && (rec.loaded || renamed_all) {
+                    if !rec.loaded {
+                        report.notes.push(format!(
+                            "{label}: the interrupted run placed {} files and ran `{}`; Cassandra \
+                             renamed every one of them (it loaded them), so the table is not \
+                             loaded again",
+                            rec.placed.len(),
+                            rec.command
+                        ));
+                        let mut done = rec.clone();
+                        done.loaded = true;
+                        j.data.cassandra_tables.insert(label.clone(), done);
+                        j.save()?;
+                    }
+                    report.tables.push(TableReport {
+                        keyspace: tp.keyspace.clone(),
+                        table: tp.table.clone(),
+                        dir: table_dir.clone(),
+                        files_written: 0,
+                        files_present: rec.generations.len(),
+                        bytes_written: 0,
+                        digests_verified: 0,
+                        loaded_with: "journal".to_string(),
+                    });
+                    continue;
+                }
+            }
+        }
+
         // Cassandra renames every SSTable it loads to a fresh generation, so the backed-up
         // generation numbers may be taken by the application's own SSTables: place each SSTable
         // under a generation that is free in its destination directory.
@@ -2129,6 +2318,29 @@ pub fn restore(
             fsync_dir(d)?;
         }
 
+        let command = if cfg.use_import {
+            format!(
+                "nodetool import {} {} {}",
+                tp.keyspace,
+                tp.table,
+                dest_dir.display()
+            )
+        } else {
+            format!("nodetool refresh {} {}", tp.keyspace, tp.table)
+        };
+        // Journal what is placed before loading it: a rerun after the load ran but before its
+        // proof was recorded sees the placed names gone (renamed by Cassandra).
+        let mut rec = JournaledTable {
+            dir: table_dir.clone(),
+            placed: to_link.iter().map(|(s, _, _)| s.dest.clone()).collect(),
+            generations: names.iter().map(|n| (n.clone(), rename(n))).collect(),
+            loaded: false,
+            command: command.clone(),
+        };
+        if let Some(j) = journal.as_deref_mut() {
+            j.data.cassandra_tables.insert(label.clone(), rec.clone());
+            j.save()?;
+        }
         let (loaded_with, command) = if cfg.use_import {
             let dir = dest_dir.display().to_string();
             cfg.nodetool
@@ -2187,6 +2399,11 @@ pub fn restore(
                     table_dir.display()
                 );
             }
+        }
+        if let Some(j) = journal.as_deref_mut() {
+            rec.loaded = true;
+            j.data.cassandra_tables.insert(label.clone(), rec);
+            j.save()?;
         }
         if cfg.use_import {
             // The staging directory of this table is empty now (import moved everything).

@@ -15,7 +15,11 @@
 //! - `tables_done`: source tables (`db.table`) all of whose data items are committed. A table
 //!   that is not in this set is emptied (`TRUNCATE`) before it is loaded again on a rerun: a
 //!   half-loaded table is never reported as done, and MyISAM tables (not transactional) cannot
-//!   keep half an item.
+//!   keep half an item;
+//! - `cassandra_tables`: per Cassandra table (`ks.table`) the SSTables this restore placed, the
+//!   names it placed them under and whether their load was proven. A table recorded as loaded
+//!   is never placed or loaded again on a rerun, even when Cassandra has since compacted the
+//!   loaded SSTables away (so the content check would not recognise them).
 //!
 //! The journal is removed when the restore succeeds.
 
@@ -47,6 +51,9 @@ pub struct JournalData {
     /// Tables whose loading started (informational: every table not done is reloaded).
     #[serde(default)]
     pub tables_started: BTreeSet<String>,
+    /// Cassandra tables (`ks.table`) this restore placed or loaded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cassandra_tables: BTreeMap<String, crate::cassandra::JournaledTable>,
     /// The safety snapshot `--force` took, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_snapshot: Option<String>,
@@ -82,6 +89,7 @@ impl Journal {
             steps_done: BTreeSet::new(),
             tables_done: BTreeSet::new(),
             tables_started: BTreeSet::new(),
+            cassandra_tables: BTreeMap::new(),
             safety_snapshot: None,
         };
         let mut note = None;

@@ -656,15 +656,42 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
     let plan = RestorePlan::new(id.clone(), steps, pf.checks.clone());
     if args.plan {
         let mut text = plan.to_string();
+        let mut would_proceed = plan.would_proceed;
+        // Cassandra: per table the live directory, the schema (exists, or the CREATE
+        // statements cqlsh will run, or why it cannot be created) and the commands.
+        let mut cassandra = serde_json::Value::Null;
+        if let (false, Some(cc)) = (cass_items.is_empty(), ctx.config.cassandra.as_ref()) {
+            let made = cc.restore_config(None).and_then(|rcfg| {
+                mnbackup_restore::cassandra::plan_with_cql(
+                    &rcfg,
+                    cassandra_components(&repo, &cass_items),
+                )
+            });
+            match made {
+                Ok(cp) => {
+                    text.push_str(&cp.to_string());
+                    cassandra = serde_json::to_value(&cp)?;
+                }
+                Err(e) => {
+                    would_proceed = false;
+                    let msg = format!(
+                        "the Cassandra part of the plan could not be made: {e:#} (fix it, or \
+                         skip Cassandra with --no-cassandra)"
+                    );
+                    text.push_str(&format!("error: {msg}\n"));
+                    warnings.push(msg);
+                }
+            }
+        }
         for w in &warnings {
             text.push_str(&format!("warning: {w}\n"));
         }
         print_out(
             ctx,
             &text,
-            &serde_json::json!({"plan": plan, "warnings": warnings}),
+            &serde_json::json!({"plan": plan, "cassandra": cassandra, "warnings": warnings}),
         )?;
-        return Ok(if plan.would_proceed { 0 } else { 2 });
+        return Ok(if would_proceed { 0 } else { 2 });
     }
     let failed: Vec<&Check> = pf
         .checks
@@ -829,7 +856,8 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
 
     // Files.
     if !entries.is_empty() {
-        let r = restore_files(args, &repo, &m, &entries, &files_root, &journal)?;
+        let note = finished_note(&report.steps);
+        let r = restore_files(args, &repo, &m, &entries, &files_root, &journal, &note)?;
         report.steps.push(r);
     } else if !args.no_files && m.items.iter().any(|i| i.name.starts_with("files/")) {
         report
@@ -849,7 +877,12 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
                 }
                 report.steps.push(r)
             }
-            Err(e) => return Err(e.context("restoring Cassandra (MariaDB and files are restored; rerun the same command to finish)")),
+            Err(e) => {
+                return Err(e.context(format!(
+                    "restoring Cassandra {}",
+                    finished_note(&report.steps)
+                )))
+            }
         }
     } else if args.no_cassandra && m.sources.contains_key("cassandra") {
         report
@@ -1578,6 +1611,31 @@ fn safety_snapshot(
     Ok(m.id)
 }
 
+/// What an error of a later step says about the earlier ones: only the components this restore
+/// included and finished (MariaDB, the files), and that a rerun finishes the rest.
+fn finished_note(steps: &[StepReport]) -> String {
+    let done = |f: &dyn Fn(&str) -> bool| {
+        steps
+            .iter()
+            .any(|s| f(&s.step) && matches!(s.status, StepStatus::Done | StepStatus::AlreadyDone))
+    };
+    let mut parts = Vec::new();
+    if done(&|n| n == "mariadb fingerprints") {
+        parts.push("MariaDB");
+    }
+    if done(&|n| n == "files") {
+        parts.push("the files");
+    }
+    match parts.as_slice() {
+        [] => "(nothing else was restored yet; rerun the same command to finish)".to_string(),
+        [one] => format!("({one} is restored; rerun the same command to finish)"),
+        _ => format!(
+            "({} are restored; rerun the same command to finish)",
+            parts.join(" and ")
+        ),
+    }
+}
+
 fn restore_files(
     args: &RestoreArgs,
     repo: &Repo,
@@ -1585,6 +1643,7 @@ fn restore_files(
     entries: &[(Entry, String)],
     root: &Path,
     journal: &Arc<Mutex<Journal>>,
+    finished: &str,
 ) -> Result<StepReport> {
     let t0 = Instant::now();
     if journal.lock().expect("journal").step_done("files") {
@@ -1631,7 +1690,7 @@ fn restore_files(
             crate::error::unsafe_content(format!("restoring files under {}: {e:#}", root.display()))
         } else {
             e.context(format!(
-                "restoring files under {} (MariaDB is restored; rerun the same command to finish)",
+                "restoring files under {} {finished}",
                 root.display()
             ))
         }
@@ -1661,20 +1720,11 @@ fn restore_files(
     Ok(s.note(note))
 }
 
-fn restore_cassandra(
-    ctx: &Ctx,
+/// The restore input of Cassandra items: each component opened from the repository on demand.
+fn cassandra_components<'a>(
     repo: &Repo,
     items: &[&Item],
-    journal: &Arc<Mutex<Journal>>,
-) -> Result<StepReport> {
-    let t0 = Instant::now();
-    if journal.lock().expect("journal").step_done("cassandra") {
-        return Ok(StepReport::new("cassandra", StepStatus::AlreadyDone));
-    }
-    let cc = ctx.config.cassandra.as_ref().ok_or_else(|| {
-        usage("the snapshot has Cassandra data but the configuration has no [cassandra]; add it or use --no-cassandra")
-    })?;
-    let rcfg = cc.restore_config(None)?;
+) -> Vec<mnbackup_restore::cassandra::RestoreComponent<'a>> {
     let mut comps = Vec::new();
     for i in items {
         let item = (*i).clone();
@@ -1697,9 +1747,30 @@ fn restore_cassandra(
             comps.push(c);
         }
     }
-    let r = mnbackup_restore::cassandra::restore(&rcfg, comps)?;
+    comps
+}
+
+fn restore_cassandra(
+    ctx: &Ctx,
+    repo: &Repo,
+    items: &[&Item],
+    journal: &Arc<Mutex<Journal>>,
+) -> Result<StepReport> {
+    let t0 = Instant::now();
+    if journal.lock().expect("journal").step_done("cassandra") {
+        return Ok(StepReport::new("cassandra", StepStatus::AlreadyDone));
+    }
+    let cc = ctx.config.cassandra.as_ref().ok_or_else(|| {
+        usage("the snapshot has Cassandra data but the configuration has no [cassandra]; add it or use --no-cassandra")
+    })?;
+    let rcfg = cc.restore_config(None)?;
+    let comps = cassandra_components(repo, items);
+    let r = {
+        let mut j = journal.lock().expect("journal");
+        mnbackup_restore::cassandra::restore_journaled(&rcfg, comps, Some(&mut j))?
+    };
     // A table left pending is not restored: the step is not done (a rerun finishes it; tables
-    // already loaded are recognised by content and not loaded twice).
+    // already loaded are in the journal, or recognised by content, and not loaded twice).
     let status = if r.pending.is_empty() {
         journal.lock().expect("journal").mark_step("cassandra")?;
         StepStatus::Done
