@@ -812,7 +812,7 @@ fn backup_with_cqlsh_stores_each_keyspace_schema() {
 }
 
 #[test]
-fn failing_cqlsh_is_a_warning_not_a_failed_backup() {
+fn failing_cqlsh_is_a_gap_not_a_failed_backup() {
     let node = Node::new(16, false);
     let sink = MemSink::default();
     let summary = backup(&config_with_cqlsh(&node, &["CQLSH_FAIL=1"]), "nocql", &sink).unwrap();
@@ -832,6 +832,18 @@ fn failing_cqlsh_is_a_warning_not_a_failed_backup() {
     assert_eq!(info["warnings"].as_array().unwrap().len(), 3);
     assert_eq!(info["snapshot_cleared"], true);
     assert!(node.leftover_snapshots().is_empty());
+    // A missing keyspace schema is a gap (the snapshot is incomplete), not only a warning.
+    let gaps = sink.gaps.lock().unwrap();
+    let subjects: Vec<_> = gaps
+        .iter()
+        .filter(|g| g.source == "cassandra" && g.kind == "schema")
+        .map(|g| g.subject.clone().unwrap())
+        .collect();
+    assert_eq!(
+        subjects,
+        ["kairosdb", "zstack_billing", "zstack_logging"],
+        "{gaps:?}"
+    );
 }
 
 #[test]

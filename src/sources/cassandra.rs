@@ -467,7 +467,12 @@ pub fn backup(
         );
         tracing::warn!("{w}");
         summary.warnings.push(w.clone());
-        info.warnings.push(w);
+        info.warnings.push(w.clone());
+        sink.gap(Gap::new("cassandra", "source", w).fix(
+            "check [cassandra] data_dirs and keyspaces against cassandra.yaml's \
+             data_file_directories, or remove the [cassandra] section on a node without \
+             Cassandra",
+        ));
         info.snapshot_cleared = true;
         summary.snapshot_cleared = true;
         sink.set_source_info("cassandra", serde_json::to_value(&info)?);
@@ -770,6 +775,16 @@ fn describe_keyspaces(
                 tracing::warn!("{w}");
                 summary.warnings.push(w.clone());
                 info.warnings.push(w);
+                // Without it a restore into a node that lacks the keyspace cannot recreate it
+                // with its real replication: a gap, never only a warning.
+                sink.gap(
+                    Gap::new("cassandra", "schema", why)
+                        .subject(ks.clone())
+                        .fix(
+                            "make `DESCRIBE KEYSPACE` work with the [cassandra] cqlsh command \
+                             (Cassandra's CQL port 9042, credentials), then take a new snapshot",
+                        ),
+                );
                 continue;
             }
         };
