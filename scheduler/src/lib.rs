@@ -16,6 +16,7 @@
 pub mod clock;
 pub mod crontab;
 pub mod daemon;
+pub mod durable;
 pub mod retention;
 pub mod schedule;
 pub mod state;

@@ -21,7 +21,7 @@
 //! ([`default_max_age`]), so one missed slot is flagged.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, Utc};
@@ -121,41 +121,7 @@ pub enum StateError {
     },
 }
 
-/// Writes `data` to `path` atomically: temp file in the same directory, fsync, rename
-/// over `path`, fsync the directory. The temp name is unique per call (pid and a process-wide
-/// counter), so concurrent writers of the same file (several jobs of one daemon) never share
-/// one.
-pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(
-        ".tmp.{}.{}",
-        std::process::id(),
-        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        // fsync the directory so the rename itself is durable.
-        fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
+pub use crate::durable::write_atomic;
 
 /// Directory of per-job state files.
 #[derive(Clone, Debug)]
