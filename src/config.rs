@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::CodecPolicy;
+use crate::repo::codec::CodecPolicy;
 use crate::error::MnError;
 use crate::sources::cassandra::CassandraConfig;
 use crate::sources::files::FilesConfig;

@@ -1,19 +1,28 @@
 //! mnbackup: backup and disaster recovery for the ZStack / Mevoco management node.
 //!
-//! - [`sources`]: what is backed up (MariaDB, Cassandra, files), written through [`source::ItemSink`];
-//! - [`codec`]: how a piece is stored (unchanged, rsync delta, or full; zstd);
-//! - [`repo`]: where it is stored (objects, manifests, locks on the pool);
+//! Layers, bottom up (a layer imports only layers below it):
+//! - [`model`]: manifests, items, pieces, ids and limits, the `ItemSink` / `ItemSource` traits
+//!   (no I/O);
+//! - [`store`]: where bytes live: the `Backend` trait, `LocalFs`, in-memory and faulty backends;
+//! - [`repo`]: the repository over a backend: objects, manifests, locks, leftovers, the codec,
+//!   the snapshot writer and the item reader;
+//! - [`sources`]: what is backed up (MariaDB, Cassandra, files);
+//! - [`ops`]: use cases without printing (verify, prune, forget, repair, ...);
 //! - [`commands`]: one module per command of the `mnbackup` binary.
 
 pub mod cli;
-pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod error;
 pub mod model;
-pub mod reader;
+pub mod ops;
 pub mod repo;
-pub mod source;
 pub mod sources;
+pub mod store;
 pub mod ui;
-pub mod writer;
+
+/// Old paths, kept while other modules move (`crate::source::ItemSink` is `crate::model::ItemSink`).
+pub mod source {
+    pub use crate::model::item::*;
+}
+pub use repo::{codec, reader, writer};

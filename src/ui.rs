@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
-use crate::writer::Progress;
+use crate::repo::writer::Progress;
 
 /// Human-readable byte count.
 pub fn bytes(n: u64) -> String {

@@ -25,7 +25,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -162,23 +161,8 @@ impl Journal {
                 dir.display()
             )
         })?;
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            self.path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "journal".into()),
-            std::process::id()
-        ));
         let bytes = serde_json::to_vec_pretty(&self.data)?;
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            fs::File::open(dir)?.sync_all()
-        };
-        write().with_context(|| {
+        mnbackup_scheduler::durable::write_atomic(&self.path, &bytes).with_context(|| {
             format!(
                 "writing the restore journal {} (the local disk may be full or read-only; pass \
                  --journal PATH to put it elsewhere)",

@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Result;
 
 use super::Ctx;
-use crate::reader::{find_item, read_item, write_item};
+use crate::repo::reader::{find_item, read_item, write_item};
 
 /// Items up to this size are checked whole in memory before `cat` writes them.
 const CAT_IN_MEMORY: u64 = 64 << 20;

@@ -58,10 +58,16 @@ fn pool_lines(ctx: &Ctx, out: &mut Vec<Line>) {
                 "pool",
                 "repository",
                 true,
-                format!("marker present at {}", repo.root.display()),
+                format!("marker present at {}", repo.location()),
                 vec![],
             ));
-            out.push(match writable(&repo.root.join("tmp")) {
+            let probe = format!("tmp/.mnbackup-check-{}", std::process::id());
+            let w = repo
+                .store()
+                .put_replace(&probe, b"check")
+                .and_then(|_| repo.store().delete(&probe))
+                .map_err(|e| format!("cannot write {}/{probe}: {e}", repo.location()));
+            out.push(match w {
                 Ok(()) => line("pool", "writable", true, "tmp/ writable".into(), vec![]),
                 Err(e) => line(
                     "pool",
@@ -71,7 +77,7 @@ fn pool_lines(ctx: &Ctx, out: &mut Vec<Line>) {
                     vec![],
                 ),
             });
-            match free_bytes(&repo.root) {
+            match repo.local_root().and_then(free_bytes) {
                 Some(n) => out.push(line(
                     "pool",
                     "free space",
@@ -92,7 +98,7 @@ fn pool_lines(ctx: &Ctx, out: &mut Vec<Line>) {
                     "pool",
                     "free space",
                     false,
-                    format!("cannot read the free space of {}", repo.root.display()),
+                    format!("cannot read the free space of {}", repo.location()),
                     vec![],
                 )),
             }

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::model::{EntryKind, Item, Manifest};
-use crate::reader::write_item;
+use crate::repo::reader::write_item;
 use crate::repo::Repo;
 use crate::ui::bytes;
 

@@ -2,7 +2,7 @@
 //! Objects stay until `prune` (or `forget --prune`).
 
 use anyhow::Result;
-use mnbackup_scheduler::{apply_policy, KeepPolicy, SnapshotRef, TzSpec};
+use mnbackup_scheduler::KeepPolicy;
 use serde_json::json;
 
 use super::Ctx;
@@ -30,54 +30,24 @@ pub fn policy(ctx: &Ctx, overrides: &KeepPolicy) -> KeepPolicy {
     }
 }
 
-/// Kept snapshots with the reasons, and removed snapshot ids.
-pub type ForgetOutcome = (Vec<(String, String)>, Vec<String>);
+pub use crate::ops::forget::ForgetOutcome;
 
-/// Decide and (unless dry run) remove. The caller holds the exclusive lock.
+/// Decide and (unless dry run) remove (see [`crate::ops::forget::forget_locked`]). The caller
+/// holds the exclusive lock.
 pub fn forget_locked(
     ctx: &Ctx,
     repo: &crate::repo::Repo,
     args: &ForgetArgs,
 ) -> Result<ForgetOutcome> {
-    let mut keep = Vec::new();
-    let mut remove = Vec::new();
-    if !args.snapshots.is_empty() {
-        for s in &args.snapshots {
-            remove.push(repo.resolve(s)?);
-        }
-    } else {
-        let pol = policy(ctx, &args.keep);
-        if pol.is_empty() {
-            return Err(usage(
-                "no retention policy: set [retention] keep_* in the configuration or give \
-                 --keep-last/--keep-daily/...; forget never removes everything by default",
-            ));
-        }
-        let tz = TzSpec::parse(&ctx.config.daemon.timezone).map_err(|e| usage(e.to_string()))?;
-        let mut refs = Vec::new();
-        for r in repo.load_all()? {
-            match r {
-                Ok(m) => refs.push(SnapshotRef {
-                    id: m.id,
-                    time: m.time,
-                }),
-                // A damaged snapshot is never chosen for removal by policy: verify reports it.
-                Err((id, _)) => keep.push((id, "damaged (kept for inspection)".to_string())),
-            }
-        }
-        let plan = apply_policy(&refs, &pol, &tz);
-        for d in plan.keep {
-            let why: Vec<_> = d.reasons.iter().map(|r| r.label()).collect();
-            keep.push((d.id, why.join(", ")));
-        }
-        remove.extend(plan.remove.into_iter().map(|d| d.id));
-    }
-    if !args.dry_run {
-        for id in &remove {
-            repo.remove_manifest(id)?;
-        }
-    }
-    Ok((keep, remove))
+    crate::ops::forget::forget_locked(
+        repo,
+        &crate::ops::forget::ForgetPlan {
+            snapshots: &args.snapshots,
+            policy: policy(ctx, &args.keep),
+            timezone: &ctx.config.daemon.timezone,
+            dry_run: args.dry_run,
+        },
+    )
 }
 
 pub fn run(ctx: &Ctx, args: &ForgetArgs) -> Result<i32> {

@@ -14,13 +14,13 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
     if ctx.json {
         println!(
             "{}",
-            serde_json::json!({"repository": repo.root, "id": repo.config.id, "warning": warning})
+            serde_json::json!({"repository": repo.location(), "id": repo.config.id, "warning": warning})
         );
     } else {
         ctx.say(format!(
             "created mnbackup repository {} at {}",
             &repo.config.id[..8],
-            repo.root.display()
+            repo.location()
         ));
     }
     Ok(0)

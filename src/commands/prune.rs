@@ -6,67 +6,13 @@
 //! unknown.
 
 use anyhow::Result;
-use serde::Serialize;
 use serde_json::json;
 
 use super::Ctx;
-use crate::error::integrity;
-use crate::model::Manifest;
 use crate::repo::Repo;
 use crate::ui::bytes;
 
-/// What a prune removed (or would remove).
-#[derive(Debug, Default, Serialize)]
-pub struct PruneReport {
-    pub snapshots: usize,
-    pub objects_total: usize,
-    pub objects_removed: usize,
-    pub bytes_removed: u64,
-    pub bytes_kept: u64,
-    pub leftovers_removed: u64,
-    pub dry_run: bool,
-}
-
-/// Prune `repo`; the caller holds the exclusive lock.
-pub fn prune_locked(repo: &Repo, dry_run: bool) -> Result<PruneReport> {
-    let mut manifests: Vec<Manifest> = Vec::new();
-    for r in repo.load_all()? {
-        match r {
-            Ok(m) => manifests.push(m),
-            Err((id, e)) => {
-                return Err(integrity(format!(
-                    "prune stopped: the manifest of snapshot {id} is damaged ({e:#}), so what it \
-                     needs is unknown and nothing was removed. If that snapshot is lost, `mnbackup \
-                     forget {id}` first, then prune again"
-                )))
-            }
-        }
-    }
-    let mut report = PruneReport {
-        snapshots: manifests.len(),
-        dry_run,
-        ..Default::default()
-    };
-    if !dry_run {
-        report.leftovers_removed = repo.clean_leftovers()?.0;
-    }
-    let keep = Repo::referenced_objects(&manifests);
-    let all = repo.all_objects()?;
-    report.objects_total = all.len();
-    for (id, size) in all {
-        if keep.contains(&id) {
-            report.bytes_kept += size;
-            continue;
-        }
-        report.objects_removed += 1;
-        report.bytes_removed += size;
-        if !dry_run {
-            std::fs::remove_file(repo.object_path(&id)?)?;
-            repo.clear_damaged(&id);
-        }
-    }
-    Ok(report)
-}
+pub use crate::ops::prune::{free_one, prune_locked, PruneReport};
 
 pub fn run(ctx: &Ctx, dry_run: bool) -> Result<i32> {
     let repo = ctx.open_repo()?;
@@ -78,26 +24,6 @@ pub fn run(ctx: &Ctx, dry_run: bool) -> Result<i32> {
     let r = prune_locked(&repo, dry_run)?;
     print_report(ctx, &r)?;
     Ok(0)
-}
-
-/// On a full pool with no other process holding the repository: remove one object no manifest
-/// references (what prune removes anyway), so the lock file fits.
-fn free_one(repo: &Repo) -> Result<bool> {
-    let mut manifests = Vec::new();
-    for r in repo.load_all()? {
-        match r {
-            Ok(m) => manifests.push(m),
-            Err(_) => return Ok(false),
-        }
-    }
-    let keep = Repo::referenced_objects(&manifests);
-    for (id, _) in repo.all_objects()? {
-        if !keep.contains(&id) {
-            std::fs::remove_file(repo.object_path(&id)?)?;
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 pub fn print_report(ctx: &Ctx, r: &PruneReport) -> Result<()> {

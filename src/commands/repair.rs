@@ -69,14 +69,7 @@ pub fn run(ctx: &Ctx, dry_run: bool) -> Result<i32> {
         }
         r.objects_removed.push(p.object.clone());
         if !dry_run {
-            let path = repo.object_path(&p.object)?;
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(e).with_context(|| format!("removing {}", path.display()));
-                }
-            }
+            repo.delete_object(&p.object)?;
             repo.clear_damaged(&p.object);
         }
     }

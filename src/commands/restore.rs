@@ -1591,7 +1591,7 @@ fn safety_snapshot(
     cfg.cassandra = None;
     cfg.files = vec![];
     let sctx = Ctx {
-        repo_path: Some(repo.root.clone()),
+        repo_path: Some(repo.location().into()),
         config_path: ctx.config_path.clone(),
         config: cfg,
         json: true,

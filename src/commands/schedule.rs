@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, FixedOffset, Utc};
+use mnbackup_scheduler::durable;
 use mnbackup_scheduler::crontab::{backup_file_name, import_crontab as analyse, Proposal};
 use mnbackup_scheduler::schedule::{Schedule, TzSpec};
 use mnbackup_scheduler::systemd::{render_unit, UnitOptions, UNIT_PATH};
@@ -152,15 +153,7 @@ pub fn install(ctx: &Ctx, dry_run: bool) -> Result<i32> {
             .with_context(|| format!("cannot create {} for the service", d.display()))?;
     }
     let path = Path::new(UNIT_PATH);
-    let tmp = path.with_extension("service.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(unit.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
+    if let Err(e) = durable::write_atomic(path, unit.as_bytes()) {
         return Err(anyhow::Error::new(e).context(format!(
             "cannot write the unit {UNIT_PATH} (run as root, or use --dry-run and install it by \
              hand)"
@@ -198,24 +191,10 @@ fn read_crontab(file: Option<&Path>) -> Result<String> {
 /// Installs the new crontab text: writes `F` back, or pipes it into `crontab -`.
 fn write_crontab(file: Option<&Path>, text: &str) -> Result<()> {
     if let Some(f) = file {
-        let tmp = {
-            let mut name = f.file_name().unwrap_or_default().to_os_string();
-            name.push(".mnbackup-tmp");
-            f.with_file_name(name)
-        };
-        let perms = std::fs::metadata(f).map(|m| m.permissions()).ok();
-        let res = (|| -> std::io::Result<()> {
-            let mut out = std::fs::File::create(&tmp)?;
-            out.write_all(text.as_bytes())?;
-            if let Some(p) = perms {
-                out.set_permissions(p)?;
-            }
-            out.sync_all()?;
-            std::fs::rename(&tmp, f)
-        })();
-        if res.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(f).map(|m| m.permissions().mode()).ok();
+        let res = durable::temp_beside(f)
+            .and_then(|tmp| durable::write_atomic_via(&tmp, f, text.as_bytes(), mode));
         return res.with_context(|| format!("cannot write the crontab file {}", f.display()));
     }
     let mut child = Command::new("crontab")
@@ -371,17 +350,9 @@ pub fn import_crontab(ctx: &Ctx, file: Option<&Path>, apply: bool) -> Result<i32
             )
         })?;
         let path = dir.join(backup_file_name(now));
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .with_context(|| format!("cannot save the old crontab to {}", path.display()))?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-        }
+        durable::temp_beside(&path)
+            .and_then(|tmp| durable::write_atomic_via(&tmp, &path, text.as_bytes(), Some(0o600)))
+            .with_context(|| format!("cannot save the old crontab to {}", path.display()))?;
         let new = p.apply(today);
         write_crontab(file, &new).with_context(|| {
             format!(

@@ -3,11 +3,14 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::repo::lock::remove_locks;
 
 pub fn run(ctx: &Ctx, all: bool) -> Result<i32> {
     let repo = ctx.open_repo()?;
-    let removed = remove_locks(&repo.locks_dir(), repo.stale_after, all)?;
+    let removed: Vec<_> = repo
+        .remove_locks(all)?
+        .into_iter()
+        .map(|(k, i)| (format!("{}/{k}", repo.location()), i))
+        .collect();
     if ctx.json {
         let v: Vec<_> = removed
             .iter()
@@ -23,7 +26,7 @@ pub fn run(ctx: &Ctx, all: bool) -> Result<i32> {
                     "removed lock of `{}` (pid {} on {}, last heartbeat {})",
                     i.command, i.pid, i.host, i.heartbeat
                 )),
-                None => ctx.say(format!("removed unreadable lock file {}", p.display())),
+                None => ctx.say(format!("removed unreadable lock file {p}")),
             }
         }
     }

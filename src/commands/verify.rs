@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::Ctx;
-use crate::codec::decode_piece;
+use crate::repo::codec::decode_piece;
 use crate::error::{EXIT_INTEGRITY, EXIT_MISSING};
 use crate::model::{Encoding, Manifest, PieceData};
 use crate::repo::{ObjectType, Repo};
@@ -107,18 +107,17 @@ struct Users {
 }
 
 fn index_piece(p: &PieceData, snap: &str, item: &str, idx: &mut HashMap<String, Users>) {
-    let (obj, stored) = p.data.object();
-    let ty = match p.data {
-        Encoding::Full { .. } => ObjectType::Full,
-        Encoding::Delta { .. } => ObjectType::Delta,
-    };
-    let u = idx.entry(obj.to_string()).or_default();
-    u.ty = Some(ty);
-    u.size = stored;
-    u.snapshots.insert(snap.to_string());
-    u.items.insert(format!("{snap}:{item}"));
-    if let Encoding::Delta { base, .. } = &p.data {
-        index_piece(base, snap, item, idx);
+    for c in crate::model::chain(p) {
+        let (obj, stored) = c.data.object();
+        let ty = match c.data {
+            Encoding::Full { .. } => ObjectType::Full,
+            Encoding::Delta { .. } => ObjectType::Delta,
+        };
+        let u = idx.entry(obj.to_string()).or_default();
+        u.ty = Some(ty);
+        u.size = stored;
+        u.snapshots.insert(snap.to_string());
+        u.items.insert(format!("{snap}:{item}"));
     }
 }
 
@@ -294,7 +293,7 @@ pub fn verify(
                 }) {
                     continue;
                 }
-                if let Err(e) = crate::reader::write_item(repo, item, &mut std::io::sink()) {
+                if let Err(e) = crate::repo::reader::write_item(repo, item, &mut std::io::sink()) {
                     report
                         .items_inconsistent
                         .push(format!("{}:{}: {e:#}", m.id, item.name));

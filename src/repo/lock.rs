@@ -18,8 +18,7 @@
 //! needed to read safely: the command proceeds without one (as restic's `--no-lock`), with a
 //! warning, after checking that no writer holds the repository.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +28,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::MnError;
-use crate::repo::fsutil::{fsync_dir, read_regular, temp_name, write_error};
+use crate::repo::{se, LOCKS};
+use crate::store::local::read_regular;
+use crate::store::{Backend, StoreError};
+
+/// The locks' place in the store.
+type Store = Arc<dyn Backend>;
 
 /// How often a held lock's heartbeat is refreshed.
 pub const HEARTBEAT: Duration = Duration::from_secs(60);
@@ -118,7 +122,7 @@ pub fn boot_id() -> Option<String> {
 /// A process's start time: field 22 of `/proc/PID/stat` (after the parenthesised command name,
 /// which may itself contain spaces and parentheses).
 pub fn process_start(pid: u32) -> Option<u64> {
-    let b = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let b = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     let s = String::from_utf8_lossy(&b);
     let after = &s[s.rfind(')')? + 1..];
     // Fields after the name start at field 3 (state); field 22 is the 20th of them.
@@ -136,9 +140,10 @@ fn pid_alive(pid: u32) -> bool {
 
 /// A held lock; dropping it removes the lock file.
 pub struct Lock {
+    store: Store,
     /// None: a reading command that proceeds without a lock file (the pool is full or
     /// read-only).
-    path: Option<PathBuf>,
+    key: Option<String>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     info: Arc<Mutex<LockInfo>>,
@@ -157,98 +162,70 @@ impl Drop for Lock {
             t.thread().unpark();
             let _ = t.join();
         }
-        if let Some(path) = &self.path {
-            let _ = fs::remove_file(path);
-            if let Some(dir) = path.parent() {
-                let _ = fsync_dir(dir);
-            }
+        if let Some(key) = &self.key {
+            let _ = self.store.delete(key);
         }
     }
 }
 
-/// All lock files in `locks_dir` with their parsed content (unparseable files are reported as
+/// All lock files in `locks/` with their parsed content (unparseable files are reported as
 /// `None`: a half-written lock never exists, so such a file is damage, treated as stale).
-pub fn list_locks(locks_dir: &Path) -> Result<Vec<(PathBuf, Option<LockInfo>)>> {
+pub fn list_locks(store: &Store) -> Result<Vec<(String, Option<LockInfo>)>> {
     let mut out = Vec::new();
-    let rd = match fs::read_dir(locks_dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", locks_dir.display())),
-    };
-    for entry in rd {
-        let entry = entry?;
-        let p = entry.path();
-        if p.extension().and_then(|s| s.to_str()) != Some("json")
-            || entry.file_name().to_string_lossy().starts_with('.')
-        {
+    let prefix = format!("{LOCKS}/");
+    for (key, _) in store.list(&prefix).map_err(se)? {
+        let name = &key[prefix.len()..];
+        if !name.ends_with(".json") || name.starts_with('.') || name.contains('/') {
             continue;
         }
         // Not followed, not blocking, bounded: a FIFO or a huge file is damage, not a lock.
-        let info = read_regular(&p, 64 * 1024)
+        let info = store
+            .get(&key, 64 * 1024)
             .ok()
             .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok());
-        out.push((p, info));
+        out.push((key, info));
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
-/// Write a lock file: a temporary `.NAME.tmp` in `locks/` itself, synced, renamed to `NAME`.
-fn write_lock_file(locks_dir: &Path, path: &Path, info: &LockInfo) -> std::io::Result<()> {
-    use std::io::Write;
-    let bytes = serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?;
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = locks_dir.join(format!(".{}", temp_name(&stem)));
-    let r = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(locks_dir)?.sync_all()
-    })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    r
+/// Write a lock file (atomically; a local store keeps its temporary in `locks/` itself).
+fn write_lock_file(store: &Store, key: &str, info: &LockInfo) -> std::result::Result<(), StoreError> {
+    let bytes = serde_json::to_vec_pretty(info)
+        .map_err(|e| StoreError::Permanent(e.to_string()))?;
+    store.put_replace(key, &bytes)
 }
 
-/// Whether an I/O error means the pool cannot take a new file (full or read-only).
-fn pool_unwritable(e: &std::io::Error) -> bool {
-    crate::error::is_no_space(e) || e.raw_os_error() == Some(libc::EROFS)
+/// Whether a write error means the pool cannot take a new file (full or read-only).
+fn pool_unwritable(e: &StoreError) -> bool {
+    match e {
+        StoreError::NoSpace(_) => true,
+        StoreError::Permanent(m) => m.contains("Read-only file system"),
+        _ => false,
+    }
 }
 
 /// Remove what certainly-dead runs of this host left in `locks/`: their lock files and
 /// temporaries older than an hour. Best effort.
-fn clean_dead(locks_dir: &Path, locks: &[(PathBuf, Option<LockInfo>)]) {
-    for (p, info) in locks {
-        if info.as_ref().is_some_and(|i| i.is_dead()) && fs::remove_file(p).is_ok() {
-            tracing::info!(
-                "removed the lock of a process that is gone: {}",
-                p.display()
-            );
+fn clean_dead(store: &Store, locks: &[(String, Option<LockInfo>)]) {
+    for (k, info) in locks {
+        if info.as_ref().is_some_and(|i| i.is_dead()) && store.delete(k).is_ok() {
+            tracing::info!("removed the lock of a process that is gone: {k}");
         }
     }
-    if let Ok(rd) = fs::read_dir(locks_dir) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !(name.starts_with('.') && name.ends_with(".tmp")) {
-                continue;
-            }
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|m| m.elapsed().ok())
-                .is_some_and(|a| a > Duration::from_secs(3600));
-            if old {
-                let _ = fs::remove_file(e.path());
-            }
+    let prefix = format!("{LOCKS}/");
+    for (key, _) in store.list(&prefix).unwrap_or_default() {
+        let name = &key[prefix.len()..];
+        if !(name.starts_with('.') && name.ends_with(".tmp")) {
+            continue;
+        }
+        let old = store
+            .stat(&key)
+            .ok()
+            .and_then(|m| m.modified)
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|a| a > Duration::from_secs(3600));
+        if old {
+            let _ = store.delete(&key);
         }
     }
 }
@@ -268,14 +245,13 @@ fn locked_error(other: &LockInfo, stale_after: Duration) -> anyhow::Error {
 /// Take a lock. Waits up to `wait` for conflicting locks to go away, then refuses with an error
 /// naming the holder (exit 4).
 pub fn acquire(
-    locks_dir: &Path,
-    _tmp_dir: &Path,
+    store: &Store,
     exclusive: bool,
     command: &str,
     stale_after: Duration,
     wait: Duration,
 ) -> Result<Lock> {
-    crate::repo::fsutil::check_real_dir(locks_dir)?;
+    store.check_dir(LOCKS).map_err(se)?;
     let start = std::time::Instant::now();
     let boot = boot_id();
     let proc_start = process_start(std::process::id());
@@ -291,15 +267,14 @@ pub fn acquire(
             boot_id: boot.clone(),
             proc_start,
         };
-        let name = format!(
-            "{}-{}-{:016x}.json",
+        let key = format!(
+            "{LOCKS}/{}-{}-{:016x}.json",
             info.host.replace(['/', '.'], "_"),
             info.pid,
             rand::random::<u64>()
         );
-        let path = locks_dir.join(&name);
-        let mut own = Some(path.clone());
-        if let Err(e) = write_lock_file(locks_dir, &path, &info) {
+        let mut own = Some(key.clone());
+        if let Err(e) = write_lock_file(store, &key, &info) {
             if !exclusive && pool_unwritable(&e) {
                 tracing::warn!(
                     "cannot write a lock file ({e}); the pool is full or read-only. Reading \
@@ -307,61 +282,44 @@ pub fn acquire(
                 );
                 own = None;
             } else {
-                return Err(write_error(e, "the lock file", &path));
+                return Err(se(e).context("writing the lock file"));
             }
         }
-        let locks = list_locks(locks_dir)?;
-        clean_dead(locks_dir, &locks);
-        let mut conflict = None;
-        for (p, other) in locks {
-            if p == path {
-                continue;
-            }
-            let Some(other) = other else { continue };
-            if other.is_stale(Utc::now(), stale_after) {
-                continue;
-            }
-            if exclusive || other.exclusive {
-                conflict = Some(other);
-                break;
-            }
+        let locks = list_locks(store)?;
+        clean_dead(store, &locks);
+        let conflict = locks.into_iter().find_map(|(k, other)| {
+            let other = other.filter(|_| k != key)?;
+            let blocks = !other.is_stale(Utc::now(), stale_after) && (exclusive || other.exclusive);
+            blocks.then_some(other)
+        });
+        let Some(other) = conflict else {
+            let info = Arc::new(Mutex::new(info));
+            let stop = Arc::new(AtomicBool::new(false));
+            let thread = own
+                .as_ref()
+                .map(|k| spawn_heartbeat(store.clone(), k.clone(), info.clone(), stop.clone()));
+            return Ok(Lock {
+                store: store.clone(),
+                key: own,
+                stop,
+                thread,
+                info,
+            });
+        };
+        if let Some(k) = &own {
+            let _ = store.delete(k);
         }
-        match conflict {
-            None => {
-                let info = Arc::new(Mutex::new(info));
-                let stop = Arc::new(AtomicBool::new(false));
-                let thread = own.as_ref().map(|p| {
-                    spawn_heartbeat(
-                        p.clone(),
-                        locks_dir.to_path_buf(),
-                        info.clone(),
-                        stop.clone(),
-                    )
-                });
-                return Ok(Lock {
-                    path: own,
-                    stop,
-                    thread,
-                    info,
-                });
-            }
-            Some(other) => {
-                if let Some(p) = &own {
-                    let _ = fs::remove_file(p);
-                }
-                if start.elapsed() >= wait {
-                    return Err(locked_error(&other, stale_after));
-                }
-                let jitter = 200 + (rand::random::<u64>() % 800);
-                std::thread::sleep(Duration::from_millis(jitter));
-            }
+        if start.elapsed() >= wait {
+            return Err(locked_error(&other, stale_after));
         }
+        let jitter = 200 + (rand::random::<u64>() % 800);
+        std::thread::sleep(Duration::from_millis(jitter));
     }
 }
 
 fn spawn_heartbeat(
-    path: PathBuf,
-    locks_dir: PathBuf,
+    store: Store,
+    key: String,
     info: Arc<Mutex<LockInfo>>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
@@ -375,7 +333,7 @@ fn spawn_heartbeat(
             i.heartbeat = Utc::now();
             i.clone()
         };
-        if let Err(e) = write_lock_file(&locks_dir, &path, &i) {
+        if let Err(e) = write_lock_file(&store, &key, &i) {
             tracing::warn!("could not refresh the lock heartbeat: {e}");
         }
     })
@@ -383,23 +341,23 @@ fn spawn_heartbeat(
 
 /// Remove stale locks (or all, with `all`). Returns the removed locks.
 pub fn remove_locks(
-    locks_dir: &Path,
+    store: &Store,
     stale_after: Duration,
     all: bool,
-) -> Result<Vec<(PathBuf, Option<LockInfo>)>> {
+) -> Result<Vec<(String, Option<LockInfo>)>> {
     let mut removed = Vec::new();
-    for (p, info) in list_locks(locks_dir)? {
+    for (k, info) in list_locks(store)? {
         let stale = match &info {
             None => true,
             Some(i) => i.is_stale(Utc::now(), stale_after),
         };
         if all || stale {
-            fs::remove_file(&p).with_context(|| format!("removing lock {}", p.display()))?;
-            removed.push((p, info));
+            store
+                .delete(&k)
+                .map_err(se)
+                .with_context(|| format!("removing lock {k}"))?;
+            removed.push((k, info));
         }
-    }
-    if !removed.is_empty() {
-        crate::repo::fsutil::fsync_dir(locks_dir)?;
     }
     Ok(removed)
 }

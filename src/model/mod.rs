@@ -4,6 +4,15 @@
 //! is their specification. Changing a field here changes the format: bump
 //! [`crate::repo::FORMAT_VERSION`] and the spec together.
 
+pub mod ids;
+pub mod item;
+
+pub use ids::{
+    chain, check_object_id, check_snapshot_id, MAX_CHAIN_HARD, MAX_MANIFEST, MAX_MARKER, MAX_OBJECT,
+    MAX_PIECE,
+};
+pub use item::{ItemSink, ItemSource, ItemSpec};
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};

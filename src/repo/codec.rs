@@ -20,8 +20,7 @@ use crate::error::{integrity, unsafe_content};
 use crate::model::{Encoding, Item, Manifest, Piece, PieceData};
 use crate::repo::{check_object_id, ObjectType, Repo, MAX_PIECE};
 
-/// Hard limit on a delta chain read from a manifest (policy keeps it far lower).
-pub const MAX_CHAIN_HARD: u32 = 64;
+pub use crate::model::MAX_CHAIN_HARD;
 
 /// Compression and delta policy.
 #[derive(Debug, Clone)]
@@ -110,7 +109,7 @@ impl SigCache {
     pub fn put(&self, id: &str, payload: &[u8]) {
         if let Some(dir) = &self.dir {
             if std::fs::create_dir_all(dir).is_ok() {
-                let tmp = dir.join(crate::repo::fsutil::temp_name(&id[..8]));
+                let tmp = dir.join(crate::store::local::temp_name(&id[..8]));
                 if std::fs::write(&tmp, payload).is_ok() {
                     let _ = std::fs::rename(&tmp, dir.join(id));
                 } else {
@@ -354,33 +353,27 @@ pub fn check_item_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_piece(p: &PieceData, item: &str, depth_seen: u32) -> Result<()> {
-    if depth_seen > MAX_CHAIN_HARD {
-        return Err(unsafe_content(format!(
-            "{item}: delta chain longer than {MAX_CHAIN_HARD}"
-        )));
-    }
-    if p.size > MAX_PIECE {
-        return Err(unsafe_content(format!(
-            "{item}: a piece declares {} bytes (limit {MAX_PIECE})",
-            p.size
-        )));
-    }
-    match &p.data {
-        Encoding::Full { object, .. } => check_object_id(object),
-        Encoding::Delta {
-            object,
-            base,
-            depth,
-            ..
-        } => {
-            check_object_id(object)?;
+fn check_piece(p: &PieceData, item: &str) -> Result<()> {
+    for (depth_seen, c) in crate::model::chain(p).enumerate() {
+        if depth_seen as u32 > MAX_CHAIN_HARD {
+            return Err(unsafe_content(format!(
+                "{item}: delta chain longer than {MAX_CHAIN_HARD}"
+            )));
+        }
+        if c.size > MAX_PIECE {
+            return Err(unsafe_content(format!(
+                "{item}: a piece declares {} bytes (limit {MAX_PIECE})",
+                c.size
+            )));
+        }
+        check_object_id(c.data.object().0)?;
+        if let Encoding::Delta { base, depth, .. } = &c.data {
             if *depth != base.data.depth() + 1 {
                 return Err(unsafe_content(format!("{item}: inconsistent delta depth")));
             }
-            check_piece(base, item, depth_seen + 1)
         }
     }
+    Ok(())
 }
 
 /// Structural checks on a manifest before it is used: safe names, sane sizes, consistent pieces.
@@ -403,7 +396,7 @@ fn validate_item(item: &Item) -> Result<()> {
     check_item_name(&item.name)?;
     let mut total = 0u64;
     for p in &item.pieces {
-        check_piece(&p.piece, &item.name, 0)?;
+        check_piece(&p.piece, &item.name)?;
         if let Some(s) = &p.sig {
             check_object_id(s)?;
         }

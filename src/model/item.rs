@@ -1,4 +1,5 @@
-//! The interface between sources (what is backed up) and the snapshot writer (how it is stored).
+//! The interfaces between engines and the repository: [`ItemSink`] (what is backed up goes to the
+//! snapshot writer) and [`ItemSource`] (what is restored comes from a snapshot's items).
 //!
 //! A source walks what it backs up and hands every item to an [`ItemSink`]. The sink is shared
 //! between threads (`&self` methods, `Send + Sync`): a source may call it from several worker
@@ -7,7 +8,7 @@
 
 use std::io::Read;
 
-use crate::model::{EntryKind, FileMeta, Gap};
+use crate::model::{EntryKind, FileMeta, Gap, Item};
 
 /// What a source says about one item.
 #[derive(Debug, Clone)]
@@ -81,4 +82,11 @@ pub trait ItemSink: Send + Sync {
     fn put_unchanged(&self, _spec: ItemSpec, _size: u64) -> anyhow::Result<bool> {
         Ok(false)
     }
+}
+
+/// Where restores take items from: the content of one stored item as a stream, every piece
+/// checked before its bytes are handed on (`repo::reader::ItemReader` over a repository).
+pub trait ItemSource: Send + Sync {
+    /// Open `item`'s content for reading.
+    fn open_item<'a>(&'a self, item: &'a Item) -> anyhow::Result<Box<dyn Read + Send + 'a>>;
 }

@@ -10,11 +10,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use crate::codec::{check_item_name, encode_piece, CodecPolicy, SigCache};
+use crate::repo::codec::{check_item_name, encode_piece, CodecPolicy, SigCache};
 use crate::error::unsafe_content;
-use crate::model::{Encoding, EntryKind, Gap, Item, Manifest, Piece, PieceData, SnapshotStats};
+use crate::model::{EntryKind, Gap, Item, Manifest, Piece, PieceData, SnapshotStats};
 use crate::repo::{InProgress, Repo, FORMAT_VERSION};
-use crate::source::{ItemSink, ItemSpec};
+use crate::model::{ItemSink, ItemSpec};
 
 /// Receives progress: bytes of plain content processed, and the item being stored.
 pub trait Progress: Send + Sync {
@@ -218,7 +218,7 @@ impl SnapshotWriter {
             complete: gaps.is_empty(),
             gaps,
         };
-        crate::codec::validate_manifest(&m)?;
+        crate::repo::codec::validate_manifest(&m)?;
         // `bytes_added` counts the manifest itself: it is written to the pool like any object.
         // Its size depends on the number, so settle the fixed point (the digits change at most
         // a few times).
@@ -245,10 +245,8 @@ impl SnapshotWriter {
         let objs = self.new_objects.into_inner().unwrap();
         let mut n = 0;
         for id in &objs {
-            if let Ok(p) = self.repo.object_path(id) {
-                if std::fs::remove_file(&p).is_ok() {
-                    n += 1;
-                }
+            if self.repo.delete_object(id).unwrap_or(false) {
+                n += 1;
             }
         }
         self.in_progress.remove();
@@ -259,17 +257,13 @@ impl SnapshotWriter {
     /// chain) exists with its recorded size and is not recorded as damaged. A piece that fails
     /// is not reused: its content is stored anew from the source.
     fn piece_intact(&self, p: &PieceData) -> bool {
-        let (obj, stored) = p.data.object();
-        let ok = {
+        crate::model::chain(p).all(|c| {
+            let (obj, stored) = c.data.object();
             let mut checked = self.checked.lock().unwrap();
             *checked
                 .entry(obj.to_string())
                 .or_insert_with(|| self.repo.object_good(obj, stored))
-        };
-        ok && match &p.data {
-            Encoding::Delta { base, .. } => self.piece_intact(base),
-            Encoding::Full { .. } => true,
-        }
+        })
     }
 
     /// A stored piece made safe to build on: None when its data is not intact; its signature
@@ -379,7 +373,7 @@ impl ItemSink for SnapshotWriter {
                 &self.repo,
                 &self.policy,
                 &self.cache,
-                crate::codec::PieceInput {
+                crate::repo::codec::PieceInput {
                     plain: chunk,
                     plain_hash: &hash,
                     want_sig,

@@ -1,0 +1,64 @@
+//! Forget: remove snapshots, by id or by a retention policy (as restic's forget). Objects stay
+//! until prune.
+
+use anyhow::Result;
+use mnbackup_scheduler::{apply_policy, KeepPolicy, SnapshotRef, TzSpec};
+
+use crate::error::usage;
+use crate::repo::Repo;
+
+/// Kept snapshots with the reasons, and removed snapshot ids.
+pub type ForgetOutcome = (Vec<(String, String)>, Vec<String>);
+
+/// What to forget: the given snapshots, or (none given) what `policy` does not keep, with the
+/// calendar of `timezone`.
+#[derive(Debug, Clone)]
+pub struct ForgetPlan<'a> {
+    pub snapshots: &'a [String],
+    pub policy: KeepPolicy,
+    pub timezone: &'a str,
+    pub dry_run: bool,
+}
+
+/// Decide and (unless dry run) remove. The caller holds the exclusive lock.
+pub fn forget_locked(repo: &Repo, plan: &ForgetPlan) -> Result<ForgetOutcome> {
+    let mut keep = Vec::new();
+    let mut remove = Vec::new();
+    if !plan.snapshots.is_empty() {
+        for s in plan.snapshots {
+            remove.push(repo.resolve(s)?);
+        }
+    } else {
+        let pol = &plan.policy;
+        if pol.is_empty() {
+            return Err(usage(
+                "no retention policy: set [retention] keep_* in the configuration or give \
+                 --keep-last/--keep-daily/...; forget never removes everything by default",
+            ));
+        }
+        let tz = TzSpec::parse(plan.timezone).map_err(|e| usage(e.to_string()))?;
+        let mut refs = Vec::new();
+        for r in repo.load_all()? {
+            match r {
+                Ok(m) => refs.push(SnapshotRef {
+                    id: m.id,
+                    time: m.time,
+                }),
+                // A damaged snapshot is never chosen for removal by policy: verify reports it.
+                Err((id, _)) => keep.push((id, "damaged (kept for inspection)".to_string())),
+            }
+        }
+        let decided = apply_policy(&refs, pol, &tz);
+        for d in decided.keep {
+            let why: Vec<_> = d.reasons.iter().map(|r| r.label()).collect();
+            keep.push((d.id, why.join(", ")));
+        }
+        remove.extend(decided.remove.into_iter().map(|d| d.id));
+    }
+    if !plan.dry_run {
+        for id in &remove {
+            repo.remove_manifest(id)?;
+        }
+    }
+    Ok((keep, remove))
+}

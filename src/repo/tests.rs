@@ -1,0 +1,290 @@
+//! Storage-core tests against the in-memory (and faulty) backend: codec, writer, prune-style
+//! sweeps, verify-style reads, locks and leftovers, in milliseconds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::error::exit_code;
+use crate::model::{ItemSink, ItemSource, ItemSpec};
+use crate::repo::codec::{CodecPolicy, SigCache};
+use crate::repo::reader::{read_item, ItemReader};
+use crate::repo::writer::SnapshotWriter;
+use crate::store::faulty::{Fault, FaultKind, Faulty, Op};
+use crate::store::mem::MemBackend;
+
+fn small_repo(store: Arc<dyn Backend>) -> Repo {
+    let (mut repo, warning) = Repo::init_on(store).unwrap();
+    assert!(warning.is_none());
+    // Small pieces, so a few KiB make several.
+    repo.config.chunk_min = 64;
+    repo.config.chunk_avg = 256;
+    repo.config.chunk_max = 1024;
+    repo
+}
+
+fn data(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i / 97) as u8)
+        .collect()
+}
+
+fn snapshot(repo: &Repo, parent: Option<Manifest>, items: &[(&str, &[u8])]) -> Manifest {
+    let w = SnapshotWriter::new(
+        repo.clone(),
+        CodecPolicy::default(),
+        SigCache::default(),
+        parent,
+        None,
+    )
+    .unwrap();
+    for (name, bytes) in items {
+        w.put_bytes(ItemSpec::content(*name, true), bytes).unwrap();
+    }
+    w.commit("host".into(), "test".into(), vec![]).unwrap()
+}
+
+#[test]
+fn init_open_and_marker_round_trip_on_memory() {
+    let store = MemBackend::new();
+    let repo = small_repo(store.clone());
+    let again = Repo::open_on(store.clone()).unwrap();
+    assert_eq!(again.config.id, repo.config.id);
+    assert_eq!(
+        exit_code(&Repo::init_on(store).unwrap_err()),
+        crate::error::EXIT_USAGE
+    );
+    let empty = MemBackend::new();
+    assert_eq!(
+        exit_code(&Repo::open_on(empty).unwrap_err()),
+        crate::error::EXIT_NO_REPO
+    );
+}
+
+#[test]
+fn writer_codec_and_reader_round_trip_with_deltas() {
+    let repo = small_repo(MemBackend::new());
+    let a = data(20_000, 1);
+    let m1 = snapshot(&repo, None, &[("files/a", &a), ("files/empty", b"")]);
+    let mut b = a.clone();
+    b[5000] ^= 0xff;
+    let m2 = snapshot(&repo, Some(m1.clone()), &[("files/a", &b)]);
+    assert!(m2.stats.pieces_unchanged > 0, "{:?}", m2.stats);
+    assert!(m2.stats.bytes_added < m1.stats.bytes_added);
+    let item = crate::repo::reader::find_item(&m2, "files/a").unwrap();
+    assert_eq!(read_item(&repo, item).unwrap(), b);
+    let mut out = Vec::new();
+    repo.open_item(item).unwrap().read_to_end(&mut out).unwrap();
+    assert_eq!(out, b);
+    assert_eq!(repo.snapshot_ids().unwrap(), vec![m1.id.clone(), m2.id.clone()]);
+    assert_eq!(repo.load_manifest(&m1.id).unwrap(), m1);
+    assert_eq!(repo.resolve("latest").unwrap(), m2.id);
+}
+
+use std::io::Read;
+
+#[test]
+fn a_damaged_object_is_an_integrity_error_naming_the_item_never_wrong_bytes() {
+    let store = MemBackend::new();
+    let repo = small_repo(store.clone());
+    let m = snapshot(&repo, None, &[("files/x", &data(5000, 7))]);
+    let item = &m.items[0];
+    let obj = item.pieces[0].piece.data.object().0.to_string();
+    let key = objects::object_key(&obj).unwrap();
+    assert!(store.tamper(&key, |b| {
+        let n = b.len() - 1;
+        b[n] ^= 1;
+    }));
+    let e = read_item(&repo, item).unwrap_err();
+    assert_eq!(exit_code(&e), crate::error::EXIT_INTEGRITY, "{e:#}");
+    let mut r = ItemReader::new(&repo, item);
+    let mut sink = Vec::new();
+    assert!(r.read_to_end(&mut sink).is_err());
+    assert_eq!(
+        exit_code(&r.take_error().unwrap()),
+        crate::error::EXIT_INTEGRITY
+    );
+    assert!(!repo.object_good(&obj, store.stat(&key).unwrap().size));
+    // The next snapshot of the same content writes the object again.
+    repo.rewrite.lock().unwrap().insert(obj.clone());
+    repo.mark_damaged(&obj).unwrap();
+    assert!(repo.damaged_objects().unwrap().contains(&obj));
+    let m2 = snapshot(&repo, Some(m.clone()), &[("files/x", &data(5000, 7))]);
+    assert_eq!(read_item(&repo, &m2.items[0]).unwrap(), data(5000, 7));
+}
+
+#[test]
+fn sweeping_unreferenced_objects_keeps_every_delta_base() {
+    let repo = small_repo(MemBackend::new());
+    let a = data(30_000, 3);
+    let m1 = snapshot(&repo, None, &[("f", &a)]);
+    let mut b = a.clone();
+    b[100] ^= 1;
+    b[20_000] ^= 1;
+    let m2 = snapshot(&repo, Some(m1.clone()), &[("f", &b)]);
+    repo.remove_manifest(&m1.id).unwrap();
+    let keep = Repo::referenced_objects([&m2]);
+    let mut removed = 0;
+    for (id, _) in repo.all_objects().unwrap() {
+        if !keep.contains(&id) {
+            assert!(repo.delete_object(&id).unwrap());
+            removed += 1;
+        }
+    }
+    assert!(!repo.delete_object(&"0".repeat(64)).unwrap());
+    // Every piece of m2 still reconstructs (bases of its deltas were kept).
+    assert_eq!(read_item(&repo, &m2.items[0]).unwrap(), b);
+    let _ = removed;
+}
+
+#[test]
+fn an_aborted_snapshot_removes_its_objects_and_leftovers_are_cleaned() {
+    let store = MemBackend::new();
+    let repo = small_repo(store.clone());
+    let w = SnapshotWriter::new(
+        repo.clone(),
+        CodecPolicy::default(),
+        SigCache::default(),
+        None,
+        None,
+    )
+    .unwrap();
+    w.put_bytes(ItemSpec::content("f", false), &data(4000, 9))
+        .unwrap();
+    assert!(!repo.all_objects().unwrap().is_empty());
+    assert!(w.abort().unwrap() > 0);
+    assert!(repo.all_objects().unwrap().is_empty());
+    assert!(store.list("tmp/").unwrap().is_empty());
+
+    // An interrupted run (never committed nor aborted): its record names its objects.
+    let w = SnapshotWriter::new(
+        repo.clone(),
+        CodecPolicy::default(),
+        SigCache::default(),
+        None,
+        None,
+    )
+    .unwrap();
+    w.put_bytes(ItemSpec::content("g", false), &data(4000, 11))
+        .unwrap();
+    std::mem::forget(w);
+    store.put_replace("tmp/junk.tmp", b"partial").unwrap();
+    let (files, _) = repo.clean_leftovers().unwrap();
+    assert!(files >= 3, "{files}");
+    assert!(repo.all_objects().unwrap().is_empty());
+    assert!(store.list("tmp/").unwrap().is_empty());
+}
+
+#[test]
+fn a_full_store_mid_snapshot_is_exit_7_and_nothing_is_committed() {
+    let mem = MemBackend::new();
+    let faulty = Faulty::new(mem.clone());
+    let repo = small_repo(faulty.clone());
+    faulty.inject(
+        Fault::new(Op::Put, FaultKind::NoSpace)
+            .on_keys("objects/")
+            .after(2),
+    );
+    let w = SnapshotWriter::new(
+        repo.clone(),
+        CodecPolicy::default(),
+        SigCache::default(),
+        None,
+        None,
+    )
+    .unwrap();
+    let e = w
+        .put_bytes(ItemSpec::content("f", true), &data(20_000, 5))
+        .unwrap_err();
+    assert_eq!(exit_code(&e), crate::error::EXIT_NO_SPACE, "{e:#}");
+    assert!(w.pool_failed());
+    w.abort().unwrap();
+    assert!(repo.snapshot_ids().unwrap().is_empty());
+    assert!(mem.list("tmp/").unwrap().is_empty());
+}
+
+#[test]
+fn a_missing_object_is_found_missing() {
+    let mem = MemBackend::new();
+    let faulty = Faulty::new(mem.clone());
+    let repo = small_repo(faulty.clone());
+    let m = snapshot(&repo, None, &[("f", &data(3000, 2))]);
+    faulty.inject(Fault::new(Op::Get, FaultKind::NotFound).on_keys("objects/"));
+    let e = read_item(&repo, &m.items[0]).unwrap_err();
+    assert_eq!(exit_code(&e), crate::error::EXIT_INTEGRITY);
+    assert!(format!("{e:#}").contains("missing"), "{e:#}");
+}
+
+#[test]
+fn locks_conflict_stale_ones_are_removed_and_release_on_drop() {
+    let repo = small_repo(MemBackend::new());
+    let shared = repo.lock(false, "verify", Duration::ZERO).unwrap();
+    let shared2 = repo.lock(false, "export", Duration::ZERO).unwrap();
+    let e = repo
+        .lock(true, "prune", Duration::ZERO)
+        .err()
+        .expect("an exclusive lock beside shared ones");
+    assert_eq!(exit_code(&e), crate::error::EXIT_LOCKED);
+    drop(shared);
+    drop(shared2);
+    let ex = repo.lock(true, "prune", Duration::ZERO).unwrap();
+    assert_eq!(lock::list_locks(repo.store()).unwrap().len(), 1);
+    drop(ex);
+    assert!(lock::list_locks(repo.store()).unwrap().is_empty());
+    // A lock whose heartbeat is old is stale: it blocks nobody and unlock removes it.
+    let mut old = lock::LockInfo {
+        host: "elsewhere".into(),
+        pid: 1,
+        exclusive: true,
+        command: "snapshot".into(),
+        started: Utc::now(),
+        heartbeat: Utc::now() - chrono::Duration::hours(2),
+        boot_id: None,
+        proc_start: None,
+    };
+    repo.store()
+        .put_replace("locks/old.json", &serde_json::to_vec(&old).unwrap())
+        .unwrap();
+    drop(repo.lock(true, "prune", Duration::ZERO).unwrap());
+    old.heartbeat = Utc::now();
+    repo.store()
+        .put_replace("locks/live.json", &serde_json::to_vec(&old).unwrap())
+        .unwrap();
+    assert!(repo.lock(false, "verify", Duration::ZERO).is_err());
+    let removed = repo.remove_locks(false).unwrap();
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].0, "locks/old.json");
+}
+
+#[test]
+fn a_reading_lock_on_a_full_store_proceeds_without_a_file() {
+    let mem = MemBackend::new();
+    let faulty = Faulty::new(mem.clone());
+    let repo = small_repo(faulty.clone());
+    faulty.inject(Fault::new(Op::Put, FaultKind::NoSpace).on_keys("locks/"));
+    let l = repo.lock(false, "verify", Duration::ZERO).unwrap();
+    assert!(mem.list("locks/").unwrap().is_empty());
+    drop(l);
+    let e = repo.lock(true, "snapshot", Duration::ZERO).err().unwrap();
+    assert_eq!(exit_code(&e), crate::error::EXIT_NO_SPACE);
+}
+
+#[test]
+fn manifests_and_markers_keep_format_v1_bytes() {
+    let store = MemBackend::new();
+    let repo = small_repo(store.clone());
+    let m = snapshot(&repo, None, &[("f", b"hello")]);
+    let bytes = store
+        .get(&format!("snapshots/{}.json", m.id), 1 << 20)
+        .unwrap();
+    assert_eq!(bytes, encode_manifest(&m).unwrap());
+    assert!(bytes.starts_with(b"mnbackup-manifest v1 blake3="));
+    let marker = store.get(MARKER, 1 << 16).unwrap();
+    assert_eq!(decode_marker(&marker).unwrap().id, repo.config.id);
+    let obj = store.list("objects/").unwrap();
+    for (k, _) in obj {
+        let b = store.get(&k, 1 << 20).unwrap();
+        assert_eq!(&b[..5], b"MNBO\x01");
+        assert_eq!(k.rsplit('/').next().unwrap(), blake3::hash(&b).to_hex().as_str());
+    }
+}

@@ -1,0 +1,358 @@
+//! [`LocalFs`]: a repository directory on a local or NFS-mounted pool.
+//!
+//! - writes go through a temporary file in `tmp/` (keys under `locks/`: a `.NAME….tmp` in
+//!   `locks/` itself, since a snapshot empties `tmp/`), fsync, rename, fsync of the directory
+//!   ([`mnbackup_scheduler::durable`]); a crash leaves at most a temporary file;
+//! - reads never follow a symbolic link, never block on a FIFO or device, and check the size
+//!   before reading: a hostile pool cannot make the program hang or allocate without bound;
+//! - `create` warns when the directory is not on a separately mounted filesystem (an unmounted
+//!   NFS mount point looks like that).
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context;
+use mnbackup_scheduler::durable;
+
+use super::{check_key, Backend, Meta, StoreError, StoreResult};
+use crate::error::MnError;
+
+/// The directory that takes temporary files (except for `locks/`).
+pub const TMP_DIR: &str = "tmp";
+/// The directory whose temporary files stay inside it.
+pub const LOCKS_DIR: &str = "locks";
+
+/// A repository directory.
+#[derive(Debug, Clone)]
+pub struct LocalFs {
+    root: PathBuf,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A name for a temporary file that no other process or thread will pick:
+/// `<stem>.<host>-<pid>-<counter>-<random>.tmp`.
+pub fn temp_name(stem: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{stem}.{}-{}-{n}-{:08x}.tmp",
+        gethostname::gethostname().to_string_lossy(),
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Open a file of the pool for reading: symlinks are not followed, FIFOs and devices are
+/// refused without blocking, and a file over `max` bytes is refused before it is read. A refused
+/// file gives an `InvalidData` error saying why.
+fn open_regular(path: &Path, max: u64) -> std::io::Result<(fs::File, fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                invalid(format!("{} is a symbolic link, not a regular file", path.display()))
+            } else {
+                e
+            }
+        })?;
+    let md = f.metadata()?;
+    if !md.file_type().is_file() {
+        return Err(invalid(format!(
+            "{} is not a regular file (a FIFO, device or directory)",
+            path.display()
+        )));
+    }
+    if md.len() > max {
+        return Err(invalid(format!(
+            "{} is {} bytes, more than the {max} allowed for it",
+            path.display(),
+            md.len()
+        )));
+    }
+    Ok((f, md))
+}
+
+/// Read a regular file of at most `max` bytes (see [`open_regular`]); a file growing past `max`
+/// while read is refused too.
+pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let (f, md) = open_regular(path, max)?;
+    let mut buf = Vec::with_capacity(md.len().min(max) as usize);
+    f.take(max.saturating_add(1)).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} grew past {max} bytes while read", path.display()),
+        ));
+    }
+    Ok(buf)
+}
+
+fn identity(md: &fs::Metadata) -> (u64, i64, i64, u64) {
+    (
+        md.len(),
+        md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        md.ino(),
+    )
+}
+
+fn is_separate_mount(path: &Path) -> Option<bool> {
+    let canon = path.canonicalize().ok()?;
+    let parent = canon.parent()?;
+    let a = fs::metadata(&canon).ok()?;
+    let b = fs::metadata(parent).ok()?;
+    Some(a.dev() != b.dev() || a.ino() == b.ino())
+}
+
+impl LocalFs {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalFs { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file of a key (the key is checked: it never leaves the root).
+    pub fn path(&self, key: &str) -> StoreResult<PathBuf> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn io(&self, e: std::io::Error, what: &str, p: &Path) -> StoreError {
+        StoreError::from_io(&e, what, &p.display().to_string())
+    }
+
+    /// Where the temporary file of a write to `key` goes.
+    fn temp_for(&self, key: &str, dest: &Path) -> PathBuf {
+        let stem: String = dest
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or("file")
+            .chars()
+            .take(24)
+            .collect();
+        if key.starts_with("locks/") {
+            let stem = stem.strip_suffix(".json").unwrap_or(&stem).to_string();
+            dest.with_file_name(format!(".{}", temp_name(&stem)))
+        } else {
+            self.root.join(TMP_DIR).join(temp_name(&stem))
+        }
+    }
+
+    fn write(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
+        let dest = self.path(key)?;
+        let dir = dest.parent().expect("a key has a parent").to_path_buf();
+        if fs::symlink_metadata(&dir).is_err() {
+            fs::create_dir_all(&dir).map_err(|e| self.io(e, "creating", &dir))?;
+            if let Some(pp) = dir.parent() {
+                durable::fsync_dir(pp).map_err(|e| self.io(e, "syncing", pp))?;
+            }
+        }
+        let tmp = self.temp_for(key, &dest);
+        durable::write_atomic_via(&tmp, &dest, bytes, None).map_err(|e| self.io(e, "writing", &dest))
+    }
+
+    fn list_into(&self, dir: &Path, key: &str, out: &mut Vec<(String, u64)>) -> StoreResult<()> {
+        let rd = match fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io(e, "listing", dir)),
+        };
+        for e in rd {
+            let e = e.map_err(|e| self.io(e, "listing", dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let k = if key.is_empty() { name } else { format!("{key}/{name}") };
+            // Not followed: a symbolic link is listed as an entry of its own.
+            let md = fs::symlink_metadata(e.path()).map_err(|er| self.io(er, "reading", &e.path()))?;
+            if md.is_dir() {
+                self.list_into(&e.path(), &k, out)?;
+            } else {
+                out.push((k, md.len()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Backend for LocalFs {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> StoreResult<bool> {
+        if fs::symlink_metadata(self.path(key)?).is_ok() {
+            return Ok(false);
+        }
+        self.write(key, bytes)?;
+        Ok(true)
+    }
+
+    fn put_replace(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
+        self.write(key, bytes)
+    }
+
+    fn get(&self, key: &str, max: u64) -> StoreResult<Vec<u8>> {
+        let p = self.path(key)?;
+        read_regular(&p, max).map_err(|e| self.io(e, "reading", &p))
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> StoreResult<Vec<u8>> {
+        let p = self.path(key)?;
+        let (mut f, _) = open_regular(&p, u64::MAX).map_err(|e| self.io(e, "reading", &p))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| self.io(e, "reading", &p))?;
+        let mut buf = Vec::new();
+        f.take(len)
+            .read_to_end(&mut buf)
+            .map_err(|e| self.io(e, "reading", &p))?;
+        Ok(buf)
+    }
+
+    fn stat(&self, key: &str) -> StoreResult<Meta> {
+        let p = self.path(key)?;
+        let md = fs::symlink_metadata(&p).map_err(|e| self.io(e, "reading", &p))?;
+        if !md.file_type().is_file() {
+            return Err(StoreError::Refused(format!(
+                "{} is not a regular file",
+                p.display()
+            )));
+        }
+        Ok(Meta {
+            size: md.len(),
+            identity: Some(identity(&md)),
+            modified: md.modified().ok(),
+        })
+    }
+
+    fn list(&self, prefix: &str) -> StoreResult<Vec<(String, u64)>> {
+        // The directory holding the prefix, listed recursively, filtered by the full prefix.
+        let dir_key = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let dir = if dir_key.is_empty() {
+            self.root.clone()
+        } else {
+            self.path(dir_key)?
+        };
+        let mut out = Vec::new();
+        self.list_into(&dir, dir_key, &mut out)?;
+        out.retain(|(k, _)| k.starts_with(prefix));
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> StoreResult<()> {
+        let p = self.path(key)?;
+        fs::remove_file(&p).map_err(|e| self.io(e, "removing", &p))?;
+        let dir = p.parent().expect("a key has a parent");
+        durable::fsync_dir(dir).map_err(|e| self.io(e, "syncing", dir))
+    }
+
+    fn append(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
+        use std::io::Write;
+        let p = self.path(key)?;
+        let mut f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&p)
+            .map_err(|e| self.io(e, "writing", &p))?;
+        f.write_all(bytes).map_err(|e| self.io(e, "writing", &p))
+    }
+
+    fn ensure_dir(&self, prefix: &str) -> StoreResult<()> {
+        let p = self.path(prefix.trim_end_matches('/'))?;
+        fs::create_dir_all(&p).map_err(|e| self.io(e, "creating", &p))
+    }
+
+    fn check_dir(&self, prefix: &str) -> StoreResult<()> {
+        let dir = self.path(prefix.trim_end_matches('/'))?;
+        match fs::symlink_metadata(&dir) {
+            Ok(md) if md.file_type().is_dir() => Ok(()),
+            Ok(md) => Err(StoreError::Refused(format!(
+                "{} is {} where the repository layout has a directory; refusing to use the \
+                 repository (someone changed the pool). Inspect it; `mnbackup verify` and a \
+                 fresh repository are the safe way on",
+                dir.display(),
+                if md.file_type().is_symlink() {
+                    "a symbolic link"
+                } else {
+                    "not a directory"
+                }
+            ))),
+            Err(e) => Err(StoreError::Permanent(format!(
+                "the repository directory {} is missing or unreadable ({e}); the pool is \
+                 damaged or not fully mounted",
+                dir.display()
+            ))),
+        }
+    }
+
+    fn has_dir(&self, prefix: &str) -> bool {
+        self.path(prefix.trim_end_matches('/'))
+            .map(|p| fs::symlink_metadata(p).is_ok())
+            .unwrap_or(false)
+    }
+
+    fn create(&self) -> anyhow::Result<Option<String>> {
+        let path = &self.root;
+        if path.exists() {
+            let non_empty = fs::read_dir(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .next()
+                .is_some();
+            if non_empty {
+                return Err(MnError::Usage(format!(
+                    "{} exists and is not empty; `init` only creates a repository in an empty \
+                     or new directory (choose a subdirectory of the pool, e.g. {}/mnbackup)",
+                    path.display(),
+                    path.display()
+                ))
+                .into());
+            }
+        }
+        fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+        // The repository directory itself is normally a subdirectory of the mount: check the
+        // directory and its parent.
+        let mounted = is_separate_mount(path).unwrap_or(false)
+            || path.parent().and_then(is_separate_mount).unwrap_or(false);
+        Ok((!mounted).then(|| {
+            format!(
+                "{} is not on a separately mounted filesystem (neither it nor its parent is a \
+                 mount point). If the pool is an NFS mount, check that it is mounted before \
+                 backing up: a repository on the local disk is lost with the node.",
+                path.display()
+            )
+        }))
+    }
+
+    fn explain_missing(&self) -> String {
+        let path = &self.root;
+        if !path.exists() {
+            "the directory does not exist".to_string()
+        } else if !path.is_dir() {
+            "it is not a directory".to_string()
+        } else if fs::read_dir(path)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false)
+        {
+            "the directory is empty: if the pool is an NFS mount, it is probably not mounted \
+             (check `mount` / `df`)"
+                .to_string()
+        } else {
+            "the directory has no repository marker".to_string()
+        }
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+}
