@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "mnbackup", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// Repository directory on the pool.
+    /// Repository: a directory on the pool, or a URL (`file:///mysql_bk/mnbackup`).
     #[arg(short = 'r', long = "repo", env = "MNBACKUP_REPO", global = true)]
     pub repo: Option<PathBuf>,
     /// Configuration file [default: /etc/mnbackup/mnbackup.toml when it exists].

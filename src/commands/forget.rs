@@ -6,7 +6,6 @@ use mnbackup_scheduler::KeepPolicy;
 use serde_json::json;
 
 use super::Ctx;
-use crate::error::usage;
 
 /// Options of `forget`.
 #[derive(Debug, Default, Clone)]

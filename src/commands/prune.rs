@@ -9,7 +9,6 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::Ctx;
-use crate::repo::Repo;
 use crate::ui::bytes;
 
 pub use crate::ops::prune::{free_one, prune_locked, PruneReport};

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{se, ObjectType, Repo, StatKey, DAMAGED, OBJECTS, OBJECT_MAGIC};
+use super::{se, ObjectType, Repo, DAMAGED, OBJECTS, OBJECT_MAGIC};
 use crate::error::integrity;
 use crate::model::{chain, check_object_id, Manifest, MAX_OBJECT};
 use crate::store::StoreError;
@@ -142,7 +142,7 @@ impl Repo {
             if let (Ok(a), Ok(b), Ok(c), Ok(d)) =
                 (f[1].parse(), f[2].parse(), f[3].parse(), f[4].parse())
             {
-                map.insert(f[0].to_string(), (a, b, c, d) as StatKey);
+                map.insert(f[0].to_string(), (a, b, c, d));
             }
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::error::exit_code;
-use crate::model::{ItemSink, ItemSource, ItemSpec};
+use crate::model::{ItemSink, ItemSource, ItemSpec, Manifest};
 use crate::repo::codec::{CodecPolicy, SigCache};
 use crate::repo::reader::{read_item, ItemReader};
 use crate::repo::writer::SnapshotWriter;
