@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::repo::codec::CodecPolicy;
 use crate::error::MnError;
+use crate::repo::codec::CodecPolicy;
 use crate::sources::cassandra::CassandraConfig;
 use crate::sources::files::FilesConfig;
 use crate::sources::mariadb::MariadbConfig;

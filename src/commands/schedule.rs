@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, FixedOffset, Utc};
-use mnbackup_scheduler::durable;
 use mnbackup_scheduler::crontab::{backup_file_name, import_crontab as analyse, Proposal};
+use mnbackup_scheduler::durable;
 use mnbackup_scheduler::schedule::{Schedule, TzSpec};
 use mnbackup_scheduler::systemd::{render_unit, UnitOptions, UNIT_PATH};
 use serde_json::json;

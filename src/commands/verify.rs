@@ -18,9 +18,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::Ctx;
-use crate::repo::codec::decode_piece;
 use crate::error::{EXIT_INTEGRITY, EXIT_MISSING};
 use crate::model::{Encoding, Manifest, PieceData};
+use crate::repo::codec::decode_piece;
 use crate::repo::{ObjectType, Repo};
 use crate::ui::bytes;
 

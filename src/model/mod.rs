@@ -8,8 +8,8 @@ pub mod ids;
 pub mod item;
 
 pub use ids::{
-    chain, check_object_id, check_snapshot_id, MAX_CHAIN_HARD, MAX_MANIFEST, MAX_MARKER, MAX_OBJECT,
-    MAX_PIECE,
+    chain, check_object_id, check_snapshot_id, MAX_CHAIN_HARD, MAX_MANIFEST, MAX_MARKER,
+    MAX_OBJECT, MAX_PIECE,
 };
 pub use item::{ItemSink, ItemSource, ItemSpec};
 

@@ -84,4 +84,3 @@ pub fn free_one(repo: &Repo) -> Result<bool> {
     }
     Ok(false)
 }
-

@@ -189,9 +189,13 @@ pub fn list_locks(store: &Store) -> Result<Vec<(String, Option<LockInfo>)>> {
 }
 
 /// Write a lock file (atomically; a local store keeps its temporary in `locks/` itself).
-fn write_lock_file(store: &Store, key: &str, info: &LockInfo) -> std::result::Result<(), StoreError> {
-    let bytes = serde_json::to_vec_pretty(info)
-        .map_err(|e| StoreError::Permanent(e.to_string()))?;
+fn write_lock_file(
+    store: &Store,
+    key: &str,
+    info: &LockInfo,
+) -> std::result::Result<(), StoreError> {
+    let bytes =
+        serde_json::to_vec_pretty(info).map_err(|e| StoreError::Permanent(e.to_string()))?;
     store.put_replace(key, &bytes)
 }
 

@@ -150,7 +150,6 @@ impl Repo {
             .map_err(se)
             .with_context(|| format!("removing {}/{key}", self.location()))
     }
-
 }
 
 /// Serialize a manifest: a header line with the format version and the BLAKE3 of the JSON body,

@@ -11,11 +11,11 @@
 //! ```
 //! `docs/repository-format.md` is the specification. Keys are relative to the store's root.
 
+pub mod codec;
 pub mod leftovers;
 pub mod lock;
 pub mod manifests;
 pub mod objects;
-pub mod codec;
 pub mod reader;
 pub mod writer;
 
@@ -31,11 +31,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{integrity, MnError};
 use crate::store::{Backend, StoreError};
 
-pub use crate::model::{
-    check_object_id, check_snapshot_id, MAX_MANIFEST, MAX_OBJECT, MAX_PIECE,
-};
+pub use crate::model::{check_object_id, check_snapshot_id, MAX_MANIFEST, MAX_OBJECT, MAX_PIECE};
 pub use leftovers::InProgress;
-pub use manifests::{decode_manifest, decode_marker, encode_manifest, encode_marker, validate_marker};
+pub use manifests::{
+    decode_manifest, decode_marker, encode_manifest, encode_marker, validate_marker,
+};
 
 /// The repository format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -152,7 +152,9 @@ impl Repo {
             store.ensure_dir(d).map_err(se)?;
         }
         for i in 0..256 {
-            store.ensure_dir(&format!("{OBJECTS}/{i:02x}")).map_err(se)?;
+            store
+                .ensure_dir(&format!("{OBJECTS}/{i:02x}"))
+                .map_err(se)?;
         }
         let config = RepoConfig {
             format: MARKER_FORMAT.into(),

@@ -113,7 +113,8 @@ impl Repo {
         if self.rewrite.lock().unwrap().contains(id) {
             return false;
         }
-        if meta.identity.is_some() && self.verified.lock().unwrap().get(id) == meta.identity.as_ref()
+        if meta.identity.is_some()
+            && self.verified.lock().unwrap().get(id) == meta.identity.as_ref()
         {
             return true;
         }

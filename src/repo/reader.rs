@@ -59,8 +59,7 @@ impl<'a> ItemReader<'a> {
         let Some(p) = item.pieces.get(self.next) else {
             if self.next == item.pieces.len() {
                 self.next += 1;
-                if self.total != item.size
-                    || self.whole.finalize().to_hex().as_str() != item.blake3
+                if self.total != item.size || self.whole.finalize().to_hex().as_str() != item.blake3
                 {
                     return Err(integrity(format!(
                         "item `{}`: the reassembled content does not match the item's recorded \

@@ -76,7 +76,10 @@ fn writer_codec_and_reader_round_trip_with_deltas() {
     let mut out = Vec::new();
     repo.open_item(item).unwrap().read_to_end(&mut out).unwrap();
     assert_eq!(out, b);
-    assert_eq!(repo.snapshot_ids().unwrap(), vec![m1.id.clone(), m2.id.clone()]);
+    assert_eq!(
+        repo.snapshot_ids().unwrap(),
+        vec![m1.id.clone(), m2.id.clone()]
+    );
     assert_eq!(repo.load_manifest(&m1.id).unwrap(), m1);
     assert_eq!(repo.resolve("latest").unwrap(), m2.id);
 }
@@ -285,6 +288,9 @@ fn manifests_and_markers_keep_format_v1_bytes() {
     for (k, _) in obj {
         let b = store.get(&k, 1 << 20).unwrap();
         assert_eq!(&b[..5], b"MNBO\x01");
-        assert_eq!(k.rsplit('/').next().unwrap(), blake3::hash(&b).to_hex().as_str());
+        assert_eq!(
+            k.rsplit('/').next().unwrap(),
+            blake3::hash(&b).to_hex().as_str()
+        );
     }
 }

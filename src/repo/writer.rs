@@ -10,11 +10,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use crate::repo::codec::{check_item_name, encode_piece, CodecPolicy, SigCache};
 use crate::error::unsafe_content;
 use crate::model::{EntryKind, Gap, Item, Manifest, Piece, PieceData, SnapshotStats};
-use crate::repo::{InProgress, Repo, FORMAT_VERSION};
 use crate::model::{ItemSink, ItemSpec};
+use crate::repo::codec::{check_item_name, encode_piece, CodecPolicy, SigCache};
+use crate::repo::{InProgress, Repo, FORMAT_VERSION};
 
 /// Receives progress: bytes of plain content processed, and the item being stored.
 pub trait Progress: Send + Sync {

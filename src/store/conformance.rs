@@ -43,9 +43,18 @@ fn get_honours_the_limit_and_ranges(b: &dyn Backend) {
         "a value over the limit was not refused"
     );
     assert_eq!(b.get("objects/cd/range", 256).unwrap(), data);
-    assert_eq!(b.get_range("objects/cd/range", 10, 5).unwrap(), &data[10..15]);
-    assert_eq!(b.get_range("objects/cd/range", 250, 100).unwrap(), &data[250..]);
-    assert!(b.get_range("objects/cd/range", 1000, 10).unwrap().is_empty());
+    assert_eq!(
+        b.get_range("objects/cd/range", 10, 5).unwrap(),
+        &data[10..15]
+    );
+    assert_eq!(
+        b.get_range("objects/cd/range", 250, 100).unwrap(),
+        &data[250..]
+    );
+    assert!(b
+        .get_range("objects/cd/range", 1000, 10)
+        .unwrap()
+        .is_empty());
 }
 
 fn stat_and_not_found(b: &dyn Backend) {
@@ -78,7 +87,12 @@ fn list_is_recursive_sorted_and_prefixed(b: &dyn Backend) {
         ["objects/ab/empty", "objects/ab/one", "objects/cd/range"]
     );
     assert_eq!(all[2].1, 256);
-    let some: Vec<String> = b.list("objects/ab/o").unwrap().into_iter().map(|e| e.0).collect();
+    let some: Vec<String> = b
+        .list("objects/ab/o")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
     assert_eq!(some, ["objects/ab/one"]);
     assert!(b.list("nothing/").unwrap().is_empty());
     assert!(b.list("").unwrap().len() >= 5);
@@ -158,12 +172,19 @@ mod tests {
         f.put_replace("objects/d", b"1").unwrap();
         assert_eq!(f.fired(), 1);
         f.inject(Fault::new(Op::Get, FaultKind::Transient));
-        assert!(matches!(f.get("objects/a", 9), Err(StoreError::Transient(_))));
+        assert!(matches!(
+            f.get("objects/a", 9),
+            Err(StoreError::Transient(_))
+        ));
         f.clear();
         f.inject(Fault::new(Op::Put, FaultKind::Torn));
         assert!(f.put_replace("objects/t", b"abcdef").is_err());
         f.clear();
-        assert_eq!(f.get("objects/t", 9).unwrap(), b"abc", "a torn write leaves a prefix");
+        assert_eq!(
+            f.get("objects/t", 9).unwrap(),
+            b"abc",
+            "a torn write leaves a prefix"
+        );
         f.inject(Fault::new(Op::Stat, FaultKind::NotFound).on_keys("objects/a"));
         assert!(f.stat("objects/a").unwrap_err().is_not_found());
         f.stat("objects/b").unwrap();
@@ -189,7 +210,10 @@ mod tests {
         // A lock is written through locks/ itself, never tmp/.
         std::fs::remove_file(root.join("tmp")).unwrap();
         b.put_replace("locks/h-1.json", b"{}").unwrap();
-        assert!(b.put_replace("objects/ab/x", b"{}").is_err(), "no tmp/: no write");
+        assert!(
+            b.put_replace("objects/ab/x", b"{}").is_err(),
+            "no tmp/: no write"
+        );
         let b2: Arc<dyn Backend> = Arc::new(b);
         assert_eq!(b2.list("locks/").unwrap().len(), 1);
     }

@@ -57,7 +57,10 @@ fn open_regular(path: &Path, max: u64) -> std::io::Result<(fs::File, fs::Metadat
         .open(path)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::ELOOP) {
-                invalid(format!("{} is a symbolic link, not a regular file", path.display()))
+                invalid(format!(
+                    "{} is a symbolic link, not a regular file",
+                    path.display()
+                ))
             } else {
                 e
             }
@@ -157,7 +160,8 @@ impl LocalFs {
             }
         }
         let tmp = self.temp_for(key, &dest);
-        durable::write_atomic_via(&tmp, &dest, bytes, None).map_err(|e| self.io(e, "writing", &dest))
+        durable::write_atomic_via(&tmp, &dest, bytes, None)
+            .map_err(|e| self.io(e, "writing", &dest))
     }
 
     fn list_into(&self, dir: &Path, key: &str, out: &mut Vec<(String, u64)>) -> StoreResult<()> {
@@ -169,9 +173,14 @@ impl LocalFs {
         for e in rd {
             let e = e.map_err(|e| self.io(e, "listing", dir))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            let k = if key.is_empty() { name } else { format!("{key}/{name}") };
+            let k = if key.is_empty() {
+                name
+            } else {
+                format!("{key}/{name}")
+            };
             // Not followed: a symbolic link is listed as an entry of its own.
-            let md = fs::symlink_metadata(e.path()).map_err(|er| self.io(er, "reading", &e.path()))?;
+            let md =
+                fs::symlink_metadata(e.path()).map_err(|er| self.io(er, "reading", &e.path()))?;
             if md.is_dir() {
                 self.list_into(&e.path(), &k, out)?;
             } else {

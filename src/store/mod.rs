@@ -201,7 +201,9 @@ pub fn check_key(key: &str) -> StoreResult<()> {
     let bad = key.is_empty()
         || key.starts_with('/')
         || key.contains('\0')
-        || key.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+        || key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
         return Err(StoreError::Refused(format!(
             "`{}` is not a valid store key",
@@ -240,7 +242,13 @@ mod tests {
         use crate::error::exit_code;
         assert_eq!(exit_code(&StoreError::NoSpace("x".into()).into_anyhow()), 7);
         assert_eq!(exit_code(&StoreError::Refused("x".into()).into_anyhow()), 6);
-        assert_eq!(exit_code(&StoreError::NotFound("x".into()).into_anyhow()), 5);
-        assert_eq!(exit_code(&StoreError::Transient("x".into()).into_anyhow()), 1);
+        assert_eq!(
+            exit_code(&StoreError::NotFound("x".into()).into_anyhow()),
+            5
+        );
+        assert_eq!(
+            exit_code(&StoreError::Transient("x".into()).into_anyhow()),
+            1
+        );
     }
 }
