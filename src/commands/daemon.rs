@@ -333,7 +333,7 @@ fn run_blocking(
                 *read_data,
                 *subset,
                 ctx.config.delta.max_chain,
-                false,
+                &crate::ops::progress::NoProgress,
             )
             .map_err(|e| job_error(e.context("verify could not run")))?;
             metrics.set_verify(Utc::now(), r.ok);

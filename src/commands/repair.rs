@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::verify::{verify, Subset};
 use super::Ctx;
 use crate::error::{EXIT_INCOMPLETE, EXIT_INTEGRITY};
-use crate::model::{Encoding, Gap, PieceData};
+use crate::model::{Gap, PieceData};
 
 /// What `repair` did (or would do, with `--dry-run`).
 #[derive(Debug, Default, Serialize)]
@@ -39,17 +39,14 @@ pub struct RepairReport {
 }
 
 fn chain_bad(p: &PieceData, bad: &BTreeSet<String>) -> bool {
-    bad.contains(p.data.object().0)
-        || match &p.data {
-            Encoding::Delta { base, .. } => chain_bad(base, bad),
-            Encoding::Full { .. } => false,
-        }
+    crate::model::chain(p).any(|c| bad.contains(c.data.object().0))
 }
 
 pub fn run(ctx: &Ctx, dry_run: bool) -> Result<i32> {
     let repo = ctx.open_repo()?;
     let _lock = repo.lock(true, "repair", ctx.lock_wait())?;
-    let v = verify(&repo, true, Subset::All, u32::MAX, !ctx.quiet && !ctx.json)
+    let bar = super::verify::BarProgress::new(!ctx.quiet && !ctx.json);
+    let v = verify(&repo, true, Subset::All, u32::MAX, &bar)
         .context("repair could not read the repository")?;
     let mut r = RepairReport {
         dry_run,

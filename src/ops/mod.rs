@@ -4,3 +4,4 @@
 pub mod forget;
 pub mod progress;
 pub mod prune;
+pub mod verify;

@@ -29,6 +29,17 @@ fn data(n: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+fn writer(repo: &Repo) -> SnapshotWriter {
+    SnapshotWriter::new(
+        repo.clone(),
+        CodecPolicy::default(),
+        SigCache::default(),
+        None,
+        None,
+    )
+    .unwrap()
+}
+
 fn snapshot(repo: &Repo, parent: Option<Manifest>, items: &[(&str, &[u8])]) -> Manifest {
     let w = SnapshotWriter::new(
         repo.clone(),
@@ -144,14 +155,7 @@ fn sweeping_unreferenced_objects_keeps_every_delta_base() {
 fn an_aborted_snapshot_removes_its_objects_and_leftovers_are_cleaned() {
     let store = MemBackend::new();
     let repo = small_repo(store.clone());
-    let w = SnapshotWriter::new(
-        repo.clone(),
-        CodecPolicy::default(),
-        SigCache::default(),
-        None,
-        None,
-    )
-    .unwrap();
+    let w = writer(&repo);
     w.put_bytes(ItemSpec::content("f", false), &data(4000, 9))
         .unwrap();
     assert!(!repo.all_objects().unwrap().is_empty());
@@ -160,14 +164,7 @@ fn an_aborted_snapshot_removes_its_objects_and_leftovers_are_cleaned() {
     assert!(store.list("tmp/").unwrap().is_empty());
 
     // An interrupted run (never committed nor aborted): its record names its objects.
-    let w = SnapshotWriter::new(
-        repo.clone(),
-        CodecPolicy::default(),
-        SigCache::default(),
-        None,
-        None,
-    )
-    .unwrap();
+    let w = writer(&repo);
     w.put_bytes(ItemSpec::content("g", false), &data(4000, 11))
         .unwrap();
     std::mem::forget(w);
@@ -188,14 +185,7 @@ fn a_full_store_mid_snapshot_is_exit_7_and_nothing_is_committed() {
             .on_keys("objects/")
             .after(2),
     );
-    let w = SnapshotWriter::new(
-        repo.clone(),
-        CodecPolicy::default(),
-        SigCache::default(),
-        None,
-        None,
-    )
-    .unwrap();
+    let w = writer(&repo);
     let e = w
         .put_bytes(ItemSpec::content("f", true), &data(20_000, 5))
         .unwrap_err();
