@@ -11,10 +11,10 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::CodecPolicy;
+use crate::engines::mariadb::MariadbConfig;
 use crate::error::MnError;
 use crate::sources::cassandra::CassandraConfig;
 use crate::sources::files::FilesConfig;
-use crate::sources::mariadb::MariadbConfig;
 
 /// The default config path, used when it exists and no `-c` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/mnbackup/mnbackup.toml";

@@ -2,7 +2,7 @@
 //! item into statements, and rewriting database names for `--rename-db` and the drill.
 //!
 //! [`split_statements`] is the one splitter of the project (the dump side re-exports it as
-//! `mnbackup::sources::mariadb::sqlfmt::split_statements`). Its rules:
+//! `mnbackup::engines::mariadb::sqlfmt::split_statements`). Its rules:
 //!
 //! - lines starting with `-- ` and empty lines between statements are comments;
 //! - a statement ends at the end of a line that ends with the current delimiter, which is `;`
@@ -104,7 +104,7 @@ pub fn statement_slices(text: &str) -> Vec<Cow<'_, str>> {
     out
 }
 
-pub use crate::fingerprint::quote_ident;
+pub use super::fingerprint::quote_ident;
 
 fn is_ident_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80

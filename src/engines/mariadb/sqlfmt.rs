@@ -99,7 +99,7 @@ pub fn quoted(s: &str) -> String {
     String::from_utf8(v).expect("escaping keeps UTF-8")
 }
 
-pub use mnbackup_restore::fingerprint::quote_ident as ident;
+pub use super::fingerprint::quote_ident as ident;
 
 /// The session settings every item starts with. `db` adds a `USE`.
 ///
@@ -142,7 +142,7 @@ pub fn name_component(name: &str) -> String {
 
 /// The native loader's statement splitter lives in the restore crate (which loads the items);
 /// the rules are the ones documented above.
-pub use mnbackup_restore::sql::split_statements;
+pub use super::sql::split_statements;
 
 #[cfg(test)]
 mod tests {

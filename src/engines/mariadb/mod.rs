@@ -1,5 +1,11 @@
-//! The `[mariadb]` source: consistent, parallel, delta-friendly logical dumps over `mysql_async`
-//! (no `mysqldump` subprocess).
+//! The MariaDB engine, both directions: the `[mariadb]` source (consistent, parallel,
+//! delta-friendly logical dumps over `mysql_async`, no `mysqldump` subprocess) and the restore
+//! (plan, load, prove).
+//!
+//! Backup: [`config`], [`probe`], [`privileges`], [`consistency`], [`schema`], [`dump`],
+//! [`users`], [`zstack`]. Shared by both halves: [`sql`] (splitting, renaming, quoting),
+//! [`sqlfmt`] (literals and item headers), [`fingerprint`], [`plan`] (item kinds and names).
+//! Restore: [`load`] (the loader and its checks).
 //!
 //! # Items and load order
 //!
@@ -59,15 +65,19 @@
 //! credentials could not see (a second, separate consistent point).
 //!
 //! `binlog` is null when the binlog is off. `fingerprints` covers every dumped table (0 rows
-//! included); see `mnbackup_restore::fingerprint` for the definition.
+//! included); see [`fingerprint`] for the definition.
 
 pub mod config;
 pub mod consistency;
 pub mod dump;
 pub mod errors;
+pub mod fingerprint;
+pub mod load;
+pub mod plan;
 pub mod privileges;
 pub mod probe;
 pub mod schema;
+pub mod sql;
 pub mod sqlfmt;
 pub mod users;
 pub mod zstack;
@@ -225,7 +235,7 @@ struct GroupResult {
     databases: Vec<schema::Database>,
     /// (item name, kind, db, table, rows)
     plan: Vec<PlanEntry>,
-    fingerprints: BTreeMap<String, mnbackup_restore::fingerprint::Fingerprint>,
+    fingerprints: BTreeMap<String, fingerprint::Fingerprint>,
     auto_increment: BTreeMap<String, u64>,
     /// `db.table` → bytes of its largest INSERT statement.
     max_statement: BTreeMap<String, u64>,

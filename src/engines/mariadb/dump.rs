@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::fingerprint::{select_list, text_value, FingerprintBuilder};
 use anyhow::{Context, Result};
-use mnbackup_restore::fingerprint::{select_list, text_value, FingerprintBuilder};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 

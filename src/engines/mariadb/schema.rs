@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::fingerprint::{quote_str, ColumnInfo};
 use anyhow::{Context, Result};
-use mnbackup_restore::fingerprint::{quote_str, ColumnInfo};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 

@@ -1,0 +1,371 @@
+//! What a MariaDB restore loads, in which order.
+//!
+//! The input is the snapshot's `sources.mariadb` source info (its `load_plan`, `fingerprints`,
+//! `auto_increment`, `databases` and `server.version`, written by the dump) plus the size of each
+//! item; [`MariadbSource::from_info`] turns it into [`SqlItem`]s in load order. Snapshots without
+//! a `load_plan` fall back to the item names, which sort in load order by construction.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use super::fingerprint::Fingerprint;
+
+/// The step an item belongs to, in load order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemKind {
+    /// `mariadb/0-accounts.sql`: `CREATE USER IF NOT EXISTS` + `ALTER USER` / `CREATE ROLE`.
+    Accounts,
+    /// `mariadb/1-schema/<db>.sql`: the database, its tables, placeholder views.
+    Schema,
+    /// `mariadb/2-data/<db>/<table>[.<range>][.pN].sql`: rows.
+    Data,
+    /// Procedures and functions.
+    Routines,
+    /// The real view definitions.
+    Views,
+    /// Triggers (after the data, so loading does not fire them).
+    Triggers,
+    /// Events.
+    Events,
+    /// `mariadb/7-grants.sql`.
+    Grants,
+}
+
+impl ItemKind {
+    /// The kind named in the dump's `load_plan`.
+    pub fn parse(s: &str) -> Option<ItemKind> {
+        Some(match s {
+            "accounts" => ItemKind::Accounts,
+            "schema" => ItemKind::Schema,
+            "data" => ItemKind::Data,
+            "routines" => ItemKind::Routines,
+            "views" => ItemKind::Views,
+            "triggers" => ItemKind::Triggers,
+            "events" => ItemKind::Events,
+            "grants" => ItemKind::Grants,
+            _ => return None,
+        })
+    }
+
+    /// Lowercase name (as in `load_plan` and in journal step keys).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemKind::Accounts => "accounts",
+            ItemKind::Schema => "schema",
+            ItemKind::Data => "data",
+            ItemKind::Routines => "routines",
+            ItemKind::Views => "views",
+            ItemKind::Triggers => "triggers",
+            ItemKind::Events => "events",
+            ItemKind::Grants => "grants",
+        }
+    }
+
+    /// Whether items of this kind hold DDL whose qualified names are renamed (see
+    /// [`crate::sql`]).
+    pub fn is_ddl(self) -> bool {
+        !matches!(self, ItemKind::Accounts | ItemKind::Data | ItemKind::Grants)
+    }
+}
+
+/// One SQL item of the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SqlItem {
+    /// Item name in the snapshot (`mariadb/2-data/zstack/VolumeEO.sql`).
+    pub name: String,
+    pub kind: ItemKind,
+    /// Source database (schema, data and per-database DDL items).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db: Option<String>,
+    /// Source table (data items).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// Rows (data items, when the dump recorded them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Plain size in bytes.
+    pub size: u64,
+}
+
+impl SqlItem {
+    /// `db.table` of a data item.
+    pub fn table_key(&self) -> Option<String> {
+        Some(format!("{}.{}", self.db.as_ref()?, self.table.as_ref()?))
+    }
+}
+
+/// The MariaDB part of a snapshot, as the restore needs it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MariadbSource {
+    /// The source server's `VERSION()`.
+    pub version: String,
+    /// Databases in the snapshot.
+    pub databases: Vec<String>,
+    /// Every SQL item, in load order.
+    pub items: Vec<SqlItem>,
+    /// `db.table` → fingerprint recorded at dump time (0-row tables included).
+    pub fingerprints: BTreeMap<String, Fingerprint>,
+    /// `db.table` → next AUTO_INCREMENT value at dump time.
+    pub auto_increment: BTreeMap<String, u64>,
+    /// `user@host` of every account in the accounts item.
+    pub accounts: Vec<String>,
+    /// `db.table` → bytes of its largest INSERT statement (snapshots since `max_statement`).
+    pub max_statement: BTreeMap<String, u64>,
+}
+
+/// Decode a `%XX`-encoded item name component (`sqlfmt::name_component` of the dump).
+pub fn decode_component(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        // Work on bytes: a `%` before a multi-byte character is not an escape (slicing the
+        // `str` there would panic on the character boundary).
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(hi), Some(lo)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn kind_order(k: ItemKind) -> u8 {
+    k as u8
+}
+
+/// Derive an item's kind, database and table from its name (for snapshots without a
+/// `load_plan`).
+pub fn item_from_name(name: &str, size: u64) -> Option<SqlItem> {
+    let rest = name.strip_prefix("mariadb/")?;
+    let item = |kind, db: Option<String>, table: Option<String>| SqlItem {
+        name: name.to_string(),
+        kind,
+        db,
+        table,
+        rows: None,
+        size,
+    };
+    if rest == "0-accounts.sql" {
+        return Some(item(ItemKind::Accounts, None, None));
+    }
+    if rest == "7-grants.sql" {
+        return Some(item(ItemKind::Grants, None, None));
+    }
+    let (dir, file) = rest.split_once('/')?;
+    let kind = match dir {
+        "1-schema" => ItemKind::Schema,
+        "3-routines" => ItemKind::Routines,
+        "4-views" => ItemKind::Views,
+        "5-triggers" => ItemKind::Triggers,
+        "6-events" => ItemKind::Events,
+        "2-data" => {
+            let (db, file) = file.split_once('/')?;
+            let table = file.strip_suffix(".sql")?.split('.').next()?;
+            return Some(item(
+                ItemKind::Data,
+                Some(decode_component(db)),
+                Some(decode_component(table)),
+            ));
+        }
+        _ => return None,
+    };
+    let db = file.strip_suffix(".sql")?;
+    Some(item(kind, Some(decode_component(db)), None))
+}
+
+impl MariadbSource {
+    /// Build from the `sources.mariadb` source info and the sizes of the snapshot's items
+    /// (`mariadb/…` names only are looked at). Every item the plan names must exist.
+    pub fn from_info(info: &serde_json::Value, sizes: &BTreeMap<String, u64>) -> Result<Self> {
+        let mut src = MariadbSource {
+            version: info["server"]["version"].as_str().unwrap_or("").to_string(),
+            ..Default::default()
+        };
+        if let Some(dbs) = info["databases"].as_array() {
+            for d in dbs {
+                if let Some(n) = d["name"].as_str().or_else(|| d.as_str()) {
+                    src.databases.push(n.to_string());
+                }
+            }
+        }
+        if let Some(plan) = info["load_plan"].as_array() {
+            for e in plan {
+                let name = e["item"].as_str().unwrap_or("").to_string();
+                let Some(kind) = e["kind"].as_str().and_then(ItemKind::parse) else {
+                    bail!(
+                        "the snapshot's MariaDB load plan has an entry of unknown kind {} ({name}); \
+                         this mnbackup is older than the one that took the snapshot: use a newer \
+                         release",
+                        e["kind"]
+                    );
+                };
+                let Some(&size) = sizes.get(&name) else {
+                    bail!(
+                        "the snapshot's MariaDB load plan names item {name}, which the snapshot \
+                         does not contain; the manifest is inconsistent: restore another snapshot"
+                    );
+                };
+                src.items.push(SqlItem {
+                    name,
+                    kind,
+                    db: e["db"].as_str().map(str::to_string),
+                    table: e["table"].as_str().map(str::to_string),
+                    rows: e["rows"].as_u64(),
+                    size,
+                });
+            }
+        } else {
+            for (name, &size) in sizes {
+                if let Some(i) = item_from_name(name, size) {
+                    src.items.push(i);
+                }
+            }
+        }
+        // Load order: by kind, then by name (the dump's names sort in load order).
+        src.items
+            .sort_by(|a, b| (kind_order(a.kind), &a.name).cmp(&(kind_order(b.kind), &b.name)));
+        if let Some(m) = info["max_statement"].as_object() {
+            for (k, v) in m {
+                if let Some(n) = v.as_u64() {
+                    src.max_statement.insert(k.clone(), n);
+                }
+            }
+        }
+        if let Some(a) = info["accounts"].as_array() {
+            src.accounts = a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+        }
+        if src.databases.is_empty() {
+            let set: BTreeSet<String> = src.items.iter().filter_map(|i| i.db.clone()).collect();
+            src.databases = set.into_iter().collect();
+        }
+        if let Some(fps) = info["fingerprints"].as_object() {
+            for (k, v) in fps {
+                let fp: Fingerprint = serde_json::from_value(v.clone()).map_err(|e| {
+                    anyhow::anyhow!(
+                        "the snapshot's recorded fingerprint of {k} is malformed ({e}); the \
+                         manifest is inconsistent"
+                    )
+                })?;
+                src.fingerprints.insert(k.clone(), fp);
+            }
+        }
+        if let Some(ai) = info["auto_increment"].as_object() {
+            for (k, v) in ai {
+                if let Some(n) = v.as_u64() {
+                    src.auto_increment.insert(k.clone(), n);
+                }
+            }
+        }
+        Ok(src)
+    }
+
+    /// Restrict to the given source databases (the accounts and grants items are kept).
+    pub fn only_databases(&mut self, keep: &BTreeSet<String>) {
+        let in_keep = |k: &str| k.split_once('.').is_some_and(|(d, _)| keep.contains(d));
+        self.items
+            .retain(|i| i.db.as_ref().is_none_or(|d| keep.contains(d)));
+        self.databases.retain(|d| keep.contains(d));
+        self.fingerprints.retain(|k, _| in_keep(k));
+        self.auto_increment.retain(|k, _| in_keep(k));
+    }
+
+    /// Every `db.table` the restore loads or checks: tables with data items and tables with a
+    /// recorded fingerprint (empty tables have no data item).
+    pub fn tables(&self) -> BTreeSet<String> {
+        let mut s: BTreeSet<String> = self.fingerprints.keys().cloned().collect();
+        s.extend(self.items.iter().filter_map(|i| i.table_key()));
+        s
+    }
+
+    /// Bytes of the items of `kind`.
+    pub fn bytes_of(&self, kind: ItemKind) -> u64 {
+        self.items
+            .iter()
+            .filter(|i| i.kind == kind)
+            .map(|i| i.size)
+            .sum()
+    }
+}
+
+/// The target name of a source database under `renames`.
+pub fn target_db<'a>(renames: &'a BTreeMap<String, String>, db: &'a str) -> &'a str {
+    renames.get(db).map(String::as_str).unwrap_or(db)
+}
+
+/// The target `db.table` of a source `db.table` under `renames`.
+pub fn target_table(renames: &BTreeMap<String, String>, key: &str) -> String {
+    match key.split_once('.') {
+        Some((d, t)) => format!("{}.{t}", target_db(renames, d)),
+        None => key.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_order() {
+        assert_eq!(decode_component("a%2Eb%2Fc%20d"), "a.b/c d");
+        assert_eq!(decode_component("abc%"), "abc%");
+        // Issue 14 item 12: a `%` before a multi-byte character (a forged or damaged
+        // manifest) is kept as it is instead of panicking on the character boundary.
+        assert_eq!(decode_component("a%é1"), "a%é1");
+        assert_eq!(decode_component("%€"), "%€");
+        assert_eq!(decode_component("x%4€"), "x%4€");
+        assert_eq!(decode_component("%+1"), "%+1");
+        assert_eq!(decode_component("%C3%A9t%C3%A9"), "été");
+        let i = item_from_name("mariadb/2-data/zstack/VmUsageHistoryVO.000003.p1.sql", 5).unwrap();
+        assert_eq!(i.kind, ItemKind::Data);
+        assert_eq!(i.table_key().unwrap(), "zstack.VmUsageHistoryVO");
+        let s = item_from_name("mariadb/5-triggers/zstack.sql", 1).unwrap();
+        assert_eq!(
+            (s.kind, s.db.as_deref()),
+            (ItemKind::Triggers, Some("zstack"))
+        );
+        let mut sizes = BTreeMap::new();
+        for n in [
+            "mariadb/7-grants.sql",
+            "mariadb/0-accounts.sql",
+            "mariadb/2-data/a/t.sql",
+            "mariadb/1-schema/a.sql",
+            "files/etc/x",
+        ] {
+            sizes.insert(n.to_string(), 1);
+        }
+        let src = MariadbSource::from_info(&serde_json::json!({}), &sizes).unwrap();
+        let kinds: Vec<_> = src.items.iter().map(|i| i.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ItemKind::Accounts,
+                ItemKind::Schema,
+                ItemKind::Data,
+                ItemKind::Grants
+            ]
+        );
+        assert_eq!(src.databases, vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn plan_must_match_items() {
+        let info = serde_json::json!({"load_plan": [{"item": "mariadb/1-schema/a.sql", "kind": "schema", "db": "a"}]});
+        assert!(MariadbSource::from_info(&info, &BTreeMap::new()).is_err());
+        let mut renames = BTreeMap::new();
+        renames.insert("a".to_string(), "b".to_string());
+        assert_eq!(target_table(&renames, "a.t"), "b.t");
+        assert_eq!(target_table(&renames, "c.t"), "c.t");
+    }
+}
