@@ -4,6 +4,8 @@
 //! is their specification. Changing a field here changes the format: bump
 //! [`crate::repo::FORMAT_VERSION`] and the spec together.
 
+pub mod mariadb_info;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};

@@ -28,12 +28,7 @@ use mysql_async::{Conn, Row, Value};
 use serde::{Deserialize, Serialize};
 
 /// A table's row count and row-multiset hash (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fingerprint {
-    pub rows: u64,
-    /// 64 lowercase hex digits.
-    pub hash: String,
-}
+pub use crate::model::mariadb_info::Fingerprint;
 
 /// Accumulates a [`Fingerprint`] row by row; partial builders over disjoint row sets [`merge`]
 /// into the fingerprint of their union.

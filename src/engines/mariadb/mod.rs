@@ -90,8 +90,6 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use serde::Serialize;
-use serde_json::json;
 
 pub use config::{ConnParams, MariadbConfig};
 use consistency::{BlockMethod, ServerVersion};
@@ -100,22 +98,13 @@ use errors::explain;
 use schema::Table;
 use sqlfmt::{ident, name_component};
 
+use crate::model::mariadb_info::{
+    ConsistencyInfo, DatabaseRef, ItemKind, LoadPlanEntry, MariadbInfo, PointInfo, ServerInfo,
+};
 use crate::model::Gap;
 use crate::source::ItemSink;
 
-/// What a MariaDB backup did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct MariadbSummary {
-    pub databases: usize,
-    pub tables: usize,
-    pub rows: u64,
-    pub items: usize,
-    /// Plain bytes of all items.
-    pub bytes: u64,
-    /// How long commits were blocked, ms.
-    pub block_ms: u64,
-    pub duration_ms: u64,
-}
+pub use crate::model::mariadb_info::MariadbSummary;
 
 /// Session settings of every connection: utf8mb4 text, UTC timestamps, plain SQL quoting,
 /// generous network timeouts (a worker may pause while the sink stores an item).
@@ -231,10 +220,10 @@ async fn lock_holders(opts: &mysql_async::Opts, params: &ConnParams) -> String {
 
 /// The result of one consistent point (the main credentials, or the UI's).
 struct GroupResult {
-    info: serde_json::Value,
+    info: PointInfo,
     databases: Vec<schema::Database>,
     /// (item name, kind, db, table, rows)
-    plan: Vec<PlanEntry>,
+    plan: Vec<LoadPlanEntry>,
     fingerprints: BTreeMap<String, fingerprint::Fingerprint>,
     auto_increment: BTreeMap<String, u64>,
     /// `db.table` → bytes of its largest INSERT statement.
@@ -250,27 +239,13 @@ struct GroupResult {
     block_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
-struct PlanEntry {
-    item: String,
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    db: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    table: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rows: Option<u64>,
-}
-
-impl PlanEntry {
-    fn new(item: String, kind: &'static str, db: Option<&str>) -> Self {
-        PlanEntry {
-            item,
-            kind,
-            db: db.map(str::to_string),
-            table: None,
-            rows: None,
-        }
+fn plan_entry(item: String, kind: ItemKind, db: Option<&str>) -> LoadPlanEntry {
+    LoadPlanEntry {
+        item,
+        kind,
+        db: db.map(str::to_string),
+        table: None,
+        rows: None,
     }
 }
 
@@ -343,28 +318,31 @@ pub async fn backup(cfg: &MariadbConfig, sink: Arc<dyn ItemSink>) -> Result<Mari
         block_ms: main.block_ms,
         duration_ms,
     };
-    let mut info = main.info.clone();
-    let obj = info.as_object_mut().expect("object");
-    obj.insert("format".into(), json!(1));
-    obj.insert("started".into(), json!(started));
-    obj.insert("finished".into(), json!(finished));
-    obj.insert("duration_ms".into(), json!(duration_ms));
-    obj.insert("databases".into(), json!(main.databases));
-    obj.insert("load_plan".into(), json!(main.plan));
-    obj.insert("fingerprints".into(), json!(main.fingerprints));
-    obj.insert("auto_increment".into(), json!(main.auto_increment));
-    obj.insert("max_statement".into(), json!(main.max_statement));
-    obj.insert("accounts".into(), json!(main.accounts));
-    obj.insert("skipped".into(), json!(main.skipped));
-    obj.insert("warnings".into(), json!(main.warnings));
-    obj.insert("summary".into(), json!(summary));
-    if !extra.is_empty() {
-        obj.insert(
-            "extra_points".into(),
-            json!(extra.iter().map(|g| g.info.clone()).collect::<Vec<_>>()),
-        );
-    }
-    sink.set_source_info("mariadb", info);
+    let mut point = main.info.clone();
+    point.databases = main
+        .databases
+        .iter()
+        .cloned()
+        .map(DatabaseRef::Full)
+        .collect();
+    let info = MariadbInfo {
+        format: 1,
+        point,
+        started,
+        finished,
+        duration_ms,
+        load_plan: Some(main.plan),
+        fingerprints: main.fingerprints,
+        auto_increment: main.auto_increment,
+        max_statement: main.max_statement,
+        accounts: main.accounts,
+        skipped: main.skipped,
+        warnings: main.warnings,
+        summary: summary.clone(),
+        extra_points: extra.into_iter().map(|g| g.info).collect(),
+        other: BTreeMap::new(),
+    };
+    sink.set_source_info("mariadb", info.to_value());
     for g in gaps {
         sink.gap(g);
     }
@@ -596,9 +574,9 @@ async fn run_group(
         .map_err(|_| anyhow::anyhow!("internal error: workers still hold the queue"))?;
     for (item, table, rows) in shared.items.into_inner().expect("items") {
         let (db, t) = table.split_once('.').unwrap_or((&table, ""));
-        plan.push(PlanEntry {
+        plan.push(LoadPlanEntry {
             item,
-            kind: "data",
+            kind: ItemKind::Data,
             db: Some(db.to_string()),
             table: Some(t.to_string()),
             rows: Some(rows),
@@ -612,17 +590,26 @@ async fn run_group(
         .map(|(k, v)| (k, v.finish()))
         .collect();
     let max_statement = shared.max_statement.into_inner().expect("max statement");
-    let info = json!({
-        "server": { "address": addr, "version": version.version, "user": params.user() },
-        "consistency": {
-            "method": method,
-            "block_ms": block_ms,
-            "nontransactional_lock_ms": nontx_lock_ms,
-            "nontransactional_tables": nontx.iter().map(|t| t.full_name()).collect::<Vec<_>>(),
+    let info = PointInfo {
+        server: ServerInfo {
+            address: addr.clone(),
+            version: version.version.clone(),
+            user: params.user().to_string(),
         },
-        "binlog": binlog,
-        "databases": cat.databases,
-    });
+        consistency: ConsistencyInfo {
+            method,
+            block_ms,
+            nontransactional_lock_ms: nontx_lock_ms,
+            nontransactional_tables: nontx.iter().map(|t| t.full_name()).collect(),
+        },
+        binlog,
+        databases: cat
+            .databases
+            .iter()
+            .cloned()
+            .map(DatabaseRef::Full)
+            .collect(),
+    };
     Ok(GroupResult {
         info,
         databases: cat.databases.clone(),
@@ -688,7 +675,7 @@ async fn ddl_items(
     acct: &str,
     gaps: &mut Vec<Gap>,
     warnings: &mut Vec<String>,
-) -> Result<(Vec<PlanEntry>, Vec<String>)> {
+) -> Result<(Vec<LoadPlanEntry>, Vec<String>)> {
     let mut plan = Vec::new();
     let mut accounts = Vec::new();
     let acc = if with_accounts {
@@ -725,14 +712,14 @@ async fn ddl_items(
         warnings.extend(a.ignored.iter().cloned());
         put_item(sink, "mariadb/0-accounts.sql".into(), a.accounts_sql).await?;
         put_item(sink, "mariadb/7-grants.sql".into(), a.grants_sql).await?;
-        plan.push(PlanEntry::new(
+        plan.push(plan_entry(
             "mariadb/0-accounts.sql".into(),
-            "accounts",
+            ItemKind::Accounts,
             None,
         ));
-        plan.push(PlanEntry::new(
+        plan.push(plan_entry(
             "mariadb/7-grants.sql".into(),
-            "grants",
+            ItemKind::Grants,
             None,
         ));
         accounts = a.names;
@@ -748,7 +735,7 @@ async fn ddl_items(
         let item = format!("mariadb/1-schema/{n}.sql");
         let data = schema::schema_item(ctl, db, &ts, &objs.views, addr).await?;
         put_item(sink, item.clone(), data).await?;
-        plan.push(PlanEntry::new(item, "schema", Some(&db.name)));
+        plan.push(plan_entry(item, ItemKind::Schema, Some(&db.name)));
         if !objs.routines.is_empty() {
             let item = format!("mariadb/3-routines/{n}.sql");
             let mut hidden = Vec::new();
@@ -773,19 +760,19 @@ async fn ddl_items(
                 );
             }
             put_item(sink, item.clone(), data).await?;
-            plan.push(PlanEntry::new(item, "routines", Some(&db.name)));
+            plan.push(plan_entry(item, ItemKind::Routines, Some(&db.name)));
         }
         if !objs.views.is_empty() {
             let item = format!("mariadb/4-views/{n}.sql");
             let data = schema::views_item(ctl, &db.name, &objs.views, addr).await?;
             put_item(sink, item.clone(), data).await?;
-            plan.push(PlanEntry::new(item, "views", Some(&db.name)));
+            plan.push(plan_entry(item, ItemKind::Views, Some(&db.name)));
         }
         if !objs.triggers.is_empty() {
             let item = format!("mariadb/5-triggers/{n}.sql");
             let data = schema::triggers_item(ctl, &db.name, &objs.triggers, addr).await?;
             put_item(sink, item.clone(), data).await?;
-            plan.push(PlanEntry::new(item, "triggers", Some(&db.name)));
+            plan.push(plan_entry(item, ItemKind::Triggers, Some(&db.name)));
         }
         // Events are listed only to accounts with the EVENT privilege on the database: without
         // it they are invisible, so an empty list proves nothing.
@@ -815,7 +802,7 @@ async fn ddl_items(
             let item = format!("mariadb/6-events/{n}.sql");
             let data = schema::events_item(ctl, &db.name, &objs.events, addr).await?;
             put_item(sink, item.clone(), data).await?;
-            plan.push(PlanEntry::new(item, "events", Some(&db.name)));
+            plan.push(plan_entry(item, ItemKind::Events, Some(&db.name)));
         }
     }
     Ok((plan, accounts))

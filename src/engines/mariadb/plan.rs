@@ -8,31 +8,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::fingerprint::Fingerprint;
+use crate::model::mariadb_info::MariadbInfo;
 
-/// The step an item belongs to, in load order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ItemKind {
-    /// `mariadb/0-accounts.sql`: `CREATE USER IF NOT EXISTS` + `ALTER USER` / `CREATE ROLE`.
-    Accounts,
-    /// `mariadb/1-schema/<db>.sql`: the database, its tables, placeholder views.
-    Schema,
-    /// `mariadb/2-data/<db>/<table>[.<range>][.pN].sql`: rows.
-    Data,
-    /// Procedures and functions.
-    Routines,
-    /// The real view definitions.
-    Views,
-    /// Triggers (after the data, so loading does not fire them).
-    Triggers,
-    /// Events.
-    Events,
-    /// `mariadb/7-grants.sql`.
-    Grants,
-}
+pub use crate::model::mariadb_info::ItemKind;
 
 impl ItemKind {
     /// The kind named in the dump's `load_plan`.
@@ -186,40 +167,41 @@ impl MariadbSource {
     /// Build from the `sources.mariadb` source info and the sizes of the snapshot's items
     /// (`mariadb/…` names only are looked at). Every item the plan names must exist.
     pub fn from_info(info: &serde_json::Value, sizes: &BTreeMap<String, u64>) -> Result<Self> {
+        let info = MariadbInfo::from_value(info).map_err(|e| anyhow::anyhow!(e))?;
+        Self::from_typed(info, sizes)
+    }
+
+    /// [`MariadbSource::from_info`] over the parsed source info.
+    pub fn from_typed(info: MariadbInfo, sizes: &BTreeMap<String, u64>) -> Result<Self> {
         let mut src = MariadbSource {
-            version: info["server"]["version"].as_str().unwrap_or("").to_string(),
-            ..Default::default()
+            version: info.point.server.version,
+            databases: info
+                .point
+                .databases
+                .iter()
+                .map(|d| d.name().to_string())
+                .collect(),
+            fingerprints: info.fingerprints,
+            auto_increment: info.auto_increment,
+            accounts: info.accounts,
+            max_statement: info.max_statement,
+            items: Vec::new(),
         };
-        if let Some(dbs) = info["databases"].as_array() {
-            for d in dbs {
-                if let Some(n) = d["name"].as_str().or_else(|| d.as_str()) {
-                    src.databases.push(n.to_string());
-                }
-            }
-        }
-        if let Some(plan) = info["load_plan"].as_array() {
+        if let Some(plan) = info.load_plan {
             for e in plan {
-                let name = e["item"].as_str().unwrap_or("").to_string();
-                let Some(kind) = e["kind"].as_str().and_then(ItemKind::parse) else {
+                let Some(&size) = sizes.get(&e.item) else {
                     bail!(
-                        "the snapshot's MariaDB load plan has an entry of unknown kind {} ({name}); \
-                         this mnbackup is older than the one that took the snapshot: use a newer \
-                         release",
-                        e["kind"]
-                    );
-                };
-                let Some(&size) = sizes.get(&name) else {
-                    bail!(
-                        "the snapshot's MariaDB load plan names item {name}, which the snapshot \
-                         does not contain; the manifest is inconsistent: restore another snapshot"
+                        "the snapshot's MariaDB load plan names item {}, which the snapshot does \
+                         not contain; the manifest is inconsistent: restore another snapshot",
+                        e.item
                     );
                 };
                 src.items.push(SqlItem {
-                    name,
-                    kind,
-                    db: e["db"].as_str().map(str::to_string),
-                    table: e["table"].as_str().map(str::to_string),
-                    rows: e["rows"].as_u64(),
+                    name: e.item,
+                    kind: e.kind,
+                    db: e.db,
+                    table: e.table,
+                    rows: e.rows,
                     size,
                 });
             }
@@ -233,40 +215,9 @@ impl MariadbSource {
         // Load order: by kind, then by name (the dump's names sort in load order).
         src.items
             .sort_by(|a, b| (kind_order(a.kind), &a.name).cmp(&(kind_order(b.kind), &b.name)));
-        if let Some(m) = info["max_statement"].as_object() {
-            for (k, v) in m {
-                if let Some(n) = v.as_u64() {
-                    src.max_statement.insert(k.clone(), n);
-                }
-            }
-        }
-        if let Some(a) = info["accounts"].as_array() {
-            src.accounts = a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect();
-        }
         if src.databases.is_empty() {
             let set: BTreeSet<String> = src.items.iter().filter_map(|i| i.db.clone()).collect();
             src.databases = set.into_iter().collect();
-        }
-        if let Some(fps) = info["fingerprints"].as_object() {
-            for (k, v) in fps {
-                let fp: Fingerprint = serde_json::from_value(v.clone()).map_err(|e| {
-                    anyhow::anyhow!(
-                        "the snapshot's recorded fingerprint of {k} is malformed ({e}); the \
-                         manifest is inconsistent"
-                    )
-                })?;
-                src.fingerprints.insert(k.clone(), fp);
-            }
-        }
-        if let Some(ai) = info["auto_increment"].as_object() {
-            for (k, v) in ai {
-                if let Some(n) = v.as_u64() {
-                    src.auto_increment.insert(k.clone(), n);
-                }
-            }
         }
         Ok(src)
     }

@@ -17,12 +17,7 @@ pub const SYSTEM_DATABASES: [&str; 4] =
     ["mysql", "information_schema", "performance_schema", "sys"];
 
 /// A database to dump.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Database {
-    pub name: String,
-    pub charset: String,
-    pub collation: String,
-}
+pub use crate::model::mariadb_info::DatabaseInfo as Database;
 
 /// A column with how its values are written.
 #[derive(Debug, Clone)]
