@@ -197,7 +197,11 @@ async fn every_type_round_trips_through_the_mariadb_client() {
     }
     drop(c);
     check_fingerprints(&info, &third).await;
-    // The source info has the documented shape.
+    // The source info has the documented shape, and the typed source info reads it and writes
+    // it back unchanged (format v1).
+    let typed = mnbackup::model::mariadb_info::MariadbInfo::from_value(&info).unwrap();
+    assert_eq!(typed.to_value(), info);
+    assert!(typed.other.is_empty(), "{:?}", typed.other.keys());
     assert_eq!(info["consistency"]["method"], "backup_stage");
     assert_eq!(
         info["consistency"]["nontransactional_tables"],
