@@ -73,6 +73,7 @@ pub mod dump;
 pub mod errors;
 pub mod fingerprint;
 pub mod load;
+pub mod names;
 pub mod plan;
 pub mod privileges;
 pub mod probe;
@@ -95,8 +96,9 @@ pub use config::{ConnParams, MariadbConfig};
 use consistency::{BlockMethod, ServerVersion};
 use dump::{put_item, units_for, Shared};
 use errors::explain;
+use names::ItemName;
 use schema::Table;
-use sqlfmt::{ident, name_component};
+use sqlfmt::ident;
 
 use crate::model::mariadb_info::{
     ConsistencyInfo, DatabaseRef, ItemKind, LoadPlanEntry, MariadbInfo, PointInfo, ServerInfo,
@@ -710,34 +712,34 @@ async fn ddl_items(
     };
     if let Some(a) = acc {
         warnings.extend(a.ignored.iter().cloned());
-        put_item(sink, "mariadb/0-accounts.sql".into(), a.accounts_sql).await?;
-        put_item(sink, "mariadb/7-grants.sql".into(), a.grants_sql).await?;
+        put_item(sink, ItemName::Accounts.encode(), a.accounts_sql).await?;
+        put_item(sink, ItemName::Grants.encode(), a.grants_sql).await?;
         plan.push(plan_entry(
-            "mariadb/0-accounts.sql".into(),
+            ItemName::Accounts.encode(),
             ItemKind::Accounts,
             None,
         ));
         plan.push(plan_entry(
-            "mariadb/7-grants.sql".into(),
+            ItemName::Grants.encode(),
             ItemKind::Grants,
             None,
         ));
         accounts = a.names;
     }
     for db in &cat.databases {
-        let n = name_component(&db.name);
+        let ddl = |k| ItemName::Ddl(k, db.name.clone()).encode();
         let objs = &cat.objects[&db.name];
         let ts: Vec<&Table> = tables
             .iter()
             .filter(|t| t.db == db.name)
             .map(|t| t.as_ref())
             .collect();
-        let item = format!("mariadb/1-schema/{n}.sql");
+        let item = ddl(ItemKind::Schema);
         let data = schema::schema_item(ctl, db, &ts, &objs.views, addr).await?;
         put_item(sink, item.clone(), data).await?;
         plan.push(plan_entry(item, ItemKind::Schema, Some(&db.name)));
         if !objs.routines.is_empty() {
-            let item = format!("mariadb/3-routines/{n}.sql");
+            let item = ddl(ItemKind::Routines);
             let mut hidden = Vec::new();
             let data =
                 schema::routines_item(ctl, &db.name, &objs.routines, addr, &mut hidden).await?;
@@ -763,13 +765,13 @@ async fn ddl_items(
             plan.push(plan_entry(item, ItemKind::Routines, Some(&db.name)));
         }
         if !objs.views.is_empty() {
-            let item = format!("mariadb/4-views/{n}.sql");
+            let item = ddl(ItemKind::Views);
             let data = schema::views_item(ctl, &db.name, &objs.views, addr).await?;
             put_item(sink, item.clone(), data).await?;
             plan.push(plan_entry(item, ItemKind::Views, Some(&db.name)));
         }
         if !objs.triggers.is_empty() {
-            let item = format!("mariadb/5-triggers/{n}.sql");
+            let item = ddl(ItemKind::Triggers);
             let data = schema::triggers_item(ctl, &db.name, &objs.triggers, addr).await?;
             put_item(sink, item.clone(), data).await?;
             plan.push(plan_entry(item, ItemKind::Triggers, Some(&db.name)));
@@ -799,7 +801,7 @@ async fn ddl_items(
             );
         }
         if !objs.events.is_empty() {
-            let item = format!("mariadb/6-events/{n}.sql");
+            let item = ddl(ItemKind::Events);
             let data = schema::events_item(ctl, &db.name, &objs.events, addr).await?;
             put_item(sink, item.clone(), data).await?;
             plan.push(plan_entry(item, ItemKind::Events, Some(&db.name)));

@@ -11,6 +11,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use super::fingerprint::Fingerprint;
+use super::names::ItemName;
 use crate::model::mariadb_info::MariadbInfo;
 
 pub use crate::model::mariadb_info::ItemKind;
@@ -97,28 +98,6 @@ pub struct MariadbSource {
     pub max_statement: BTreeMap<String, u64>,
 }
 
-/// Decode a `%XX`-encoded item name component (`sqlfmt::name_component` of the dump).
-pub fn decode_component(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        // Work on bytes: a `%` before a multi-byte character is not an escape (slicing the
-        // `str` there would panic on the character boundary).
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(hi), Some(lo)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn kind_order(k: ItemKind) -> u8 {
     k as u8
 }
@@ -126,41 +105,15 @@ fn kind_order(k: ItemKind) -> u8 {
 /// Derive an item's kind, database and table from its name (for snapshots without a
 /// `load_plan`).
 pub fn item_from_name(name: &str, size: u64) -> Option<SqlItem> {
-    let rest = name.strip_prefix("mariadb/")?;
-    let item = |kind, db: Option<String>, table: Option<String>| SqlItem {
+    let n = ItemName::parse(name)?;
+    Some(SqlItem {
         name: name.to_string(),
-        kind,
-        db,
-        table,
+        kind: n.kind(),
+        db: n.db().map(str::to_string),
+        table: n.table().map(str::to_string),
         rows: None,
         size,
-    };
-    if rest == "0-accounts.sql" {
-        return Some(item(ItemKind::Accounts, None, None));
-    }
-    if rest == "7-grants.sql" {
-        return Some(item(ItemKind::Grants, None, None));
-    }
-    let (dir, file) = rest.split_once('/')?;
-    let kind = match dir {
-        "1-schema" => ItemKind::Schema,
-        "3-routines" => ItemKind::Routines,
-        "4-views" => ItemKind::Views,
-        "5-triggers" => ItemKind::Triggers,
-        "6-events" => ItemKind::Events,
-        "2-data" => {
-            let (db, file) = file.split_once('/')?;
-            let table = file.strip_suffix(".sql")?.split('.').next()?;
-            return Some(item(
-                ItemKind::Data,
-                Some(decode_component(db)),
-                Some(decode_component(table)),
-            ));
-        }
-        _ => return None,
-    };
-    let db = file.strip_suffix(".sql")?;
-    Some(item(kind, Some(decode_component(db)), None))
+    })
 }
 
 impl MariadbSource {
@@ -269,15 +222,6 @@ mod tests {
 
     #[test]
     fn names_and_order() {
-        assert_eq!(decode_component("a%2Eb%2Fc%20d"), "a.b/c d");
-        assert_eq!(decode_component("abc%"), "abc%");
-        // Issue 14 item 12: a `%` before a multi-byte character (a forged or damaged
-        // manifest) is kept as it is instead of panicking on the character boundary.
-        assert_eq!(decode_component("a%é1"), "a%é1");
-        assert_eq!(decode_component("%€"), "%€");
-        assert_eq!(decode_component("x%4€"), "x%4€");
-        assert_eq!(decode_component("%+1"), "%+1");
-        assert_eq!(decode_component("%C3%A9t%C3%A9"), "été");
         let i = item_from_name("mariadb/2-data/zstack/VmUsageHistoryVO.000003.p1.sql", 5).unwrap();
         assert_eq!(i.kind, ItemKind::Data);
         assert_eq!(i.table_key().unwrap(), "zstack.VmUsageHistoryVO");

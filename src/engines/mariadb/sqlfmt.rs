@@ -100,19 +100,7 @@ pub fn header(what: &str, db: Option<&str>) -> String {
     s
 }
 
-/// Encode a database or table name for use as one component of an item name: ASCII letters,
-/// digits, `_`, `-` and `$` stay; every other byte is `%XX` (so `.` and `/` never appear).
-pub fn name_component(name: &str) -> String {
-    let mut s = String::with_capacity(name.len());
-    for &b in name.as_bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'$' {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
-    s
-}
+pub use super::names::name_component;
 
 /// The native loader's statement splitter (the rules are the ones documented above).
 pub use super::sql::split_statements;
@@ -141,11 +129,5 @@ mod tests {
         assert_eq!(ValueKind::of("bigint"), ValueKind::Number);
         assert_eq!(ValueKind::of("point"), ValueKind::Binary);
         assert_eq!(ValueKind::of("json"), ValueKind::Text);
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(name_component("VmInstanceEO"), "VmInstanceEO");
-        assert_eq!(name_component("a.b/c d"), "a%2Eb%2Fc%20d");
     }
 }
