@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod engines;
 pub mod error;
 pub mod model;
 pub mod ops;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mariadb_common::*;
-use mnbackup::sources::mariadb;
+use mnbackup::engines::mariadb;
 use mnbackup_fixtures::mariadb::{ServerOptions, TestServer};
 use mysql_async::prelude::*;
 

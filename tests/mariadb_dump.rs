@@ -4,7 +4,7 @@
 mod mariadb_common;
 
 use mariadb_common::*;
-use mnbackup::sources::mariadb;
+use mnbackup::engines::mariadb;
 use mnbackup_fixtures::mariadb::TestServer;
 use mysql_async::prelude::*;
 
@@ -197,7 +197,11 @@ async fn every_type_round_trips_through_the_mariadb_client() {
     }
     drop(c);
     check_fingerprints(&info, &third).await;
-    // The source info has the documented shape.
+    // The source info has the documented shape, and the typed source info reads it and writes
+    // it back unchanged (format v1).
+    let typed = mnbackup::model::mariadb_info::MariadbInfo::from_value(&info).unwrap();
+    assert_eq!(typed.to_value(), info);
+    assert!(typed.other.is_empty(), "{:?}", typed.other.keys());
     assert_eq!(info["consistency"]["method"], "backup_stage");
     assert_eq!(
         info["consistency"]["nontransactional_tables"],

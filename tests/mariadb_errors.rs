@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use mariadb_common::*;
-use mnbackup::sources::mariadb::{self, MariadbConfig};
+use mnbackup::engines::mariadb::{self, MariadbConfig};
 use mnbackup_fixtures::mariadb::{kill_pid, TestServer};
 
 fn tcp_cfg(s: &TestServer, user: &str, password: &str) -> MariadbConfig {

@@ -12,7 +12,7 @@
 
 mod restore_common;
 
-use mnbackup::sources::mariadb::zstack;
+use mnbackup::engines::mariadb::zstack;
 use mnbackup_fixtures::mariadb::TestServer;
 use mnbackup_fixtures::zstack_db;
 use mysql_async::prelude::*;

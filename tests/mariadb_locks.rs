@@ -5,7 +5,7 @@
 mod mariadb_common;
 
 use mariadb_common::*;
-use mnbackup::sources::mariadb;
+use mnbackup::engines::mariadb;
 use mnbackup_fixtures::mariadb::TestServer;
 use mysql_async::prelude::*;
 

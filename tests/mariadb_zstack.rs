@@ -6,7 +6,7 @@
 mod mariadb_common;
 
 use mariadb_common::*;
-use mnbackup::sources::mariadb::{self, zstack, MariadbConfig};
+use mnbackup::engines::mariadb::{self, zstack, MariadbConfig};
 use mnbackup_fixtures::mariadb::TestServer;
 use mnbackup_fixtures::zstack_db;
 use mysql_async::prelude::*;

@@ -9,8 +9,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::Ctx;
+use crate::engines::mariadb::probe::{self, Capability};
 use crate::error::EXIT_INCOMPLETE;
-use crate::sources::mariadb::probe::{self, Capability};
 
 #[derive(Debug, Serialize)]
 struct Line {

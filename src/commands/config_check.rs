@@ -28,7 +28,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
 /// How each ZStack properties file stores its database password (ZStack's rule: encrypted only
 /// when it decrypts to the `crypt_key_for_v1::` prefix).
 fn password_kinds(ctx: &Ctx) -> Vec<String> {
-    use crate::sources::mariadb::zstack::{read_db_properties, PropertyKeys};
+    use crate::engines::mariadb::zstack::{read_db_properties, PropertyKeys};
     let Some(m) = &ctx.config.mariadb else {
         return vec![];
     };

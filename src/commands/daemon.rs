@@ -208,7 +208,7 @@ struct Runner {
 /// too many connections, DDL during the dump, connection refused, reset or timed out: see
 /// [`mariadb::errors::is_transient`]); a raw driver error of those kinds; a network I/O error.
 pub fn is_transient(e: &anyhow::Error) -> bool {
-    use crate::sources::mariadb;
+    use crate::engines::mariadb;
     use std::io::ErrorKind as K;
     for cause in e.chain() {
         if let Some(m) = cause.downcast_ref::<MnError>() {
@@ -1078,7 +1078,7 @@ pub fn describe_state_dir(cfg: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::mariadb::errors::{connect_timeout, explain, DbError};
+    use crate::engines::mariadb::errors::{connect_timeout, explain, DbError};
     use mysql_async::{DriverError, Error as MyError, IoError, ServerError};
 
     fn server(code: u16, message: &str) -> anyhow::Error {

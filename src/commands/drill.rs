@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::engines::mariadb::load::{self as rm, LoadOptions, Loader};
+use crate::engines::mariadb::plan::MariadbSource;
 use anyhow::{Context, Result};
-use mnbackup_restore::mariadb::{self as rm, LoadOptions, Loader};
-use mnbackup_restore::plan::MariadbSource;
 use mnbackup_restore::report::{RestoreReport, StepReport, StepStatus};
 
 use super::restore::{runtime, RepoItems, TargetArgs};

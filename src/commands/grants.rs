@@ -5,9 +5,9 @@ use anyhow::Result;
 use mysql_async::prelude::*;
 
 use super::Ctx;
+use crate::engines::mariadb::consistency::ServerVersion;
+use crate::engines::mariadb::privileges;
 use crate::error::usage;
-use crate::sources::mariadb::consistency::ServerVersion;
-use crate::sources::mariadb::privileges;
 
 pub fn run(ctx: &Ctx, user: &str, host: &str, server_version: Option<&str>) -> Result<i32> {
     let version = match server_version {
@@ -22,7 +22,7 @@ pub fn run(ctx: &Ctx, user: &str, host: &str, server_version: Option<&str>) -> R
             let rt = super::restore::runtime()?;
             rt.block_on(async {
                 let params = cfg.resolve()?;
-                let mut c = crate::sources::mariadb::connect(
+                let mut c = crate::engines::mariadb::connect(
                     &params.opts()?,
                     &params,
                     "reading the server version",

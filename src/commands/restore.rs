@@ -18,7 +18,7 @@
 //!    target's non-empty databases, and files that would be overwritten; trigger `safety`, tag
 //!    `pre-restore`), then the databases are dropped.
 //! 3. MariaDB: accounts, schema, data (parallel), routines, views, triggers, events, grants,
-//!    AUTO_INCREMENT counters (`mnbackup_restore::mariadb`), then the row fingerprint of every
+//!    AUTO_INCREMENT counters (`crate::engines::mariadb::load`), then the row fingerprint of every
 //!    table is compared with the snapshot's.
 //! 4. `--disable-vm-ha`: ZStack's VM HA switched off in `GlobalConfigVO` (as `restore_mysql`).
 //! 5. Files under `--files-root` (default `/`); an existing different file is kept as
@@ -45,24 +45,25 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::engines::mariadb::load::{self as rm, ItemSource, LoadOptions, Loader, Target};
+use crate::engines::mariadb::plan::{target_db, ItemKind, MariadbSource};
 use anyhow::{Context, Result};
 use mnbackup_restore::files::{place, Entry, Existing, Kind, PlaceOptions};
 use mnbackup_restore::journal::Journal;
-use mnbackup_restore::mariadb::{self as rm, ItemSource, LoadOptions, Loader, Target};
 use mnbackup_restore::plan::{
-    estimate_secs, human_bytes, target_db, Check, CheckStatus, ItemKind, MariadbSource, PlanStep,
-    RestorePlan, FILE_RATE, FINGERPRINT_RATE, SQL_LOAD_RATE,
+    estimate_secs, human_bytes, Check, CheckStatus, PlanStep, RestorePlan, FILE_RATE,
+    FINGERPRINT_RATE, SQL_LOAD_RATE,
 };
 use mnbackup_restore::report::{HookReport, RestoreReport, StepReport, StepStatus};
 
 use super::Ctx;
 use crate::codec::decode_piece;
 use crate::commands::export::{entry_of, RepoContent};
+use crate::engines::mariadb::MariadbConfig;
 use crate::error::{integrity, usage, MnError, EXIT_INCOMPLETE, EXIT_MISMATCH};
 use crate::model::{Encoding, Item, Manifest, PieceData};
 use crate::reader::read_item;
 use crate::repo::Repo;
-use crate::sources::mariadb::MariadbConfig;
 
 /// Where the restore (or the drill) loads MariaDB: defaults to the `[mariadb]` connection of the
 /// configuration; each option overrides one part. The password follows the configuration's

@@ -257,7 +257,7 @@ fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) ->
                         std::future::pending::<()>().await
                     };
                     tokio::select! {
-                        r = sources::mariadb::backup(m, sink) => r,
+                        r = crate::engines::mariadb::backup(m, sink) => r,
                         () = watch => unreachable!("the watch never ends"),
                     }
                 })?;

@@ -7,6 +7,7 @@
 pub mod ids;
 pub mod item;
 pub mod manifest;
+pub mod mariadb_info;
 
 pub use ids::{
     chain, check_object_id, check_snapshot_id, MAX_CHAIN_HARD, MAX_MANIFEST, MAX_MARKER,

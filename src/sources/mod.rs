@@ -2,4 +2,3 @@
 
 pub mod cassandra;
 pub mod files;
-pub mod mariadb;

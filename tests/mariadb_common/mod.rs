@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
+use mnbackup::engines::mariadb::MariadbConfig;
 use mnbackup::model::EntryKind;
 use mnbackup::source::{ItemSink, ItemSpec};
-use mnbackup::sources::mariadb::MariadbConfig;
 use mnbackup_fixtures::mariadb::TestServer;
 use mysql_async::prelude::*;
 
@@ -126,7 +126,7 @@ pub async fn check_fingerprints(info: &serde_json::Value, target: &TestServer) -
     let mut c = mysql_async::Conn::new(target.opts()).await.unwrap();
     for (k, v) in fps {
         let (db, t) = k.split_once('.').unwrap();
-        let got = mnbackup_restore::fingerprint::table_fingerprint(&mut c, db, t)
+        let got = mnbackup::engines::mariadb::fingerprint::table_fingerprint(&mut c, db, t)
             .await
             .unwrap();
         assert_eq!(got.rows, v["rows"].as_u64().unwrap(), "rows of {k}");

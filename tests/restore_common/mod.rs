@@ -204,7 +204,7 @@ pub fn check_fingerprints(
                 .find(|r| r.0 == db)
                 .map(|r| r.1)
                 .unwrap_or(db);
-            let got = mnbackup_restore::fingerprint::table_fingerprint(&mut c, db, t)
+            let got = mnbackup::engines::mariadb::fingerprint::table_fingerprint(&mut c, db, t)
                 .await
                 .unwrap();
             assert_eq!(

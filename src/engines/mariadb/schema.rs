@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::fingerprint::{is_generated_extra, ColumnInfo};
 use anyhow::{Context, Result};
-use mnbackup_restore::fingerprint::{quote_str, ColumnInfo};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 
@@ -17,12 +17,7 @@ pub const SYSTEM_DATABASES: [&str; 4] =
     ["mysql", "information_schema", "performance_schema", "sys"];
 
 /// A database to dump.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Database {
-    pub name: String,
-    pub charset: String,
-    pub collation: String,
-}
+pub use crate::model::mariadb_info::DatabaseInfo as Database;
 
 /// A column with how its values are written.
 #[derive(Debug, Clone)]
@@ -120,7 +115,7 @@ fn col_str(row: &Row, i: usize) -> Option<String> {
 fn in_list(names: &[String]) -> String {
     names
         .iter()
-        .map(|n| quote_str(n))
+        .map(|n| quoted(n))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -232,8 +227,7 @@ pub async fn discover(
     // Columns.
     let rows: Vec<Row> = conn
         .query(format!(
-            "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, LOWER(DATA_TYPE), COLUMN_TYPE, \
-             (IS_GENERATED = 'ALWAYS' OR EXTRA LIKE '%GENERATED%' OR EXTRA IN ('VIRTUAL', 'PERSISTENT', 'STORED')) \
+            "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, LOWER(DATA_TYPE), COLUMN_TYPE, EXTRA \
              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN ({dbs}) \
              ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
         ))
@@ -255,7 +249,7 @@ pub async fn discover(
             info: ColumnInfo {
                 name: col_str(&r, 2).unwrap_or_default(),
                 data_type,
-                generated: col_str(&r, 5).as_deref() == Some("1"),
+                generated: is_generated_extra(&col_str(&r, 5).unwrap_or_default()),
             },
             column_type: col_str(&r, 4).unwrap_or_default(),
         });
@@ -486,8 +480,8 @@ pub async fn schema_item(
                 .query(format!(
                     "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} \
                      AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
-                    quote_str(&db.name),
-                    quote_str(v)
+                    quoted(&db.name),
+                    quoted(v)
                 ))
                 .await
                 .map_err(|e| explain(e, addr, &format!("reading the columns of view {v}")))?;

@@ -11,14 +11,15 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::fingerprint::{select_list, text_value, FingerprintBuilder};
 use anyhow::{Context, Result};
-use mnbackup_restore::fingerprint::{select_list, text_value, FingerprintBuilder};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 
 use super::errors::explain;
+use super::names::ItemName;
 use super::schema::{Split, Table};
-use super::sqlfmt::{header, ident, name_component, push_value, ValueKind};
+use super::sqlfmt::{header, ident, push_value, ValueKind};
 use crate::source::{ItemSink, ItemSpec};
 
 /// No data item grows past this (it is continued in a `.pN` item).
@@ -97,16 +98,13 @@ pub fn units_for(table: Arc<Table>, workers: usize) -> Vec<Unit> {
 /// The item name of a table's data (`suffix` is `""`, `.<bucket>` or `.<prefix>`, `part` > 0
 /// for continuation items).
 pub fn data_item_name(t: &Table, suffix: &str, part: usize) -> String {
-    let p = if part == 0 {
-        String::new()
-    } else {
-        format!(".p{part}")
-    };
-    format!(
-        "mariadb/2-data/{}/{}{suffix}{p}.sql",
-        name_component(&t.db),
-        name_component(&t.name)
-    )
+    ItemName::Data {
+        db: t.db.clone(),
+        table: t.name.clone(),
+        range: suffix.strip_prefix('.').map(str::to_string),
+        part,
+    }
+    .encode()
 }
 
 fn bucket_suffix(b: i128) -> String {

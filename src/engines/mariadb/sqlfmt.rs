@@ -73,33 +73,7 @@ pub fn push_value(out: &mut Vec<u8>, kind: ValueKind, v: Option<&[u8]>) {
     }
 }
 
-/// Append a quoted, escaped string literal (the escapes of `mysql_real_escape_string`; binary-safe
-/// for any bytes, as long as the session has no `NO_BACKSLASH_ESCAPES`).
-pub fn push_quoted(out: &mut Vec<u8>, b: &[u8]) {
-    out.reserve(b.len() + 2);
-    out.push(b'\'');
-    for &c in b {
-        match c {
-            0 => out.extend_from_slice(b"\\0"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\'' => out.extend_from_slice(b"\\'"),
-            0x1a => out.extend_from_slice(b"\\Z"),
-            c => out.push(c),
-        }
-    }
-    out.push(b'\'');
-}
-
-/// A quoted literal as a String (for names and settings that are valid UTF-8).
-pub fn quoted(s: &str) -> String {
-    let mut v = Vec::new();
-    push_quoted(&mut v, s.as_bytes());
-    String::from_utf8(v).expect("escaping keeps UTF-8")
-}
-
-pub use mnbackup_restore::fingerprint::quote_ident as ident;
+pub use super::sql::{push_quoted, quote_ident as ident, quoted};
 
 /// The session settings every item starts with. `db` adds a `USE`.
 ///
@@ -126,23 +100,10 @@ pub fn header(what: &str, db: Option<&str>) -> String {
     s
 }
 
-/// Encode a database or table name for use as one component of an item name: ASCII letters,
-/// digits, `_`, `-` and `$` stay; every other byte is `%XX` (so `.` and `/` never appear).
-pub fn name_component(name: &str) -> String {
-    let mut s = String::with_capacity(name.len());
-    for &b in name.as_bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'$' {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
-    s
-}
+pub use super::names::name_component;
 
-/// The native loader's statement splitter lives in the restore crate (which loads the items);
-/// the rules are the ones documented above.
-pub use mnbackup_restore::sql::split_statements;
+/// The native loader's statement splitter (the rules are the ones documented above).
+pub use super::sql::split_statements;
 
 #[cfg(test)]
 mod tests {
@@ -168,11 +129,5 @@ mod tests {
         assert_eq!(ValueKind::of("bigint"), ValueKind::Number);
         assert_eq!(ValueKind::of("point"), ValueKind::Binary);
         assert_eq!(ValueKind::of("json"), ValueKind::Text);
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(name_component("VmInstanceEO"), "VmInstanceEO");
-        assert_eq!(name_component("a.b/c d"), "a%2Eb%2Fc%20d");
     }
 }

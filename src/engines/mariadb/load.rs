@@ -35,14 +35,14 @@ use anyhow::{anyhow, Context, Result};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
 
-use crate::fingerprint::{quote_str, table_fingerprint};
-use crate::journal::Journal;
-use crate::plan::{target_db, target_table, ItemKind, MariadbSource, SqlItem};
-use crate::report::{StepReport, StepStatus, TableCheck};
-use crate::sql::{
-    excerpt, insert_rows, quote_ident, rename_data_statement, rename_statement, split_statements,
-    statement_slices,
+use super::fingerprint::table_fingerprint;
+use super::plan::{target_db, target_table, ItemKind, MariadbSource, SqlItem};
+use super::sql::{
+    excerpt, insert_rows, quote_ident, quoted, rename_data_statement, rename_statement,
+    split_statements, statement_slices,
 };
+use mnbackup_restore::journal::Journal;
+use mnbackup_restore::report::{StepReport, StepStatus, TableCheck};
 
 /// Reads an item's plain content, verified: an implementation must fail (naming the item) rather
 /// than return damaged bytes.
@@ -158,7 +158,7 @@ impl DbState {
 pub async fn database_states(conn: &mut Conn, names: &[String]) -> Result<Vec<DbState>> {
     let mut out = Vec::new();
     for n in names {
-        let q = quote_str(n);
+        let q = quoted(n);
         let exists: Option<String> = conn
             .query_first(format!(
                 "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {q}"
@@ -204,8 +204,8 @@ pub async fn table_exists(conn: &mut Conn, db: &str, table: &str) -> Result<bool
     let n: Option<u64> = conn
         .query_first(format!(
             "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
-            quote_str(db),
-            quote_str(table)
+            quoted(db),
+            quoted(table)
         ))
         .await
         .with_context(|| format!("looking for table {db}.{table}"))?;
@@ -973,7 +973,7 @@ impl Loader {
 pub async fn check_table(
     conn: &mut Conn,
     key: &str,
-    exp: &crate::fingerprint::Fingerprint,
+    exp: &super::fingerprint::Fingerprint,
     renames: &BTreeMap<String, String>,
 ) -> TableCheck {
     let tkey = target_table(renames, key);
@@ -1009,7 +1009,7 @@ pub async fn check_fingerprints(
     done: &BTreeMap<String, TableCheck>,
 ) -> Result<Vec<TableCheck>> {
     // Biggest tables first (popped from the end), so the connections finish together.
-    let mut todo: Vec<(String, crate::fingerprint::Fingerprint)> = src
+    let mut todo: Vec<(String, super::fingerprint::Fingerprint)> = src
         .fingerprints
         .iter()
         .filter(|(k, _)| !done.contains_key(*k))

@@ -1,5 +1,11 @@
-//! The `[mariadb]` source: consistent, parallel, delta-friendly logical dumps over `mysql_async`
-//! (no `mysqldump` subprocess).
+//! The MariaDB engine, both directions: the `[mariadb]` source (consistent, parallel,
+//! delta-friendly logical dumps over `mysql_async`, no `mysqldump` subprocess) and the restore
+//! (plan, load, prove).
+//!
+//! Backup: [`config`], [`probe`], [`privileges`], [`consistency`], [`schema`], [`dump`],
+//! [`users`], [`zstack`]. Shared by both halves: [`sql`] (splitting, renaming, quoting),
+//! [`sqlfmt`] (literals and item headers), [`fingerprint`], [`plan`] (item kinds and names).
+//! Restore: [`load`] (the loader and its checks).
 //!
 //! # Items and load order
 //!
@@ -59,15 +65,20 @@
 //! credentials could not see (a second, separate consistent point).
 //!
 //! `binlog` is null when the binlog is off. `fingerprints` covers every dumped table (0 rows
-//! included); see `mnbackup_restore::fingerprint` for the definition.
+//! included); see [`fingerprint`] for the definition.
 
 pub mod config;
 pub mod consistency;
 pub mod dump;
 pub mod errors;
+pub mod fingerprint;
+pub mod load;
+pub mod names;
+pub mod plan;
 pub mod privileges;
 pub mod probe;
 pub mod schema;
+pub mod sql;
 pub mod sqlfmt;
 pub mod users;
 pub mod zstack;
@@ -80,32 +91,22 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use serde::Serialize;
-use serde_json::json;
 
 pub use config::{ConnParams, MariadbConfig};
 use consistency::{BlockMethod, ServerVersion};
 use dump::{put_item, units_for, Shared};
 use errors::explain;
+use names::ItemName;
 use schema::Table;
-use sqlfmt::{ident, name_component};
+use sqlfmt::ident;
 
+use crate::model::mariadb_info::{
+    ConsistencyInfo, DatabaseRef, ItemKind, LoadPlanEntry, MariadbInfo, PointInfo, ServerInfo,
+};
 use crate::model::Gap;
 use crate::source::ItemSink;
 
-/// What a MariaDB backup did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct MariadbSummary {
-    pub databases: usize,
-    pub tables: usize,
-    pub rows: u64,
-    pub items: usize,
-    /// Plain bytes of all items.
-    pub bytes: u64,
-    /// How long commits were blocked, ms.
-    pub block_ms: u64,
-    pub duration_ms: u64,
-}
+pub use crate::model::mariadb_info::MariadbSummary;
 
 /// Session settings of every connection: utf8mb4 text, UTC timestamps, plain SQL quoting,
 /// generous network timeouts (a worker may pause while the sink stores an item).
@@ -221,11 +222,11 @@ async fn lock_holders(opts: &mysql_async::Opts, params: &ConnParams) -> String {
 
 /// The result of one consistent point (the main credentials, or the UI's).
 struct GroupResult {
-    info: serde_json::Value,
+    info: PointInfo,
     databases: Vec<schema::Database>,
     /// (item name, kind, db, table, rows)
-    plan: Vec<PlanEntry>,
-    fingerprints: BTreeMap<String, mnbackup_restore::fingerprint::Fingerprint>,
+    plan: Vec<LoadPlanEntry>,
+    fingerprints: BTreeMap<String, fingerprint::Fingerprint>,
     auto_increment: BTreeMap<String, u64>,
     /// `db.table` → bytes of its largest INSERT statement.
     max_statement: BTreeMap<String, u64>,
@@ -240,27 +241,13 @@ struct GroupResult {
     block_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
-struct PlanEntry {
-    item: String,
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    db: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    table: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rows: Option<u64>,
-}
-
-impl PlanEntry {
-    fn new(item: String, kind: &'static str, db: Option<&str>) -> Self {
-        PlanEntry {
-            item,
-            kind,
-            db: db.map(str::to_string),
-            table: None,
-            rows: None,
-        }
+fn plan_entry(item: String, kind: ItemKind, db: Option<&str>) -> LoadPlanEntry {
+    LoadPlanEntry {
+        item,
+        kind,
+        db: db.map(str::to_string),
+        table: None,
+        rows: None,
     }
 }
 
@@ -333,28 +320,31 @@ pub async fn backup(cfg: &MariadbConfig, sink: Arc<dyn ItemSink>) -> Result<Mari
         block_ms: main.block_ms,
         duration_ms,
     };
-    let mut info = main.info.clone();
-    let obj = info.as_object_mut().expect("object");
-    obj.insert("format".into(), json!(1));
-    obj.insert("started".into(), json!(started));
-    obj.insert("finished".into(), json!(finished));
-    obj.insert("duration_ms".into(), json!(duration_ms));
-    obj.insert("databases".into(), json!(main.databases));
-    obj.insert("load_plan".into(), json!(main.plan));
-    obj.insert("fingerprints".into(), json!(main.fingerprints));
-    obj.insert("auto_increment".into(), json!(main.auto_increment));
-    obj.insert("max_statement".into(), json!(main.max_statement));
-    obj.insert("accounts".into(), json!(main.accounts));
-    obj.insert("skipped".into(), json!(main.skipped));
-    obj.insert("warnings".into(), json!(main.warnings));
-    obj.insert("summary".into(), json!(summary));
-    if !extra.is_empty() {
-        obj.insert(
-            "extra_points".into(),
-            json!(extra.iter().map(|g| g.info.clone()).collect::<Vec<_>>()),
-        );
-    }
-    sink.set_source_info("mariadb", info);
+    let mut point = main.info.clone();
+    point.databases = main
+        .databases
+        .iter()
+        .cloned()
+        .map(DatabaseRef::Full)
+        .collect();
+    let info = MariadbInfo {
+        format: 1,
+        point,
+        started,
+        finished,
+        duration_ms,
+        load_plan: Some(main.plan),
+        fingerprints: main.fingerprints,
+        auto_increment: main.auto_increment,
+        max_statement: main.max_statement,
+        accounts: main.accounts,
+        skipped: main.skipped,
+        warnings: main.warnings,
+        summary: summary.clone(),
+        extra_points: extra.into_iter().map(|g| g.info).collect(),
+        other: BTreeMap::new(),
+    };
+    sink.set_source_info("mariadb", info.to_value());
     for g in gaps {
         sink.gap(g);
     }
@@ -586,9 +576,9 @@ async fn run_group(
         .map_err(|_| anyhow::anyhow!("internal error: workers still hold the queue"))?;
     for (item, table, rows) in shared.items.into_inner().expect("items") {
         let (db, t) = table.split_once('.').unwrap_or((&table, ""));
-        plan.push(PlanEntry {
+        plan.push(LoadPlanEntry {
             item,
-            kind: "data",
+            kind: ItemKind::Data,
             db: Some(db.to_string()),
             table: Some(t.to_string()),
             rows: Some(rows),
@@ -602,17 +592,26 @@ async fn run_group(
         .map(|(k, v)| (k, v.finish()))
         .collect();
     let max_statement = shared.max_statement.into_inner().expect("max statement");
-    let info = json!({
-        "server": { "address": addr, "version": version.version, "user": params.user() },
-        "consistency": {
-            "method": method,
-            "block_ms": block_ms,
-            "nontransactional_lock_ms": nontx_lock_ms,
-            "nontransactional_tables": nontx.iter().map(|t| t.full_name()).collect::<Vec<_>>(),
+    let info = PointInfo {
+        server: ServerInfo {
+            address: addr.clone(),
+            version: version.version.clone(),
+            user: params.user().to_string(),
         },
-        "binlog": binlog,
-        "databases": cat.databases,
-    });
+        consistency: ConsistencyInfo {
+            method,
+            block_ms,
+            nontransactional_lock_ms: nontx_lock_ms,
+            nontransactional_tables: nontx.iter().map(|t| t.full_name()).collect(),
+        },
+        binlog,
+        databases: cat
+            .databases
+            .iter()
+            .cloned()
+            .map(DatabaseRef::Full)
+            .collect(),
+    };
     Ok(GroupResult {
         info,
         databases: cat.databases.clone(),
@@ -678,7 +677,7 @@ async fn ddl_items(
     acct: &str,
     gaps: &mut Vec<Gap>,
     warnings: &mut Vec<String>,
-) -> Result<(Vec<PlanEntry>, Vec<String>)> {
+) -> Result<(Vec<LoadPlanEntry>, Vec<String>)> {
     let mut plan = Vec::new();
     let mut accounts = Vec::new();
     let acc = if with_accounts {
@@ -713,34 +712,34 @@ async fn ddl_items(
     };
     if let Some(a) = acc {
         warnings.extend(a.ignored.iter().cloned());
-        put_item(sink, "mariadb/0-accounts.sql".into(), a.accounts_sql).await?;
-        put_item(sink, "mariadb/7-grants.sql".into(), a.grants_sql).await?;
-        plan.push(PlanEntry::new(
-            "mariadb/0-accounts.sql".into(),
-            "accounts",
+        put_item(sink, ItemName::Accounts.encode(), a.accounts_sql).await?;
+        put_item(sink, ItemName::Grants.encode(), a.grants_sql).await?;
+        plan.push(plan_entry(
+            ItemName::Accounts.encode(),
+            ItemKind::Accounts,
             None,
         ));
-        plan.push(PlanEntry::new(
-            "mariadb/7-grants.sql".into(),
-            "grants",
+        plan.push(plan_entry(
+            ItemName::Grants.encode(),
+            ItemKind::Grants,
             None,
         ));
         accounts = a.names;
     }
     for db in &cat.databases {
-        let n = name_component(&db.name);
+        let ddl = |k| ItemName::Ddl(k, db.name.clone()).encode();
         let objs = &cat.objects[&db.name];
         let ts: Vec<&Table> = tables
             .iter()
             .filter(|t| t.db == db.name)
             .map(|t| t.as_ref())
             .collect();
-        let item = format!("mariadb/1-schema/{n}.sql");
+        let item = ddl(ItemKind::Schema);
         let data = schema::schema_item(ctl, db, &ts, &objs.views, addr).await?;
         put_item(sink, item.clone(), data).await?;
-        plan.push(PlanEntry::new(item, "schema", Some(&db.name)));
+        plan.push(plan_entry(item, ItemKind::Schema, Some(&db.name)));
         if !objs.routines.is_empty() {
-            let item = format!("mariadb/3-routines/{n}.sql");
+            let item = ddl(ItemKind::Routines);
             let mut hidden = Vec::new();
             let data =
                 schema::routines_item(ctl, &db.name, &objs.routines, addr, &mut hidden).await?;
@@ -763,19 +762,19 @@ async fn ddl_items(
                 );
             }
             put_item(sink, item.clone(), data).await?;
-            plan.push(PlanEntry::new(item, "routines", Some(&db.name)));
+            plan.push(plan_entry(item, ItemKind::Routines, Some(&db.name)));
         }
         if !objs.views.is_empty() {
-            let item = format!("mariadb/4-views/{n}.sql");
+            let item = ddl(ItemKind::Views);
             let data = schema::views_item(ctl, &db.name, &objs.views, addr).await?;
             put_item(sink, item.clone(), data).await?;
-            plan.push(PlanEntry::new(item, "views", Some(&db.name)));
+            plan.push(plan_entry(item, ItemKind::Views, Some(&db.name)));
         }
         if !objs.triggers.is_empty() {
-            let item = format!("mariadb/5-triggers/{n}.sql");
+            let item = ddl(ItemKind::Triggers);
             let data = schema::triggers_item(ctl, &db.name, &objs.triggers, addr).await?;
             put_item(sink, item.clone(), data).await?;
-            plan.push(PlanEntry::new(item, "triggers", Some(&db.name)));
+            plan.push(plan_entry(item, ItemKind::Triggers, Some(&db.name)));
         }
         // Events are listed only to accounts with the EVENT privilege on the database: without
         // it they are invisible, so an empty list proves nothing.
@@ -802,10 +801,10 @@ async fn ddl_items(
             );
         }
         if !objs.events.is_empty() {
-            let item = format!("mariadb/6-events/{n}.sql");
+            let item = ddl(ItemKind::Events);
             let data = schema::events_item(ctl, &db.name, &objs.events, addr).await?;
             put_item(sink, item.clone(), data).await?;
-            plan.push(PlanEntry::new(item, "events", Some(&db.name)));
+            plan.push(plan_entry(item, ItemKind::Events, Some(&db.name)));
         }
     }
     Ok((plan, accounts))

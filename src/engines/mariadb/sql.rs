@@ -2,7 +2,7 @@
 //! item into statements, and rewriting database names for `--rename-db` and the drill.
 //!
 //! [`split_statements`] is the one splitter of the project (the dump side re-exports it as
-//! `mnbackup::sources::mariadb::sqlfmt::split_statements`). Its rules:
+//! `mnbackup::engines::mariadb::sqlfmt::split_statements`). Its rules:
 //!
 //! - lines starting with `-- ` and empty lines between statements are comments;
 //! - a statement ends at the end of a line that ends with the current delimiter, which is `;`
@@ -104,7 +104,38 @@ pub fn statement_slices(text: &str) -> Vec<Cow<'_, str>> {
     out
 }
 
-pub use crate::fingerprint::quote_ident;
+/// Append a quoted, escaped string literal: the escapes of `mysql_real_escape_string` (`\0`,
+/// `\n`, `\r`, `\\`, `\'`, `\Z`), so the literal holds any bytes, never a raw line end (the
+/// splitter's rule above) and never a NUL, as long as the session has no
+/// `NO_BACKSLASH_ESCAPES` (every item and every session of mnbackup sets its `sql_mode`).
+pub fn push_quoted(out: &mut Vec<u8>, b: &[u8]) {
+    out.reserve(b.len() + 2);
+    out.push(b'\'');
+    for &c in b {
+        match c {
+            0 => out.extend_from_slice(b"\\0"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\'' => out.extend_from_slice(b"\\'"),
+            0x1a => out.extend_from_slice(b"\\Z"),
+            c => out.push(c),
+        }
+    }
+    out.push(b'\'');
+}
+
+/// [`push_quoted`] as a String (for names, settings and query parameters, which are UTF-8).
+pub fn quoted(s: &str) -> String {
+    let mut v = Vec::new();
+    push_quoted(&mut v, s.as_bytes());
+    String::from_utf8(v).expect("escaping keeps UTF-8")
+}
+
+/// Quote an identifier with backticks (doubling any backtick inside).
+pub fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
 
 fn is_ident_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
@@ -303,6 +334,61 @@ pub fn excerpt(stmt: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The server's reading of a quoted literal (`sql_lex.cc`, `get_text`): `\0 \n \r \Z \b \t`
+    /// map to their bytes, `\` before any other byte is that byte (`\%` and `\_` aside, which
+    /// never appear unescaped here), `''` is `'`.
+    fn server_unescape(lit: &[u8]) -> Vec<u8> {
+        assert!(lit.len() >= 2 && lit[0] == b'\'' && lit[lit.len() - 1] == b'\'');
+        let body = &lit[1..lit.len() - 1];
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < body.len() {
+            let c = body[i];
+            assert_ne!(c, b'\'', "a bare quote inside the literal ends it");
+            if c == b'\\' {
+                i += 1;
+                out.push(match body[i] {
+                    b'0' => 0,
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b'Z' => 0x1a,
+                    b'b' => 8,
+                    b't' => b'\t',
+                    x => x,
+                });
+            } else {
+                out.push(c);
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// The one escaper holds every byte: each of the 256 bytes alone and all of them together
+    /// come back unchanged, and the literal never holds a raw line end, NUL or ^Z (which the
+    /// splitter and the `mariadb` client on Windows-style input would trip over).
+    #[test]
+    fn one_escaper_for_all_bytes() {
+        let all: Vec<u8> = (0..=255u8).collect();
+        let mut inputs: Vec<Vec<u8>> = all.iter().map(|&b| vec![b]).collect();
+        inputs.push(all.clone());
+        inputs.push(b"it's \\ a 'test'\\".to_vec());
+        for input in inputs {
+            let mut lit = Vec::new();
+            push_quoted(&mut lit, &input);
+            let body = &lit[1..lit.len() - 1];
+            for bad in [b'\n', b'\r', 0, 0x1a] {
+                assert!(!body.contains(&bad), "raw byte {bad} in {lit:?}");
+            }
+            assert_eq!(server_unescape(&lit), input);
+        }
+        assert_eq!(quoted("it's\\"), "'it\\'s\\\\'");
+        assert_eq!(quote_ident("a`b"), "`a``b`");
+        // Text that is split into statements stays one statement.
+        let stmt = format!("INSERT INTO t VALUES ({});", quoted("a;\nb;\r\n"));
+        assert_eq!(split_statements(&stmt).len(), 1);
+    }
 
     fn r(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -36,19 +36,7 @@ use serde::Serialize;
 
 use super::errors::explain;
 
-/// How commits are blocked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BlockMethod {
-    /// `BACKUP STAGE START; BACKUP STAGE BLOCK_COMMIT` (MariaDB >= 10.4.1).
-    BackupStage,
-    /// `FLUSH TABLES WITH READ LOCK` (older MariaDB, MySQL).
-    Ftwrl,
-    /// The user lacks RELOAD: no global block, one worker connection and its single snapshot
-    /// (consistent for InnoDB, as `mysqldump --single-transaction`); non-transactional tables
-    /// are still read-locked from before the snapshot until they are read.
-    SingleSnapshot,
-}
+pub use crate::model::mariadb_info::{BinlogPosition, BlockMethod};
 
 /// The server's version string and whether it is MariaDB with `(major, minor, patch)`.
 #[derive(Debug, Clone, Serialize)]
@@ -133,17 +121,6 @@ pub async fn release(ctl: &mut Conn, method: BlockMethod, addr: &str) -> Result<
         .await
         .map_err(|e| explain(e, addr, "releasing the commit block"))?;
     Ok(())
-}
-
-/// The binlog position at the point (None when the binlog is off).
-#[derive(Debug, Clone, Serialize)]
-pub struct BinlogPosition {
-    pub file: Option<String>,
-    pub position: Option<u64>,
-    pub gtid_binlog_pos: Option<String>,
-    /// Set when the position could not be read (e.g. missing BINLOG MONITOR privilege).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// Read the binlog coordinates (call while commits are blocked).

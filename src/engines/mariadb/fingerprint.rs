@@ -28,12 +28,7 @@ use mysql_async::{Conn, Row, Value};
 use serde::{Deserialize, Serialize};
 
 /// A table's row count and row-multiset hash (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fingerprint {
-    pub rows: u64,
-    /// 64 lowercase hex digits.
-    pub hash: String,
-}
+pub use crate::model::mariadb_info::Fingerprint;
 
 /// Accumulates a [`Fingerprint`] row by row; partial builders over disjoint row sets [`merge`]
 /// into the fingerprint of their union.
@@ -147,26 +142,24 @@ pub struct ColumnInfo {
     pub generated: bool,
 }
 
-/// Quote an identifier with backticks (doubling any backtick inside).
-pub fn quote_ident(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
+/// Whether a column is generated (virtual or stored), from `information_schema.COLUMNS.EXTRA`,
+/// the one column every supported server has (`IS_GENERATED` and `GENERATION_EXPRESSION` do not
+/// exist on MariaDB 5.5, and `IS_GENERATED` not on MySQL 5.7). The servers write:
+///
+/// - MariaDB 5.5 – 10.1: `VIRTUAL` or `PERSISTENT`;
+/// - MariaDB 10.2+ and MySQL 5.7+: `VIRTUAL GENERATED` or `STORED GENERATED`;
+/// - MySQL 8.0.13+: `DEFAULT_GENERATED` for an ordinary column with an expression default (not
+///   generated: its values are stored and must be dumped), possibly followed by
+///   `on update CURRENT_TIMESTAMP`.
+pub fn is_generated_extra(extra: &str) -> bool {
+    extra.split_whitespace().any(|w| {
+        w.eq_ignore_ascii_case("VIRTUAL")
+            || w.eq_ignore_ascii_case("PERSISTENT")
+            || w.eq_ignore_ascii_case("STORED")
+    })
 }
 
-/// Quote a string as a SQL literal for a query (escaping `\` and `'`).
-pub fn quote_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
-            '\0' => out.push_str("\\0"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
+use super::sql::{quote_ident, quoted};
 
 /// The select expression of a column: the quoted name, except `FLOAT` columns which are read as
 /// `(col + 0e0)` (the exact double value; the server prints FLOAT with only 6 significant digits).
@@ -190,14 +183,13 @@ pub fn select_list(cols: &[ColumnInfo]) -> String {
 /// The columns of `db`.`table` in ordinal order, from `information_schema.COLUMNS`.
 pub async fn table_columns(conn: &mut Conn, db: &str, table: &str) -> Result<Vec<ColumnInfo>> {
     let sql = format!(
-        "SELECT COLUMN_NAME, LOWER(DATA_TYPE), \
-         (IS_GENERATED = 'ALWAYS' OR EXTRA LIKE '%GENERATED%' OR EXTRA IN ('VIRTUAL', 'PERSISTENT', 'STORED')) \
+        "SELECT COLUMN_NAME, LOWER(DATA_TYPE), EXTRA \
          FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} \
          ORDER BY ORDINAL_POSITION",
-        quote_str(db),
-        quote_str(table)
+        quoted(db),
+        quoted(table)
     );
-    let rows: Vec<(String, String, i64)> = conn
+    let rows: Vec<(String, String, String)> = conn
         .query(sql)
         .await
         .with_context(|| format!("reading the columns of `{db}`.`{table}`"))?;
@@ -209,10 +201,10 @@ pub async fn table_columns(conn: &mut Conn, db: &str, table: &str) -> Result<Vec
     }
     Ok(rows
         .into_iter()
-        .map(|(name, data_type, generated)| ColumnInfo {
+        .map(|(name, data_type, extra)| ColumnInfo {
             name,
             data_type,
-            generated: generated != 0,
+            generated: is_generated_extra(&extra),
         })
         .collect())
 }
@@ -297,9 +289,24 @@ mod tests {
         assert_eq!(FingerprintBuilder::new().finish().hash, "0".repeat(64));
     }
 
+    /// `EXTRA` values as the servers write them (MariaDB `sql_show.cc` / MySQL
+    /// `sql_show.cc` of each version; see docs/old-servers.md).
     #[test]
-    fn quoting() {
-        assert_eq!(quote_ident("a`b"), "`a``b`");
-        assert_eq!(quote_str("it's\\"), "'it\\'s\\\\'");
+    fn generated_columns_on_every_server() {
+        for (extra, generated) in [
+            ("VIRTUAL", true),           // MariaDB 5.5 - 10.1
+            ("PERSISTENT", true),        // MariaDB 5.5 - 10.1
+            ("VIRTUAL GENERATED", true), // MariaDB 10.2+, MySQL 5.7+
+            ("STORED GENERATED", true),  // MariaDB 10.2+, MySQL 5.7+
+            ("", false),
+            ("auto_increment", false),
+            ("on update current_timestamp()", false), // MariaDB 10.2+
+            ("on update CURRENT_TIMESTAMP", false),   // MariaDB 5.5, MySQL 5.7
+            ("DEFAULT_GENERATED", false),             // MySQL 8.0.13+
+            ("DEFAULT_GENERATED on update CURRENT_TIMESTAMP", false), // MySQL 8.0.13+
+            ("INVISIBLE", false),                     // MariaDB 10.3+
+        ] {
+            assert_eq!(is_generated_extra(extra), generated, "{extra:?}");
+        }
     }
 }
