@@ -11,9 +11,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::CodecPolicy;
+use crate::engines::cassandra::CassandraConfig;
+use crate::engines::files::FilesConfig;
 use crate::error::MnError;
-use crate::sources::cassandra::CassandraConfig;
-use crate::sources::files::FilesConfig;
 use crate::sources::mariadb::MariadbConfig;
 
 /// The default config path, used when it exists and no `-c` is given.

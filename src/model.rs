@@ -4,6 +4,9 @@
 //! is their specification. Changing a field here changes the format: bump
 //! [`crate::repo::FORMAT_VERSION`] and the spec together.
 
+pub mod cassandra_info;
+pub mod files_info;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};

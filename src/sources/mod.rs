@@ -1,5 +1,4 @@
-//! What is backed up: each source hands items to an [`crate::source::ItemSink`].
+//! What is backed up: each source hands items to an [`crate::source::ItemSink`]. Cassandra and
+//! files live in [`crate::engines`].
 
-pub mod cassandra;
-pub mod files;
 pub mod mariadb;

@@ -19,237 +19,23 @@
 //! 5. `nodetool clearsnapshot -t <tag>`, always, also when a step above failed (a guard does it),
 //!    so snapshots never pile up on the node.
 //!
-//! The restore half is `mnbackup_restore::cassandra`, which also holds what both halves share
-//! (running nodetool, SSTable names, digests).
+//! The restore half is [`super::restore`]; what both share is in the sibling modules.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
-use mnbackup_restore::cassandra::{
-    digest_mismatch, is_valid_name, run_command, split_command_line, split_table_dir,
-    CassandraRestoreConfig, ExpectedDigest, HashingReader, JmxPassword, Nodetool, SstableFile,
-};
-use serde::{Deserialize, Serialize};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
 
-use crate::error::MnError;
+use super::config::CassandraConfig;
+use super::cql::is_system_keyspace;
+use super::digest::{digest_mismatch, ExpectedDigest, HashingReader};
+use super::sstable::{is_valid_name, split_table_dir, SstableFile};
+use super::tool::{run_command, Nodetool};
+use crate::model::cassandra_info::{CassandraSourceInfo, ComponentInfo, DigestCheck, TableInfo};
 use crate::model::{EntryKind, Gap};
 use crate::source::{ItemSink, ItemSpec};
-
-/// A command given in the configuration either as one string (`"nodetool"`,
-/// `"/opt/cassandra/bin/nodetool -Dcom.sun.jndi.rmiURLParsing=legacy"`, split like a shell
-/// would, without expansions) or as a list of words.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum CommandLine {
-    Line(String),
-    Argv(Vec<String>),
-}
-
-impl CommandLine {
-    /// Program and arguments.
-    pub fn argv(&self) -> Vec<String> {
-        match self {
-            CommandLine::Line(s) => split_command_line(s),
-            CommandLine::Argv(v) => v.clone(),
-        }
-    }
-}
-
-/// `[cassandra]`: back up the local Cassandra node.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CassandraConfig {
-    /// The node's `data_file_directories` (cassandra.yaml).
-    pub data_dirs: Vec<PathBuf>,
-    /// How to run nodetool: a path or a command with arguments.
-    pub nodetool: CommandLine,
-    /// JMX host (nodetool `-h`); unset uses nodetool's default, 127.0.0.1.
-    pub host: Option<String>,
-    /// JMX port (nodetool `-p`).
-    pub port: u16,
-    /// JMX user, when JMX authentication is on.
-    pub jmx_user: Option<String>,
-    /// Name of an environment variable holding the JMX password.
-    pub jmx_password_env: Option<String>,
-    /// A file holding the JMX password, or a JMX password file (`<user> <password>` lines).
-    pub jmx_password_file: Option<PathBuf>,
-    /// Keyspaces to back up; unset: every keyspace found in `data_dirs` except Cassandra's own
-    /// (`system*`, `dse_*`).
-    pub keyspaces: Option<Vec<String>>,
-    /// Run `nodetool flush` per keyspace before the snapshot.
-    pub flush: bool,
-    /// cqlsh command (with host, `-u`, … as needed): the backup stores each keyspace's
-    /// `DESCRIBE KEYSPACE` through it, the restore creates missing keyspaces and tables with it.
-    pub cqlsh: Option<CommandLine>,
-    /// Owner of restored files (skipped when the user does not exist).
-    pub owner: Option<String>,
-    /// Restore with `nodetool import` (Cassandra 4.0+) instead of placing the files in the live
-    /// table directory and running `nodetool refresh`.
-    pub import: bool,
-    /// Seconds a nodetool or cqlsh command may run before it is killed (with its children) and
-    /// the backup or restore of Cassandra fails naming it.
-    pub command_timeout_seconds: u64,
-}
-
-impl Default for CassandraConfig {
-    fn default() -> Self {
-        CassandraConfig {
-            data_dirs: vec![PathBuf::from("/var/lib/cassandra/data")],
-            nodetool: CommandLine::Line("nodetool".to_string()),
-            host: None,
-            port: 7199,
-            jmx_user: None,
-            jmx_password_env: None,
-            jmx_password_file: None,
-            keyspaces: None,
-            flush: true,
-            cqlsh: None,
-            owner: Some("cassandra".to_string()),
-            import: false,
-            command_timeout_seconds: mnbackup_restore::cassandra::DEFAULT_COMMAND_TIMEOUT_SECS,
-        }
-    }
-}
-
-/// Cassandra's own keyspaces, never backed up by default.
-pub fn is_system_keyspace(name: &str) -> bool {
-    matches!(
-        name,
-        "system"
-            | "system_auth"
-            | "system_schema"
-            | "system_distributed"
-            | "system_traces"
-            | "system_views"
-            | "system_virtual_schema"
-    ) || name.starts_with("dse_")
-}
-
-impl CassandraConfig {
-    /// Check the configuration without running anything.
-    pub fn validate(&self) -> Result<()> {
-        if self.data_dirs.is_empty() {
-            return Err(MnError::Usage(
-                "[cassandra] data_dirs is empty; give the node's data_file_directories \
-                 (default /var/lib/cassandra/data)"
-                    .into(),
-            )
-            .into());
-        }
-        if self.command_timeout_seconds == 0 {
-            return Err(MnError::Usage(
-                "[cassandra] command_timeout_seconds is 0; give the seconds a nodetool or cqlsh \
-                 command may take (default 600)"
-                    .into(),
-            )
-            .into());
-        }
-        if self.nodetool.argv().is_empty() {
-            return Err(MnError::Usage("[cassandra] nodetool is empty".into()).into());
-        }
-        if self.jmx_password_env.is_some() && self.jmx_password_file.is_some() {
-            return Err(MnError::Usage(
-                "[cassandra] sets both jmx_password_env and jmx_password_file; keep one".into(),
-            )
-            .into());
-        }
-        if (self.jmx_password_env.is_some() || self.jmx_password_file.is_some())
-            && self.jmx_user.is_none()
-        {
-            return Err(MnError::Usage(
-                "[cassandra] has a JMX password but no jmx_user; nodetool needs both".into(),
-            )
-            .into());
-        }
-        if let Some(list) = &self.keyspaces {
-            for ks in list {
-                if !is_valid_name(ks) {
-                    return Err(MnError::Usage(format!(
-                        "[cassandra] keyspaces: {ks:?} is not a Cassandra keyspace name \
-                         ([A-Za-z0-9_])"
-                    ))
-                    .into());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// How to run nodetool, with the JMX password resolved (never placed on a command line).
-    pub fn nodetool(&self) -> Result<Nodetool> {
-        self.validate()?;
-        let password = if let Some(var) = &self.jmx_password_env {
-            match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Some(JmxPassword::Value(v)),
-                _ => {
-                    return Err(MnError::Usage(format!(
-                        "[cassandra] jmx_password_env names {var}, but that environment variable \
-                         is not set (or empty) in mnbackup's environment"
-                    ))
-                    .into())
-                }
-            }
-        } else if let Some(path) = &self.jmx_password_file {
-            let text = fs::read_to_string(path).with_context(|| {
-                format!(
-                    "reading the JMX password file {} ([cassandra] jmx_password_file)",
-                    path.display()
-                )
-            })?;
-            let user = self.jmx_user.as_deref().unwrap_or("");
-            let jmx_format = text.lines().any(|l| {
-                let w: Vec<&str> = l.split_whitespace().collect();
-                w.len() == 2 && w[0] == user
-            });
-            if jmx_format {
-                Some(JmxPassword::PasswordFile(path.clone()))
-            } else {
-                let pw = text.trim_end_matches(['\r', '\n']).to_string();
-                if pw.is_empty() {
-                    return Err(MnError::Usage(format!(
-                        "the JMX password file {} is empty",
-                        path.display()
-                    ))
-                    .into());
-                }
-                Some(JmxPassword::Value(pw))
-            }
-        } else {
-            None
-        };
-        Ok(Nodetool {
-            argv: self.nodetool.argv(),
-            host: self.host.clone(),
-            port: Some(self.port),
-            user: self.jmx_user.clone(),
-            password,
-        })
-    }
-
-    /// The restore's configuration: into `data_dir` (default: the first of `data_dirs`).
-    pub fn restore_config(&self, data_dir: Option<PathBuf>) -> Result<CassandraRestoreConfig> {
-        let nodetool = self.nodetool()?; // validates: data_dirs is not empty
-        mnbackup_restore::cassandra::set_command_timeout(self.command_timeout_seconds);
-        let data_dir = match data_dir.or_else(|| self.data_dirs.first().cloned()) {
-            Some(d) => d,
-            None => {
-                return Err(MnError::Usage(
-                    "[cassandra] data_dirs is empty; give the node's data_file_directories \
-                     (default /var/lib/cassandra/data)"
-                        .into(),
-                )
-                .into())
-            }
-        };
-        let mut rc = CassandraRestoreConfig::new(data_dir, nodetool);
-        rc.cqlsh = self.cqlsh.as_ref().map(|c| c.argv());
-        rc.owner = self.owner.clone();
-        rc.use_import = self.import;
-        Ok(rc)
-    }
-}
 
 /// What [`backup`] did (also recorded, with per-table detail, as the `cassandra` source info).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -277,73 +63,6 @@ pub struct CassandraSummary {
     pub keyspace_schemas: Vec<String>,
     /// `mnbackup-*` snapshots of earlier runs found on the node and cleared.
     pub leaked_snapshots_cleared: Vec<String>,
-    pub warnings: Vec<String>,
-}
-
-/// Source info: one component.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ComponentInfo {
-    /// Path relative to the table directory (`md-1-big-Data.db`, `.idx/…`).
-    pub name: String,
-    pub size: u64,
-    /// Modification time (ns) and inode of the file when it was backed up: an SSTable
-    /// component with the same name, size, mtime and inode in the next run is unchanged
-    /// (SSTables are immutable) and is not read again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mtime_ns: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ino: Option<u64>,
-}
-
-/// Source info: one table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TableInfo {
-    pub keyspace: String,
-    pub table: String,
-    /// The table id (hex, from the directory name); None for 2.0-style directories.
-    pub id: Option<String>,
-    pub data_dir: PathBuf,
-    /// The table directory's name (`<table>-<id>`).
-    pub dir: String,
-    /// SSTable format versions present (`ka`, `md`, `nb`, …).
-    pub versions: Vec<String>,
-    pub sstables: usize,
-    pub bytes: u64,
-    pub components: Vec<ComponentInfo>,
-}
-
-/// Source info: one digest check.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DigestCheck {
-    /// `<ks>.<table>/<sstable stem>`.
-    pub sstable: String,
-    pub algorithm: String,
-    pub expected: String,
-    pub actual: String,
-    pub ok: bool,
-}
-
-/// The `cassandra` entry of a manifest's `sources`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CassandraSourceInfo {
-    pub tag: String,
-    pub keyspaces: Vec<String>,
-    pub data_dirs: Vec<PathBuf>,
-    pub tables: Vec<TableInfo>,
-    pub digest_checks: Vec<DigestCheck>,
-    pub snapshot_cleared: bool,
-    /// Keyspaces whose `DESCRIBE KEYSPACE` was stored as `cassandra/<ks>/keyspace.cql`.
-    #[serde(default)]
-    pub keyspace_schemas: Vec<String>,
-    /// `mnbackup-*` snapshots of earlier runs found on the node and cleared.
-    #[serde(default)]
-    pub leaked_snapshots_cleared: Vec<String>,
-    /// SSTable components unchanged since the previous snapshot, recorded without reading.
-    #[serde(default)]
-    pub files_unchanged: usize,
-    /// Bytes read from the node's files by this run.
-    #[serde(default)]
-    pub bytes_read: u64,
     pub warnings: Vec<String>,
 }
 
@@ -424,7 +143,7 @@ pub fn backup(
     sink: &dyn ItemSink,
 ) -> Result<CassandraSummary> {
     let nodetool = cfg.nodetool()?;
-    mnbackup_restore::cassandra::set_command_timeout(cfg.command_timeout_seconds);
+    super::tool::set_command_timeout(cfg.command_timeout_seconds);
     if snapshot_id.is_empty()
         || !snapshot_id
             .bytes()
@@ -939,7 +658,7 @@ fn put_table(
             let spec = ItemSpec {
                 name: name.clone(),
                 kind: EntryKind::File,
-                meta: Some(crate::sources::files::file_meta(&md)),
+                meta: Some(crate::engines::files::file_meta(&md)),
                 target: None,
                 delta: false,
             };
@@ -970,7 +689,7 @@ fn put_table(
         let spec = ItemSpec {
             name: name.clone(),
             kind: EntryKind::File,
-            meta: Some(crate::sources::files::file_meta(&md)),
+            meta: Some(crate::engines::files::file_meta(&md)),
             target: None,
             delta: false,
         };
@@ -1066,74 +785,5 @@ impl<R: std::io::Read> std::io::Read for VerifyingReader<R> {
             }
         }
         Ok(n)
-    }
-}
-
-/// Parse a `[cassandra]` table (for tests and `config check`).
-pub fn parse_config(toml_text: &str) -> Result<CassandraConfig> {
-    toml::from_str(toml_text).map_err(|e| anyhow!("invalid [cassandra] configuration: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_defaults_and_unknown_keys() {
-        let c = parse_config("").unwrap();
-        assert_eq!(c.data_dirs, vec![PathBuf::from("/var/lib/cassandra/data")]);
-        assert_eq!(c.port, 7199);
-        assert!(c.flush);
-        assert_eq!(c.nodetool.argv(), vec!["nodetool"]);
-        let c = parse_config(
-            "nodetool = \"/opt/cassandra/bin/nodetool -Dx=1\"\nkeyspaces = [\"kairosdb\"]\n\
-             cqlsh = [\"cqlsh\", \"127.0.0.1\"]\nflush = false",
-        )
-        .unwrap();
-        assert_eq!(
-            c.nodetool.argv(),
-            vec!["/opt/cassandra/bin/nodetool", "-Dx=1"]
-        );
-        assert_eq!(c.cqlsh.unwrap().argv(), vec!["cqlsh", "127.0.0.1"]);
-        assert!(!c.flush);
-        let e = parse_config("nodetol = \"x\"").unwrap_err();
-        assert!(format!("{e:#}").contains("nodetol"), "{e:#}");
-    }
-
-    #[test]
-    fn system_keyspaces_are_excluded() {
-        for ks in [
-            "system",
-            "system_auth",
-            "system_schema",
-            "system_distributed",
-            "system_traces",
-            "system_views",
-            "system_virtual_schema",
-            "dse_security",
-        ] {
-            assert!(is_system_keyspace(ks), "{ks}");
-        }
-        for ks in ["zstack_billing", "zstack_logging", "kairosdb", "systems"] {
-            assert!(!is_system_keyspace(ks), "{ks}");
-        }
-    }
-
-    #[test]
-    fn password_needs_user_and_stays_off_argv() {
-        let c = CassandraConfig {
-            jmx_password_env: Some("MNB_TEST_UNSET_VAR_XYZ".into()),
-            ..Default::default()
-        };
-        assert!(c.nodetool().is_err());
-        std::env::set_var("MNB_TEST_JMX_PW_1", "s3cret");
-        let c = CassandraConfig {
-            jmx_user: Some("cassandra".into()),
-            jmx_password_env: Some("MNB_TEST_JMX_PW_1".into()),
-            ..Default::default()
-        };
-        let nt = c.nodetool().unwrap();
-        assert!(!format!("{nt:?}").contains("s3cret"));
-        assert!(!nt.argv.iter().any(|a| a.contains("s3cret")));
     }
 }
