@@ -3,7 +3,7 @@ use std::io::Read;
 
 use anyhow::Result;
 
-use crate::model::cassandra_info::KEYSPACE_CQL;
+use crate::model::cassandra_info::{CassandraItem, KEYSPACE_CQL};
 
 /// Opens one component's bytes (called at most once, only by [`restore`]).
 pub type OpenFn<'a> = Box<dyn FnOnce() -> Result<Box<dyn Read + 'a>> + 'a>;
@@ -41,18 +41,20 @@ impl<'a> RestoreComponent<'a> {
     /// Build from a snapshot item name `cassandra/<ks>/<table>/<name…>` (or
     /// `cassandra/<ks>/keyspace.cql`, which gets an empty `table`); None for other items.
     pub fn from_item_name(item: &str, size: u64, open: OpenFn<'a>) -> Option<Self> {
-        let rest = item.strip_prefix("cassandra/")?;
-        let mut it = rest.splitn(3, '/');
-        let (ks, second, third) = (it.next()?, it.next()?, it.next());
-        let (table, name) = match third {
-            Some(name) => (second, name),
-            None if second == KEYSPACE_CQL => ("", KEYSPACE_CQL),
-            None => return None,
+        let (keyspace, table, name) = match CassandraItem::parse(item)? {
+            CassandraItem::KeyspaceCql { keyspace } => {
+                (keyspace, String::new(), KEYSPACE_CQL.into())
+            }
+            CassandraItem::TableFile {
+                keyspace,
+                table,
+                file,
+            } => (keyspace, table, file),
         };
         Some(RestoreComponent {
-            keyspace: ks.to_string(),
-            table: table.to_string(),
-            name: name.to_string(),
+            keyspace,
+            table,
+            name,
             size,
             mode: None,
             open,

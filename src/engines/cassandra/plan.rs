@@ -409,207 +409,251 @@ pub(crate) fn build_plan(
             ));
             continue;
         }
-        let unreadable: BTreeSet<String> = t
-            .files
-            .iter()
-            .filter_map(|(n, _)| SstableFile::parse(n.rsplit('/').next().unwrap_or(n)))
-            .map(|s| s.version)
-            .filter(|v| major.and_then(|m| release_reads(m, v)) == Some(false))
-            .collect();
-        let format_refusal = (!unreadable.is_empty()).then(|| {
-            format!(
-                "{}.{}: its SSTables are of format {} which Cassandra {} on this node cannot \
-                 read; nothing is placed. Restore onto a node of the release that wrote them \
-                 (then upgrade it and run `nodetool upgradesstables`), or convert them with \
-                 `sstableupgrade` first",
-                t.keyspace,
-                t.table,
-                unreadable.iter().cloned().collect::<Vec<_>>().join(", "),
-                release.as_deref().unwrap_or("?")
-            )
-        });
-        let dirs = find_table_dirs(&cfg.data_dir, &t.keyspace, &t.table)?;
-        let (table_dir, mut refused) = match live_dir(cfg, &t.keyspace, &t.table, &dirs)? {
-            Live::Dir(d) => (Some(d), None),
-            Live::Missing => (None, None),
-            Live::Unknown(why) => (None, Some(why)),
-        };
-        let format_refused = format_refusal.is_some();
-        if format_refused {
-            refused = format_refusal;
-        }
-        let other_dirs: Vec<PathBuf> = dirs
-            .iter()
-            .filter(|d| Some(*d) != table_dir.as_ref())
-            .cloned()
-            .collect();
-        if refused.is_none() && !other_dirs.is_empty() {
-            plan.notes.push(format!(
-                "{}.{}: {} is {}; not used: {} (left by a dropped table)",
-                t.keyspace,
-                t.table,
-                match &table_dir {
-                    Some(d) => d.display().to_string(),
-                    None => "the table (to be created)".to_string(),
-                },
-                if table_dir.is_some() {
-                    "the live directory (table id from system_schema.tables)"
-                } else {
-                    "missing from the schema"
-                },
-                other_dirs
-                    .iter()
-                    .map(|d| d.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        if let Some(why) = &refused {
-            plan.notes.push(format!("REFUSED {why}"));
-        }
-        let keyspace_missing = !cfg.data_dir.join(&t.keyspace).is_dir();
-        let dest_dir = if cfg.use_import {
-            Some(cfg.staging_root().join(&t.keyspace).join(&t.table))
-        } else {
-            table_dir.clone()
-        };
-        let mut files = Vec::new();
-        let mut stems = BTreeSet::new();
-        for (name, size) in &t.files {
-            let exists = dest_dir
-                .as_ref()
-                .map(|d| d.join(name).symlink_metadata().is_ok())
-                .unwrap_or(false);
-            let base = name.rsplit('/').next().unwrap_or(name);
-            if let Some(s) = SstableFile::parse(base) {
-                if !name.contains('/') {
-                    stems.insert(s.stem);
-                }
-            }
-            files.push(PlannedFile {
-                name: name.clone(),
-                size: *size,
-                exists,
-            });
-        }
-        let mut commands = Vec::new();
-        let from_keyspace_cql = refused.is_none()
-            && table_dir.is_none()
-            && keyspace_missing
-            && ks_cql.contains(&t.keyspace);
-        let creates_table =
-            refused.is_none() && table_dir.is_none() && (t.has_schema || from_keyspace_cql);
-        let cqlsh = cfg
-            .cqlsh
-            .as_ref()
-            .map(|c| display_argv(c))
-            .unwrap_or_else(|| "cqlsh".to_string());
-        // Without cqlsh nothing is created: no cqlsh command runs, and the table is not loaded.
-        let will_create = creates_table && cfg.cqlsh.is_some();
-        if from_keyspace_cql && will_create {
-            commands.push(format!(
-                "{cqlsh} -f <CREATE KEYSPACE {} and its tables, IF NOT EXISTS, from the backup's \
-                 keyspace.cql>",
-                t.keyspace
-            ));
-            let note = format!(
-                "keyspace {} does not exist on this node: it is created with its backed-up \
-                 replication and tables from the backup's keyspace.cql (DESCRIBE KEYSPACE)",
-                t.keyspace
-            );
-            if !plan.notes.contains(&note) {
-                plan.notes.push(note);
-            }
-        } else if will_create {
-            commands.push(format!(
-                "{cqlsh} -f <schema of {}.{} from the backup's schema.cql>",
-                t.keyspace, t.table
-            ));
-        }
-        let schema = if let Some(why) = &refused {
-            format!("REFUSED: {why}")
-        } else if table_dir.is_some() {
-            if cfg.cqlsh.is_some() {
-                "exists (its table id in system_schema.tables names the live directory)".to_string()
-            } else {
-                "exists".to_string()
-            }
-        } else if creates_table && cfg.cqlsh.is_some() {
-            if from_keyspace_cql {
-                format!(
-                    "missing, with its keyspace: created through cqlsh from the backup's \
-                     keyspace.cql (CREATE KEYSPACE {} … and its tables, IF NOT EXISTS)",
-                    t.keyspace
-                )
-            } else {
-                "missing: created through cqlsh from the backup's schema.cql".to_string()
-            }
-        } else if creates_table {
-            format!(
-                "MISSING and NOT created: no cqlsh is configured ([cassandra] cqlsh). The \
-                 restore writes the CREATE statements to a file, leaves {}.{} pending and exits \
-                 non-zero; configure cqlsh, or run the statements with cqlsh -f yourself, then \
-                 run the restore again",
-                t.keyspace, t.table
-            )
-        } else {
-            format!(
-                "MISSING and NOT created: the backup has no schema.cql for {}.{}; create the \
-                 table first, then run the restore again",
-                t.keyspace, t.table
-            )
-        };
-        if creates_table && cfg.cqlsh.is_none() {
-            plan.notes.push(format!(
-                "{}.{} does not exist on this node and no cqlsh is configured ([cassandra] \
-                 cqlsh): the restore cannot create it, leaves it pending and exits non-zero",
-                t.keyspace, t.table
-            ));
-        }
-        if table_dir.is_none() && !creates_table && refused.is_none() {
-            plan.notes.push(format!(
-                "{}.{} does not exist on this node and the backup has no schema.cql for it \
-                 (Cassandra before 3.0 does not write one): create the table first (start the \
-                 application that owns it, e.g. the management node or KairosDB, or run its \
-                 CREATE TABLE in cqlsh), then run the restore again",
-                t.keyspace, t.table
-            ));
-        }
-        let nt = display_argv(&cfg.nodetool.argv);
-        let loads = refused.is_none() && (table_dir.is_some() || will_create);
-        if loads && cfg.use_import {
-            commands.push(format!(
-                "{nt} import {} {} {}",
-                t.keyspace,
-                t.table,
-                dest_dir
-                    .as_ref()
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_default()
-            ));
-        } else if loads {
-            commands.push(format!("{nt} refresh {} {}", t.keyspace, t.table));
-        }
-        plan.tables.push(TablePlan {
-            keyspace: t.keyspace.clone(),
-            table: t.table.clone(),
-            table_dir,
-            dest_dir,
-            other_dirs,
-            refused,
-            format_refused,
-            creates_table,
-            keyspace_missing,
-            from_keyspace_cql,
-            bytes: files.iter().map(|f| f.size).sum(),
-            sstables: stems.len(),
-            files,
-            commands,
-            schema,
-            create_cql: None,
-        });
+        let release = release.as_deref();
+        let tp = plan_table(cfg, t, ks_cql, release, major, &mut plan.notes)?;
+        plan.tables.push(tp);
     }
     Ok(plan)
+}
+
+/// The plan of one table; notes about it go to `notes`.
+fn plan_table(
+    cfg: &CassandraRestoreConfig,
+    t: &TableInput,
+    ks_cql: &BTreeSet<String>,
+    release: Option<&str>,
+    major: Option<u32>,
+    notes: &mut Vec<String>,
+) -> Result<TablePlan> {
+    let format_refusal = format_refusal(t, release, major);
+    let dirs = find_table_dirs(&cfg.data_dir, &t.keyspace, &t.table)?;
+    let (table_dir, mut refused) = match live_dir(cfg, &t.keyspace, &t.table, &dirs)? {
+        Live::Dir(d) => (Some(d), None),
+        Live::Missing => (None, None),
+        Live::Unknown(why) => (None, Some(why)),
+    };
+    let format_refused = format_refusal.is_some();
+    if format_refused {
+        refused = format_refusal;
+    }
+    let other_dirs: Vec<PathBuf> = dirs
+        .iter()
+        .filter(|d| Some(*d) != table_dir.as_ref())
+        .cloned()
+        .collect();
+    if refused.is_none() && !other_dirs.is_empty() {
+        notes.push(format!(
+            "{}.{}: {} is {}; not used: {} (left by a dropped table)",
+            t.keyspace,
+            t.table,
+            match &table_dir {
+                Some(d) => d.display().to_string(),
+                None => "the table (to be created)".to_string(),
+            },
+            if table_dir.is_some() {
+                "the live directory (table id from system_schema.tables)"
+            } else {
+                "missing from the schema"
+            },
+            other_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(why) = &refused {
+        notes.push(format!("REFUSED {why}"));
+    }
+    let keyspace_missing = !cfg.data_dir.join(&t.keyspace).is_dir();
+    let dest_dir = if cfg.use_import {
+        Some(cfg.staging_root().join(&t.keyspace).join(&t.table))
+    } else {
+        table_dir.clone()
+    };
+    let (files, sstables) = planned_files(t, dest_dir.as_ref());
+    let mut commands = Vec::new();
+    let from_keyspace_cql = refused.is_none()
+        && table_dir.is_none()
+        && keyspace_missing
+        && ks_cql.contains(&t.keyspace);
+    let creates_table =
+        refused.is_none() && table_dir.is_none() && (t.has_schema || from_keyspace_cql);
+    let cqlsh = cfg
+        .cqlsh
+        .as_ref()
+        .map(|c| display_argv(c))
+        .unwrap_or_else(|| "cqlsh".to_string());
+    // Without cqlsh nothing is created: no cqlsh command runs, and the table is not loaded.
+    let will_create = creates_table && cfg.cqlsh.is_some();
+    if from_keyspace_cql && will_create {
+        commands.push(format!(
+            "{cqlsh} -f <CREATE KEYSPACE {} and its tables, IF NOT EXISTS, from the backup's \
+             keyspace.cql>",
+            t.keyspace
+        ));
+        let note = format!(
+            "keyspace {} does not exist on this node: it is created with its backed-up \
+             replication and tables from the backup's keyspace.cql (DESCRIBE KEYSPACE)",
+            t.keyspace
+        );
+        if !notes.contains(&note) {
+            notes.push(note);
+        }
+    } else if will_create {
+        commands.push(format!(
+            "{cqlsh} -f <schema of {}.{} from the backup's schema.cql>",
+            t.keyspace, t.table
+        ));
+    }
+    let schema = schema_state(
+        cfg,
+        t,
+        refused.as_deref(),
+        table_dir.is_some(),
+        creates_table,
+        from_keyspace_cql,
+    );
+    if creates_table && cfg.cqlsh.is_none() {
+        notes.push(format!(
+            "{}.{} does not exist on this node and no cqlsh is configured ([cassandra] \
+             cqlsh): the restore cannot create it, leaves it pending and exits non-zero",
+            t.keyspace, t.table
+        ));
+    }
+    if table_dir.is_none() && !creates_table && refused.is_none() {
+        notes.push(format!(
+            "{}.{} does not exist on this node and the backup has no schema.cql for it \
+             (Cassandra before 3.0 does not write one): create the table first (start the \
+             application that owns it, e.g. the management node or KairosDB, or run its \
+             CREATE TABLE in cqlsh), then run the restore again",
+            t.keyspace, t.table
+        ));
+    }
+    let nt = display_argv(&cfg.nodetool.argv);
+    let loads = refused.is_none() && (table_dir.is_some() || will_create);
+    if loads && cfg.use_import {
+        commands.push(format!(
+            "{nt} import {} {} {}",
+            t.keyspace,
+            t.table,
+            dest_dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default()
+        ));
+    } else if loads {
+        commands.push(format!("{nt} refresh {} {}", t.keyspace, t.table));
+    }
+    Ok(TablePlan {
+        keyspace: t.keyspace.clone(),
+        table: t.table.clone(),
+        table_dir,
+        dest_dir,
+        other_dirs,
+        refused,
+        format_refused,
+        creates_table,
+        keyspace_missing,
+        from_keyspace_cql,
+        bytes: files.iter().map(|f| f.size).sum(),
+        sstables,
+        files,
+        commands,
+        schema,
+        create_cql: None,
+    })
+}
+
+/// Why the table's SSTables cannot be placed on this node: formats its release cannot read.
+fn format_refusal(t: &TableInput, release: Option<&str>, major: Option<u32>) -> Option<String> {
+    let unreadable: BTreeSet<String> = t
+        .files
+        .iter()
+        .filter_map(|(n, _)| SstableFile::parse(n.rsplit('/').next().unwrap_or(n)))
+        .map(|s| s.version)
+        .filter(|v| major.and_then(|m| release_reads(m, v)) == Some(false))
+        .collect();
+    (!unreadable.is_empty()).then(|| {
+        format!(
+            "{}.{}: its SSTables are of format {} which Cassandra {} on this node cannot \
+             read; nothing is placed. Restore onto a node of the release that wrote them \
+             (then upgrade it and run `nodetool upgradesstables`), or convert them with \
+             `sstableupgrade` first",
+            t.keyspace,
+            t.table,
+            unreadable.iter().cloned().collect::<Vec<_>>().join(", "),
+            release.unwrap_or("?")
+        )
+    })
+}
+
+/// The files to place (whether each exists at its destination already) and the number of
+/// SSTables among them.
+fn planned_files(t: &TableInput, dest_dir: Option<&PathBuf>) -> (Vec<PlannedFile>, usize) {
+    let mut files = Vec::new();
+    let mut stems = BTreeSet::new();
+    for (name, size) in &t.files {
+        let exists = dest_dir
+            .map(|d| d.join(name).symlink_metadata().is_ok())
+            .unwrap_or(false);
+        let base = name.rsplit('/').next().unwrap_or(name);
+        if let Some(s) = SstableFile::parse(base) {
+            if !name.contains('/') {
+                stems.insert(s.stem);
+            }
+        }
+        files.push(PlannedFile {
+            name: name.clone(),
+            size: *size,
+            exists,
+        });
+    }
+    (files, stems.len())
+}
+
+/// What the plan says of the table's schema.
+fn schema_state(
+    cfg: &CassandraRestoreConfig,
+    t: &TableInput,
+    refused: Option<&str>,
+    has_dir: bool,
+    creates_table: bool,
+    from_keyspace_cql: bool,
+) -> String {
+    if let Some(why) = refused {
+        format!("REFUSED: {why}")
+    } else if has_dir {
+        if cfg.cqlsh.is_some() {
+            "exists (its table id in system_schema.tables names the live directory)".to_string()
+        } else {
+            "exists".to_string()
+        }
+    } else if creates_table && cfg.cqlsh.is_some() {
+        if from_keyspace_cql {
+            format!(
+                "missing, with its keyspace: created through cqlsh from the backup's \
+                 keyspace.cql (CREATE KEYSPACE {} … and its tables, IF NOT EXISTS)",
+                t.keyspace
+            )
+        } else {
+            "missing: created through cqlsh from the backup's schema.cql".to_string()
+        }
+    } else if creates_table {
+        format!(
+            "MISSING and NOT created: no cqlsh is configured ([cassandra] cqlsh). The \
+             restore writes the CREATE statements to a file, leaves {}.{} pending and exits \
+             non-zero; configure cqlsh, or run the statements with cqlsh -f yourself, then \
+             run the restore again",
+            t.keyspace, t.table
+        )
+    } else {
+        format!(
+            "MISSING and NOT created: the backup has no schema.cql for {}.{}; create the \
+             table first, then run the restore again",
+            t.keyspace, t.table
+        )
+    }
 }
 
 pub(crate) fn metadata_of(
