@@ -11,7 +11,8 @@
 //! * [`digest`]: the whole-file digest Cassandra writes beside each `Data.db`
 //!   (`Digest.crc32`, `Digest.adler32`, `Digest.sha1`), checked while the file streams;
 //! * [`cql`]: CQL text (`DESCRIBE KEYSPACE` output, statements) and schema questions;
-//! * [`backup`]: the snapshot through `nodetool`, shipped as immutable SSTable components;
+//! * [`backup`]: the snapshot through `nodetool`, shipped as immutable SSTable components
+//!   (one table's directory at a time: `table.rs`);
 //! * [`items`]: the restore's input, [`RestoreComponent`], built from the snapshot's
 //!   `cassandra/<ks>/<table>/…` items ([`crate::model::cassandra_info::CassandraItem`]);
 //! * [`plan`]: what goes where ([`plan()`], [`plan_with_cql`]), changing nothing;
@@ -29,6 +30,7 @@ pub mod load;
 pub mod plan;
 pub mod sstable;
 pub mod stage;
+mod table;
 pub mod tool;
 
 pub use backup::{backup, discover_keyspaces, mnbackup_tags, CassandraSummary};

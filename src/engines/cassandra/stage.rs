@@ -1,6 +1,5 @@
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -9,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use super::digest::{DigestAlgo, HashingReader};
 use super::items::OpenFn;
-use super::tool::TEMP_COUNTER;
+use super::tool::{create_new, TEMP_COUNTER};
 
 /// True when `dir` holds a `*-Data.db` of `size` bytes whose BLAKE3 is `hash`.
 pub(crate) fn has_data_content(dir: &Path, size: u64, hash: &blake3::Hash) -> Result<bool> {
@@ -132,12 +131,7 @@ pub(crate) fn stage_file(
         .unwrap_or("component");
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".mnbackup-tmp-{}-{n}-{base}", std::process::id()));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
+    let mut f = create_new(&tmp, 0o644)?;
     cleanup.0.push(tmp.clone());
     let mut hr = HashingReader::new(reader, algo);
     let mut b3 = blake3::Hasher::new();

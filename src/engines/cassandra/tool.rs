@@ -1,8 +1,8 @@
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -323,17 +323,22 @@ impl PrivateTempFile {
             "mnbackup-{stem}-{}-{n}-{nanos:08x}",
             std::process::id()
         ));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
+        let mut f = create_new(&path, 0o600)?;
         let guard = PrivateTempFile { path };
         f.write_all(content)
             .with_context(|| format!("writing {}", guard.path.display()))?;
         Ok(guard)
     }
+}
+
+/// Create `path`, which must not exist, with permission bits `mode`, for writing.
+pub(crate) fn create_new(path: &Path, mode: u32) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
 }
 
 impl Drop for PrivateTempFile {
