@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::engines::cassandra::CassandraConfig;
+use crate::engines::files::FilesConfig;
 use crate::engines::mariadb::MariadbConfig;
 use crate::error::MnError;
 use crate::repo::codec::CodecPolicy;
-use crate::sources::cassandra::CassandraConfig;
-use crate::sources::files::FilesConfig;
 
 /// The default config path, used when it exists and no `-c` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/mnbackup/mnbackup.toml";

@@ -18,7 +18,6 @@ pub mod error;
 pub mod model;
 pub mod ops;
 pub mod repo;
-pub mod sources;
 pub mod store;
 pub mod ui;
 

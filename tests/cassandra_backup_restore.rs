@@ -8,10 +8,10 @@ use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use mnbackup::engines::cassandra::{self as rc, CassandraRestoreConfig, RestoreComponent};
+use mnbackup::engines::cassandra::{backup, CassandraConfig, CommandLine};
 use mnbackup::source::{ItemSink, ItemSpec};
-use mnbackup::sources::cassandra::{backup, CassandraConfig, CommandLine};
 use mnbackup_fixtures::cassandra::{self as fx, Layout};
-use mnbackup_restore::cassandra::{self as rc, CassandraRestoreConfig, RestoreComponent};
 
 /// An in-memory sink: keeps every item's bytes, stores each distinct content once (as the
 /// repository does) and counts the zstd-compressed bytes of new contents.

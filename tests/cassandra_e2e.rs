@@ -7,8 +7,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use mnbackup::engines::cassandra::{self as rc, CassandraRestoreConfig, RestoreComponent};
 use mnbackup_fixtures::cassandra as fx;
-use mnbackup_restore::cassandra::{self as rc, CassandraRestoreConfig, RestoreComponent};
 
 fn mnb(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mnbackup"))

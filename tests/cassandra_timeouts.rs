@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use mnbackup::engines::cassandra::{backup, CassandraConfig, CommandLine};
 use mnbackup::source::{ItemSink, ItemSpec};
-use mnbackup::sources::cassandra::{backup, CassandraConfig, CommandLine};
 use mnbackup_fixtures::cassandra as fx;
 
 struct NullSink;
@@ -77,7 +77,7 @@ fn a_hung_nodetool_is_killed_after_its_timeout_with_its_children() {
         command_timeout_seconds: 600,
         ..cfg
     };
-    let flag = mnbackup_restore::cassandra::cancel_commands_flag();
+    let flag = mnbackup::engines::cassandra::cancel_commands_flag();
     let setter = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(1));
         flag.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -54,14 +54,14 @@ fn run(src: &Path, hook: Hook<'_>) -> (Manifest, Repo) {
         inner: &w,
         hook: Mutex::new(hook),
     };
-    mnbackup::sources::files::backup(&[], &[src.to_path_buf()], &h, None).unwrap();
+    mnbackup::engines::files::backup(&[], &[src.to_path_buf()], &h, None).unwrap();
     drop(h);
     let m = w.commit("h".into(), "manual".into(), vec![]).unwrap();
     (m, repo)
 }
 
 fn content(repo: &Repo, m: &Manifest, path: &Path) -> Vec<u8> {
-    let item = mnbackup::reader::find_item(m, &mnbackup::sources::files::item_name(path)).unwrap();
+    let item = mnbackup::reader::find_item(m, &mnbackup::engines::files::item_name(path)).unwrap();
     mnbackup::reader::read_item(repo, item).unwrap()
 }
 

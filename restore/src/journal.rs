@@ -52,10 +52,26 @@ pub struct JournalData {
     pub tables_started: BTreeSet<String>,
     /// Cassandra tables (`ks.table`) this restore placed or loaded.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub cassandra_tables: BTreeMap<String, crate::cassandra::JournaledTable>,
+    pub cassandra_tables: BTreeMap<String, JournaledTable>,
     /// The safety snapshot `--force` took, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_snapshot: Option<String>,
+}
+
+/// What the restore journal records of one Cassandra table (see `mnbackup::engines::cassandra::restore_journaled`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JournaledTable {
+    /// The table's live directory it was loaded into.
+    pub dir: PathBuf,
+    /// The files placed for the load, under the names they were placed under (Cassandra renames
+    /// each when it loads it).
+    pub placed: Vec<PathBuf>,
+    /// Backed-up component name -> the name it was placed under (its free generation).
+    pub generations: BTreeMap<String, String>,
+    /// The load command ran and its load was proven.
+    pub loaded: bool,
+    /// The load command.
+    pub command: String,
 }
 
 /// An open journal.

@@ -5,8 +5,6 @@
 //! This crate knows nothing of the repository format: the `mnbackup` binary hands it entries and
 //! content readers through narrow traits.
 
-pub mod cassandra;
-pub mod files;
 pub mod journal;
 pub mod plan;
 pub mod report;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
+use crate::engines::files::{place, Content, Entry, EntryMeta, Existing, Kind, PlaceOptions};
 use anyhow::Result;
-use mnbackup_restore::files::{place, Content, Entry, EntryMeta, Existing, Kind, PlaceOptions};
 use serde_json::json;
 
 use super::Ctx;
@@ -62,7 +62,7 @@ pub fn export(
     dir: &Path,
     include: &[String],
     no_special_bits: bool,
-) -> Result<mnbackup_restore::files::PlaceReport> {
+) -> Result<crate::engines::files::PlaceReport> {
     let selected: Vec<&Item> = m
         .items
         .iter()
@@ -86,9 +86,7 @@ pub fn export(
         },
     )
     .map_err(|e| {
-        if e.downcast_ref::<mnbackup_restore::files::Unsafe>()
-            .is_some()
-        {
+        if e.downcast_ref::<crate::engines::files::Unsafe>().is_some() {
             crate::error::unsafe_content(format!("{e:#}"))
         } else {
             e

@@ -45,10 +45,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+<<<<<<< HEAD
 use crate::engines::mariadb::load::{self as rm, ItemSource, LoadOptions, Loader, Target};
 use crate::engines::mariadb::plan::{target_db, ItemKind, MariadbSource};
+=======
+use crate::engines::files::{place, Entry, Existing, Kind, PlaceOptions};
+>>>>>>> i16-cassandra
 use anyhow::{Context, Result};
-use mnbackup_restore::files::{place, Entry, Existing, Kind, PlaceOptions};
 use mnbackup_restore::journal::Journal;
 use mnbackup_restore::plan::{
     estimate_secs, human_bytes, Check, CheckStatus, PlanStep, RestorePlan, FILE_RATE,
@@ -399,7 +402,7 @@ fn free_space(path: &Path) -> Option<(PathBuf, u64)> {
 /// Whether the destination of a file entry already holds exactly it (same size, mode, mtime and
 /// content hash for files, same target for symlinks): such entries are left alone.
 fn already_there(root: &Path, e: &Entry) -> bool {
-    let p = root.join(mnbackup_restore::files::rel_path(&e.path));
+    let p = root.join(crate::engines::files::rel_path(&e.path));
     let Ok(md) = std::fs::symlink_metadata(&p) else {
         return false;
     };
@@ -409,7 +412,7 @@ fn already_there(root: &Path, e: &Entry) -> bool {
             md.file_type().is_symlink()
                 && std::fs::read_link(&p).ok().is_some_and(|t| {
                     use std::os::unix::ffi::OsStrExt;
-                    Some(mnbackup_restore::files::encode_name(t.as_os_str().as_bytes()).as_str())
+                    Some(crate::engines::files::encode_name(t.as_os_str().as_bytes()).as_str())
                         == e.target.as_deref()
                 })
         }
@@ -436,7 +439,7 @@ fn already_there(root: &Path, e: &Entry) -> bool {
 
 fn exists_nondir(root: &Path, e: &Entry) -> bool {
     e.kind != Kind::Dir
-        && std::fs::symlink_metadata(root.join(mnbackup_restore::files::rel_path(&e.path))).is_ok()
+        && std::fs::symlink_metadata(root.join(crate::engines::files::rel_path(&e.path))).is_ok()
 }
 
 /// The file entries of a snapshot relative to the files root (`files/etc/x` → `etc/x`).
@@ -663,7 +666,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
         let mut cassandra = serde_json::Value::Null;
         if let (false, Some(cc)) = (cass_items.is_empty(), ctx.config.cassandra.as_ref()) {
             let made = cc.restore_config(None).and_then(|rcfg| {
-                mnbackup_restore::cassandra::plan_with_cql(
+                crate::engines::cassandra::plan_with_cql(
                     &rcfg,
                     cassandra_components(&repo, &cass_items),
                 )
@@ -1275,7 +1278,7 @@ fn preflight(
                 continue;
             }
             if exists_nondir(files_root, e) {
-                files_existing.push(files_root.join(mnbackup_restore::files::rel_path(&e.path)));
+                files_existing.push(files_root.join(crate::engines::files::rel_path(&e.path)));
             }
             need += e.size;
         }
@@ -1685,9 +1688,7 @@ fn restore_files(
         },
     )
     .map_err(|e| {
-        if e.downcast_ref::<mnbackup_restore::files::Unsafe>()
-            .is_some()
-        {
+        if e.downcast_ref::<crate::engines::files::Unsafe>().is_some() {
             crate::error::unsafe_content(format!("restoring files under {}: {e:#}", root.display()))
         } else {
             e.context(format!(
@@ -1725,12 +1726,12 @@ fn restore_files(
 fn cassandra_components<'a>(
     repo: &Repo,
     items: &[&Item],
-) -> Vec<mnbackup_restore::cassandra::RestoreComponent<'a>> {
+) -> Vec<crate::engines::cassandra::RestoreComponent<'a>> {
     let mut comps = Vec::new();
     for i in items {
         let item = (*i).clone();
         let repo = repo.clone();
-        let open: mnbackup_restore::cassandra::OpenFn<'_> = Box::new(move || {
+        let open: crate::engines::cassandra::OpenFn<'_> = Box::new(move || {
             Ok(Box::new(ItemReader {
                 repo,
                 item,
@@ -1742,7 +1743,7 @@ fn cassandra_components<'a>(
             }) as Box<dyn Read>)
         });
         if let Some(mut c) =
-            mnbackup_restore::cassandra::RestoreComponent::from_item_name(&i.name, i.size, open)
+            crate::engines::cassandra::RestoreComponent::from_item_name(&i.name, i.size, open)
         {
             c.mode = i.meta.as_ref().map(|m| m.mode);
             comps.push(c);
@@ -1768,7 +1769,7 @@ fn restore_cassandra(
     let comps = cassandra_components(repo, items);
     let r = {
         let mut j = journal.lock().expect("journal");
-        mnbackup_restore::cassandra::restore_journaled(&rcfg, comps, Some(&mut j))?
+        crate::engines::cassandra::restore_journaled(&rcfg, comps, Some(&mut j))?
     };
     // A table left pending is not restored: the step is not done (a rerun finishes it; tables
     // already loaded are in the journal, or recognised by content, and not loaded twice).

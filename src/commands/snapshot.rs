@@ -281,7 +281,7 @@ fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) ->
         }
         if let Some(c) = &cfg.cassandra {
             // A shutdown request kills a running nodetool/cqlsh (its whole process group).
-            let stop = mnbackup_restore::cassandra::cancel_commands_flag();
+            let stop = crate::engines::cassandra::cancel_commands_flag();
             stop.store(false, std::sync::atomic::Ordering::SeqCst);
             let done = std::sync::atomic::AtomicBool::new(false);
             let r = std::thread::scope(|sc| {
@@ -297,7 +297,7 @@ fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) ->
                         }
                     });
                 }
-                let r = sources::cassandra::backup(c, &writer.id, writer.as_ref());
+                let r = crate::engines::cassandra::backup(c, &writer.id, writer.as_ref());
                 done.store(true, std::sync::atomic::Ordering::SeqCst);
                 r
             });
@@ -327,9 +327,10 @@ fn run_sources(ctx: &Ctx, req: &SnapshotRequest, writer: Arc<SnapshotWriter>) ->
             anyhow::bail!("cancelled by a shutdown request (SIGTERM) between two sources");
         }
     }
-    let file_cfgs: &[sources::files::FilesConfig] = if req.only_files { &[] } else { &cfg.files };
+    let file_cfgs: &[crate::engines::files::FilesConfig] =
+        if req.only_files { &[] } else { &cfg.files };
     if !file_cfgs.is_empty() || !req.files.is_empty() {
-        let r = sources::files::backup(file_cfgs, &req.files, writer.as_ref(), req.cancel)
+        let r = crate::engines::files::backup(file_cfgs, &req.files, writer.as_ref(), req.cancel)
             .and_then(|sum| {
                 crate::source::ItemSink::set_source_info(
                     writer.as_ref(),

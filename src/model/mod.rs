@@ -6,6 +6,8 @@
 
 pub mod ids;
 pub mod item;
+pub mod cassandra_info;
+pub mod files_info;
 pub mod manifest;
 pub mod mariadb_info;
 

@@ -339,7 +339,7 @@ pub fn check_item_name(name: &str) -> Result<()> {
     let bad = name.is_empty()
         || name.starts_with('/')
         || name.contains('\0')
-        || mnbackup_restore::files::decode_name(name).is_err()
+        || crate::model::files_info::decode_name(name).is_err()
         || name
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == "..");

@@ -14,12 +14,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-/// Content that is unsafe to place (a path leaving the root, a symlink escaping it, a path
-/// through a symlink): the snapshot's manifest is malformed or hostile. Callers map it to their
-/// "unsafe content" error; nothing was written for it.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Unsafe(pub String);
+pub use crate::model::files_info::{decode_name, encode_name, Unsafe};
 
 macro_rules! refuse {
     ($($arg:tt)*) => {
@@ -99,67 +94,6 @@ pub struct PlaceReport {
     pub bytes: u64,
     /// Existing files kept as `.pre-restore`.
     pub kept: Vec<String>,
-}
-
-/// Encode file-name (or symlink-target) bytes for a manifest: valid UTF-8 is kept, a backslash
-/// becomes `\\`, every byte that is not part of valid UTF-8 becomes `\xHH`. Names on Linux are
-/// bytes; this keeps them exactly and [`decode_name`] gives them back.
-pub fn encode_name(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c == '\\' {
-                out.push_str("\\\\");
-            } else {
-                out.push(c);
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
-
-/// Decode [`encode_name`]'s form. Only `\\` and `\xHH` with HH >= 0x80 are escapes (so `/`,
-/// `.` and NUL can never be hidden in one); anything else after a backslash is refused.
-pub fn decode_name(s: &str) -> Result<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'\\' {
-            out.push(b[i]);
-            i += 1;
-            continue;
-        }
-        match b.get(i + 1) {
-            Some(b'\\') => {
-                out.push(b'\\');
-                i += 2;
-            }
-            Some(b'x') => {
-                let hex = b
-                    .get(i + 2..i + 4)
-                    .and_then(|h| std::str::from_utf8(h).ok());
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) if v >= 0x80 => out.push(v),
-                    _ => refuse!(
-                        "refusing name `{}`: malformed escape; the manifest is malformed or \
-                         hostile, nothing was written",
-                        s.escape_debug()
-                    ),
-                }
-                i += 4;
-            }
-            _ => refuse!(
-                "refusing name `{}`: malformed escape; the manifest is malformed or hostile, \
-                 nothing was written",
-                s.escape_debug()
-            ),
-        }
-    }
-    Ok(out)
 }
 
 /// The filesystem path of an encoded relative path (see [`encode_name`]); a malformed escape

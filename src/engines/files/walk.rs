@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::error::MnError;
+use crate::model::files_info::FilesSummary;
 use crate::model::{EntryKind, FileMeta, Gap};
 use crate::source::{ItemSink, ItemSpec};
 
@@ -28,32 +29,14 @@ pub struct FilesConfig {
     pub required: bool,
 }
 
-/// What the files source did.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct FilesSummary {
-    pub files: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
-    pub bytes: u64,
-    /// Configured paths that matched nothing.
-    pub missing: Vec<String>,
-    /// Entries skipped (sockets, devices, unreadable), with the reason.
-    pub skipped: Vec<String>,
-    /// Files that changed while they were read.
-    pub changed_during_read: Vec<String>,
-}
-
 /// The item name of an absolute path: `files/<path without the leading />`.
 /// Names are bytes on Linux: they are stored exactly (see
-/// [`mnbackup_restore::files::encode_name`]: a backslash is `\\`, a byte outside UTF-8 `\xHH`).
+/// [`super::place::encode_name`]: a backslash is `\\`, a byte outside UTF-8 `\xHH`).
 pub fn item_name(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     let b = path.as_os_str().as_bytes();
     let start = b.iter().position(|&c| c != b'/').unwrap_or(b.len());
-    format!(
-        "files/{}",
-        mnbackup_restore::files::encode_name(&b[start..])
-    )
+    format!("files/{}", super::place::encode_name(&b[start..]))
 }
 
 /// Filesystem metadata of an entry (owner names resolved when possible).
@@ -266,7 +249,7 @@ fn put_path(path: &Path, sink: &dyn ItemSink, sum: &mut FilesSummary) -> Result<
             meta,
             target: Some({
                 use std::os::unix::ffi::OsStrExt;
-                mnbackup_restore::files::encode_name(target.as_os_str().as_bytes())
+                super::place::encode_name(target.as_os_str().as_bytes())
             }),
             delta: false,
         })
