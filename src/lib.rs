@@ -3,14 +3,18 @@
 //! - [`sources`]: what is backed up (MariaDB, Cassandra, files), written through [`source::ItemSink`];
 //! - [`codec`]: how a piece is stored (unchanged, rsync delta, or full; zstd);
 //! - [`repo`]: where it is stored (objects, manifests, locks on the pool);
+//! - [`engines`]: the components (one per source, both directions) and their registry;
+//! - [`ops`]: the use cases (snapshot, restore, drill), with no printing;
 //! - [`commands`]: one module per command of the `mnbackup` binary.
 
 pub mod cli;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod engines;
 pub mod error;
 pub mod model;
+pub mod ops;
 pub mod reader;
 pub mod repo;
 pub mod source;

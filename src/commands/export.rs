@@ -11,49 +11,11 @@ use mnbackup_restore::files::{place, Content, Entry, EntryMeta, Existing, Kind, 
 use serde_json::json;
 
 use super::Ctx;
+use crate::engines::files::component::{entry_of, RepoContent};
 use crate::model::{EntryKind, Item, Manifest};
 use crate::reader::write_item;
 use crate::repo::Repo;
 use crate::ui::bytes;
-
-/// Content of manifest items, verified while written.
-pub struct RepoContent<'a> {
-    pub repo: &'a Repo,
-    pub items: HashMap<String, &'a Item>,
-}
-
-impl Content for RepoContent<'_> {
-    fn write_content(&self, entry: &Entry, out: &mut dyn Write) -> Result<u64> {
-        let item = self
-            .items
-            .get(&entry.path)
-            .ok_or_else(|| anyhow::anyhow!("internal error: no item {}", entry.path))?;
-        write_item(self.repo, item, out)
-    }
-}
-
-/// Convert a manifest item to a placement entry (same relative path).
-pub fn entry_of(item: &Item) -> Entry {
-    Entry {
-        path: item.name.clone(),
-        kind: match item.kind {
-            EntryKind::File => Kind::File,
-            EntryKind::Dir => Kind::Dir,
-            EntryKind::Symlink => Kind::Symlink,
-        },
-        meta: item.meta.as_ref().map(|m| EntryMeta {
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            user: m.user.clone(),
-            group: m.group.clone(),
-            mtime_ns: m.mtime_ns,
-        }),
-        target: item.target.clone(),
-        size: item.size,
-        blake3: Some(item.blake3.clone()),
-    }
-}
 
 /// Export the items of `m` selected by `include` prefixes into `dir`.
 pub fn export(
