@@ -2,18 +2,15 @@
 //! owner, group, mtime and symlinks. Everything is checked before anything is written; every
 //! file's content is verified before it gets its final name.
 
-use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Result;
-use mnbackup_restore::files::{place, Content, Entry, EntryMeta, Existing, Kind, PlaceOptions};
+use mnbackup_restore::files::{place, Entry, Existing, PlaceOptions};
 use serde_json::json;
 
 use super::Ctx;
 use crate::engines::files::component::{entry_of, RepoContent};
-use crate::model::{EntryKind, Item, Manifest};
-use crate::reader::write_item;
+use crate::model::{Item, Manifest};
 use crate::repo::Repo;
 use crate::ui::bytes;
 

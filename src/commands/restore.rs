@@ -128,7 +128,8 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
         .journal
         .clone()
         .unwrap_or_else(|| ctx.config.daemon.state_dir.join("restore-journal.json"));
-    let mut session = crate::ops::restore::open(&env, request(ctx, args)?, &args.snapshot, &journal)?;
+    let mut session =
+        crate::ops::restore::open(&env, request(ctx, args)?, &args.snapshot, &journal)?;
     let checks = session.preflight()?;
     if args.plan {
         return print_plan(ctx, &session, &checks);

@@ -175,7 +175,8 @@ impl RestorePart for CassandraPart {
             return Ok(None);
         }
         let rcfg = cc.restore_config(None)?;
-        let cp = mnbackup_restore::cassandra::plan_with_cql(&rcfg, components(env.repo, &self.items))?;
+        let cp =
+            mnbackup_restore::cassandra::plan_with_cql(&rcfg, components(env.repo, &self.items))?;
         Ok(Some((cp.to_string(), serde_json::to_value(&cp)?)))
     }
 

@@ -383,7 +383,9 @@ impl RestoreSession<'_> {
                 progress.note(&line);
             }
             progress.phase(a.component.name(), None);
-            let o = a.part.run(&e, journal, &finished_note(&done), &mut report)?;
+            let o = a
+                .part
+                .run(&e, journal, &finished_note(&done), &mut report)?;
             mismatch |= o.mismatch;
             failures.extend(o.failure);
             done.push(a.component.title().to_string());

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use indicatif::HumanBytes;
 
 use crate::engines::BackupCtx;
@@ -22,20 +22,19 @@ pub(super) fn run(ctx: &BackupCtx, sink: Arc<dyn ItemSink>) -> Result<String> {
         inner: sink,
         stop: stop.clone(),
     });
-    let summary = rt
-        .block_on(async {
-            let watch = async {
-                while !ctx.cancelled() {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-                stop.store(true, Ordering::SeqCst);
-                std::future::pending::<()>().await
-            };
-            tokio::select! {
-                r = crate::sources::mariadb::backup(m, sink) => r,
-                () = watch => unreachable!("the watch never ends"),
+    let summary = rt.block_on(async {
+        let watch = async {
+            while !ctx.cancelled() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-        })?;
+            stop.store(true, Ordering::SeqCst);
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            r = crate::sources::mariadb::backup(m, sink) => r,
+            () = watch => unreachable!("the watch never ends"),
+        }
+    })?;
     Ok(format!(
         "mariadb: {} databases, {} tables, {} rows in {} items ({}); commits were blocked {} \
          ms; {:.1}s",

@@ -44,9 +44,9 @@ pub(super) fn steps(part: &MariadbPart, env: &RestoreEnv, journal: &Journal) -> 
                     .then(|| "done by the interrupted run".to_string())
             }
             _ => (journal.resumed
-                && items.iter().all(|i| {
-                    journal.step_done(&format!("mariadb:{}:{}", kind.as_str(), i.name))
-                }))
+                && items
+                    .iter()
+                    .all(|i| journal.step_done(&format!("mariadb:{}:{}", kind.as_str(), i.name))))
             .then(|| "done by the interrupted run".to_string()),
         };
         let what = what(part, env, kind, &items);

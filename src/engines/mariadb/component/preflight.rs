@@ -53,8 +53,8 @@ pub(super) fn run(
         checks.push(databases_check(&t, env, &target_dbs, &states, &nonempty));
         // ZStack's check_restore_mysql: volumes moved since the snapshot?
         let live = target_db(&env.req.renames, "zstack").to_string();
-        let replaces_live = src.databases.iter().any(|d| d == "zstack")
-            && nonempty.iter().any(|s| s.name == live);
+        let replaces_live =
+            src.databases.iter().any(|d| d == "zstack") && nonempty.iter().any(|s| s.name == live);
         if replaces_live {
             checks.push(volume_paths(&t, &src, env, &live).await?);
         }
@@ -76,7 +76,12 @@ pub(super) fn run(
 /// Routines that still name a renamed database in a string literal.
 fn renamed_routines(part: &MariadbPart, env: &RestoreEnv) -> Vec<Check> {
     let mut checks = Vec::new();
-    for si in part.src.items.iter().filter(|i| i.kind == ItemKind::Routines) {
+    for si in part
+        .src
+        .items
+        .iter()
+        .filter(|i| i.kind == ItemKind::Routines)
+    {
         let Some((db, to)) = si
             .db
             .as_ref()
