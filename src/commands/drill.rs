@@ -21,12 +21,7 @@ use crate::engines::RestoreRequest;
 /// Run the drill of snapshot `spec` (exit code as in the module docs).
 pub fn run(ctx: &Ctx, spec: &str, target: &TargetArgs) -> Result<i32> {
     let registry = crate::engines::default_registry();
-    let env = crate::ops::Env {
-        config: &ctx.config,
-        repo: ctx.open_repo()?,
-        lock_wait: ctx.lock_wait(),
-        registry: &registry,
-    };
+    let env = ctx.ops_env(&registry)?;
     let req = RestoreRequest {
         mariadb_target: Some(target.config(ctx.config.mariadb.as_ref())),
         ..Default::default()

@@ -118,12 +118,7 @@ fn print_out(ctx: &Ctx, text: &str, json: &serde_json::Value) -> Result<()> {
 
 pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
     let registry = crate::engines::default_registry();
-    let env = crate::ops::Env {
-        config: &ctx.config,
-        repo: ctx.open_repo()?,
-        lock_wait: ctx.lock_wait(),
-        registry: &registry,
-    };
+    let env = ctx.ops_env(&registry)?;
     let journal = args
         .journal
         .clone()
