@@ -265,3 +265,28 @@ pub fn default_registry() -> Registry {
         .push(Arc::new(files::component::Files));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_registry_backs_up_mariadb_first_and_restores_files_before_cassandra() {
+        let r = default_registry();
+        let backup: Vec<&str> = r.iter().map(|c| c.name()).collect();
+        assert_eq!(backup, ["mariadb", "cassandra", "files"]);
+        let restore: Vec<&str> = r.restore_order().iter().map(|c| c.name()).collect();
+        assert_eq!(restore, ["mariadb", "files", "cassandra"]);
+        assert_eq!(r.owner("files/etc/hosts").map(|c| c.name()), Some("files"));
+        assert_eq!(
+            r.owner("mariadb/zstack/VmInstanceVO.0001.sql")
+                .map(|c| c.name()),
+            Some("mariadb")
+        );
+        assert!(r.owner("other/x").is_none());
+        assert_eq!(
+            r.get("mariadb").unwrap().scratch_name("zstack"),
+            "mnbackup_drill_zstack"
+        );
+    }
+}
