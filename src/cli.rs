@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::sources::mariadb::MariadbConfig;
+
 /// Backup and disaster recovery for the ZStack / Mevoco management node.
 #[derive(Debug, Parser)]
 #[command(name = "mnbackup", version, about, long_about = None, after_help = EXIT_CODES)]
@@ -89,14 +91,14 @@ pub enum Command {
         drill: Option<String>,
         /// Where the drill loads (default: the [mariadb] connection).
         #[command(flatten)]
-        target: crate::commands::restore::TargetArgs,
+        target: TargetArgs,
     },
     /// Rebuild the node from a snapshot: MariaDB, files, Cassandra; proven by row fingerprints.
     ///
     /// Exit codes: 0 restored and every table matches; 9 a table does not match its
     /// fingerprint; 2 refused by a preflight check (non-empty target databases, running
     /// service, moved volumes: see --plan) or bad usage; 5 damaged or missing data; 7 no space.
-    Restore(crate::commands::restore::RestoreArgs),
+    Restore(RestoreArgs),
     /// Check, without taking a snapshot, that the configured credentials, the pool and the
     /// tools can give a complete snapshot; each failing line names the statement that fixes it.
     ///
@@ -254,4 +256,106 @@ pub fn parse_wait(s: &str) -> Result<u64, String> {
         ));
     }
     Ok(secs)
+}
+
+/// Where the restore (or the drill) loads MariaDB: defaults to the `[mariadb]` connection of the
+/// configuration; each option overrides one part. The password follows the configuration's
+/// rules (inline, `password_env`, `option_file`, `zstack_properties`) and is never taken from
+/// the command line: `--target-password-env VAR` names an environment variable holding it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TargetArgs {
+    /// Target MariaDB host (TCP) [default: the [mariadb] connection].
+    #[arg(long, value_name = "HOST")]
+    pub target_host: Option<String>,
+    /// Target MariaDB TCP port.
+    #[arg(long, value_name = "PORT")]
+    pub target_port: Option<u16>,
+    /// Target MariaDB Unix socket (instead of TCP).
+    #[arg(long, value_name = "PATH")]
+    pub target_socket: Option<PathBuf>,
+    /// Target MariaDB user.
+    #[arg(long, value_name = "USER")]
+    pub target_user: Option<String>,
+    /// Name of an environment variable holding the target user's password.
+    #[arg(long, value_name = "VAR")]
+    pub target_password_env: Option<String>,
+}
+
+impl TargetArgs {
+    /// The MariaDB configuration of the target: `base` (the `[mariadb]` connection) with the
+    /// options given.
+    pub fn config(&self, base: Option<&MariadbConfig>) -> MariadbConfig {
+        let mut c = base.cloned().unwrap_or_default();
+        if self.target_host.is_some() {
+            c.host = self.target_host.clone();
+            c.socket = None;
+        }
+        if self.target_port.is_some() {
+            c.port = self.target_port;
+        }
+        if self.target_socket.is_some() {
+            c.socket = self.target_socket.clone();
+            c.host = None;
+        }
+        if self.target_user.is_some() {
+            c.user = self.target_user.clone();
+        }
+        if self.target_password_env.is_some() {
+            c.password = None;
+            c.password_env = self.target_password_env.clone();
+        }
+        c
+    }
+}
+
+/// `mnbackup restore` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    /// Snapshot id, unique prefix, or `latest`.
+    #[arg(default_value = "latest")]
+    pub snapshot: String,
+    /// Show the ordered plan and the preflight results; change nothing.
+    #[arg(long)]
+    pub plan: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Restore database FROM as TO (repeatable), e.g. `--rename-db zstack=zstack_old` to inspect
+    /// an old state beside the live one. Accounts, grants and events are then skipped.
+    #[arg(long = "rename-db", value_name = "FROM=TO")]
+    pub rename_db: Vec<String>,
+    /// With --rename-db, restore the accounts and grants anyway.
+    #[arg(long)]
+    pub with_accounts: bool,
+    /// Replace the target's own root@localhost with the snapshot's (its password and grants);
+    /// by default the target's is kept and every other account is restored.
+    #[arg(long)]
+    pub replace_local_root: bool,
+    /// Replace non-empty target databases and existing files (after a safety snapshot), and
+    /// proceed although the management service runs or volumes moved.
+    #[arg(long)]
+    pub force: bool,
+    /// Switch ZStack's VM HA off after the load (GlobalConfigVO ha.enable = false).
+    #[arg(long)]
+    pub disable_vm_ha: bool,
+    /// Where files go (their original absolute paths below it).
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub files_root: PathBuf,
+    /// Do not restore files.
+    #[arg(long)]
+    pub no_files: bool,
+    /// Do not restore MariaDB.
+    #[arg(long)]
+    pub no_mariadb: bool,
+    /// Do not restore Cassandra.
+    #[arg(long)]
+    pub no_cassandra: bool,
+    /// Parallel MariaDB connections for the data [default: [mariadb] workers, or the cores].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// The restore journal [default: restore-journal.json in [daemon] state_dir].
+    #[arg(long, value_name = "PATH")]
+    pub journal: Option<PathBuf>,
+    /// MiB of checked SQL items held in memory between their check and their load.
+    #[arg(long, hide = true, default_value_t = 64)]
+    pub memory_budget_mib: u64,
 }

@@ -6,8 +6,9 @@
 //! - [`store`]: where bytes live: the `Backend` trait, `LocalFs`, in-memory and faulty backends;
 //! - [`repo`]: the repository over a backend: objects, manifests, locks, leftovers, the codec,
 //!   the snapshot writer and the item reader;
-//! - [`sources`]: what is backed up (MariaDB, Cassandra, files);
-//! - [`ops`]: use cases without printing (verify, prune, forget, repair, ...);
+//! - [`engines`]: one module per source (MariaDB, Cassandra, files), each owning backup and
+//!   restore of its format, and the `Component` registry the use cases loop over;
+//! - [`ops`]: use cases without printing (snapshot, restore, drill, verify, prune, forget, ...);
 //! - [`commands`]: one module per command of the `mnbackup` binary.
 
 pub mod cli;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
-use crate::repo::writer::Progress;
+use crate::ops::progress::Progress;
 
 /// Human-readable byte count.
 pub fn bytes(n: u64) -> String {
@@ -53,7 +53,7 @@ impl SnapshotProgress {
 }
 
 impl Progress for SnapshotProgress {
-    fn item(&self, name: &str) {
+    fn note(&self, name: &str) {
         if let Some(b) = &self.bar {
             b.set_message(name.to_string());
         } else {
@@ -61,7 +61,7 @@ impl Progress for SnapshotProgress {
         }
     }
 
-    fn bytes(&self, n: u64) {
+    fn advance(&self, n: u64) {
         let t = self
             .total
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed)
@@ -79,6 +79,19 @@ impl Progress for SnapshotProgress {
                     bytes((t as f64 / secs) as u64)
                 );
             }
+        }
+    }
+}
+
+/// Progress of a restore or a drill: its notes as lines on stdout (none with -q or --json).
+pub struct LineProgress {
+    pub quiet: bool,
+}
+
+impl Progress for LineProgress {
+    fn note(&self, msg: &str) {
+        if !self.quiet {
+            println!("{msg}");
         }
     }
 }

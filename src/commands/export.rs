@@ -2,58 +2,17 @@
 //! owner, group, mtime and symlinks. Everything is checked before anything is written; every
 //! file's content is verified before it gets its final name.
 
-use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
-use crate::engines::files::{place, Content, Entry, EntryMeta, Existing, Kind, PlaceOptions};
 use anyhow::Result;
+use mnbackup_restore::files::{place, Entry, Existing, PlaceOptions};
 use serde_json::json;
 
 use super::Ctx;
-use crate::model::{EntryKind, Item, Manifest};
-use crate::repo::reader::write_item;
+use crate::engines::files::component::{entry_of, RepoContent};
+use crate::model::{Item, Manifest};
 use crate::repo::Repo;
 use crate::ui::bytes;
-
-/// Content of manifest items, verified while written.
-pub struct RepoContent<'a> {
-    pub repo: &'a Repo,
-    pub items: HashMap<String, &'a Item>,
-}
-
-impl Content for RepoContent<'_> {
-    fn write_content(&self, entry: &Entry, out: &mut dyn Write) -> Result<u64> {
-        let item = self
-            .items
-            .get(&entry.path)
-            .ok_or_else(|| anyhow::anyhow!("internal error: no item {}", entry.path))?;
-        write_item(self.repo, item, out)
-    }
-}
-
-/// Convert a manifest item to a placement entry (same relative path).
-pub fn entry_of(item: &Item) -> Entry {
-    Entry {
-        path: item.name.clone(),
-        kind: match item.kind {
-            EntryKind::File => Kind::File,
-            EntryKind::Dir => Kind::Dir,
-            EntryKind::Symlink => Kind::Symlink,
-        },
-        meta: item.meta.as_ref().map(|m| EntryMeta {
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            user: m.user.clone(),
-            group: m.group.clone(),
-            mtime_ns: m.mtime_ns,
-        }),
-        target: item.target.clone(),
-        size: item.size,
-        blake3: Some(item.blake3.clone()),
-    }
-}
 
 /// Export the items of `m` selected by `include` prefixes into `dir`.
 pub fn export(
@@ -62,7 +21,7 @@ pub fn export(
     dir: &Path,
     include: &[String],
     no_special_bits: bool,
-) -> Result<crate::engines::files::PlaceReport> {
+) -> Result<mnbackup_restore::files::PlaceReport> {
     let selected: Vec<&Item> = m
         .items
         .iter()
@@ -86,7 +45,9 @@ pub fn export(
         },
     )
     .map_err(|e| {
-        if e.downcast_ref::<crate::engines::files::Unsafe>().is_some() {
+        if e.downcast_ref::<mnbackup_restore::files::Unsafe>()
+            .is_some()
+        {
             crate::error::unsafe_content(format!("{e:#}"))
         } else {
             e

@@ -92,6 +92,19 @@ impl Ctx {
         Ok(repo)
     }
 
+    /// What the use cases in `ops` need: the configuration, the repository, the components.
+    pub fn ops_env<'a>(
+        &'a self,
+        registry: &'a crate::engines::Registry,
+    ) -> Result<crate::ops::Env<'a>> {
+        Ok(crate::ops::Env {
+            config: &self.config,
+            repo: self.open_repo()?,
+            lock_wait: self.lock_wait(),
+            registry,
+        })
+    }
+
     pub fn lock_wait(&self) -> Duration {
         Duration::from_secs(
             self.config

@@ -21,6 +21,7 @@
 //!
 //! The `sources.cassandra` manifest entry is [`crate::model::cassandra_info::CassandraSourceInfo`].
 
+pub mod component;
 pub mod backup;
 pub mod config;
 pub mod cql;

@@ -6,6 +6,7 @@
 //!
 //! The `sources.files` manifest entry is [`crate::model::files_info::FilesSummary`].
 
+pub mod component;
 pub mod place;
 pub mod walk;
 

@@ -67,6 +67,7 @@
 //! `binlog` is null when the binlog is off. `fingerprints` covers every dumped table (0 rows
 //! included); see [`fingerprint`] for the definition.
 
+pub mod component;
 pub mod config;
 pub mod consistency;
 pub mod dump;
