@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::sources::mariadb::MariadbConfig;
+use crate::engines::mariadb::MariadbConfig;
 
 /// Backup and disaster recovery for the ZStack / Mevoco management node.
 #[derive(Debug, Parser)]

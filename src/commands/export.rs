@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use mnbackup_restore::files::{place, Entry, Existing, PlaceOptions};
+use crate::engines::files::{place, Entry, Existing, PlaceOptions};
 use serde_json::json;
 
 use super::Ctx;
@@ -21,7 +21,7 @@ pub fn export(
     dir: &Path,
     include: &[String],
     no_special_bits: bool,
-) -> Result<mnbackup_restore::files::PlaceReport> {
+) -> Result<crate::engines::files::PlaceReport> {
     let selected: Vec<&Item> = m
         .items
         .iter()
@@ -45,7 +45,7 @@ pub fn export(
         },
     )
     .map_err(|e| {
-        if e.downcast_ref::<mnbackup_restore::files::Unsafe>()
+        if e.downcast_ref::<crate::engines::files::Unsafe>()
             .is_some()
         {
             crate::error::unsafe_content(format!("{e:#}"))

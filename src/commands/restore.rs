@@ -18,7 +18,7 @@
 //!    target's non-empty databases, and files that would be overwritten; trigger `safety`, tag
 //!    `pre-restore`), then the databases are dropped.
 //! 3. MariaDB: accounts, schema, data (parallel), routines, views, triggers, events, grants,
-//!    AUTO_INCREMENT counters (`mnbackup_restore::mariadb`), then the row fingerprint of every
+//!    AUTO_INCREMENT counters (`crate::engines::mariadb::load`), then the row fingerprint of every
 //!    table is compared with the snapshot's.
 //! 4. `--disable-vm-ha`: ZStack's VM HA switched off in `GlobalConfigVO` (as `restore_mysql`).
 //! 5. Files under `--files-root` (default `/`); an existing different file is kept as

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use anyhow::Result;
-use mnbackup_restore::mariadb::ItemSource;
+use crate::engines::mariadb::load::ItemSource;
 
 use crate::codec::decode_piece;
 use crate::error::integrity;

@@ -88,7 +88,7 @@ pub struct RestoreRequest {
     /// Components excluded by `--no-<name>`.
     pub skip: BTreeSet<String>,
     /// MariaDB: the target connection (`None`: the `[mariadb]` one).
-    pub mariadb_target: Option<crate::sources::mariadb::MariadbConfig>,
+    pub mariadb_target: Option<crate::engines::mariadb::MariadbConfig>,
     /// MariaDB: database renames (`--rename-db`; the drill's scratch names).
     pub renames: BTreeMap<String, String>,
     pub with_accounts: bool,

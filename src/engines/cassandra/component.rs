@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use mnbackup_restore::cassandra::{OpenFn, RestoreComponent};
+use crate::engines::cassandra::{OpenFn, RestoreComponent};
 use mnbackup_restore::journal::Journal;
 use mnbackup_restore::plan::{estimate_secs, Check, CheckStatus, PlanStep, FILE_RATE};
 use mnbackup_restore::report::{RestoreReport, StepReport, StepStatus};
@@ -47,7 +47,7 @@ impl Component for Cassandra {
             return Ok(String::new());
         };
         // A shutdown request kills a running nodetool/cqlsh (its whole process group).
-        let stop = mnbackup_restore::cassandra::cancel_commands_flag();
+        let stop = crate::engines::cassandra::cancel_commands_flag();
         stop.store(false, Ordering::SeqCst);
         let done = AtomicBool::new(false);
         let summary = std::thread::scope(|sc| {
@@ -63,7 +63,7 @@ impl Component for Cassandra {
                     }
                 });
             }
-            let r = crate::sources::cassandra::backup(c, ctx.snapshot_id, sink.as_ref());
+            let r = crate::engines::cassandra::backup(c, ctx.snapshot_id, sink.as_ref());
             done.store(true, Ordering::SeqCst);
             r
         })?;
@@ -176,7 +176,7 @@ impl RestorePart for CassandraPart {
         }
         let rcfg = cc.restore_config(None)?;
         let cp =
-            mnbackup_restore::cassandra::plan_with_cql(&rcfg, components(env.repo, &self.items))?;
+            crate::engines::cassandra::plan_with_cql(&rcfg, components(env.repo, &self.items))?;
         Ok(Some((cp.to_string(), serde_json::to_value(&cp)?)))
     }
 
@@ -220,7 +220,7 @@ impl CassandraPart {
         let comps = components(env.repo, &self.items);
         let r = {
             let mut j = journal.lock().expect("journal");
-            mnbackup_restore::cassandra::restore_journaled(&rcfg, comps, Some(&mut j))?
+            crate::engines::cassandra::restore_journaled(&rcfg, comps, Some(&mut j))?
         };
         // A table left pending is not restored: the step is not done (a rerun finishes it;
         // tables already loaded are in the journal, or recognised by content, and not loaded

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Result;
-use mnbackup_restore::files::{place, Content, Entry, EntryMeta, Existing, Kind, PlaceOptions};
+use crate::engines::files::{place, Content, Entry, EntryMeta, Existing, Kind, PlaceOptions};
 use mnbackup_restore::journal::Journal;
 use mnbackup_restore::plan::{estimate_secs, human_bytes, Check, CheckStatus, PlanStep, FILE_RATE};
 use mnbackup_restore::report::{RestoreReport, StepReport, StepStatus};
@@ -43,7 +43,7 @@ impl Component for Files {
         !ctx.config.files.is_empty() || !ctx.extra_files.is_empty()
     }
     fn backup(&self, ctx: &BackupCtx, sink: Arc<dyn ItemSink>) -> Result<String> {
-        let sum = crate::sources::files::backup(
+        let sum = crate::engines::files::backup(
             &ctx.config.files,
             ctx.extra_files,
             sink.as_ref(),
@@ -100,7 +100,7 @@ impl RestorePart for FilesPart {
             }
             if exists_nondir(root, e) {
                 self.existing
-                    .push(root.join(mnbackup_restore::files::rel_path(&e.path)));
+                    .push(root.join(crate::engines::files::rel_path(&e.path)));
             }
             need += e.size;
         }
@@ -249,7 +249,7 @@ impl FilesPart {
             chown: true,
         };
         let r = place(&todo, root, &content, &opts).map_err(|e| {
-            if e.downcast_ref::<mnbackup_restore::files::Unsafe>()
+            if e.downcast_ref::<crate::engines::files::Unsafe>()
                 .is_some()
             {
                 crate::error::unsafe_content(format!(
@@ -346,7 +346,7 @@ fn free_space(path: &Path) -> Option<(PathBuf, u64)> {
 /// Whether the destination of a file entry already holds exactly it (same size, mode, mtime and
 /// content hash for files, same target for symlinks): such entries are left alone.
 fn already_there(root: &Path, e: &Entry) -> bool {
-    let p = root.join(mnbackup_restore::files::rel_path(&e.path));
+    let p = root.join(crate::engines::files::rel_path(&e.path));
     let Ok(md) = std::fs::symlink_metadata(&p) else {
         return false;
     };
@@ -356,7 +356,7 @@ fn already_there(root: &Path, e: &Entry) -> bool {
             md.file_type().is_symlink()
                 && std::fs::read_link(&p).ok().is_some_and(|t| {
                     use std::os::unix::ffi::OsStrExt;
-                    Some(mnbackup_restore::files::encode_name(t.as_os_str().as_bytes()).as_str())
+                    Some(crate::engines::files::encode_name(t.as_os_str().as_bytes()).as_str())
                         == e.target.as_deref()
                 })
         }
@@ -383,7 +383,7 @@ fn already_there(root: &Path, e: &Entry) -> bool {
 
 fn exists_nondir(root: &Path, e: &Entry) -> bool {
     e.kind != Kind::Dir
-        && std::fs::symlink_metadata(root.join(mnbackup_restore::files::rel_path(&e.path))).is_ok()
+        && std::fs::symlink_metadata(root.join(crate::engines::files::rel_path(&e.path))).is_ok()
 }
 
 /// The file entries of a snapshot relative to the files root (`files/etc/x` → `etc/x`).

@@ -31,7 +31,7 @@ pub(super) fn run(ctx: &BackupCtx, sink: Arc<dyn ItemSink>) -> Result<String> {
             std::future::pending::<()>().await
         };
         tokio::select! {
-            r = crate::sources::mariadb::backup(m, sink) => r,
+            r = crate::engines::mariadb::backup(m, sink) => r,
             () = watch => unreachable!("the watch never ends"),
         }
     })?;

@@ -1,5 +1,5 @@
 //! The MariaDB component: a consistent dump under `mariadb/`, restored with the loader of
-//! `mnbackup_restore::mariadb` and proved with the recorded row fingerprints; the drill loads
+//! `crate::engines::mariadb::load` and proved with the recorded row fingerprints; the drill loads
 //! it into scratch databases and drops them.
 
 mod backup;
@@ -14,8 +14,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use mnbackup_restore::journal::Journal;
-use mnbackup_restore::mariadb::{self as rm, LoadOptions, Loader, Target};
-use mnbackup_restore::plan::{target_db, Check, CheckStatus, MariadbSource, PlanStep};
+use crate::engines::mariadb::load::{self as rm, LoadOptions, Loader, Target};
+use mnbackup_restore::plan::{Check, CheckStatus, PlanStep};
+use crate::engines::mariadb::plan::{target_db, MariadbSource};
 use mnbackup_restore::report::{RestoreReport, StepReport, StepStatus, TableCheck};
 
 use crate::config::Config;
@@ -26,7 +27,7 @@ use crate::engines::{
 use crate::error::usage;
 use crate::model::{Item, Manifest};
 use crate::source::ItemSink;
-use crate::sources::mariadb::MariadbConfig;
+use crate::engines::mariadb::MariadbConfig;
 
 /// The MariaDB component.
 pub struct Mariadb;

@@ -3,9 +3,8 @@
 use std::collections::BTreeSet;
 
 use mnbackup_restore::journal::Journal;
-use mnbackup_restore::plan::{
-    estimate_secs, target_db, ItemKind, MariadbSource, PlanStep, FINGERPRINT_RATE, SQL_LOAD_RATE,
-};
+use mnbackup_restore::plan::{estimate_secs, PlanStep, FINGERPRINT_RATE, SQL_LOAD_RATE};
+use crate::engines::mariadb::plan::{target_db, ItemKind, MariadbSource};
 
 use super::MariadbPart;
 use crate::engines::RestoreEnv;
@@ -70,7 +69,7 @@ fn what(
     part: &MariadbPart,
     env: &RestoreEnv,
     kind: ItemKind,
-    items: &[&mnbackup_restore::plan::SqlItem],
+    items: &[&crate::engines::mariadb::plan::SqlItem],
 ) -> String {
     let s = &part.src;
     let renames = &env.req.renames;

@@ -3,8 +3,9 @@
 
 use anyhow::{Context, Result};
 use mnbackup_restore::journal::Journal;
-use mnbackup_restore::mariadb::{self as rm, Target};
-use mnbackup_restore::plan::{target_db, Check, CheckStatus, ItemKind, MariadbSource};
+use crate::engines::mariadb::load::{self as rm, Target};
+use mnbackup_restore::plan::{Check, CheckStatus};
+use crate::engines::mariadb::plan::{target_db, ItemKind, MariadbSource};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
