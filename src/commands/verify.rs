@@ -6,7 +6,6 @@ use std::io::IsTerminal;
 use anyhow::{Context, Result};
 
 use super::Ctx;
-use crate::error::{EXIT_INTEGRITY, EXIT_MISSING};
 use crate::ui::bytes;
 
 pub use crate::ops::verify::{verify, ObjectProblem, Subset, VerifyReport};

@@ -18,7 +18,6 @@ pub use ids::{
 pub use item::{ItemSink, ItemSource, ItemSpec};
 pub use manifest::{Gap, Manifest, SnapshotStats};
 
-
 use serde::{Deserialize, Serialize};
 
 /// What kind of filesystem entry an item is.
@@ -128,4 +127,3 @@ pub struct Item {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pieces: Vec<Piece>,
 }
-

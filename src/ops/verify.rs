@@ -13,13 +13,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::error::{EXIT_INTEGRITY, EXIT_MISSING};
 use crate::model::{Encoding, Manifest, PieceData};
-use crate::repo::codec::decode_piece;
 use crate::ops::progress::Progress;
+use crate::repo::codec::decode_piece;
 use crate::repo::{ObjectType, Repo};
 
 /// Which objects `--read-data` reads.
@@ -323,4 +323,3 @@ pub fn verify(
 fn chain_objects(p: &PieceData) -> Vec<&str> {
     crate::model::chain(p).map(|c| c.data.object().0).collect()
 }
-
