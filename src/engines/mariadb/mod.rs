@@ -5,7 +5,8 @@
 //! Backup: [`config`], [`probe`], [`privileges`], [`consistency`], [`schema`], [`dump`],
 //! [`users`], [`zstack`]. Shared by both halves: [`sql`] (splitting, renaming, quoting),
 //! [`sqlfmt`] (literals and item headers), [`fingerprint`], [`plan`] (item kinds and names).
-//! Restore: [`load`] (the loader and its checks).
+//! Restore: [`target`] (the server loaded into), [`load`] (the loader), [`prove`] (the
+//! fingerprint and ZStack checks).
 //!
 //! # Items and load order
 //!
@@ -78,9 +79,11 @@ pub mod names;
 pub mod plan;
 pub mod privileges;
 pub mod probe;
+pub mod prove;
 pub mod schema;
 pub mod sql;
 pub mod sqlfmt;
+pub mod target;
 pub mod users;
 pub mod zstack;
 
