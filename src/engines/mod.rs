@@ -1,0 +1,3 @@
+//! One module per source engine, owning both directions of its format.
+
+pub mod binlog;
