@@ -40,7 +40,7 @@ pub struct SegmentInfo {
 
 /// Where capture delivers finished segments. The later integration stores them as items of a
 /// binlog series in the repository; [`DirSink`] writes files for tests and tools.
-pub trait SegmentSink {
+pub trait SegmentSink: Send {
     /// Store one finished segment (`data` is a complete binlog file). A segment is only
     /// considered shipped once this returns `Ok`; capture resumes after the last shipped one.
     fn put_segment(&mut self, info: &SegmentInfo, data: &[u8]) -> anyhow::Result<()>;
