@@ -11,9 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use mariadb_common::skip;
 use mnbackup::engines::binlog::{
-    capture, check_requirements, current_position, replay, BinlogPos, CaptureConfig,
-    CaptureError, CaptureMode, DirSink, Gap, Level, ReplayOptions, RequirementInputs,
-    SegmentInfo, StopAt,
+    capture, check_requirements, current_position, replay, BinlogPos, CaptureConfig, CaptureError,
+    CaptureMode, DirSink, Gap, Level, ReplayOptions, RequirementInputs, SegmentInfo, StopAt,
 };
 use mnbackup_fixtures::mariadb::{ServerOptions, TestServer};
 use mysql_async::prelude::*;
@@ -28,7 +27,10 @@ fn checksums(s: &TestServer) -> Vec<String> {
 }
 
 fn client_args(s: &TestServer) -> Vec<String> {
-    vec![format!("--socket={}", s.socket().display()), "-uroot".into()]
+    vec![
+        format!("--socket={}", s.socket().display()),
+        "-uroot".into(),
+    ]
 }
 
 fn cfg(segment_seconds: u64) -> CaptureConfig {
@@ -70,9 +72,11 @@ async fn write_rows(c: &mut mysql_async::Conn, from: u32, n: u32) {
             .await
             .unwrap();
         if i % 5 == 0 {
-            c.query_drop(format!("UPDATE app.t SET v = CONCAT(v, '+') WHERE id < {i}"))
-                .await
-                .unwrap();
+            c.query_drop(format!(
+                "UPDATE app.t SET v = CONCAT(v, '+') WHERE id < {i}"
+            ))
+            .await
+            .unwrap();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -100,7 +104,14 @@ async fn replay_to_a_time_gives_exactly_the_rows_of_that_time() {
         let (opts, from, dir) = (src.opts(), from.clone(), dir.path().to_path_buf());
         tokio::spawn(async move {
             let mut sink = DirSink::new(dir).unwrap();
-            let out = capture(opts, &cfg(1), &from, CaptureMode::Follow(stop_rx), &mut sink).await;
+            let out = capture(
+                opts,
+                &cfg(1),
+                &from,
+                CaptureMode::Follow(stop_rx),
+                &mut sink,
+            )
+            .await;
             (out, sink)
         })
     };
@@ -112,7 +123,9 @@ async fn replay_to_a_time_gives_exactly_the_rows_of_that_time() {
     tokio::time::sleep((t1 - now).to_std().unwrap() + Duration::from_millis(100)).await;
     let at_t1 = checksums(&src);
     write_rows(&mut c, 1000, 60).await;
-    c.query_drop("DELETE FROM app.t WHERE id < 30").await.unwrap();
+    c.query_drop("DELETE FROM app.t WHERE id < 30")
+        .await
+        .unwrap();
     let end = current_position(&mut c).await.unwrap();
     let at_end = checksums(&src);
     assert_ne!(at_t1, at_end);
@@ -123,7 +136,10 @@ async fn replay_to_a_time_gives_exactly_the_rows_of_that_time() {
     let (out, _sink) = follower.await.unwrap();
     let out = out.unwrap();
     let resume = out.resume.clone().unwrap();
-    assert_eq!((resume.file.as_str(), resume.pos), (end.file.as_str(), end.pos));
+    assert_eq!(
+        (resume.file.as_str(), resume.pos),
+        (end.file.as_str(), end.pos)
+    );
     assert_eq!(resume.gtid_pos, end.gtid_pos);
     let segs = DirSink::list(dir.path()).unwrap();
     assert_eq!(segs.len(), out.segments.len());
@@ -186,12 +202,17 @@ async fn once_resumes_contiguously_and_gaps_are_typed() {
     )
     .await
     .unwrap();
-    assert!(findings.iter().all(|f| f.level == Level::Ok), "{findings:#?}");
+    assert!(
+        findings.iter().all(|f| f.level == Level::Ok),
+        "{findings:#?}"
+    );
 
     let start = current_position(&mut c).await.unwrap();
-    src.sql("CREATE DATABASE app; CREATE TABLE app.t (id int PRIMARY KEY, v varchar(200)); \
-             INSERT INTO app.t VALUES (1, 'a'), (2, 'b');")
-        .unwrap();
+    src.sql(
+        "CREATE DATABASE app; CREATE TABLE app.t (id int PRIMARY KEY, v varchar(200)); \
+             INSERT INTO app.t VALUES (1, 'a'), (2, 'b');",
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut sink = DirSink::new(dir.path()).unwrap();
     let first = capture(src.opts(), &cfg(60), &start, CaptureMode::Once, &mut sink)
@@ -232,7 +253,8 @@ async fn once_resumes_contiguously_and_gaps_are_typed() {
     // The server keeps a file a dump thread still reads or crash recovery still needs (with a
     // warning); the dump threads of the runs above end shortly after they disconnect.
     for _ in 0..30 {
-        src.sql(&format!("PURGE BINARY LOGS TO '{newest}'")).unwrap();
+        src.sql(&format!("PURGE BINARY LOGS TO '{newest}'"))
+            .unwrap();
         if !src.sql("SHOW BINARY LOGS").unwrap().contains(&r3.file) {
             break;
         }
@@ -257,10 +279,19 @@ async fn once_resumes_contiguously_and_gaps_are_typed() {
         pos: 4,
         gtid_pos: r3.gtid_pos.clone(),
     };
-    for from in [far, BinlogPos { file: "binlog.000001".into(), ..r3.clone() }] {
+    for from in [
+        far,
+        BinlogPos {
+            file: "binlog.000001".into(),
+            ..r3.clone()
+        },
+    ] {
         let err = capture(src.opts(), &cfg(60), &from, CaptureMode::Once, &mut sink)
             .await
             .unwrap_err();
-        assert!(matches!(err, CaptureError::Gap(Gap::Reset { .. })), "{from:?}: {err:?}");
+        assert!(
+            matches!(err, CaptureError::Gap(Gap::Reset { .. })),
+            "{from:?}: {err:?}"
+        );
     }
 }

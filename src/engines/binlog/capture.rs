@@ -238,7 +238,6 @@ impl Capturer<'_> {
         }
         Ok(())
     }
-
 }
 
 /// Map a stream error: error 1236 at the start is a purge gap.

@@ -115,7 +115,10 @@ pub async fn check_resume(
         }
         Some(_) => {}
         None => {
-            let (want, first) = (file_index(&from.file), oldest.as_deref().and_then(file_index));
+            let (want, first) = (
+                file_index(&from.file),
+                oldest.as_deref().and_then(file_index),
+            );
             let gap = match (want, first) {
                 (Some(w), Some(f)) if w >= f => Gap::Reset {
                     wanted: from.clone(),

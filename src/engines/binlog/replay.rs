@@ -110,7 +110,9 @@ fn find_tool(given: &Option<PathBuf>, names: &[&str]) -> Result<PathBuf, ReplayE
             }
         }
     }
-    Err(ReplayError::Tool(format!("none of {names:?} found in PATH")))
+    Err(ReplayError::Tool(format!(
+        "none of {names:?} found in PATH"
+    )))
 }
 
 /// One transaction: its GTID event and what follows it.

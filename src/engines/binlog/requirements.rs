@@ -66,17 +66,30 @@ pub fn evaluate(v: &ServerValues, inp: &RequirementInputs) -> Vec<Finding> {
     out.push(if v.log_bin {
         finding("log_bin", "ON", Level::Ok, None)
     } else {
-        finding("log_bin", "OFF", Level::Error, Some("log_bin = mariadb-bin".into()))
+        finding(
+            "log_bin",
+            "OFF",
+            Level::Error,
+            Some("log_bin = mariadb-bin".into()),
+        )
     });
     let fmt = v.binlog_format.to_ascii_uppercase();
     out.push(match fmt.as_str() {
         "ROW" => finding("binlog_format", fmt, Level::Ok, None),
-        "MIXED" => finding("binlog_format", fmt, Level::Ok, Some("binlog_format = ROW (recommended)".into())),
+        "MIXED" => finding(
+            "binlog_format",
+            fmt,
+            Level::Ok,
+            Some("binlog_format = ROW (recommended)".into()),
+        ),
         _ => finding(
             "binlog_format",
             fmt,
             Level::Warning,
-            Some("binlog_format = ROW (STATEMENT replays non-deterministic statements differently)".into()),
+            Some(
+                "binlog_format = ROW (STATEMENT replays non-deterministic statements differently)"
+                    .into(),
+            ),
         ),
     });
     out.push(if v.server_id == 0 {
@@ -86,7 +99,10 @@ pub fn evaluate(v: &ServerValues, inp: &RequirementInputs) -> Vec<Finding> {
             "server_id",
             v.server_id.to_string(),
             Level::Error,
-            Some(format!("server_id = 1 (capture registers as {}; they must differ)", inp.capture_server_id)),
+            Some(format!(
+                "server_id = 1 (capture registers as {}; they must differ)",
+                inp.capture_server_id
+            )),
         )
     } else {
         finding("server_id", v.server_id.to_string(), Level::Ok, None)
@@ -104,7 +120,12 @@ pub fn evaluate(v: &ServerValues, inp: &RequirementInputs) -> Vec<Finding> {
     });
     let min = inp.min_retention_seconds;
     out.push(if v.expire_seconds == 0 || v.expire_seconds >= min {
-        finding("binlog_expire", format!("{} s", v.expire_seconds), Level::Ok, None)
+        finding(
+            "binlog_expire",
+            format!("{} s", v.expire_seconds),
+            Level::Ok,
+            None,
+        )
     } else {
         finding(
             "binlog_expire",
@@ -141,13 +162,21 @@ fn privileges(grants: &[String]) -> Finding {
         missing.push("BINLOG MONITOR");
     }
     if missing.is_empty() {
-        return finding("privileges", "REPLICATION SLAVE, BINLOG MONITOR", Level::Ok, None);
+        return finding(
+            "privileges",
+            "REPLICATION SLAVE, BINLOG MONITOR",
+            Level::Ok,
+            None,
+        );
     }
     finding(
         "privileges",
         format!("missing {}", missing.join(", ")),
         Level::Error,
-        Some(format!("GRANT {} ON *.* TO <the backup user>", missing.join(", "))),
+        Some(format!(
+            "GRANT {} ON *.* TO <the backup user>",
+            missing.join(", ")
+        )),
     )
 }
 
@@ -156,7 +185,13 @@ pub async fn check_requirements(
     conn: &mut mysql_async::Conn,
     inp: &RequirementInputs,
 ) -> anyhow::Result<Vec<Finding>> {
-    type Row = (Option<String>, Option<String>, Option<u32>, Option<String>, Option<f64>);
+    type Row = (
+        Option<String>,
+        Option<String>,
+        Option<u32>,
+        Option<String>,
+        Option<f64>,
+    );
     let row: Option<Row> = conn
         .query_first(
             "SELECT CAST(@@log_bin AS CHAR), @@binlog_format, @@server_id, @@binlog_checksum, \
@@ -213,7 +248,10 @@ mod tests {
         v.expire_seconds = 86_400;
         v.grants = vec!["GRANT SELECT ON *.* TO `b`@`%`".into()];
         let f = evaluate(&v, &INP);
-        assert!(f.iter().all(|f| f.level != Level::Ok && f.fix.is_some()), "{f:#?}");
+        assert!(
+            f.iter().all(|f| f.level != Level::Ok && f.fix.is_some()),
+            "{f:#?}"
+        );
         assert!(f[4].fix.as_deref().unwrap().contains("604800"));
     }
 }
