@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use mariadb_common::skip;
 use mnbackup::engines::binlog::{
     capture, check_requirements, current_position, replay, BinlogPos, CaptureConfig, CaptureError,
-    CaptureMode, DirSink, Gap, Level, ReplayOptions, RequirementInputs, SegmentInfo, StopAt,
+    CaptureMode, DirSink, Gap, Level, ReplayError, ReplayOptions, RequirementInputs, SegmentInfo,
+    StopAt,
 };
 use mnbackup_fixtures::mariadb::{ServerOptions, TestServer};
 use mysql_async::prelude::*;
@@ -165,6 +166,32 @@ async fn replay_to_a_time_gives_exactly_the_rows_of_that_time() {
     assert!(rep.stop_reached);
     let last = rep.last_applied.clone().unwrap();
     assert!(i64::from(last.timestamp) < t1.timestamp());
+    assert_eq!(checksums(&dst), at_t1);
+
+    // A damaged segment (one flipped byte in the last one) is refused before anything of it
+    // reaches the server.
+    let bad_dir = tempfile::tempdir().unwrap();
+    let mut bad = Vec::new();
+    for (i, (info, p)) in segs.iter().enumerate() {
+        let mut bytes = std::fs::read(p).unwrap();
+        if i + 1 == segs.len() {
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x40;
+        }
+        let q = bad_dir.path().join(p.file_name().unwrap());
+        std::fs::write(&q, bytes).unwrap();
+        bad.push((info.clone(), q));
+    }
+    let err = replay(
+        &bad,
+        &ReplayOptions {
+            stop: StopAt::End,
+            ..opts.clone()
+        },
+    )
+    .unwrap_err();
+    // Usually a CRC32 mismatch; a flip in an event's length field is a malformed file.
+    assert!(matches!(err, ReplayError::Segment { .. }), "{err}");
     assert_eq!(checksums(&dst), at_t1);
 
     // Only `app`, renamed to `app2`, from after the schema to the end: `app2` is the final

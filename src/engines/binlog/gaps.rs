@@ -63,7 +63,7 @@ impl Gap {
 }
 
 /// The number in `binlog.000042`.
-fn file_index(name: &str) -> Option<u64> {
+pub(crate) fn file_index(name: &str) -> Option<u64> {
     name.rsplit('.').next()?.parse().ok()
 }
 

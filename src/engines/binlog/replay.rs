@@ -91,10 +91,7 @@ pub enum ReplayError {
 
 /// The number in `binlog.000042`, for ordering positions across files.
 fn file_index(name: &str) -> u64 {
-    name.rsplit('.')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    super::gaps::file_index(name).unwrap_or(0)
 }
 
 fn find_tool(given: &Option<PathBuf>, names: &[&str]) -> Result<PathBuf, ReplayError> {
@@ -232,7 +229,8 @@ impl Selector<'_> {
     }
 }
 
-/// Read the segments and write the selected transactions as one binlog stream to `out`.
+/// Read the segments (verifying every checksum) and write the selected transactions as one
+/// binlog stream to `out`.
 fn select(
     segments: &[(SegmentInfo, PathBuf)],
     opts: &ReplayOptions,
@@ -254,6 +252,18 @@ fn select(
             }
         })?;
         for ev in events {
+            if sel.crc || ev.kind() == kind::FORMAT_DESCRIPTION {
+                let crc = ev.kind() != kind::FORMAT_DESCRIPTION
+                    || ev.fde_info().is_some_and(|i| i.checksum_crc32);
+                if crc {
+                    // Nothing of a damaged segment reaches the server.
+                    ev.verify_crc(&info.server_file)
+                        .map_err(|source| ReplayError::Segment {
+                            path: path.clone(),
+                            source,
+                        })?;
+                }
+            }
             match ev.kind() {
                 kind::FORMAT_DESCRIPTION => {
                     sel.crc = ev.fde_info().is_some_and(|i| i.checksum_crc32);
