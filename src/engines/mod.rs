@@ -7,6 +7,7 @@
 //! section. Adding a source is one new engine module with a `component.rs` and one line in
 //! [`default_registry`].
 
+pub mod binlog;
 pub mod cassandra;
 pub mod files;
 pub mod items;
