@@ -9,6 +9,7 @@ pub mod cli;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod engines;
 pub mod error;
 pub mod model;
 pub mod reader;
