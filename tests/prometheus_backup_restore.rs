@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use mnbackup::codec::{CodecPolicy, SigCache};
 use mnbackup::engines::prometheus::{
@@ -166,7 +165,7 @@ fn snapshot_incremental_and_restore_answer_the_same_queries() {
     let first = fx::backfill(&data, &fx::openmetrics(SERIES, start, start + 6 * HOUR, 60)).unwrap();
     assert_eq!(first.len(), 3, "three 2-hour blocks: {first:?}");
     let mut p1 = TestPrometheus::start(&data, &Options::default()).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    p1.wait_for_scrapes(3).unwrap();
     let (repo, _) = Repo::init(&tmp.path().join("repo")).unwrap();
 
     // A pool failure mid-copy: the backup fails and the snapshot directory is gone anyway.
@@ -220,7 +219,7 @@ fn snapshot_incremental_and_restore_answer_the_same_queries() {
     let second = fx::backfill(&data, &more).unwrap();
     assert_eq!(second.len(), 1, "{second:?}");
     let p1 = TestPrometheus::start(&data, &Options::default()).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    p1.wait_for_scrapes(6).unwrap();
     let w = writer(&repo, Some(m1.clone()));
     let s2 = prom::backup(&config(&p1), &w).unwrap();
     let m2 = commit(w);
@@ -300,7 +299,7 @@ fn without_the_admin_api_only_complete_blocks_and_a_gap() {
         ..Options::default()
     };
     let p = TestPrometheus::start(&data, &opts).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    p.wait_for_scrapes(1).unwrap();
     let (repo, _) = Repo::init(&tmp.path().join("repo")).unwrap();
     let w = writer(&repo, None);
     let s = prom::backup(&config(&p), &w).unwrap();
