@@ -250,8 +250,21 @@ fn snapshot_incremental_and_restore_answer_the_same_queries() {
     restore_from(&repo, &m2, &restored, Some(owner));
     if nix::unistd::geteuid().is_root() {
         use std::os::unix::fs::MetadataExt;
-        let md = std::fs::metadata(restored.join(&second[0]).join("index")).unwrap();
-        assert_eq!((md.uid(), md.gid()), owner);
+        for p in [
+            restored.clone(),
+            restored.join(&second[0]),
+            restored.join(&second[0]).join("chunks/000001"),
+        ] {
+            let md = std::fs::metadata(&p).unwrap();
+            assert_eq!((md.uid(), md.gid()), owner, "{}", p.display());
+        }
+        let names = fx::block_dirs(&restored).unwrap();
+        assert_eq!(names.len(), i2.blocks.len());
+        assert!(std::fs::read_dir(&restored).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("tmp")));
     }
     let quiet = Options {
         admin_api: false,

@@ -243,17 +243,20 @@ pub fn restore(
 ) -> Result<PrometheusRestoreReport> {
     check_not_running(&plan.data_dir)?;
     let chown = plan.owner.filter(|_| nix::unistd::geteuid().is_root());
-    let created = !plan.data_dir.exists();
-    fs::create_dir_all(&plan.data_dir)
-        .with_context(|| format!("creating {}", plan.data_dir.display()))?;
-    if created {
-        set_owner(&plan.data_dir, chown)?;
-    }
     let mut by_block: BTreeMap<String, Vec<RestoreFile<'_>>> = BTreeMap::new();
     for f in files {
         let (ulid, _) = split_item(&f.item)
             .with_context(|| format!("{} is not a Prometheus block file", f.item))?;
+        if !plan.blocks.iter().any(|b| b.ulid == ulid) {
+            bail!("block {ulid} was given to restore but is not in the plan");
+        }
         by_block.entry(ulid.to_string()).or_default().push(f);
+    }
+    fs::create_dir_all(&plan.data_dir)
+        .with_context(|| format!("creating {}", plan.data_dir.display()))?;
+    // An empty (or new) directory becomes the Prometheus user's: it writes its head there.
+    if plan.existing.is_empty() {
+        set_owner(&plan.data_dir, chown)?;
     }
     let mut report = PrometheusRestoreReport {
         blocks: Vec::new(),
@@ -268,9 +271,6 @@ pub fn restore(
         report.blocks.push(block.ulid.clone());
         report.files += n;
         report.bytes += bytes;
-    }
-    if let Some(extra) = by_block.keys().next() {
-        bail!("block {extra} was given to restore but is not in the plan");
     }
     fsync_dir(&plan.data_dir)?;
     Ok(report)
