@@ -12,6 +12,7 @@ pub mod cassandra;
 pub mod files;
 pub mod items;
 pub mod mariadb;
+pub mod prometheus;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
