@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use anyhow::Result;
 use crate::engines::files::{place, Entry, Existing, PlaceOptions};
+use anyhow::Result;
 use serde_json::json;
 
 use super::Ctx;
@@ -45,9 +45,7 @@ pub fn export(
         },
     )
     .map_err(|e| {
-        if e.downcast_ref::<crate::engines::files::Unsafe>()
-            .is_some()
-        {
+        if e.downcast_ref::<crate::engines::files::Unsafe>().is_some() {
             crate::error::unsafe_content(format!("{e:#}"))
         } else {
             e

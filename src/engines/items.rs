@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use anyhow::Result;
 use crate::engines::mariadb::load::ItemSource;
+use anyhow::Result;
 
 use crate::codec::decode_piece;
 use crate::error::integrity;

@@ -4,10 +4,10 @@
 //! is their specification. Changing a field here changes the format: bump
 //! [`crate::repo::FORMAT_VERSION`] and the spec together.
 
-pub mod ids;
-pub mod item;
 pub mod cassandra_info;
 pub mod files_info;
+pub mod ids;
+pub mod item;
 pub mod manifest;
 pub mod mariadb_info;
 

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
 use crate::engines::cassandra::{OpenFn, RestoreComponent};
+use anyhow::Result;
 use mnbackup_restore::journal::Journal;
 use mnbackup_restore::plan::{estimate_secs, Check, CheckStatus, PlanStep, FILE_RATE};
 use mnbackup_restore::report::{RestoreReport, StepReport, StepStatus};

@@ -21,8 +21,8 @@
 //!
 //! The `sources.cassandra` manifest entry is [`crate::model::cassandra_info::CassandraSourceInfo`].
 
-pub mod component;
 pub mod backup;
+pub mod component;
 pub mod config;
 pub mod cql;
 pub mod digest;

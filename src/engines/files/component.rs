@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::Result;
 use crate::engines::files::{place, Content, Entry, EntryMeta, Existing, Kind, PlaceOptions};
+use anyhow::Result;
 use mnbackup_restore::journal::Journal;
 use mnbackup_restore::plan::{estimate_secs, human_bytes, Check, CheckStatus, PlanStep, FILE_RATE};
 use mnbackup_restore::report::{RestoreReport, StepReport, StepStatus};
@@ -249,9 +249,7 @@ impl FilesPart {
             chown: true,
         };
         let r = place(&todo, root, &content, &opts).map_err(|e| {
-            if e.downcast_ref::<crate::engines::files::Unsafe>()
-                .is_some()
-            {
+            if e.downcast_ref::<crate::engines::files::Unsafe>().is_some() {
                 crate::error::unsafe_content(format!(
                     "restoring files under {}: {e:#}",
                     root.display()

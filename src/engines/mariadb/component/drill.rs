@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::Result;
 use crate::engines::mariadb::load::{self as rm, LoadOptions};
+use anyhow::Result;
 use mnbackup_restore::report::RestoreReport;
 
 use super::{load_and_prove, resolve_target, runtime, source_of, target_config, Mariadb, PREFIX};

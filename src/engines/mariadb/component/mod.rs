@@ -12,22 +12,22 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::engines::mariadb::load::{self as rm, LoadOptions, Loader, Target};
+use crate::engines::mariadb::plan::{target_db, MariadbSource};
 use anyhow::{Context, Result};
 use mnbackup_restore::journal::Journal;
-use crate::engines::mariadb::load::{self as rm, LoadOptions, Loader, Target};
 use mnbackup_restore::plan::{Check, CheckStatus, PlanStep};
-use crate::engines::mariadb::plan::{target_db, MariadbSource};
 use mnbackup_restore::report::{RestoreReport, StepReport, StepStatus, TableCheck};
 
 use crate::config::Config;
 use crate::engines::items::RepoItems;
+use crate::engines::mariadb::MariadbConfig;
 use crate::engines::{
     BackupCtx, Component, PartOutcome, Preflight, RestoreEnv, RestorePart, RestoreRequest,
 };
 use crate::error::usage;
 use crate::model::{Item, Manifest};
 use crate::source::ItemSink;
-use crate::engines::mariadb::MariadbConfig;
 
 /// The MariaDB component.
 pub struct Mariadb;

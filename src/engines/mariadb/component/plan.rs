@@ -2,9 +2,9 @@
 
 use std::collections::BTreeSet;
 
+use crate::engines::mariadb::plan::{target_db, ItemKind, MariadbSource};
 use mnbackup_restore::journal::Journal;
 use mnbackup_restore::plan::{estimate_secs, PlanStep, FINGERPRINT_RATE, SQL_LOAD_RATE};
-use crate::engines::mariadb::plan::{target_db, ItemKind, MariadbSource};
 
 use super::MariadbPart;
 use crate::engines::RestoreEnv;

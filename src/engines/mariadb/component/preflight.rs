@@ -1,11 +1,11 @@
 //! The MariaDB preflight checks: renamed routines, the target server (version,
 //! max_allowed_packet), the target databases (absent or empty), ZStack's volume paths.
 
+use crate::engines::mariadb::load::{self as rm, Target};
+use crate::engines::mariadb::plan::{target_db, ItemKind, MariadbSource};
 use anyhow::{Context, Result};
 use mnbackup_restore::journal::Journal;
-use crate::engines::mariadb::load::{self as rm, Target};
 use mnbackup_restore::plan::{Check, CheckStatus};
-use crate::engines::mariadb::plan::{target_db, ItemKind, MariadbSource};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
