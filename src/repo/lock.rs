@@ -153,6 +153,11 @@ impl Lock {
     pub fn info(&self) -> LockInfo {
         self.info.lock().unwrap().clone()
     }
+
+    /// The lock file's key (None: a reader proceeding without a lock file).
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
 }
 
 impl Drop for Lock {

@@ -102,6 +102,9 @@ pub struct Repo {
     store: Arc<dyn Backend>,
     pub config: RepoConfig,
     pub stale_after: Duration,
+    /// The host whose snapshot series this handle works on (`latest`, the delta parent):
+    /// the system host name unless the configuration or `--host` says otherwise.
+    pub host: String,
     /// Objects to write again even though a file of that name exists (recorded as damaged by
     /// `verify`); set by the snapshot writer.
     pub rewrite: Arc<std::sync::Mutex<HashSet<String>>>,
@@ -126,6 +129,7 @@ impl Repo {
             store,
             config,
             stale_after: lock::DEFAULT_STALE,
+            host: lock::hostname(),
             rewrite: Arc::default(),
             verified: Arc::default(),
         }
