@@ -144,7 +144,7 @@ pub fn take(env: &Env, req: &SnapshotRequest, progress: Arc<dyn Progress>) -> Re
         ),
         Err(e) => {
             let id = writer.id.clone();
-            let n = writer.abort();
+            let n = writer.abort().unwrap_or(0);
             tracing::info!(
                 "snapshot {id} abandoned; the {n} objects it had written stay until `mnbackup \
                  prune` (another writer may use them)"

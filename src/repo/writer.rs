@@ -264,10 +264,10 @@ impl SnapshotWriter {
     /// stay: another writer running at the same time may have found them present and
     /// reference them; `prune` (under the exclusive lock) removes those no snapshot needs.
     /// Returns the number of objects this run added (left for prune).
-    pub fn abort(self) -> usize {
+    pub fn abort(self) -> Result<usize> {
         let n = self.new_objects.into_inner().unwrap().len();
         self.in_progress.remove();
-        n
+        Ok(n)
     }
 
     /// Whether every object a stored piece needs (its data and, for a delta, the whole base
