@@ -1,7 +1,7 @@
 //! Repository locks that work on NFS without `flock`.
 //!
 //! A lock is a small JSON file `locks/<id>.json` written atomically (a temporary `.<id>.tmp` in
-//! `locks/` itself, renamed: lock files never pass through `tmp/`, which a snapshot empties),
+//! `locks/` itself, renamed: lock files never pass through `tmp/`, which prune cleans),
 //! carrying host, boot id, pid, the process's start time, a heartbeat refreshed every
 //! [`HEARTBEAT`], and whether it is exclusive. To take a lock a process writes its own file, then
 //! lists `locks/`: if another live lock conflicts (either of the two is exclusive) it removes its
