@@ -120,7 +120,7 @@ pub fn take(env: &Env, req: &SnapshotRequest, progress: Arc<dyn Progress>) -> Re
     let repo = &repo;
     // Shared: other hosts' (or this host's other) snapshots may write at the same time. Leftovers
     // of interrupted runs are left to prune, which alone knows no writer runs.
-    let lock = repo.lock(false, "snapshot", env.lock_wait)?;
+    let lock = repo.lock_writer("snapshot", env.lock_wait)?;
     let series = components(env.config, env.registry, req);
     let parent = latest_good(repo, &repo.host, &series)?;
     progress.phase("snapshot", None);

@@ -268,6 +268,12 @@ impl Repo {
         lock::acquire(&self.store, exclusive, command, self.stale_after, wait)
     }
 
+    /// Take a writer's shared lock (a snapshot): several writers at once, never without a lock
+    /// file.
+    pub fn lock_writer(&self, command: &str, wait: Duration) -> Result<lock::Lock> {
+        lock::acquire_kind(&self.store, lock::Kind::Writer, command, self.stale_after, wait)
+    }
+
     /// Remove stale locks (or all, with `all`). Returns the removed locks.
     pub fn remove_locks(&self, all: bool) -> Result<Vec<(String, Option<lock::LockInfo>)>> {
         lock::remove_locks(&self.store, self.stale_after, all)

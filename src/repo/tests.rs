@@ -268,6 +268,27 @@ fn a_reading_lock_on_a_full_store_proceeds_without_a_file() {
     drop(l);
     let e = repo.lock(true, "snapshot", Duration::ZERO).err().unwrap();
     assert_eq!(exit_code(&e), crate::error::EXIT_NO_SPACE);
+    // A writer's shared lock never goes without its file: prune must see it.
+    let e = repo.lock_writer("snapshot", Duration::ZERO).err().unwrap();
+    assert_eq!(exit_code(&e), crate::error::EXIT_NO_SPACE);
+}
+
+/// Issue 17 item 4: writers share the repository with each other and with readers; the
+/// exclusive lock (prune) excludes them, and they exclude it.
+#[test]
+fn writers_share_and_prune_excludes_them() {
+    let repo = small_repo(MemBackend::new());
+    let w1 = repo.lock_writer("snapshot", Duration::ZERO).unwrap();
+    let w2 = repo.lock_writer("snapshot", Duration::ZERO).unwrap();
+    let r = repo.lock(false, "verify", Duration::ZERO).unwrap();
+    assert!(!w1.info().exclusive && w1.key().is_some() && w2.key().is_some());
+    let e = repo.lock(true, "prune", Duration::ZERO).err().unwrap();
+    assert_eq!(exit_code(&e), crate::error::EXIT_LOCKED);
+    drop((w1, w2, r));
+    let p = repo.lock(true, "prune", Duration::ZERO).unwrap();
+    let e = repo.lock_writer("snapshot", Duration::ZERO).err().unwrap();
+    assert_eq!(exit_code(&e), crate::error::EXIT_LOCKED);
+    drop(p);
 }
 
 #[test]
