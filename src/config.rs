@@ -275,7 +275,8 @@ impl Config {
             bad("lock_stale_minutes", r.lock_stale_minutes, 7 * 24 * 60)?;
         }
         if let Some(h) = &r.host {
-            check_host(h).map_err(|e| MnError::Usage(format!("the configuration {origin}: {e}")))?;
+            check_host(h)
+                .map_err(|e| MnError::Usage(format!("the configuration {origin}: {e}")))?;
         }
         if let Some(list) = self.mariadb.as_ref().and_then(|m| m.databases.as_ref()) {
             let mut seen = std::collections::BTreeSet::new();

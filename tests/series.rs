@@ -149,17 +149,30 @@ fn latest_of_a_host_without_snapshots() {
     let repo = t.path().join("repo");
     ok(&repo, &["init"]);
     let s = a.to_str().unwrap();
-    ok(&repo, &["snapshot", "--only-files", "--files", s, "--host", "x1"]);
+    ok(
+        &repo,
+        &["snapshot", "--only-files", "--files", s, "--host", "x1"],
+    );
     let cfg = config(t.path(), "new-node");
     let c = cfg.to_str().unwrap();
     let x1 = list(&repo)[0]["id"].as_str().unwrap().to_string();
     let o = ok(&repo, &["-c", c, "--json", "show", "latest"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains(&x1));
-    ok(&repo, &["snapshot", "--only-files", "--files", s, "--host", "x2"]);
+    ok(
+        &repo,
+        &["snapshot", "--only-files", "--files", s, "--host", "x2"],
+    );
     let o = mnb(&repo, &["-c", c, "show", "latest"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("x1") && stderr(&o).contains("x2"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("x1") && stderr(&o).contains("x2"),
+        "{}",
+        stderr(&o)
+    );
     // A bad host name is a usage error.
-    let o = mnb(&repo, &["snapshot", "--only-files", "--files", s, "--host", " "]);
+    let o = mnb(
+        &repo,
+        &["snapshot", "--only-files", "--files", s, "--host", " "],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

@@ -137,11 +137,7 @@ pub fn take(env: &Env, req: &SnapshotRequest, progress: Arc<dyn Progress>) -> Re
     let writer = Arc::try_unwrap(writer)
         .map_err(|_| anyhow::anyhow!("internal error: a source kept the snapshot writer"))?;
     match result {
-        Ok(()) => writer.commit(
-            repo.host.clone(),
-            req.trigger.clone(),
-            req.tags.clone(),
-        ),
+        Ok(()) => writer.commit(repo.host.clone(), req.trigger.clone(), req.tags.clone()),
         Err(e) => {
             let id = writer.id.clone();
             let n = writer.abort().unwrap_or(0);

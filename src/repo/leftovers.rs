@@ -52,7 +52,8 @@ impl Repo {
         }
         let since = oldest.map(|o| {
             let t: SystemTime = o.into();
-            t.checked_sub(CLOCK_MARGIN).unwrap_or(SystemTime::UNIX_EPOCH)
+            t.checked_sub(CLOCK_MARGIN)
+                .unwrap_or(SystemTime::UNIX_EPOCH)
         });
         Ok(LiveWriters { since })
     }
@@ -77,8 +78,7 @@ impl Repo {
 
     /// Whether object `id` may belong to a live writer (see [`Repo::live_writers`]).
     pub fn object_recent(&self, id: &str, live: &LiveWriters) -> bool {
-        live.since.is_some()
-            && super::objects::object_key(id).is_ok_and(|k| self.recent(&k, live))
+        live.since.is_some() && super::objects::object_key(id).is_ok_and(|k| self.recent(&k, live))
     }
 
     /// Clean up after interrupted runs. Call only while holding the exclusive lock: removes the

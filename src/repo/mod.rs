@@ -271,7 +271,13 @@ impl Repo {
     /// Take a writer's shared lock (a snapshot): several writers at once, never without a lock
     /// file.
     pub fn lock_writer(&self, command: &str, wait: Duration) -> Result<lock::Lock> {
-        lock::acquire_kind(&self.store, lock::Kind::Writer, command, self.stale_after, wait)
+        lock::acquire_kind(
+            &self.store,
+            lock::Kind::Writer,
+            command,
+            self.stale_after,
+            wait,
+        )
     }
 
     /// Remove stale locks (or all, with `all`). Returns the removed locks.

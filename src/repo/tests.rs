@@ -353,9 +353,16 @@ fn prune_keeps_the_objects_of_a_live_writer_and_removes_a_dead_ones() {
     // The writer is gone (its lock removed by `unlock`): the next prune removes its objects.
     store.delete("locks/node-b.json").unwrap();
     let r = crate::ops::prune::prune_locked(&repo, false).unwrap();
-    assert!(r.objects_removed + r.leftovers_removed as usize > 1, "{r:?}");
-    let left: std::collections::HashSet<String> =
-        repo.all_objects().unwrap().into_iter().map(|(id, _)| id).collect();
+    assert!(
+        r.objects_removed + r.leftovers_removed as usize > 1,
+        "{r:?}"
+    );
+    let left: std::collections::HashSet<String> = repo
+        .all_objects()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     assert_eq!(left, Repo::referenced_objects([&kept]));
     assert!(store.stat(&record).is_err());
     assert_eq!(read_item(&repo, &kept.items[0]).unwrap(), data(3000, 1));
@@ -368,7 +375,8 @@ fn manifests_record_their_series() {
     let repo = small_repo(MemBackend::new());
     let w = writer(&repo);
     w.component("files");
-    w.put_bytes(ItemSpec::content("files/x", false), b"x").unwrap();
+    w.put_bytes(ItemSpec::content("files/x", false), b"x")
+        .unwrap();
     let m = w.commit("node-a".into(), "manual".into(), vec![]).unwrap();
     assert_eq!(m.components, vec!["files".to_string()]);
     let back = repo.load_manifest(&m.id).unwrap();
