@@ -51,7 +51,11 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// List snapshots.
     #[command(alias = "snapshots")]
-    List,
+    List {
+        /// Only the snapshots of this host's series.
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Show a snapshot's items.
     Show {
         /// Snapshot id, unique prefix, or `latest`.
@@ -215,6 +219,13 @@ pub struct ForgetArgs {
     /// Prune afterwards.
     #[arg(long)]
     pub prune: bool,
+    /// Only this host's snapshots (and `latest` is this host's).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Apply the policy to each group of snapshots: `host` (default), `host,components`,
+    /// `components` or `none` (all snapshots as one group).
+    #[arg(long, default_value = "host", value_parser = crate::model::GroupBy::parse)]
+    pub group_by: crate::model::GroupBy,
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +239,10 @@ pub struct SnapshotArgs {
     /// Skip the configured sources and back up only --files.
     #[arg(long)]
     pub only_files: bool,
+    /// Record this host name instead of `[repository] host` or the system's: the snapshot's
+    /// series.
+    #[arg(long)]
+    pub host: Option<String>,
     /// What started the snapshot (recorded in the manifest).
     #[arg(long, default_value = "manual", hide = true)]
     pub trigger: String,

@@ -88,6 +88,10 @@ pub struct RepositoryConfig {
     pub lock_stale_minutes: u64,
     /// How long to wait for a conflicting lock before giving up.
     pub lock_wait_seconds: u64,
+    /// The host name recorded in this node's snapshots: their series (`latest`, the delta
+    /// parent, `forget`, `list --host`). Default: the system host name. Set it when a node is
+    /// replaced by one with another name that continues the same series.
+    pub host: Option<String>,
 }
 
 impl Default for RepositoryConfig {
@@ -97,6 +101,7 @@ impl Default for RepositoryConfig {
             cache_dir: None,
             lock_stale_minutes: 30,
             lock_wait_seconds: 0,
+            host: None,
         }
     }
 }
@@ -269,6 +274,10 @@ impl Config {
         if r.lock_stale_minutes > 7 * 24 * 60 {
             bad("lock_stale_minutes", r.lock_stale_minutes, 7 * 24 * 60)?;
         }
+        if let Some(h) = &r.host {
+            check_host(h)
+                .map_err(|e| MnError::Usage(format!("the configuration {origin}: {e}")))?;
+        }
         if let Some(list) = self.mariadb.as_ref().and_then(|m| m.databases.as_ref()) {
             let mut seen = std::collections::BTreeSet::new();
             for db in list {
@@ -359,4 +368,18 @@ fn mask_secrets(v: &mut toml::Value) {
         toml::Value::Array(a) => a.iter_mut().for_each(mask_secrets),
         _ => {}
     }
+}
+
+/// Check a series host name (`[repository] host`, `--host`): 1 to 253 characters, no control
+/// characters, no `/`, not blank.
+pub fn check_host(h: &str) -> std::result::Result<(), String> {
+    let bad = h.trim().is_empty() || h.len() > 253 || h.chars().any(|c| c.is_control() || c == '/');
+    if bad {
+        return Err(format!(
+            "host `{}` is not a usable host name (1 to 253 characters, no `/` or control \
+             characters)",
+            h.escape_debug()
+        ));
+    }
+    Ok(())
 }

@@ -387,7 +387,13 @@ fn apply_retention(ctx: &Ctx) -> Result<Option<String>> {
     }
     let repo = ctx.open_repo()?;
     let _lock = repo.lock(true, "forget", ctx.lock_wait())?;
-    let (kept, removed) = forget::forget_locked(ctx, &repo, &forget::ForgetArgs::default())?;
+    // The daemon applies the node's policy to its own series only: another node sharing the
+    // pool keeps its snapshots by its own policy.
+    let own = forget::ForgetArgs {
+        host: Some(repo.host.clone()),
+        ..Default::default()
+    };
+    let (kept, removed) = forget::forget_locked(ctx, &repo, &own)?;
     let mut out = format!(
         "retention ({pol}): {} kept, {} forgotten",
         kept.len(),

@@ -14,6 +14,9 @@ pub struct ForgetArgs {
     pub keep: KeepPolicy,
     pub dry_run: bool,
     pub prune: bool,
+    /// Only this host's snapshots (None: every host, grouped by `group_by`).
+    pub host: Option<String>,
+    pub group_by: crate::model::GroupBy,
 }
 
 /// The policy from the config, with command-line values taking precedence.
@@ -45,6 +48,8 @@ pub fn forget_locked(
             policy: policy(ctx, &args.keep),
             timezone: &ctx.config.daemon.timezone,
             dry_run: args.dry_run,
+            host: args.host.as_deref(),
+            group_by: args.group_by,
         },
     )
 }

@@ -89,6 +89,9 @@ impl Ctx {
                 .clamp(1, 7 * 24 * 60)
                 * 60,
         );
+        if let Some(h) = &self.config.repository.host {
+            repo.host = h.clone();
+        }
         Ok(repo)
     }
 
@@ -124,11 +127,21 @@ impl Ctx {
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<i32> {
-    let ctx = Ctx::new(&cli)?;
+    let mut ctx = Ctx::new(&cli)?;
+    // `--host` of snapshot and forget sets the series host, as `[repository] host` does.
+    let host = match &cli.command {
+        Command::Snapshot(a) => a.host.clone(),
+        Command::Forget(a) => a.host.clone(),
+        _ => None,
+    };
+    if let Some(h) = host {
+        crate::config::check_host(&h).map_err(crate::error::usage)?;
+        ctx.config.repository.host = Some(h);
+    }
     match cli.command {
         Command::Init => init::run(&ctx),
         Command::Snapshot(args) => snapshot::run(&ctx, &args),
-        Command::List => list::run(&ctx),
+        Command::List { host } => list::run(&ctx, host.as_deref()),
         Command::Show { snapshot } => show::run(&ctx, &snapshot),
         Command::Cat { snapshot, item } => cat::run(&ctx, &snapshot, &item),
         Command::Export {
@@ -151,6 +164,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                 },
                 dry_run: a.dry_run,
                 prune: a.prune,
+                host: a.host,
+                group_by: a.group_by,
             },
         ),
         Command::Prune { dry_run } => prune::run(&ctx, dry_run),

@@ -91,7 +91,15 @@ pub struct Manifest {
     pub id: String,
     pub time: DateTime<Utc>,
     pub finished: DateTime<Utc>,
+    /// The host whose series this snapshot belongs to (the system host name, or `[repository]
+    /// host` / `snapshot --host`). `latest`, the delta parent, `forget` and `list --host` work per
+    /// host.
     pub hostname: String,
+    /// The components (sources) this snapshot was taken of, e.g. `["files", "mariadb"]`: with the
+    /// host, its series. Absent in manifests written before it was recorded: then
+    /// [`Manifest::components`] derives it from the items' first name component.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<String>,
     /// `manual`, or `schedule:<job name>`, or `safety` (taken by restore --force).
     pub trigger: String,
     #[serde(default)]
@@ -110,4 +118,99 @@ pub struct Manifest {
     /// What this snapshot lacks, one entry per gap; empty when `complete`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<Gap>,
+}
+
+impl Manifest {
+    /// The host of the snapshot's series.
+    pub fn host(&self) -> &str {
+        &self.hostname
+    }
+
+    /// The components of the snapshot's series: as recorded, or (older manifests) the first
+    /// component of each item's name and the sources' names.
+    pub fn components(&self) -> std::collections::BTreeSet<String> {
+        if !self.components.is_empty() {
+            return self.components.iter().cloned().collect();
+        }
+        let items = self
+            .items
+            .iter()
+            .map(|i| i.name.split('/').next().unwrap_or_default().to_string());
+        items
+            .chain(self.sources.keys().cloned())
+            .filter(|c| !c.is_empty())
+            .collect()
+    }
+
+    /// Whether this snapshot is of the same series (host and components) as `other`.
+    pub fn same_series(&self, host: &str, components: &std::collections::BTreeSet<String>) -> bool {
+        self.hostname == host && &self.components() == components
+    }
+}
+
+/// How `forget` groups snapshots before applying a retention policy (as restic's `--group-by`):
+/// each group keeps its own newest snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupBy {
+    pub host: bool,
+    pub components: bool,
+}
+
+impl Default for GroupBy {
+    fn default() -> Self {
+        GroupBy {
+            host: true,
+            components: false,
+        }
+    }
+}
+
+impl GroupBy {
+    /// `host`, `components`, `host,components` (either order) or `none` / empty.
+    pub fn parse(s: &str) -> Result<GroupBy, String> {
+        let mut g = GroupBy {
+            host: false,
+            components: false,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "host" => g.host = true,
+                "components" => g.components = true,
+                "none" => {}
+                other => {
+                    return Err(format!(
+                        "unknown group `{other}`; use host, components, host,components or none"
+                    ))
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    /// The group a snapshot belongs to.
+    pub fn key(&self, m: &Manifest) -> String {
+        let mut k = String::new();
+        if self.host {
+            k.push_str(m.host());
+        }
+        if self.components {
+            let c: Vec<String> = m.components().into_iter().collect();
+            k.push('\n');
+            k.push_str(&c.join(","));
+        }
+        k
+    }
+
+    /// The group's name for messages (`host node-a`, `components files`).
+    pub fn describe(&self, m: &Manifest) -> String {
+        let mut parts = Vec::new();
+        if self.host {
+            parts.push(format!("host {}", m.host()));
+        }
+        if self.components {
+            let c: Vec<String> = m.components().into_iter().collect();
+            parts.push(format!("components {}", c.join(",")));
+        }
+        parts.join(", ")
+    }
 }

@@ -16,7 +16,7 @@ pub use ids::{
     MAX_OBJECT, MAX_PIECE,
 };
 pub use item::{ItemSink, ItemSource, ItemSpec};
-pub use manifest::{Gap, Manifest, SnapshotStats};
+pub use manifest::{Gap, GroupBy, Manifest, SnapshotStats};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,9 @@
 //! Prune: remove objects no snapshot references (mark and sweep).
 //!
-//! Runs under the exclusive lock, so no snapshot is being written meanwhile and nothing a running
-//! snapshot needs can go. Delta bases are marked through the kept pieces' chains, so a base a
+//! Runs under the exclusive lock, so no snapshot (they hold shared locks) is being written
+//! meanwhile. A writer whose lock went stale but whose holder may still run (its in-progress
+//! record and lock file are still there) is respected all the same: objects modified after the
+//! oldest such writer started are kept (see [`crate::repo::leftovers`]). Delta bases are marked through the kept pieces' chains, so a base a
 //! kept delta needs is never removed. A damaged manifest stops the prune: what it references is
 //! unknown.
 
@@ -48,10 +50,11 @@ pub fn prune_locked(repo: &Repo, dry_run: bool) -> Result<PruneReport> {
         report.leftovers_removed = repo.clean_leftovers()?.0;
     }
     let keep = Repo::referenced_objects(&manifests);
+    let live = repo.live_writers()?;
     let all = repo.all_objects()?;
     report.objects_total = all.len();
     for (id, size) in all {
-        if keep.contains(&id) {
+        if keep.contains(&id) || repo.object_recent(&id, &live) {
             report.bytes_kept += size;
             continue;
         }
@@ -76,8 +79,9 @@ pub fn free_one(repo: &Repo) -> Result<bool> {
         }
     }
     let keep = Repo::referenced_objects(&manifests);
+    let live = repo.live_writers()?;
     for (id, _) in repo.all_objects()? {
-        if !keep.contains(&id) {
+        if !keep.contains(&id) && !repo.object_recent(&id, &live) {
             repo.delete_object(&id)?;
             return Ok(true);
         }

@@ -1,11 +1,12 @@
 //! Take a snapshot of the components now.
 //!
-//! Order: lock the repository (exclusive), clean leftovers of interrupted runs, pick the parent
-//! (the latest snapshot that loads), run the components in the registry's order (MariaDB first,
-//! at its consistent point; then Cassandra; then files), commit the manifest. Each component
-//! succeeds or fails on its own: a failed one is left out and recorded as a gap (the run exits
-//! 10, incomplete). A cancellation or an error of the repository itself aborts: the objects
-//! this run added are removed and no snapshot is committed.
+//! Order: lock the repository (shared: snapshots of several hosts may run at once; only prune
+//! excludes them), pick the parent (the latest snapshot of this host's series that loads), run
+//! the components in the registry's order (MariaDB first, at its consistent point; then
+//! Cassandra; then files), commit the manifest. Each component succeeds or fails on its own: a
+//! failed one is left out and recorded as a gap (the run exits 10, incomplete). A cancellation
+//! or an error of the repository itself aborts: no snapshot is committed, and the objects this
+//! run added stay for `prune` (another writer may already reference them).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -54,28 +55,44 @@ pub fn sig_cache(config: &Config, repo: &Repo) -> SigCache {
     }
 }
 
-/// The newest snapshot whose manifest loads (a damaged newest one is skipped with a warning).
-pub fn latest_good(repo: &Repo) -> Result<Option<Manifest>> {
+/// The delta parent: the newest snapshot of `host` whose manifest loads, of the same
+/// components when there is one (a damaged one is skipped with a warning). Never another
+/// host's snapshot.
+pub fn latest_good(
+    repo: &Repo,
+    host: &str,
+    components: &BTreeSet<String>,
+) -> Result<Option<Manifest>> {
+    let mut same_host = None;
     for id in repo.snapshot_ids()?.iter().rev() {
         match repo.load_manifest(id) {
-            Ok(m) => return Ok(Some(m)),
+            Ok(m) if m.same_series(host, components) => return Ok(Some(m)),
+            Ok(m) if m.host() == host && same_host.is_none() => same_host = Some(m),
+            Ok(_) => {}
             Err(e) => tracing::warn!("skipping snapshot {id} as delta parent: {e:#}"),
         }
     }
-    Ok(None)
+    Ok(same_host)
 }
 
-/// Whether the request would back up nothing (no component enabled).
-pub fn nothing_to_back_up(config: &Config, registry: &Registry, req: &SnapshotRequest) -> bool {
+/// The components this request takes (selected and enabled): with the host, its series.
+fn components(config: &Config, registry: &Registry, req: &SnapshotRequest) -> BTreeSet<String> {
     let ctx = BackupCtx {
         config,
         snapshot_id: "",
         extra_files: &req.files,
         cancel: None,
     };
-    !registry
+    registry
         .iter()
-        .any(|c| selected(req, c.as_ref()) && c.enabled(&ctx))
+        .filter(|c| selected(req, c.as_ref()) && c.enabled(&ctx))
+        .map(|c| c.name().to_string())
+        .collect()
+}
+
+/// Whether the request would back up nothing (no component enabled).
+pub fn nothing_to_back_up(config: &Config, registry: &Registry, req: &SnapshotRequest) -> bool {
+    components(config, registry, req).is_empty()
 }
 
 fn selected(req: &SnapshotRequest, c: &dyn Component) -> bool {
@@ -96,16 +113,16 @@ impl crate::writer::Progress for WriterProgress {
 
 /// Take a snapshot; returns the committed manifest.
 pub fn take(env: &Env, req: &SnapshotRequest, progress: Arc<dyn Progress>) -> Result<Manifest> {
-    let repo = &env.repo;
-    let _lock = repo.lock(true, "snapshot", env.lock_wait)?;
-    let (n, b) = repo.clean_leftovers()?;
-    if n > 0 {
-        tracing::info!(
-            "removed {n} leftover files ({}) of an interrupted run",
-            indicatif::HumanBytes(b)
-        );
+    let mut repo = env.repo.clone();
+    if let Some(h) = &env.config.repository.host {
+        repo.host = h.clone();
     }
-    let parent = latest_good(repo)?;
+    let repo = &repo;
+    // Shared: other hosts' (or this host's other) snapshots may write at the same time. Leftovers
+    // of interrupted runs are left to prune, which alone knows no writer runs.
+    let lock = repo.lock_writer("snapshot", env.lock_wait)?;
+    let series = components(env.config, env.registry, req);
+    let parent = latest_good(repo, &repo.host, &series)?;
     progress.phase("snapshot", None);
     let writer = SnapshotWriter::new(
         repo.clone(),
@@ -114,22 +131,20 @@ pub fn take(env: &Env, req: &SnapshotRequest, progress: Arc<dyn Progress>) -> Re
         parent,
         Some(Box::new(WriterProgress(progress))),
     )?;
+    writer.bind_lock(&lock)?;
     let writer = Arc::new(writer);
     let result = run_components(env, req, &writer);
     let writer = Arc::try_unwrap(writer)
         .map_err(|_| anyhow::anyhow!("internal error: a source kept the snapshot writer"))?;
     match result {
-        Ok(()) => writer.commit(
-            crate::repo::lock::hostname(),
-            req.trigger.clone(),
-            req.tags.clone(),
-        ),
+        Ok(()) => writer.commit(repo.host.clone(), req.trigger.clone(), req.tags.clone()),
         Err(e) => {
             let id = writer.id.clone();
-            match writer.abort() {
-                Ok(n) => tracing::info!("snapshot {id} abandoned; removed the {n} objects it had written"),
-                Err(e2) => tracing::warn!("snapshot {id} abandoned; cleaning its objects failed: {e2:#} (the next snapshot removes them)"),
-            }
+            let n = writer.abort().unwrap_or(0);
+            tracing::info!(
+                "snapshot {id} abandoned; the {n} objects it had written stay until `mnbackup \
+                 prune` (another writer may use them)"
+            );
             Err(e.context(
                 "the snapshot failed; nothing was committed and earlier snapshots are unchanged",
             ))
@@ -168,6 +183,7 @@ fn run_components(env: &Env, req: &SnapshotRequest, writer: &Arc<SnapshotWriter>
             continue;
         }
         if c.enabled(&ctx) {
+            writer.component(c.name());
             let sink: Arc<dyn ItemSink> = writer.clone();
             let r = c.backup(&ctx, sink).map(|line| {
                 if !line.is_empty() {

@@ -1,7 +1,7 @@
 //! Repository locks that work on NFS without `flock`.
 //!
 //! A lock is a small JSON file `locks/<id>.json` written atomically (a temporary `.<id>.tmp` in
-//! `locks/` itself, renamed: lock files never pass through `tmp/`, which a snapshot empties),
+//! `locks/` itself, renamed: lock files never pass through `tmp/`, which prune cleans),
 //! carrying host, boot id, pid, the process's start time, a heartbeat refreshed every
 //! [`HEARTBEAT`], and whether it is exclusive. To take a lock a process writes its own file, then
 //! lists `locks/`: if another live lock conflicts (either of the two is exclusive) it removes its
@@ -13,6 +13,9 @@
 //! heartbeat is older than the stale age, or further in the future than the stale age (a clock
 //! that jumped). Locks that are certainly dead (this host) are removed by the next lock attempt;
 //! `mnbackup unlock` removes every stale lock.
+//!
+//! Several snapshots may hold shared locks at once (each writer's own lock file; see
+//! [`crate::repo::leftovers`]); only prune (and forget, repair) take the exclusive one.
 //!
 //! A shared (reading) lock that cannot be written because the pool is full or read-only is not
 //! needed to read safely: the command proceeds without one (as restic's `--no-lock`), with a
@@ -153,6 +156,11 @@ impl Lock {
     pub fn info(&self) -> LockInfo {
         self.info.lock().unwrap().clone()
     }
+
+    /// The lock file's key (None: a reader proceeding without a lock file).
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
 }
 
 impl Drop for Lock {
@@ -247,7 +255,8 @@ fn locked_error(other: &LockInfo, stale_after: Duration) -> anyhow::Error {
 }
 
 /// Take a lock. Waits up to `wait` for conflicting locks to go away, then refuses with an error
-/// naming the holder (exit 4).
+/// naming the holder (exit 4). A shared lock of a reader proceeds without a file on a full or
+/// read-only pool (see the module's doc).
 pub fn acquire(
     store: &Store,
     exclusive: bool,
@@ -255,6 +264,35 @@ pub fn acquire(
     stale_after: Duration,
     wait: Duration,
 ) -> Result<Lock> {
+    let kind = if exclusive {
+        Kind::Exclusive
+    } else {
+        Kind::Reader
+    };
+    acquire_kind(store, kind, command, stale_after, wait)
+}
+
+/// What a lock is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Shared, reading only: may proceed without a lock file on a full or read-only pool.
+    Reader,
+    /// Shared, writing (a snapshot): several at once, but never without a lock file (prune
+    /// must see it).
+    Writer,
+    /// Exclusive (prune, forget, repair).
+    Exclusive,
+}
+
+/// Take a lock of `kind` (see [`acquire`]).
+pub fn acquire_kind(
+    store: &Store,
+    kind: Kind,
+    command: &str,
+    stale_after: Duration,
+    wait: Duration,
+) -> Result<Lock> {
+    let exclusive = kind == Kind::Exclusive;
     store.check_dir(LOCKS).map_err(se)?;
     let start = std::time::Instant::now();
     let boot = boot_id();
@@ -279,7 +317,7 @@ pub fn acquire(
         );
         let mut own = Some(key.clone());
         if let Err(e) = write_lock_file(store, &key, &info) {
-            if !exclusive && pool_unwritable(&e) {
+            if kind == Kind::Reader && pool_unwritable(&e) {
                 tracing::warn!(
                     "cannot write a lock file ({e}); the pool is full or read-only. Reading \
                      without a lock (nothing is written to the pool)"

@@ -88,32 +88,7 @@ impl Repo {
     pub fn resolve(&self, spec: &str) -> Result<String> {
         let ids = self.snapshot_ids()?;
         if spec == "latest" || spec == "latest:safety" {
-            // `latest` is the newest snapshot of the node's own sources, never a safety snapshot
-            // that `restore --force` took of the target; `latest:safety` is the newest of those.
-            // A manifest that does not load is returned as it is, so its error is what the
-            // operator sees.
-            let want_safety = spec == "latest:safety";
-            for id in ids.iter().rev() {
-                let is_safety = match self.load_manifest(id) {
-                    Ok(m) => m.trigger == "safety",
-                    Err(_) => return Ok(id.clone()),
-                };
-                if is_safety == want_safety {
-                    return Ok(id.clone());
-                }
-            }
-            return Err(MnError::Usage(if want_safety {
-                format!(
-                    "the repository at {} has no safety snapshot (restore --force takes one)",
-                    self.location()
-                )
-            } else {
-                format!(
-                    "the repository at {} has no snapshots yet; take one with `mnbackup snapshot`",
-                    self.location()
-                )
-            })
-            .into());
+            return self.latest(&ids, spec == "latest:safety");
         }
         if ids.iter().any(|i| i == spec) {
             return Ok(spec.to_string());
@@ -130,6 +105,62 @@ impl Repo {
                 "`{spec}` matches {n} snapshots; give more of the id (`mnbackup list`)"
             ))
             .into()),
+        }
+    }
+
+    /// `latest` is the newest snapshot of this repository handle's host series ([`Repo::host`])
+    /// of the node's own sources, never a safety snapshot that `restore --force` took of the
+    /// target; `latest:safety` is the newest of those. When the host has no snapshot at all and
+    /// a single other host has (a replaced node restoring), that host's newest is taken. A
+    /// manifest that does not load is returned as it is, so its error is what the operator
+    /// sees.
+    fn latest(&self, ids: &[String], want_safety: bool) -> Result<String> {
+        let mut others: Vec<(String, String)> = Vec::new();
+        for id in ids.iter().rev() {
+            let m = match self.load_manifest(id) {
+                Ok(m) => m,
+                Err(_) => return Ok(id.clone()),
+            };
+            if (m.trigger == "safety") != want_safety {
+                continue;
+            }
+            if m.host() == self.host {
+                return Ok(id.clone());
+            }
+            if !others.iter().any(|(h, _)| h == m.host()) {
+                others.push((m.host().to_string(), id.clone()));
+            }
+        }
+        let what = if want_safety {
+            "safety snapshot (restore --force takes one)"
+        } else {
+            "snapshot"
+        };
+        match others.as_slice() {
+            [] => Err(MnError::Usage(if want_safety {
+                format!("the repository at {} has no {what}", self.location())
+            } else {
+                format!(
+                    "the repository at {} has no snapshots yet; take one with `mnbackup snapshot`",
+                    self.location()
+                )
+            })
+            .into()),
+            [(h, id)] => {
+                tracing::info!("host {} has no {what}; `latest` is host {h}'s", self.host);
+                Ok(id.clone())
+            }
+            many => {
+                let hosts: Vec<&str> = many.iter().map(|(h, _)| h.as_str()).collect();
+                Err(MnError::Usage(format!(
+                    "host {} has no {what} in {}; the hosts there are {}: give --host or a \
+                     snapshot id (`mnbackup list`)",
+                    self.host,
+                    self.location(),
+                    hosts.join(", ")
+                ))
+                .into())
+            }
         }
     }
 

@@ -102,6 +102,9 @@ pub struct Repo {
     store: Arc<dyn Backend>,
     pub config: RepoConfig,
     pub stale_after: Duration,
+    /// The host whose snapshot series this handle works on (`latest`, the delta parent):
+    /// the system host name unless the configuration or `--host` says otherwise.
+    pub host: String,
     /// Objects to write again even though a file of that name exists (recorded as damaged by
     /// `verify`); set by the snapshot writer.
     pub rewrite: Arc<std::sync::Mutex<HashSet<String>>>,
@@ -126,6 +129,7 @@ impl Repo {
             store,
             config,
             stale_after: lock::DEFAULT_STALE,
+            host: lock::hostname(),
             rewrite: Arc::default(),
             verified: Arc::default(),
         }
@@ -262,6 +266,18 @@ impl Repo {
     /// Take a lock on the repository.
     pub fn lock(&self, exclusive: bool, command: &str, wait: Duration) -> Result<lock::Lock> {
         lock::acquire(&self.store, exclusive, command, self.stale_after, wait)
+    }
+
+    /// Take a writer's shared lock (a snapshot): several writers at once, never without a lock
+    /// file.
+    pub fn lock_writer(&self, command: &str, wait: Duration) -> Result<lock::Lock> {
+        lock::acquire_kind(
+            &self.store,
+            lock::Kind::Writer,
+            command,
+            self.stale_after,
+            wait,
+        )
     }
 
     /// Remove stale locks (or all, with `all`). Returns the removed locks.

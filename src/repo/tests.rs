@@ -152,16 +152,22 @@ fn sweeping_unreferenced_objects_keeps_every_delta_base() {
 }
 
 #[test]
-fn an_aborted_snapshot_removes_its_objects_and_leftovers_are_cleaned() {
+fn an_aborted_snapshot_keeps_its_objects_for_prune_and_leftovers_are_cleaned() {
     let store = MemBackend::new();
     let repo = small_repo(store.clone());
     let w = writer(&repo);
     w.put_bytes(ItemSpec::content("f", false), &data(4000, 9))
         .unwrap();
-    assert!(!repo.all_objects().unwrap().is_empty());
-    assert!(w.abort().unwrap() > 0);
-    assert!(repo.all_objects().unwrap().is_empty());
+    let written = repo.all_objects().unwrap();
+    assert!(!written.is_empty());
+    // Another writer may reference them: abort removes only its in-progress record.
+    assert_eq!(w.abort().unwrap(), written.len());
+    assert_eq!(repo.all_objects().unwrap(), written);
     assert!(store.list("tmp/").unwrap().is_empty());
+    // Prune (mark and sweep under the exclusive lock) removes them.
+    let r = crate::ops::prune::prune_locked(&repo, false).unwrap();
+    assert_eq!(r.objects_removed, written.len());
+    assert!(repo.all_objects().unwrap().is_empty());
 
     // An interrupted run (never committed nor aborted): its record names its objects.
     let w = writer(&repo);
@@ -193,7 +199,9 @@ fn a_full_store_mid_snapshot_is_exit_7_and_nothing_is_committed() {
     assert!(w.pool_failed());
     w.abort().unwrap();
     assert!(repo.snapshot_ids().unwrap().is_empty());
-    assert!(mem.list("tmp/").unwrap().is_empty());
+    // Only temporary files of the failed writes may remain (prune removes them).
+    let left = mem.list("tmp/").unwrap();
+    assert!(left.iter().all(|(k, _)| k.ends_with(".tmp")), "{left:?}");
 }
 
 #[test]
@@ -260,6 +268,27 @@ fn a_reading_lock_on_a_full_store_proceeds_without_a_file() {
     drop(l);
     let e = repo.lock(true, "snapshot", Duration::ZERO).err().unwrap();
     assert_eq!(exit_code(&e), crate::error::EXIT_NO_SPACE);
+    // A writer's shared lock never goes without its file: prune must see it.
+    let e = repo.lock_writer("snapshot", Duration::ZERO).err().unwrap();
+    assert_eq!(exit_code(&e), crate::error::EXIT_NO_SPACE);
+}
+
+/// Issue 17 item 4: writers share the repository with each other and with readers; the
+/// exclusive lock (prune) excludes them, and they exclude it.
+#[test]
+fn writers_share_and_prune_excludes_them() {
+    let repo = small_repo(MemBackend::new());
+    let w1 = repo.lock_writer("snapshot", Duration::ZERO).unwrap();
+    let w2 = repo.lock_writer("snapshot", Duration::ZERO).unwrap();
+    let r = repo.lock(false, "verify", Duration::ZERO).unwrap();
+    assert!(!w1.info().exclusive && w1.key().is_some() && w2.key().is_some());
+    let e = repo.lock(true, "prune", Duration::ZERO).err().unwrap();
+    assert_eq!(exit_code(&e), crate::error::EXIT_LOCKED);
+    drop((w1, w2, r));
+    let p = repo.lock(true, "prune", Duration::ZERO).unwrap();
+    let e = repo.lock_writer("snapshot", Duration::ZERO).err().unwrap();
+    assert_eq!(exit_code(&e), crate::error::EXIT_LOCKED);
+    drop(p);
 }
 
 #[test]
@@ -283,4 +312,78 @@ fn manifests_and_markers_keep_format_v1_bytes() {
             blake3::hash(&b).to_hex().as_str()
         );
     }
+}
+
+/// Issue 17 item 4: while a writer that may still run (its in-progress record names a lock
+/// file that is there, even with a stale heartbeat) exists, prune keeps every object modified
+/// after that writer started; once the writer is gone, its unreferenced objects go.
+#[test]
+fn prune_keeps_the_objects_of_a_live_writer_and_removes_a_dead_ones() {
+    let store = MemBackend::new();
+    let repo = small_repo(store.clone());
+    let kept = snapshot(&repo, None, &[("a", &data(3000, 1))]);
+    // A writer of another host whose heartbeat is old (prune can take its exclusive lock), but
+    // whose lock file is still there: it may come back.
+    let w = writer(&repo);
+    let other = lock::LockInfo {
+        host: "node-b".into(),
+        pid: 1,
+        exclusive: false,
+        command: "snapshot".into(),
+        started: Utc::now() - chrono::Duration::minutes(1),
+        heartbeat: Utc::now() - chrono::Duration::hours(2),
+        boot_id: None,
+        proc_start: None,
+    };
+    store
+        .put_replace("locks/node-b.json", &serde_json::to_vec(&other).unwrap())
+        .unwrap();
+    // Bind the record to node-b's lock (as its writer would have).
+    let record = format!("tmp/inprogress-{}", w.id);
+    store.append(&record, b"lock locks/node-b.json\n").unwrap();
+    w.put_bytes(ItemSpec::content("b", false), &data(4000, 7))
+        .unwrap();
+    let before = repo.all_objects().unwrap().len();
+    let ex = repo.lock(true, "prune", Duration::ZERO).unwrap();
+    let r = crate::ops::prune::prune_locked(&repo, false).unwrap();
+    drop(ex);
+    assert_eq!(r.objects_removed, 0, "{r:?}");
+    assert_eq!(repo.all_objects().unwrap().len(), before);
+    assert!(store.stat(&record).is_ok(), "a live record is kept");
+    // The writer is gone (its lock removed by `unlock`): the next prune removes its objects.
+    store.delete("locks/node-b.json").unwrap();
+    let r = crate::ops::prune::prune_locked(&repo, false).unwrap();
+    assert!(
+        r.objects_removed + r.leftovers_removed as usize > 1,
+        "{r:?}"
+    );
+    let left: std::collections::HashSet<String> = repo
+        .all_objects()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(left, Repo::referenced_objects([&kept]));
+    assert!(store.stat(&record).is_err());
+    assert_eq!(read_item(&repo, &kept.items[0]).unwrap(), data(3000, 1));
+    std::mem::forget(w);
+}
+
+/// Issue 17 item 3: manifests record their components; older ones derive them from the items.
+#[test]
+fn manifests_record_their_series() {
+    let repo = small_repo(MemBackend::new());
+    let w = writer(&repo);
+    w.component("files");
+    w.put_bytes(ItemSpec::content("files/x", false), b"x")
+        .unwrap();
+    let m = w.commit("node-a".into(), "manual".into(), vec![]).unwrap();
+    assert_eq!(m.components, vec!["files".to_string()]);
+    let back = repo.load_manifest(&m.id).unwrap();
+    assert_eq!(back.host(), "node-a");
+    let mut old = back.clone();
+    old.components.clear();
+    assert_eq!(old.components(), ["files".to_string()].into());
+    assert!(old.same_series("node-a", &["files".to_string()].into()));
+    assert!(!old.same_series("node-b", &["files".to_string()].into()));
 }

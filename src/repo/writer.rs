@@ -37,6 +37,8 @@ pub struct SnapshotWriter {
     names: Mutex<HashSet<String>>,
     sources: Mutex<BTreeMap<String, serde_json::Value>>,
     gaps: Mutex<Vec<Gap>>,
+    /// The components this run takes (its series with the host; see [`SnapshotWriter::component`]).
+    components: Mutex<std::collections::BTreeSet<String>>,
     stats: Mutex<SnapshotStats>,
     new_objects: Mutex<Vec<String>>,
     /// Objects checked by [`SnapshotWriter::piece_intact`] (id -> present with its size).
@@ -129,6 +131,7 @@ impl SnapshotWriter {
             names: Mutex::new(HashSet::new()),
             sources: Mutex::new(BTreeMap::new()),
             gaps: Mutex::new(Vec::new()),
+            components: Mutex::default(),
             stats: Mutex::new(SnapshotStats::default()),
             new_objects: Mutex::new(Vec::new()),
             checked: Mutex::new(HashMap::new()),
@@ -191,6 +194,22 @@ impl SnapshotWriter {
         n
     }
 
+    /// Record that component `name` is part of this snapshot (its series: a component that
+    /// failed and left a gap still counts).
+    pub fn component(&self, name: &str) {
+        self.components.lock().unwrap().insert(name.to_string());
+    }
+
+    /// Tie the in-progress record to the lock this run holds: while that lock file exists and
+    /// its holder is not certainly gone, `prune` keeps every object newer than this run's start
+    /// (see [`Repo::clean_leftovers`]).
+    pub fn bind_lock(&self, lock: &crate::repo::lock::Lock) -> Result<()> {
+        match lock.key() {
+            Some(k) => self.in_progress.note_lock(k),
+            None => Ok(()),
+        }
+    }
+
     /// Plain bytes processed so far.
     pub fn processed(&self) -> u64 {
         self.processed.load(Ordering::Relaxed)
@@ -203,12 +222,14 @@ impl SnapshotWriter {
         let mut stats = self.stats.into_inner().unwrap();
         stats.duration_ms = self.clock.elapsed().as_millis() as u64;
         let gaps = self.gaps.into_inner().unwrap();
+        let components = self.components.into_inner().unwrap().into_iter().collect();
         let mut m = Manifest {
             format: FORMAT_VERSION,
             id: self.id.clone(),
             time: self.started,
             finished: Utc::now(),
             hostname,
+            components,
             trigger,
             tags,
             parent: self.parent_id.clone(),
@@ -239,16 +260,12 @@ impl SnapshotWriter {
         Ok(m)
     }
 
-    /// Abandon the snapshot: remove every object this run added (no manifest references them)
-    /// and the in-progress marker. Returns the number of objects removed.
+    /// Abandon the snapshot: remove the in-progress marker only. The objects this run added
+    /// stay: another writer running at the same time may have found them present and
+    /// reference them; `prune` (under the exclusive lock) removes those no snapshot needs.
+    /// Returns the number of objects this run added (left for prune).
     pub fn abort(self) -> Result<usize> {
-        let objs = self.new_objects.into_inner().unwrap();
-        let mut n = 0;
-        for id in &objs {
-            if self.repo.delete_object(id).unwrap_or(false) {
-                n += 1;
-            }
-        }
+        let n = self.new_objects.into_inner().unwrap().len();
         self.in_progress.remove();
         Ok(n)
     }

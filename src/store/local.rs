@@ -1,7 +1,7 @@
 //! [`LocalFs`]: a repository directory on a local or NFS-mounted pool.
 //!
 //! - writes go through a temporary file in `tmp/` (keys under `locks/`: a `.NAME….tmp` in
-//!   `locks/` itself, since a snapshot empties `tmp/`), fsync, rename, fsync of the directory
+//!   `locks/` itself, since prune cleans `tmp/`), fsync, rename, fsync of the directory
 //!   ([`mnbackup_scheduler::durable`]); a crash leaves at most a temporary file;
 //! - reads never follow a symbolic link, never block on a FIFO or device, and check the size
 //!   before reading: a hostile pool cannot make the program hang or allocate without bound;
