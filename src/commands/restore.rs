@@ -99,6 +99,8 @@ fn request(ctx: &Ctx, args: &RestoreArgs) -> Result<RestoreRequest> {
         renames: parse_renames(&args.rename_db)?,
         with_accounts: args.with_accounts,
         replace_local_root: args.replace_local_root,
+        rebuild: args.rebuild,
+        rebuild_skip_binlog: args.rebuild_skip_binlog,
         skip_events: false,
         disable_vm_ha: args.disable_vm_ha,
         workers: args.workers,
