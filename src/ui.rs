@@ -151,12 +151,7 @@ impl StepProgress {
         let secs = st.started.elapsed().as_secs_f64().max(0.001);
         let rate = bytes((st.done as f64 / secs) as u64);
         match st.total {
-            Some(t) => format!(
-                "{}: {} of {} ({rate}/s)",
-                st.name,
-                bytes(st.done),
-                bytes(t)
-            ),
+            Some(t) => format!("{}: {} of {} ({rate}/s)", st.name, bytes(st.done), bytes(t)),
             None => format!("{}: {} ({rate}/s)", st.name, bytes(st.done)),
         }
     }

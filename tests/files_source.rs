@@ -98,7 +98,12 @@ fn unchanged_files_are_not_read() {
         Box::new(move |n: &str| r.lock().unwrap().push(n.to_string()))
     };
     let m1 = run_on(&repo, None, &src, false, counter(&reads));
-    assert_eq!(reads.lock().unwrap().len(), 2, "{:?}", reads.lock().unwrap());
+    assert_eq!(
+        reads.lock().unwrap().len(),
+        2,
+        "{:?}",
+        reads.lock().unwrap()
+    );
 
     // Same size and mtime, other content: only the ctime (and the content) tells.
     let mtime = fs::metadata(&sneaky).unwrap().modified().unwrap();
@@ -124,7 +129,11 @@ fn unchanged_files_are_not_read() {
 
     reads.lock().unwrap().clear();
     let m3 = run_on(&repo, Some(m2.clone()), &src, false, counter(&reads));
-    assert!(reads.lock().unwrap().is_empty(), "{:?}", reads.lock().unwrap());
+    assert!(
+        reads.lock().unwrap().is_empty(),
+        "{:?}",
+        reads.lock().unwrap()
+    );
     assert_eq!(content(&repo, &m3, &sneaky), b"second content\n");
 
     reads.lock().unwrap().clear();

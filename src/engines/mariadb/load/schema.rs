@@ -35,7 +35,10 @@ use crate::engines::mariadb::sql::{rename_statement, statement_slices};
 use mnbackup_restore::report::{StepReport, StepStatus};
 
 /// Server variables the rebuild mode turns off, with the value it sets.
-const REBUILD_VARS: [(&str, &str); 2] = [("innodb_flush_log_at_trx_commit", "0"), ("sync_binlog", "0")];
+const REBUILD_VARS: [(&str, &str); 2] = [
+    ("innodb_flush_log_at_trx_commit", "0"),
+    ("sync_binlog", "0"),
+];
 
 /// The statements of a schema item, in three groups.
 #[derive(Debug, Default, PartialEq)]
@@ -306,7 +309,8 @@ mod tests {
 
     #[test]
     fn splits_a_schema_item() {
-        let item = "-- mnbackup MariaDB dump: schema\nSET NAMES utf8mb4;\nSET foreign_key_checks = 0;\n\
+        let item =
+            "-- mnbackup MariaDB dump: schema\nSET NAMES utf8mb4;\nSET foreign_key_checks = 0;\n\
 CREATE DATABASE IF NOT EXISTS `d` /*!40100 DEFAULT CHARACTER SET utf8mb4 */;\nUSE `d`;\n\n\
 CREATE TABLE `a` (\n  `id` int NOT NULL AUTO_INCREMENT,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB;\n\n\
 CREATE TABLE `we``ird` (\n  `x` int\n) ENGINE=MyISAM;\n\
