@@ -243,6 +243,10 @@ pub struct SnapshotArgs {
     /// series.
     #[arg(long)]
     pub host: Option<String>,
+    /// Read every file, also the ones whose size, mtime, ctime and inode match the parent
+    /// snapshot's (by default those are reused without reading them).
+    #[arg(long)]
+    pub force_read: bool,
     /// What started the snapshot (recorded in the manifest).
     #[arg(long, default_value = "manual", hide = true)]
     pub trigger: String,
@@ -345,6 +349,16 @@ pub struct RestoreArgs {
     /// by default the target's is kept and every other account is restored.
     #[arg(long)]
     pub replace_local_root: bool,
+    /// Rebuild mode: switch the target server's durability off for the load
+    /// (innodb_flush_log_at_trx_commit = 0, sync_binlog = 0) and set it back afterwards, also
+    /// after a failure. Faster; a server crash during the load loses its last commits (run the
+    /// restore again). See docs/disaster-recovery.md.
+    #[arg(long)]
+    pub rebuild: bool,
+    /// With --rebuild, also keep the load out of the binlog (SET SESSION sql_log_bin = 0):
+    /// replicas do not receive the restored data.
+    #[arg(long, requires = "rebuild")]
+    pub rebuild_skip_binlog: bool,
     /// Replace non-empty target databases and existing files (after a safety snapshot), and
     /// proceed although the management service runs or volumes moved.
     #[arg(long)]

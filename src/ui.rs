@@ -83,16 +83,130 @@ impl Progress for SnapshotProgress {
     }
 }
 
-/// Progress of a restore or a drill: its notes as lines on stdout (none with -q or --json).
-pub struct LineProgress {
-    pub quiet: bool,
+/// Progress of restore, export, prune, verify and the drill, step by step. On a terminal
+/// (stderr): an indicatif bar per step with bytes, rate and ETA (a spinner when the step's size is
+/// unknown). Otherwise plain lines on stderr: one when a step starts and one every 10 s while it
+/// runs. Notes go to stdout as lines. `quiet` shows nothing; `json` keeps the notes off stdout.
+pub struct StepProgress {
+    quiet: bool,
+    json: bool,
+    tty: bool,
+    state: Mutex<StepState>,
 }
 
-impl Progress for LineProgress {
-    fn note(&self, msg: &str) {
-        if !self.quiet {
-            println!("{msg}");
+struct StepState {
+    bar: Option<ProgressBar>,
+    name: String,
+    total: Option<u64>,
+    done: u64,
+    started: Instant,
+    last_line: Instant,
+}
+
+/// Seconds between two plain progress lines.
+const LINE_EVERY: Duration = Duration::from_secs(10);
+
+impl StepProgress {
+    pub fn new(quiet: bool, json: bool) -> Self {
+        StepProgress {
+            quiet,
+            json,
+            tty: !quiet && std::io::stderr().is_terminal(),
+            state: Mutex::new(StepState {
+                bar: None,
+                name: String::new(),
+                total: None,
+                done: 0,
+                started: Instant::now(),
+                last_line: Instant::now(),
+            }),
         }
+    }
+
+    fn new_bar(name: &str, total: Option<u64>) -> ProgressBar {
+        let (b, t) = match total {
+            Some(n) => (
+                ProgressBar::new(n),
+                "{msg} [{bar:30}] {bytes}/{total_bytes} ({binary_bytes_per_sec}, eta {eta})",
+            ),
+            None => (
+                ProgressBar::new_spinner(),
+                "{spinner} {msg} {elapsed_precise} {bytes} ({binary_bytes_per_sec})",
+            ),
+        };
+        b.set_style(ProgressStyle::with_template(t).expect("valid template"));
+        b.set_message(name.to_string());
+        b.enable_steady_tick(Duration::from_millis(200));
+        b
+    }
+
+    /// End the current step's bar (left on screen).
+    pub fn finish(&self) {
+        if let Some(b) = self.state.lock().unwrap().bar.take() {
+            b.finish();
+        }
+    }
+
+    fn line(st: &StepState) -> String {
+        let secs = st.started.elapsed().as_secs_f64().max(0.001);
+        let rate = bytes((st.done as f64 / secs) as u64);
+        match st.total {
+            Some(t) => format!("{}: {} of {} ({rate}/s)", st.name, bytes(st.done), bytes(t)),
+            None => format!("{}: {} ({rate}/s)", st.name, bytes(st.done)),
+        }
+    }
+}
+
+impl Progress for StepProgress {
+    fn phase(&self, name: &str, total_bytes: Option<u64>) {
+        if self.quiet {
+            return;
+        }
+        let mut st = self.state.lock().unwrap();
+        if let Some(b) = st.bar.take() {
+            b.finish();
+        }
+        st.name = name.to_string();
+        st.total = total_bytes;
+        st.done = 0;
+        st.started = Instant::now();
+        st.last_line = Instant::now();
+        if self.tty {
+            st.bar = Some(Self::new_bar(name, total_bytes));
+        } else {
+            match total_bytes {
+                Some(t) => eprintln!("{name}: {}", bytes(t)),
+                None => eprintln!("{name}"),
+            }
+        }
+    }
+    fn advance(&self, n: u64) {
+        if self.quiet {
+            return;
+        }
+        let mut st = self.state.lock().unwrap();
+        st.done += n;
+        if let Some(b) = &st.bar {
+            b.inc(n);
+        } else if st.last_line.elapsed() >= LINE_EVERY {
+            st.last_line = Instant::now();
+            eprintln!("{}", Self::line(&st));
+        }
+    }
+    fn note(&self, msg: &str) {
+        if self.quiet || self.json {
+            return;
+        }
+        match &self.state.lock().unwrap().bar {
+            Some(b) => b.suspend(|| println!("{msg}")),
+            None => println!("{msg}"),
+        }
+    }
+}
+
+impl Drop for StepProgress {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

@@ -37,16 +37,34 @@ impl ItemSink for Hostile<'_> {
     fn retract(&self, name: &str) -> bool {
         self.inner.retract(name)
     }
+    fn parent_source_info(&self, s: &str) -> Option<serde_json::Value> {
+        self.inner.parent_source_info(s)
+    }
+    fn put_unchanged(&self, spec: ItemSpec, size: u64) -> anyhow::Result<bool> {
+        self.inner.put_unchanged(spec, size)
+    }
 }
 
 fn run(src: &Path, hook: Hook<'_>) -> (Manifest, Repo) {
     let t = src.parent().unwrap().join("repo");
     let (repo, _) = Repo::init(&t).unwrap();
+    let m = run_on(&repo, None, src, false, hook);
+    (m, repo)
+}
+
+/// One files snapshot of `src` into `repo` (with `parent` as the writer's parent).
+fn run_on(
+    repo: &Repo,
+    parent: Option<Manifest>,
+    src: &Path,
+    force_read: bool,
+    hook: Hook<'_>,
+) -> Manifest {
     let w = SnapshotWriter::new(
         repo.clone(),
         CodecPolicy::default(),
         SigCache::default(),
-        None,
+        parent,
         None,
     )
     .unwrap();
@@ -54,10 +72,73 @@ fn run(src: &Path, hook: Hook<'_>) -> (Manifest, Repo) {
         inner: &w,
         hook: Mutex::new(hook),
     };
-    mnbackup::engines::files::backup(&[], &[src.to_path_buf()], &h, None).unwrap();
+    let sum =
+        mnbackup::engines::files::backup(&[], &[src.to_path_buf()], &h, None, force_read).unwrap();
+    h.set_source_info("files", serde_json::to_value(&sum).unwrap());
     drop(h);
-    let m = w.commit("h".into(), "manual".into(), vec![]).unwrap();
-    (m, repo)
+    w.commit("h".into(), "manual".into(), vec![]).unwrap()
+}
+
+/// Issue 19 item 2: a file whose size, mtime, ctime and inode match the parent snapshot's record
+/// is reused without reading it; one with the same size and mtime but another ctime (its content
+/// rewritten and its mtime set back) is read; `--force-read` reads everything.
+#[test]
+fn unchanged_files_are_not_read() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let same = src.join("same.conf");
+    let sneaky = src.join("sneaky.conf");
+    fs::write(&same, "unchanged content\n").unwrap();
+    fs::write(&sneaky, "first  content\n").unwrap();
+    let (repo, _) = Repo::init(&t.path().join("repo")).unwrap();
+    let reads = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
+    let counter = |r: &std::sync::Arc<Mutex<Vec<String>>>| -> Hook<'static> {
+        let r = r.clone();
+        Box::new(move |n: &str| r.lock().unwrap().push(n.to_string()))
+    };
+    let m1 = run_on(&repo, None, &src, false, counter(&reads));
+    assert_eq!(
+        reads.lock().unwrap().len(),
+        2,
+        "{:?}",
+        reads.lock().unwrap()
+    );
+
+    // Same size and mtime, other content: only the ctime (and the content) tells.
+    let mtime = fs::metadata(&sneaky).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(&sneaky, "second content\n").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&sneaky)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(fs::metadata(&sneaky).unwrap().modified().unwrap(), mtime);
+
+    reads.lock().unwrap().clear();
+    let m2 = run_on(&repo, Some(m1), &src, false, counter(&reads));
+    let read = reads.lock().unwrap().clone();
+    assert_eq!(read, [mnbackup::engines::files::item_name(&sneaky)]);
+    assert_eq!(content(&repo, &m2, &same), b"unchanged content\n");
+    assert_eq!(content(&repo, &m2, &sneaky), b"second content\n");
+    let sum: mnbackup::engines::files::FilesSummary =
+        serde_json::from_value(m2.sources["files"].clone()).unwrap();
+    assert_eq!((sum.files, sum.unchanged), (2, 1));
+
+    reads.lock().unwrap().clear();
+    let m3 = run_on(&repo, Some(m2.clone()), &src, false, counter(&reads));
+    assert!(
+        reads.lock().unwrap().is_empty(),
+        "{:?}",
+        reads.lock().unwrap()
+    );
+    assert_eq!(content(&repo, &m3, &sneaky), b"second content\n");
+
+    reads.lock().unwrap().clear();
+    run_on(&repo, Some(m3), &src, true, counter(&reads));
+    assert_eq!(reads.lock().unwrap().len(), 2);
 }
 
 fn content(repo: &Repo, m: &Manifest, path: &Path) -> Vec<u8> {

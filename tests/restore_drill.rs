@@ -212,11 +212,35 @@ fn disaster_drill_end_to_end() {
         "zstack_ui=zstack_ui_old",
         "--no-files",
         "--disable-vm-ha",
+        "--rebuild",
         "--journal",
         env.journal.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Issue 19: rebuild mode turned the durability off for the load, and set it back.
+    let rebuild = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "mariadb rebuild mode")
+        .expect("a rebuild mode step");
+    assert_eq!(rebuild["items"], 2, "{rebuild}");
+    assert!(
+        rebuild["note"]
+            .as_str()
+            .unwrap()
+            .contains("innodb_flush_log_at_trx_commit 1 -> 0"),
+        "{rebuild}"
+    );
+    let durability = b
+        .sql("SELECT @@GLOBAL.innodb_flush_log_at_trx_commit, @@GLOBAL.sync_binlog")
+        .unwrap();
+    assert_eq!(
+        durability.split_whitespace().collect::<Vec<_>>(),
+        ["1", "0"],
+        "{durability}"
+    );
     assert!(
         report["changes"]
             .to_string()

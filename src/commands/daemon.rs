@@ -258,6 +258,7 @@ fn run_blocking(
                     tags: tags.clone(),
                     files: Vec::new(),
                     only_files: false,
+                    force_read: false,
                     trigger: format!("schedule:{name}"),
                     cancel: Some(cancel),
                 },

@@ -45,7 +45,7 @@ fn chain_bad(p: &PieceData, bad: &BTreeSet<String>) -> bool {
 pub fn run(ctx: &Ctx, dry_run: bool) -> Result<i32> {
     let repo = ctx.open_repo()?;
     let _lock = repo.lock(true, "repair", ctx.lock_wait())?;
-    let bar = super::verify::BarProgress::new(!ctx.quiet && !ctx.json);
+    let bar = crate::ui::StepProgress::new(ctx.quiet || ctx.json, ctx.json);
     let v = verify(&repo, true, Subset::All, u32::MAX, &bar)
         .context("repair could not read the repository")?;
     let mut r = RepairReport {

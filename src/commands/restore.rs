@@ -47,7 +47,7 @@ use crate::cli::RestoreArgs;
 use crate::engines::RestoreRequest;
 use crate::error::{usage, EXIT_INCOMPLETE};
 use crate::ops::restore::{RestoreSession, RunResult};
-use crate::ui::LineProgress;
+use crate::ui::StepProgress;
 
 pub use crate::engines::mariadb::component::runtime;
 
@@ -99,6 +99,8 @@ fn request(ctx: &Ctx, args: &RestoreArgs) -> Result<RestoreRequest> {
         renames: parse_renames(&args.rename_db)?,
         with_accounts: args.with_accounts,
         replace_local_root: args.replace_local_root,
+        rebuild: args.rebuild,
+        rebuild_skip_binlog: args.rebuild_skip_binlog,
         skip_events: false,
         disable_vm_ha: args.disable_vm_ha,
         workers: args.workers,
@@ -134,10 +136,9 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
     }
     let gaps: Vec<String> = session.manifest.gaps.iter().map(|g| g.describe()).collect();
     let id = session.id.clone();
-    let progress = LineProgress {
-        quiet: ctx.quiet || ctx.json,
-    };
+    let progress = StepProgress::new(ctx.quiet, ctx.json);
     let r = session.run(&checks, &progress)?;
+    progress.finish();
     let text = outcome_text(ctx, &id, &gaps, &r);
     print_out(ctx, &text, &serde_json::to_value(&r.report)?)?;
     Ok(r.report.exit_code)

@@ -19,6 +19,8 @@ pub struct SnapshotRequest<'a> {
     pub tags: Vec<String>,
     pub files: Vec<std::path::PathBuf>,
     pub only_files: bool,
+    /// `--force-read`: read every file.
+    pub force_read: bool,
     pub trigger: String,
     pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
 }
@@ -41,6 +43,7 @@ fn request<'a>(
         only,
         trigger: req.trigger.clone(),
         cancel: req.cancel,
+        force_read: req.force_read,
     };
     (config, r)
 }
@@ -73,6 +76,7 @@ pub fn run(ctx: &Ctx, args: &SnapshotArgs) -> Result<i32> {
         tags: args.tags.clone(),
         files: args.files.clone(),
         only_files: args.only_files,
+        force_read: args.force_read,
         trigger: args.trigger.clone(),
         cancel: None,
     };

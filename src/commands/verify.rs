@@ -1,56 +1,12 @@
 //! `mnbackup verify`: prints the report of [`crate::ops::verify::verify`] and maps it to the exit
 //! code; a progress bar on a terminal.
 
-use std::io::IsTerminal;
-
 use anyhow::{Context, Result};
 
 use super::Ctx;
 use crate::ui::bytes;
 
 pub use crate::ops::verify::{verify, ObjectProblem, Subset, VerifyReport};
-
-/// A progress bar on stderr (when it is a terminal) for an operation's byte phases.
-pub struct BarProgress(Option<indicatif::ProgressBar>);
-
-impl BarProgress {
-    pub fn new(show: bool) -> Self {
-        BarProgress(None).shown(show)
-    }
-    fn shown(mut self, show: bool) -> Self {
-        if show && std::io::stderr().is_terminal() {
-            let b = indicatif::ProgressBar::hidden();
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:40} {bytes}/{total_bytes} ({binary_bytes_per_sec}, eta {eta})",
-                )
-                .expect("template"),
-            );
-            self.0 = Some(b);
-        }
-        self
-    }
-}
-
-impl crate::ops::progress::Progress for BarProgress {
-    fn phase(&self, _name: &str, total_bytes: Option<u64>) {
-        if let Some(b) = &self.0 {
-            match total_bytes {
-                Some(t) => {
-                    b.set_length(t);
-                    b.set_position(0);
-                    b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                }
-                None => b.finish_and_clear(),
-            }
-        }
-    }
-    fn advance(&self, bytes: u64) {
-        if let Some(b) = &self.0 {
-            b.inc(bytes);
-        }
-    }
-}
 
 fn print_problems(kind: &str, list: &[ObjectProblem]) {
     for p in list {
@@ -86,7 +42,7 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<i32> {
         read_data,
         subset,
         ctx.config.delta.max_chain,
-        &BarProgress::new(!ctx.quiet && !ctx.json),
+        &crate::ui::StepProgress::new(ctx.quiet || ctx.json, ctx.json),
     )
     .context("verify could not run")?;
     if ctx.json {

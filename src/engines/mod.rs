@@ -38,6 +38,8 @@ pub struct BackupCtx<'a> {
     pub extra_files: &'a [PathBuf],
     /// Set by a shutdown request; a component stops at its next safe point.
     pub cancel: Option<&'a AtomicBool>,
+    /// Read every file (`snapshot --force-read`): sources reuse nothing unread.
+    pub force_read: bool,
 }
 
 impl BackupCtx<'_> {
@@ -95,6 +97,10 @@ pub struct RestoreRequest {
     pub renames: BTreeMap<String, String>,
     pub with_accounts: bool,
     pub replace_local_root: bool,
+    /// MariaDB: rebuild mode, the server's durability off for the load (`--rebuild`).
+    pub rebuild: bool,
+    /// MariaDB: in rebuild mode, also `sql_log_bin = 0` (`--rebuild-skip-binlog`).
+    pub rebuild_skip_binlog: bool,
     /// MariaDB: skip the events (a renamed or scratch copy must not run scheduled jobs).
     pub skip_events: bool,
     pub disable_vm_ha: bool,

@@ -4,6 +4,8 @@
 //! Part of repository format v1 (`docs/repository-format.md`): the JSON this struct serialises
 //! to is byte for byte what earlier versions wrote.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// What the files source did: the `files` entry of a manifest's `sources`.
@@ -19,7 +21,23 @@ pub struct FilesSummary {
     pub skipped: Vec<String>,
     /// Files that changed while they were read.
     pub changed_during_read: Vec<String>,
+    /// Files recorded as unchanged since the parent snapshot, without reading them (absent
+    /// when 0, so older manifests read the same).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unchanged: u64,
+    /// Item name → the file's [`FileStat`] when it was stored: the next snapshot reuses a file
+    /// whose size, mtime, ctime and inode all match, without reading it (absent when empty).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stat: BTreeMap<String, FileStat>,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What tells an unchanged file (restic's rule): `[size, mtime_ns, ctime_ns, inode]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat(pub u64, pub i64, pub i64, pub u64);
 
 /// Content that is unsafe to place (a path leaving the root, a symlink escaping it, a path
 /// through a symlink): the snapshot's manifest is malformed or hostile. Callers map it to their

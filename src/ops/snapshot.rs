@@ -36,6 +36,8 @@ pub struct SnapshotRequest<'a> {
     pub only: Option<BTreeSet<String>>,
     pub trigger: String,
     pub cancel: Option<&'a AtomicBool>,
+    /// Read every file (`--force-read`): no reuse of unchanged files.
+    pub force_read: bool,
 }
 
 /// The local signature cache directory for a repository.
@@ -82,6 +84,7 @@ fn components(config: &Config, registry: &Registry, req: &SnapshotRequest) -> BT
         snapshot_id: "",
         extra_files: &req.files,
         cancel: None,
+        force_read: req.force_read,
     };
     registry
         .iter()
@@ -176,6 +179,7 @@ fn run_components(env: &Env, req: &SnapshotRequest, writer: &Arc<SnapshotWriter>
         snapshot_id: &writer.id,
         extra_files: &req.files,
         cancel: req.cancel,
+        force_read: req.force_read,
     };
     let all: Vec<_> = env.registry.iter().collect();
     for (i, c) in all.iter().enumerate() {

@@ -48,6 +48,7 @@ impl Component for Files {
             ctx.extra_files,
             sink.as_ref(),
             ctx.cancel,
+            ctx.force_read,
         )?;
         sink.set_source_info(NAME, serde_json::to_value(&sum)?);
         Ok(String::new())

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::error::MnError;
-use crate::model::files_info::FilesSummary;
+use crate::model::files_info::{FileStat, FilesSummary};
 use crate::model::{EntryKind, FileMeta, Gap};
 use crate::source::{ItemSink, ItemSpec};
 
@@ -88,13 +88,25 @@ fn expand(pattern: &str) -> Result<Vec<PathBuf>> {
 
 /// Back up the configured paths plus `extra` (from `snapshot --files`; those must exist).
 /// `cancel` (set on SIGTERM) stops the walk between two files.
+///
+/// A regular file whose size, mtime, ctime and inode match the parent snapshot's record
+/// ([`FilesSummary::stat`]) is recorded as unchanged without reading it, unless `force_read`.
 pub fn backup(
     configs: &[FilesConfig],
     extra: &[PathBuf],
     sink: &dyn ItemSink,
     cancel: Option<&std::sync::atomic::AtomicBool>,
+    force_read: bool,
 ) -> Result<FilesSummary> {
     let mut sum = FilesSummary::default();
+    let parent = if force_read {
+        Default::default()
+    } else {
+        sink.parent_source_info("files")
+            .and_then(|v| serde_json::from_value::<FilesSummary>(v).ok())
+            .map(|s| s.stat)
+            .unwrap_or_default()
+    };
     let mut roots: Vec<(PathBuf, Vec<glob::Pattern>)> = Vec::new();
     for c in configs {
         let excludes = c
@@ -178,7 +190,7 @@ pub fn backup(
             if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst)) {
                 anyhow::bail!("cancelled while backing up files (shutdown requested)");
             }
-            put_path(&path, sink, &mut sum)?;
+            put_path(&path, sink, &mut sum, &parent)?;
         }
     }
     Ok(sum)
@@ -212,7 +224,52 @@ fn changed(a: &fs::Metadata, b: &fs::Metadata) -> bool {
         || a.dev() != b.dev()
 }
 
-fn put_path(path: &Path, sink: &dyn ItemSink, sum: &mut FilesSummary) -> Result<()> {
+/// What tells an unchanged file: size, mtime, ctime, inode.
+pub fn file_stat(md: &fs::Metadata) -> FileStat {
+    FileStat(
+        md.len(),
+        md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        md.ino(),
+    )
+}
+
+/// Record a file whose stat matches the parent snapshot's as unchanged (not read). Returns
+/// false when it must be read.
+fn put_if_unchanged(
+    name: &str,
+    md: &fs::Metadata,
+    sink: &dyn ItemSink,
+    sum: &mut FilesSummary,
+    parent: &std::collections::BTreeMap<String, FileStat>,
+) -> Result<bool> {
+    let stat = file_stat(md);
+    if parent.get(name) != Some(&stat) {
+        return Ok(false);
+    }
+    let spec = ItemSpec {
+        name: name.to_string(),
+        kind: EntryKind::File,
+        meta: Some(file_meta(md)),
+        target: None,
+        delta: true,
+    };
+    if !sink.put_unchanged(spec, md.len())? {
+        return Ok(false);
+    }
+    sum.files += 1;
+    sum.unchanged += 1;
+    sum.bytes += md.len();
+    sum.stat.insert(name.to_string(), stat);
+    Ok(true)
+}
+
+fn put_path(
+    path: &Path,
+    sink: &dyn ItemSink,
+    sum: &mut FilesSummary,
+    parent: &std::collections::BTreeMap<String, FileStat>,
+) -> Result<()> {
     let md = match fs::symlink_metadata(path) {
         Ok(md) => md,
         Err(e) if is_not_found(&e) => {
@@ -254,6 +311,9 @@ fn put_path(path: &Path, sink: &dyn ItemSink, sum: &mut FilesSummary) -> Result<
             delta: false,
         })
     } else if ft.is_file() {
+        if put_if_unchanged(&name, &md, sink, sum, parent)? {
+            return Ok(());
+        }
         // A file that changes while it is read is read once more; if it changes again, the
         // second copy is kept and recorded as a gap (it may be inconsistent).
         for attempt in 0..2 {
@@ -295,6 +355,7 @@ fn put_path(path: &Path, sink: &dyn ItemSink, sum: &mut FilesSummary) -> Result<
             if !is_changed {
                 sum.files += 1;
                 sum.bytes += before.len();
+                sum.stat.insert(name.clone(), file_stat(&before));
                 return Ok(());
             }
             if attempt == 0 && sink.retract(&name) {

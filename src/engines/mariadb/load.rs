@@ -26,8 +26,10 @@
 //! [`Journal`]: completed steps and tables are skipped on a rerun, a table that was started but
 //! not completed is emptied and loaded again.
 
+mod data;
+mod schema;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,6 +67,10 @@ pub struct LoadOptions {
     pub workers: usize,
     /// Bytes of checked items held in memory between their check and their load.
     pub memory_budget: u64,
+    /// Rebuild mode: the server's durability off for the load (see [`schema`]).
+    pub rebuild: bool,
+    /// Rebuild mode: the loader's sessions also skip the binlog (`sql_log_bin = 0`).
+    pub rebuild_skip_binlog: bool,
 }
 
 impl Default for LoadOptions {
@@ -76,6 +82,8 @@ impl Default for LoadOptions {
             skip_events: false,
             workers: 4,
             memory_budget: 64 << 20,
+            rebuild: false,
+            rebuild_skip_binlog: false,
         }
     }
 }
@@ -288,24 +296,6 @@ pub struct Loader {
     pub checked: Arc<Mutex<BTreeMap<String, TableCheck>>>,
 }
 
-struct TableWork {
-    key: String,
-    items: Vec<SqlItem>,
-    bytes: u64,
-}
-
-struct TableState {
-    key: String,
-    remaining: AtomicUsize,
-    permit: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
-}
-
-struct ItemJob {
-    table: Arc<TableState>,
-    item: SqlItem,
-    data: Option<Arc<Vec<u8>>>,
-}
-
 impl Loader {
     fn resumed(&self) -> bool {
         self.journal
@@ -342,10 +332,32 @@ impl Loader {
 
     /// Run every step (see the module docs); returns one report per step.
     pub async fn run(&self) -> Result<Vec<StepReport>> {
-        let mut out = Vec::new();
         let mut ctl = connect(&self.target, "opening the control connection").await?;
+        let mut out = Vec::new();
+        let saved = if self.opts.rebuild {
+            let (saved, step) = self.durability_off(&mut ctl).await;
+            out.push(step);
+            saved
+        } else {
+            Vec::new()
+        };
+        let res = self.steps(&mut ctl, &mut out).await;
+        let back = if saved.is_empty() {
+            Ok(())
+        } else {
+            self.durability_back(&mut ctl, &saved).await
+        };
+        ctl.disconnect().await.ok();
+        res?;
+        back?;
+        Ok(out)
+    }
+
+    /// The steps of [`Loader::run`], each report pushed to `out`.
+    async fn steps(&self, ctl: &mut Conn, out: &mut Vec<StepReport>) -> Result<()> {
+        let mut ai = BTreeSet::new();
         if self.opts.with_accounts {
-            out.push(self.ddl_kind(&mut ctl, ItemKind::Accounts).await?);
+            out.push(self.ddl_kind(ctl, ItemKind::Accounts, &mut ai).await?);
         } else if self.src.items.iter().any(|i| i.kind == ItemKind::Accounts) {
             out.push(
                 StepReport::new("mariadb accounts", StepStatus::Skipped).note(
@@ -355,10 +367,10 @@ impl Loader {
                 ),
             );
         }
-        out.push(self.ddl_kind(&mut ctl, ItemKind::Schema).await?);
+        out.push(self.ddl_kind(ctl, ItemKind::Schema, &mut ai).await?);
         out.push(self.load_data().await?);
         for k in [ItemKind::Routines, ItemKind::Views, ItemKind::Triggers] {
-            out.push(self.ddl_kind(&mut ctl, k).await?);
+            out.push(self.ddl_kind(ctl, k, &mut ai).await?);
         }
         if self.opts.skip_events {
             out.push(StepReport::new("mariadb events", StepStatus::Skipped).note(
@@ -366,10 +378,10 @@ impl Loader {
                      scheduled jobs there)",
             ));
         } else {
-            out.push(self.ddl_kind(&mut ctl, ItemKind::Events).await?);
+            out.push(self.ddl_kind(ctl, ItemKind::Events, &mut ai).await?);
         }
         if self.opts.with_accounts {
-            out.push(self.ddl_kind(&mut ctl, ItemKind::Grants).await?);
+            out.push(self.ddl_kind(ctl, ItemKind::Grants, &mut ai).await?);
         } else if self.src.items.iter().any(|i| i.kind == ItemKind::Grants) {
             out.push(
                 StepReport::new("mariadb grants", StepStatus::Skipped).note(
@@ -377,13 +389,19 @@ impl Loader {
                 ),
             );
         }
-        out.push(self.auto_increment(&mut ctl).await?);
-        ctl.disconnect().await.ok();
-        Ok(out)
+        out.push(self.auto_increment(ctl, &ai).await?);
+        Ok(())
     }
 
-    /// Load every item of one non-data kind, in order, on the control connection.
-    async fn ddl_kind(&self, ctl: &mut Conn, kind: ItemKind) -> Result<StepReport> {
+    /// Load every item of one non-data kind, in order, on the control connection (the tables
+    /// of a schema item in parallel: [`schema`]; the tables whose counter went into their
+    /// `CREATE` are added to `ai`).
+    async fn ddl_kind(
+        &self,
+        ctl: &mut Conn,
+        kind: ItemKind,
+        ai: &mut BTreeSet<String>,
+    ) -> Result<StepReport> {
         let t0 = Instant::now();
         let items: Vec<&SqlItem> = self.src.items.iter().filter(|i| i.kind == kind).collect();
         let mut r = StepReport::new(format!("mariadb {}", kind.as_str()), StepStatus::Skipped);
@@ -445,7 +463,11 @@ impl Loader {
                     }
                 }
             }
-            exec_item(ctl, item, &text, &self.opts.renames).await?;
+            if kind == ItemKind::Schema {
+                ai.extend(self.exec_schema(ctl, item, &text).await?);
+            } else {
+                exec_item(ctl, item, &text, &self.opts.renames).await?;
+            }
             self.mark_step(&key)?;
             ran += 1;
         }
@@ -458,8 +480,8 @@ impl Loader {
         Ok(r)
     }
 
-    /// Restore the AUTO_INCREMENT counters.
-    async fn auto_increment(&self, ctl: &mut Conn) -> Result<StepReport> {
+    /// Restore the AUTO_INCREMENT counters (but the ones already set in the `CREATE`s: `ai`).
+    async fn auto_increment(&self, ctl: &mut Conn, ai: &BTreeSet<String>) -> Result<StepReport> {
         let t0 = Instant::now();
         let mut r = StepReport::new("mariadb auto_increment", StepStatus::Done);
         let key = "mariadb:auto_increment";
@@ -467,7 +489,13 @@ impl Loader {
             r.status = StepStatus::AlreadyDone;
             return Ok(r);
         }
+        let mut in_create = 0;
         for (k, n) in &self.src.auto_increment {
+            // A resumed run empties tables with TRUNCATE, which resets their counters.
+            if ai.contains(k) && !self.resumed() {
+                in_create += 1;
+                continue;
+            }
             let Some((d, t)) = k.split_once('.') else {
                 continue;
             };
@@ -486,322 +514,12 @@ impl Loader {
             r.items += 1;
         }
         self.mark_step(key)?;
-        r.note = Some(format!("{} counters set", r.items));
+        r.note = Some(format!(
+            "{} counters set ({in_create} more in the CREATE TABLEs)",
+            r.items
+        ));
         r.duration_ms = t0.elapsed().as_millis() as u64;
         Ok(r)
-    }
-
-    /// The data step (see the module docs).
-    async fn load_data(&self) -> Result<StepReport> {
-        let t0 = Instant::now();
-        let mut r = StepReport::new("mariadb data", StepStatus::Done);
-        let mut by_table: BTreeMap<String, TableWork> = BTreeMap::new();
-        for i in self.src.items.iter().filter(|i| i.kind == ItemKind::Data) {
-            let Some(key) = i.table_key() else { continue };
-            let w = by_table.entry(key.clone()).or_insert_with(|| TableWork {
-                key,
-                items: Vec::new(),
-                bytes: 0,
-            });
-            w.bytes += i.size;
-            w.items.push(i.clone());
-        }
-        let done: BTreeSet<String> = self
-            .journal
-            .as_ref()
-            .map(|j| j.lock().expect("journal").data.tables_done.clone())
-            .unwrap_or_default();
-        let mut already = 0usize;
-        let mut todo: Vec<TableWork> = Vec::new();
-        for (k, w) in by_table {
-            if done.contains(&k) {
-                already += 1;
-                r.items += w.items.len();
-                r.bytes += w.bytes;
-                r.rows += w.items.iter().filter_map(|i| i.rows).sum::<u64>();
-            } else {
-                todo.push(w);
-            }
-        }
-        todo.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.key.cmp(&b.key)));
-        if todo.is_empty() {
-            r.status = if already > 0 {
-                StepStatus::AlreadyDone
-            } else {
-                StepStatus::Skipped
-            };
-            return Ok(r);
-        }
-        let resumed = self.resumed();
-        let budget_mib = (self.opts.memory_budget >> 20).max(1) as u32;
-        let sem = Arc::new(tokio::sync::Semaphore::new(budget_mib as usize));
-        let failed = Arc::new(AtomicBool::new(false));
-        let rows = Arc::new(AtomicU64::new(0));
-        let bytes = Arc::new(AtomicU64::new(0));
-        let items_n = Arc::new(AtomicUsize::new(0));
-
-        // Reader: check every item of a table before handing the table on.
-        type Checked = (
-            TableWork,
-            Vec<Option<Arc<Vec<u8>>>>,
-            tokio::sync::OwnedSemaphorePermit,
-        );
-        let (rtx, mut rrx) = tokio::sync::mpsc::channel::<Result<Checked>>(1);
-        let reader = {
-            let sem = sem.clone();
-            let items = self.items.clone();
-            let failed = failed.clone();
-            let budget = self.opts.memory_budget;
-            tokio::spawn(async move {
-                for t in todo {
-                    if failed.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let mib = (t.bytes >> 20).clamp(1, budget_mib as u64) as u32;
-                    let Ok(permit) = sem.clone().acquire_many_owned(mib).await else {
-                        return;
-                    };
-                    let items = items.clone();
-                    let keep = t.bytes <= budget;
-                    let names: Vec<String> = t.items.iter().map(|i| i.name.clone()).collect();
-                    let key = t.key.clone();
-                    let res = tokio::task::spawn_blocking(
-                        move || -> Result<Vec<Option<Arc<Vec<u8>>>>> {
-                            let mut out = Vec::new();
-                            for n in &names {
-                                let b = items.read(n).with_context(|| {
-                                    format!(
-                                    "the restore stopped: data item {n} of table {key} cannot be \
-                                     read back intact, so table {key} was not touched. Run \
-                                     `mnbackup verify --read-data` to see what is damaged, and \
-                                     restore an older snapshot (`mnbackup list`)"
-                                )
-                                })?;
-                                out.push(keep.then(|| Arc::new(b)));
-                            }
-                            Ok(out)
-                        },
-                    )
-                    .await
-                    .map_err(|e| anyhow!("the item reader thread failed: {e}"))
-                    .and_then(|r| r);
-                    let stop = res.is_err();
-                    if rtx.send(res.map(|d| (t, d, permit))).await.is_err() || stop {
-                        return;
-                    }
-                }
-            })
-        };
-
-        // Workers.
-        let (wtx, wrx) = tokio::sync::mpsc::channel::<ItemJob>(self.opts.workers.max(1) * 2);
-        let wrx = Arc::new(tokio::sync::Mutex::new(wrx));
-        let mut set = tokio::task::JoinSet::new();
-        for _ in 0..self.opts.workers.max(1) {
-            let mut conn = match connect(&self.target, "opening a loader connection").await {
-                Ok(c) => c,
-                Err(e) => {
-                    failed.store(true, Ordering::SeqCst);
-                    reader.abort();
-                    return Err(e);
-                }
-            };
-            let wrx = wrx.clone();
-            let failed = failed.clone();
-            let renames = self.opts.renames.clone();
-            let src = self.src.clone();
-            let checked = self.checked.clone();
-            let items_src = self.items.clone();
-            let journal = self.journal.clone();
-            let (rows, bytes, items_n) = (rows.clone(), bytes.clone(), items_n.clone());
-            let sem = sem.clone();
-            let fail = move |f: &AtomicBool| {
-                // Stop the others: the reader (waiting for memory) and the dispatcher.
-                f.store(true, Ordering::SeqCst);
-                sem.close();
-            };
-            set.spawn(async move {
-                loop {
-                    if failed.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let job = wrx.lock().await.recv().await;
-                    let Some(job) = job else { break };
-                    let data = match job.data {
-                        Some(d) => d,
-                        None => {
-                            let s = items_src.clone();
-                            let n = job.item.name.clone();
-                            let key = job.table.key.clone();
-                            let r = tokio::task::spawn_blocking(move || s.read(&n))
-                                .await
-                                .map_err(|e| anyhow!("the item reader thread failed: {e}"))
-                                .and_then(|r| r)
-                                .with_context(|| {
-                                    format!(
-                                        "reading item {} of table {key} again to load it (it was \
-                                         intact moments ago: is the pool failing?). The table is \
-                                         incomplete; rerun the restore to reload it",
-                                        job.item.name
-                                    )
-                                });
-                            match r {
-                                Ok(b) => Arc::new(b),
-                                Err(e) => {
-                                    fail(&failed);
-                                    return Err(e);
-                                }
-                            }
-                        }
-                    };
-                    match exec_item(&mut conn, &job.item, &data, &renames).await {
-                        Ok(n) => {
-                            rows.fetch_add(n, Ordering::Relaxed);
-                            bytes.fetch_add(job.item.size, Ordering::Relaxed);
-                            items_n.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            fail(&failed);
-                            return Err(e);
-                        }
-                    }
-                    drop(data);
-                    if job.table.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-                        job.table.permit.lock().expect("permit").take();
-                        if let Some(j) = &journal {
-                            let mut j = j.lock().expect("journal");
-                            j.data.tables_done.insert(job.table.key.clone());
-                            if let Err(e) = j.save() {
-                                fail(&failed);
-                                return Err(e);
-                            }
-                        }
-                        let key = &job.table.key;
-                        if let Some(exp) = src.fingerprints.get(key) {
-                            let c = check_table(&mut conn, key, exp, &renames).await;
-                            checked.lock().expect("checked").insert(key.clone(), c);
-                        }
-                    }
-                }
-                conn.disconnect().await.ok();
-                Ok::<(), anyhow::Error>(())
-            });
-        }
-
-        // Only the workers hold the receiver: when they all stop, sending fails.
-        drop(wrx);
-
-        // Dispatcher: tables whose items all checked out go to the workers.
-        let mut ctl = connect(&self.target, "opening the control connection").await?;
-        let mut dispatch_err = None;
-        while let Some(res) = rrx.recv().await {
-            let (t, data, permit) = match res {
-                Ok(x) => x,
-                Err(e) => {
-                    dispatch_err = Some(e);
-                    break;
-                }
-            };
-            if failed.load(Ordering::SeqCst) {
-                break;
-            }
-            match self
-                .dispatch(&mut ctl, t, data, permit, resumed, &wtx)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    dispatch_err = Some(e);
-                    break;
-                }
-            }
-        }
-        drop(wtx);
-        drop(rrx);
-        if dispatch_err.is_some() {
-            failed.store(true, Ordering::SeqCst);
-            sem.close();
-        }
-        let mut worker_err = None;
-        while let Some(j) = set.join_next().await {
-            match j {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    worker_err.get_or_insert(e);
-                }
-                Err(e) => {
-                    worker_err.get_or_insert(anyhow!("a loader task panicked: {e}"));
-                }
-            }
-        }
-        reader.abort();
-        ctl.disconnect().await.ok();
-        if let Some(e) = dispatch_err.or(worker_err) {
-            return Err(e);
-        }
-        r.items += items_n.load(Ordering::Relaxed);
-        r.rows += rows.load(Ordering::Relaxed);
-        r.bytes += bytes.load(Ordering::Relaxed);
-        r.duration_ms = t0.elapsed().as_millis() as u64;
-        if already > 0 {
-            r.note = Some(format!(
-                "{already} tables were already loaded by the interrupted run"
-            ));
-        }
-        Ok(r)
-    }
-
-    /// Hand a checked table to the workers: journal it as started, empty it when resuming (an
-    /// earlier run may have loaded part of it), queue its items. Returns false when the workers
-    /// are gone.
-    async fn dispatch(
-        &self,
-        ctl: &mut Conn,
-        t: TableWork,
-        data: Vec<Option<Arc<Vec<u8>>>>,
-        permit: tokio::sync::OwnedSemaphorePermit,
-        resumed: bool,
-        wtx: &tokio::sync::mpsc::Sender<ItemJob>,
-    ) -> Result<bool> {
-        let (sd, st) = t.key.split_once('.').unwrap_or((&t.key, ""));
-        let tdb = target_db(&self.opts.renames, sd).to_string();
-        if let Some(j) = &self.journal {
-            let mut j = j.lock().expect("journal");
-            if j.data.tables_started.insert(t.key.clone()) {
-                j.save()?;
-            }
-        }
-        if resumed {
-            // Not done according to the journal: whatever an earlier run loaded goes.
-            let q = format!("{}.{}", quote_ident(&tdb), quote_ident(st));
-            if let Err(e) = ctl.query_drop(format!("TRUNCATE TABLE {q}")).await {
-                ctl.query_drop(format!("DELETE FROM {q}"))
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "emptying {tdb}.{st} (partly loaded by the interrupted run) before \
-                             loading it again failed (TRUNCATE: {e})"
-                        )
-                    })?;
-            }
-        }
-        let state = Arc::new(TableState {
-            key: t.key.clone(),
-            remaining: AtomicUsize::new(t.items.len()),
-            permit: Mutex::new(Some(permit)),
-        });
-        for (item, d) in t.items.into_iter().zip(data) {
-            let job = ItemJob {
-                table: state.clone(),
-                item,
-                data: d,
-            };
-            if wtx.send(job).await.is_err() {
-                return Ok(false);
-            }
-        }
-        Ok(true)
     }
 }
 

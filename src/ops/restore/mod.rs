@@ -343,6 +343,7 @@ impl RestoreSession<'_> {
                 only: Some(only),
                 trigger: "safety".into(),
                 cancel: None,
+                force_read: false,
             },
             Arc::new(super::progress::NoProgress),
         )

@@ -308,6 +308,8 @@ impl RestorePart for MariadbPart {
             skip_events: req.skip_events || !req.renames.is_empty(),
             workers,
             memory_budget: req.memory_budget.max(1 << 20),
+            rebuild: req.rebuild,
+            rebuild_skip_binlog: req.rebuild_skip_binlog,
         };
         let items = Arc::new(RepoItems::with_prefix(env.repo, env.manifest, PREFIX));
         let (steps, checks) = self.rt.block_on(load_and_prove(

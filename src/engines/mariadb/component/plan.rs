@@ -26,6 +26,25 @@ pub(super) fn steps(part: &MariadbPart, env: &RestoreEnv, journal: &Journal) -> 
     let t = &part.target;
     let req = env.req;
     let mut steps = Vec::new();
+    if req.rebuild {
+        steps.push(PlanStep {
+            step: "mariadb rebuild mode".into(),
+            what: format!(
+                "innodb_flush_log_at_trx_commit = 0 and sync_binlog = 0 for the load, set back                  afterwards (also after a failure){}; a server crash during the load loses its                  last commits: run the restore again",
+                if req.rebuild_skip_binlog {
+                    "; the load skips the binlog (sql_log_bin = 0): replicas do not get it"
+                } else {
+                    ""
+                }
+            ),
+            destination: format!("MariaDB {} as {}", t.address, t.user),
+            items: 2,
+            bytes: 0,
+            rows: None,
+            estimate_secs: 0,
+            skipped: None,
+        });
+    }
     for kind in KINDS {
         let items: Vec<_> = s.items.iter().filter(|i| i.kind == kind).collect();
         if items.is_empty() {
