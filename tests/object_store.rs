@@ -191,19 +191,7 @@ fn copy_to_s3_then_lose_the_pool_and_restore_from_the_bucket() {
     let m = Moto::start();
     m.make_bucket("offsite");
     let t = tempfile::tempdir().unwrap();
-    let secret = t.path().join("secret");
-    std::fs::write(&secret, "testing-secret\n").unwrap();
-    let cfg = t.path().join("mnbackup.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[repository.s3]\nendpoint = \"{}\"\naccess_key_id = \"testing\"\n\
-             secret_access_key_file = \"{}\"\n",
-            m.endpoint(),
-            secret.display()
-        ),
-    )
-    .unwrap();
+    let cfg = write_config(&m, t.path());
     let pool = t.path().join("pool");
     let pool_s = pool.to_str().unwrap();
     let url = "s3://offsite/node1";
@@ -250,4 +238,116 @@ fn copy_to_s3_then_lose_the_pool_and_restore_from_the_bucket() {
         .find(|e| e.file_name() == "big.bin")
         .expect("big.bin exported");
     assert!(std::fs::read(got.path()).unwrap() == big, "big.bin differs");
+}
+
+/// A config file whose `[repository.s3]` reaches moto.
+fn write_config(m: &Moto, dir: &Path) -> PathBuf {
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "testing-secret\n").unwrap();
+    let cfg = dir.join("mnbackup.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repository.s3]\nendpoint = \"{}\"\naccess_key_id = \"testing\"\n\
+             secret_access_key_file = \"{}\"\n",
+            m.endpoint(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// A config file for moto and a local pool with `files` small random files, snapshotted.
+fn pool_with_files(m: &Moto, dir: &Path, files: usize, size: usize) -> (PathBuf, PathBuf) {
+    let cfg = write_config(m, dir);
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..files {
+        let data: Vec<u8> = (0..size).map(|_| rand_byte()).collect();
+        std::fs::write(src.join(format!("f{i:04}")), data).unwrap();
+    }
+    let pool = dir.join("pool");
+    ok(&cfg, pool.to_str().unwrap(), &["init"]);
+    ok(&cfg, pool.to_str().unwrap(), &["snapshot", "--files", src.to_str().unwrap()]);
+    (cfg, pool)
+}
+
+fn rand_byte() -> u8 {
+    use std::cell::Cell;
+    thread_local!(static X: Cell<u64> = const { Cell::new(0x2545_f491_4f6c_dd1d) });
+    X.with(|x| {
+        let mut v = x.get();
+        v ^= v << 13;
+        v ^= v >> 7;
+        v ^= v << 17;
+        x.set(v);
+        (v >> 24) as u8
+    })
+}
+
+#[test]
+fn a_copy_killed_midway_resumes_without_sending_an_object_twice() {
+    let m = Moto::start();
+    m.make_bucket("resume");
+    let t = tempfile::tempdir().unwrap();
+    let (cfg, pool) = pool_with_files(&m, t.path(), 120, 40_000);
+    let url = "s3://resume/r";
+    ok(&cfg, url, &["init"]);
+    let mut child = Command::new(common::bin())
+        .arg("-c")
+        .arg(&cfg)
+        .args(["-q", "-r", pool.to_str().unwrap(), "copy", "--to", url])
+        .args(["--limit-upload", "1024"])
+        .env_remove("MNBACKUP_CONFIG")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = child.wait();
+    let before = m.puts("/resume/r/objects/");
+    assert!(before > 0, "the first copy sent something before it was killed");
+    assert_eq!(m.puts("/resume/r/snapshots/"), 0, "no manifest before every object");
+    let r = json(&ok(&cfg, pool.to_str().unwrap(), &["--json", "copy", "--to", url]));
+    assert_eq!(r["copied"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["objects_present"].as_u64().unwrap() as usize, before, "{r}");
+    // Every object key was PUT exactly once over both runs.
+    let log = std::fs::read_to_string(&m.log).unwrap();
+    let mut keys: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"PUT /resume/r/objects/") && l.contains("\" 200 "))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/resume/")))
+        .collect();
+    let n = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "an object was sent twice");
+    assert_eq!(n as u64, before as u64 + r["objects_sent"].as_u64().unwrap());
+    ok(&cfg, url, &["verify", "--read-data"]);
+}
+
+#[test]
+fn limit_upload_holds_the_average_rate() {
+    let m = Moto::start();
+    m.make_bucket("rate");
+    let t = tempfile::tempdir().unwrap();
+    // 10 MiB in 256 objects: about 5 s at 2048 KiB/s.
+    let (cfg, pool) = pool_with_files(&m, t.path(), 256, 40 * 1024);
+    let url = "s3://rate/r";
+    ok(&cfg, url, &["init"]);
+    let r = json(&ok(
+        &cfg,
+        pool.to_str().unwrap(),
+        &["--json", "copy", "--to", url, "--limit-upload", "2048"],
+    ));
+    let rate = r["bytes_sent"].as_f64().unwrap() / r["send_seconds"].as_f64().unwrap();
+    let want = 2048.0 * 1024.0;
+    assert!(
+        (rate - want).abs() / want < 0.10,
+        "{rate:.0} B/s, want {want} ± 10% ({r})"
+    );
 }

@@ -46,6 +46,8 @@ pub struct CopyReport {
     pub bytes_sent: u64,
     /// Objects the selected snapshots need that the destination already had.
     pub objects_present: u64,
+    /// Wall time of sending the objects, in seconds.
+    pub send_seconds: f64,
 }
 
 /// A token bucket on a virtual clock: after sending `n` bytes the caller waits until the
@@ -139,6 +141,7 @@ pub fn copy(
     let total = missing.iter().map(|id| sizes.get(*id).copied().unwrap_or(0)).sum();
     progress.phase("copy", Some(total));
     let mut bucket = req.limit_upload.map(TokenBucket::new);
+    let sending = Instant::now();
     for id in missing {
         let start = Instant::now();
         let n = copy_object(src, dst, id)?;
@@ -151,6 +154,7 @@ pub fn copy(
         }
         progress.advance(sizes.get(id).copied().unwrap_or(n));
     }
+    report.send_seconds = sending.elapsed().as_secs_f64();
     for m in &todo {
         let key = manifest_key(&m.id)?;
         let bytes = src
