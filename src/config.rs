@@ -440,7 +440,10 @@ impl ObjectStoreConfig {
     pub fn secret(&self) -> Result<Option<String>> {
         if let Some(f) = &self.secret_access_key_file {
             let s = std::fs::read_to_string(f).with_context(|| {
-                format!("reading [repository.s3] secret_access_key_file {}", f.display())
+                format!(
+                    "reading [repository.s3] secret_access_key_file {}",
+                    f.display()
+                )
             })?;
             return Ok(s.lines().next().map(|l| l.trim().to_string()));
         }

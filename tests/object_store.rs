@@ -105,7 +105,10 @@ fn conformance_against_moto_with_and_without_conditional_put() {
     let t = tempfile::tempdir().unwrap();
     let mut c = s3_config(&m, t.path());
     let s = ObjectStore::open("s3://conf/a", &c).unwrap();
-    assert!(s.conditional_put(), "opendal's s3 service offers if_not_exists");
+    assert!(
+        s.conditional_put(),
+        "opendal's s3 service offers if_not_exists"
+    );
     conformance::run(&s);
     // The same against the fallback (HEAD + PUT + read-after-write).
     c.conditional_put = Some(false);
@@ -197,7 +200,9 @@ fn copy_to_s3_then_lose_the_pool_and_restore_from_the_bucket() {
     let url = "s3://offsite/node1";
     let src = t.path().join("src");
     std::fs::create_dir_all(src.join("etc")).unwrap();
-    let big: Vec<u8> = (0..3_000_000u32).flat_map(|i| (i * 7919).to_le_bytes()).collect();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .flat_map(|i| (i * 7919).to_le_bytes())
+        .collect();
     std::fs::write(src.join("etc/big.bin"), &big).unwrap();
     std::fs::write(src.join("etc/small.conf"), b"a = 1\n").unwrap();
     let src_s = src.to_str().unwrap();
@@ -209,7 +214,11 @@ fn copy_to_s3_then_lose_the_pool_and_restore_from_the_bucket() {
     assert_eq!(r1["copied"].as_array().unwrap().len(), 1, "{r1}");
     let sent1 = r1["objects_sent"].as_u64().unwrap();
     assert!(sent1 > 0);
-    assert_eq!(m.puts("/offsite/node1/objects/") as u64, sent1, "one PUT per object");
+    assert_eq!(
+        m.puts("/offsite/node1/objects/") as u64,
+        sent1,
+        "one PUT per object"
+    );
 
     // A second snapshot with a small change: the second copy sends only its new objects.
     std::fs::write(src.join("etc/small.conf"), b"a = 2\n").unwrap();
@@ -218,7 +227,10 @@ fn copy_to_s3_then_lose_the_pool_and_restore_from_the_bucket() {
     assert_eq!(r2["copied"].as_array().unwrap().len(), 1, "{r2}");
     assert_eq!(r2["already_there"].as_array().unwrap().len(), 1, "{r2}");
     let sent2 = r2["objects_sent"].as_u64().unwrap();
-    assert!(sent2 >= 1 && sent2 < sent1, "{sent2} new objects of {sent1}");
+    assert!(
+        sent2 >= 1 && sent2 < sent1,
+        "{sent2} new objects of {sent1}"
+    );
     assert!(r2["bytes_sent"].as_u64().unwrap() < 100_000, "{r2}");
     assert_eq!(m.puts("/offsite/node1/objects/") as u64, sent1 + sent2);
     // Nothing left to send.
@@ -269,7 +281,11 @@ fn pool_with_files(m: &Moto, dir: &Path, files: usize, size: usize) -> (PathBuf,
     }
     let pool = dir.join("pool");
     ok(&cfg, pool.to_str().unwrap(), &["init"]);
-    ok(&cfg, pool.to_str().unwrap(), &["snapshot", "--files", src.to_str().unwrap()]);
+    ok(
+        &cfg,
+        pool.to_str().unwrap(),
+        &["snapshot", "--files", src.to_str().unwrap()],
+    );
     (cfg, pool)
 }
 
@@ -310,11 +326,26 @@ fn a_copy_killed_midway_resumes_without_sending_an_object_twice() {
     .unwrap();
     let _ = child.wait();
     let before = m.puts("/resume/r/objects/");
-    assert!(before > 0, "the first copy sent something before it was killed");
-    assert_eq!(m.puts("/resume/r/snapshots/"), 0, "no manifest before every object");
-    let r = json(&ok(&cfg, pool.to_str().unwrap(), &["--json", "copy", "--to", url]));
+    assert!(
+        before > 0,
+        "the first copy sent something before it was killed"
+    );
+    assert_eq!(
+        m.puts("/resume/r/snapshots/"),
+        0,
+        "no manifest before every object"
+    );
+    let r = json(&ok(
+        &cfg,
+        pool.to_str().unwrap(),
+        &["--json", "copy", "--to", url],
+    ));
     assert_eq!(r["copied"].as_array().unwrap().len(), 1, "{r}");
-    assert_eq!(r["objects_present"].as_u64().unwrap() as usize, before, "{r}");
+    assert_eq!(
+        r["objects_present"].as_u64().unwrap() as usize,
+        before,
+        "{r}"
+    );
     // Every object key was PUT exactly once over both runs.
     let log = std::fs::read_to_string(&m.log).unwrap();
     let mut keys: Vec<&str> = log
@@ -326,7 +357,10 @@ fn a_copy_killed_midway_resumes_without_sending_an_object_twice() {
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), n, "an object was sent twice");
-    assert_eq!(n as u64, before as u64 + r["objects_sent"].as_u64().unwrap());
+    assert_eq!(
+        n as u64,
+        before as u64 + r["objects_sent"].as_u64().unwrap()
+    );
     ok(&cfg, url, &["verify", "--read-data"]);
 }
 

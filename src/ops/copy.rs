@@ -138,7 +138,10 @@ pub fn copy(
     let mut missing: Vec<&String> = needed.iter().filter(|id| !have.contains(*id)).collect();
     missing.sort();
     report.objects_present = (needed.len() - missing.len()) as u64;
-    let total = missing.iter().map(|id| sizes.get(*id).copied().unwrap_or(0)).sum();
+    let total = missing
+        .iter()
+        .map(|id| sizes.get(*id).copied().unwrap_or(0))
+        .sum();
     progress.phase("copy", Some(total));
     let mut bucket = req.limit_upload.map(TokenBucket::new);
     let sending = Instant::now();

@@ -161,15 +161,25 @@ fn service_options(
             add("secret_access_key", secret);
         }
         "webdav" => {
-            let ep = c.endpoint()?.unwrap_or_else(|| format!("https://{}", u.bucket));
+            let ep = c
+                .endpoint()?
+                .unwrap_or_else(|| format!("https://{}", u.bucket));
             add("endpoint", Some(ep));
             add("username", key_id);
             add("password", secret);
         }
         "sftp" => {
-            add("endpoint", Some(c.endpoint()?.unwrap_or_else(|| u.bucket.clone())));
+            add(
+                "endpoint",
+                Some(c.endpoint()?.unwrap_or_else(|| u.bucket.clone())),
+            );
             add("user", key_id);
-            add("key", c.secret_access_key_file.clone().map(|p| p.display().to_string()));
+            add(
+                "key",
+                c.secret_access_key_file
+                    .clone()
+                    .map(|p| p.display().to_string()),
+            );
         }
         other => {
             return Err(crate::error::usage(format!(
@@ -192,19 +202,12 @@ impl ObjectStore {
                 u.scheme.as_str(),
                 opts.into_iter().map(|(k, v)| (k.to_string(), v)),
             )
-            .map_err(|e| {
-                crate::error::usage(format!("cannot use {location}: {e}"))
-            })?
+            .map_err(|e| crate::error::usage(format!("cannot use {location}: {e}")))?
             .layer(opendal::layers::TimeoutLayer::new().with_timeout(c.timeout()))
         };
         let can = op.info().full_capability().write_with_if_not_exists;
         let conditional_put = c.conditional_put.unwrap_or(can);
-        let url = format!(
-            "{}://{}/{}",
-            u.scheme,
-            u.bucket,
-            u.prefix
-        );
+        let url = format!("{}://{}/{}", u.scheme, u.bucket, u.prefix);
         Ok(ObjectStore {
             op,
             url: url.trim_end_matches('/').to_string(),
@@ -249,7 +252,11 @@ pub fn map_error(e: opendal::Error, what: &str, place: &str) -> StoreError {
 
 /// A stable identity from what the store says about an object: size, modification time and a
 /// hash of the ETag (content-derived for single-part uploads).
-fn identity(size: u64, modified: Option<SystemTime>, etag: Option<&str>) -> Option<(u64, i64, i64, u64)> {
+fn identity(
+    size: u64,
+    modified: Option<SystemTime>,
+    etag: Option<&str>,
+) -> Option<(u64, i64, i64, u64)> {
     let etag = etag?;
     let (s, ns) = modified
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
@@ -389,8 +396,7 @@ impl Backend for ObjectStore {
     fn delete(&self, key: &str) -> StoreResult<()> {
         // A DELETE of a missing key succeeds on object stores; the contract says NotFound.
         self.stat(key)?;
-        block_on(async { self.op.delete(key).await })
-            .map_err(|e| self.err(e, "removing", key))
+        block_on(async { self.op.delete(key).await }).map_err(|e| self.err(e, "removing", key))
     }
 
     fn create(&self) -> anyhow::Result<Option<String>> {
@@ -433,10 +439,19 @@ mod tests {
         let nf = opendal::Error::new(ErrorKind::NotFound, "gone");
         assert!(map_error(nf, "reading", "s3://b/k").is_not_found());
         let t = opendal::Error::new(ErrorKind::Unexpected, "reset").set_temporary();
-        assert!(matches!(map_error(t, "reading", "k"), StoreError::Transient(_)));
+        assert!(matches!(
+            map_error(t, "reading", "k"),
+            StoreError::Transient(_)
+        ));
         let r = opendal::Error::new(ErrorKind::RateLimited, "slow down");
-        assert!(matches!(map_error(r, "reading", "k"), StoreError::Transient(_)));
+        assert!(matches!(
+            map_error(r, "reading", "k"),
+            StoreError::Transient(_)
+        ));
         let p = opendal::Error::new(ErrorKind::PermissionDenied, "no");
-        assert!(matches!(map_error(p, "reading", "k"), StoreError::Permanent(_)));
+        assert!(matches!(
+            map_error(p, "reading", "k"),
+            StoreError::Permanent(_)
+        ));
     }
 }
