@@ -69,7 +69,10 @@ impl TokenBucket {
 
     /// Account for `n` bytes sent since `start`; sleep as long as needed.
     pub fn spend(&mut self, start: Instant, n: u64) {
-        let from = self.clock.map_or(start, |c| c.max(start));
+        // Up to one second of unused budget is kept (time lost to a slow request is caught up
+        // on), never more: no burst after an idle period.
+        let floor = start.checked_sub(Duration::from_secs(1)).unwrap_or(start);
+        let from = self.clock.map_or(start, |c| c.max(floor));
         let until = from + Duration::from_secs_f64(n as f64 / self.rate);
         self.clock = Some(until);
         let now = Instant::now();
