@@ -121,6 +121,9 @@ pub enum Command {
         #[arg(long, value_name = "VERSION")]
         server_version: Option<String>,
     },
+    /// Copy snapshots to another repository (e.g. an s3:// bucket), sending only the objects it
+    /// lacks. Resumable: run it again after an interruption.
+    Copy(CopyArgs),
     /// Remove snapshots by id or by the retention policy ([retention] or --keep-*).
     Forget(ForgetArgs),
     /// Remove objects no snapshot references (never a base a kept delta needs).
@@ -195,6 +198,22 @@ pub enum ScheduleCommand {
         #[arg(long)]
         apply: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Snapshots to copy (ids, prefixes, `latest`); without them, all.
+    pub snapshots: Vec<String>,
+    /// The destination repository: a path or URL (`s3://bucket/prefix`); its credentials come
+    /// from `[repository.s3]` of the configuration.
+    #[arg(long, value_name = "LOCATION")]
+    pub to: String,
+    /// Only snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Limit the upload rate, in KiB/s.
+    #[arg(long, value_name = "KIB_PER_SEC")]
+    pub limit_upload: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -53,6 +53,21 @@ impl SnapshotProgress {
 }
 
 impl Progress for SnapshotProgress {
+    /// A phase with a known size (a copy) turns the spinner into a bar with an ETA.
+    fn phase(&self, _name: &str, total: Option<u64>) {
+        let (Some(b), Some(t)) = (&self.bar, total) else {
+            return;
+        };
+        b.set_length(t);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} ({binary_bytes_per_sec}, \
+                 ETA {eta})",
+            )
+            .expect("valid template"),
+        );
+    }
+
     fn note(&self, name: &str) {
         if let Some(b) = &self.bar {
             b.set_message(name.to_string());

@@ -7,7 +7,8 @@ use crate::repo::Repo;
 
 pub fn run(ctx: &Ctx) -> Result<i32> {
     let path = ctx.repo_path()?;
-    let (repo, warning) = Repo::init(&path)?;
+    let store = crate::store::open_with(&path.to_string_lossy(), &ctx.config.repository.s3)?;
+    let (repo, warning) = Repo::init_on(store)?;
     if let Some(w) = &warning {
         tracing::warn!("{w}");
     }

@@ -3,6 +3,7 @@
 pub mod cat;
 pub mod check;
 pub mod config_check;
+pub mod copy;
 pub mod daemon;
 pub mod drill;
 pub mod export;
@@ -81,7 +82,7 @@ impl Ctx {
 
     /// Open the repository (refusing a path without the marker).
     pub fn open_repo(&self) -> Result<Repo> {
-        let mut repo = Repo::open(&self.repo_path()?)?;
+        let mut repo = self.open_location(&self.repo_path()?.to_string_lossy())?;
         repo.stale_after = Duration::from_secs(
             self.config
                 .repository
@@ -93,6 +94,14 @@ impl Ctx {
             repo.host = h.clone();
         }
         Ok(repo)
+    }
+
+    /// Open the repository at a path or URL, object stores with `[repository.s3]`.
+    pub fn open_location(&self, location: &str) -> Result<Repo> {
+        Repo::open_on(crate::store::open_with(
+            location,
+            &self.config.repository.s3,
+        )?)
     }
 
     /// What the use cases in `ops` need: the configuration, the repository, the components.
@@ -150,6 +159,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             include,
             no_special_bits,
         } => export::run(&ctx, &snapshot, &dir, &include, no_special_bits),
+        Command::Copy(a) => copy::run(&ctx, &a),
         Command::Forget(a) => forget::run(
             &ctx,
             &forget::ForgetArgs {

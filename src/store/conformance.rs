@@ -154,6 +154,73 @@ mod tests {
     }
 
     #[test]
+    fn retrying_over_transient_faults_conforms() {
+        use super::super::retry::{Policy, Retrying};
+        use std::time::Duration;
+        let f = Faulty::new(MemBackend::new());
+        // Every operation fails transiently twice in a row now and then.
+        for (op, skip) in [
+            (Op::Put, 3),
+            (Op::Get, 2),
+            (Op::Stat, 4),
+            (Op::List, 1),
+            (Op::Delete, 0),
+        ] {
+            f.inject(Fault::new(op, FaultKind::Transient).after(skip).times(2));
+        }
+        let policy = Policy {
+            retries: 3,
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        };
+        let r = Retrying::new(f.clone(), policy);
+        super::run(&*r);
+        assert_eq!(f.fired(), 10);
+        assert_eq!(r.retried(), 10);
+        // More failures than retries: the error is still Transient, after retries + 1 attempts.
+        f.inject(Fault::new(Op::Get, FaultKind::Transient));
+        let before = f.fired();
+        assert!(matches!(
+            r.get("objects/cd/range", 999),
+            Err(StoreError::Transient(_))
+        ));
+        assert_eq!(f.fired() - before, 4);
+        // Permanent errors are not retried.
+        f.clear();
+        f.inject(Fault::new(Op::Stat, FaultKind::Permanent));
+        assert!(matches!(
+            r.stat("objects/cd/range"),
+            Err(StoreError::Permanent(_))
+        ));
+        assert_eq!(f.fired(), 1);
+    }
+
+    #[test]
+    fn faulty_listing_lags_and_put_if_absent_stays_right() {
+        let f = Faulty::new(MemBackend::new());
+        f.lag_listing(2);
+        f.put_replace("objects/a", b"1").unwrap();
+        f.put_replace("objects/b", b"2").unwrap();
+        f.put_replace("objects/c", b"3").unwrap();
+        let keys: Vec<String> = f
+            .list("objects/")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(
+            keys,
+            ["objects/a"],
+            "the two newest keys are not listed yet"
+        );
+        // A writer trusting the listing tries again: the store keeps the first value.
+        assert!(!f.put_if_absent("objects/c", b"3").unwrap());
+        f.lag_listing(0);
+        assert_eq!(f.list("objects/").unwrap().len(), 3);
+        assert_eq!(f.puts(), 4);
+    }
+
+    #[test]
     fn faulty_injects_on_chosen_ops_keys_and_calls() {
         let f = Faulty::new(MemBackend::new());
         f.inject(

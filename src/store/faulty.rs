@@ -76,6 +76,11 @@ struct Armed {
 pub struct Faulty {
     inner: Arc<dyn Backend>,
     faults: Mutex<Vec<Armed>>,
+    /// Listing lag: how many of the most recently written keys a listing leaves out, and those
+    /// keys (an object store whose listing trails its writes).
+    lag: Mutex<(usize, std::collections::VecDeque<String>)>,
+    /// Writes (puts and appends) passed to the inner backend.
+    puts: std::sync::atomic::AtomicU64,
 }
 
 impl Faulty {
@@ -83,7 +88,21 @@ impl Faulty {
         Arc::new(Faulty {
             inner,
             faults: Mutex::new(Vec::new()),
+            lag: Mutex::default(),
+            puts: Default::default(),
         })
+    }
+
+    /// From now on a listing leaves out the `n` most recently written keys (0: no lag).
+    pub fn lag_listing(&self, n: usize) {
+        let mut l = self.lag.lock().unwrap();
+        l.0 = n;
+        l.1.clear();
+    }
+
+    /// How many writes reached the inner backend.
+    pub fn puts(&self) -> u64 {
+        self.puts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Arm one more fault.
@@ -141,7 +160,17 @@ impl Faulty {
                 Err(Self::fail(FaultKind::Torn, Op::Put, key))
             }
             Some(k) => Err(Self::fail(k, Op::Put, key)),
-            None => Ok(()),
+            None => {
+                self.puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut l = self.lag.lock().unwrap();
+                if l.0 > 0 {
+                    l.1.push_back(key.to_string());
+                    while l.1.len() > l.0 {
+                        l.1.pop_front();
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -179,7 +208,10 @@ impl Backend for Faulty {
     }
     fn list(&self, prefix: &str) -> StoreResult<Vec<(String, u64)>> {
         self.gate(Op::List, prefix)?;
-        self.inner.list(prefix)
+        let mut all = self.inner.list(prefix)?;
+        let l = self.lag.lock().unwrap();
+        all.retain(|(k, _)| !l.1.contains(k));
+        Ok(all)
     }
     fn delete(&self, key: &str) -> StoreResult<()> {
         self.gate(Op::Delete, key)?;

@@ -13,6 +13,8 @@ pub mod conformance;
 pub mod faulty;
 pub mod local;
 pub mod mem;
+pub mod object;
+pub mod retry;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -171,12 +173,38 @@ pub trait Backend: Send + Sync + Debug {
 }
 
 /// The schemes [`open`] knows.
-pub const SCHEMES: &[&str] = &["file://", "mem:// (tests)"];
+pub const SCHEMES: &[&str] = &[
+    "file://",
+    "s3://",
+    "oss://",
+    "cos://",
+    "obs://",
+    "webdav://",
+    "sftp://",
+    "mem:// (tests)",
+];
 
-/// Open a backend from a location: a plain path, or a URL `file:///abs/path`.
+/// Open a backend from a location: a plain path, a URL `file:///abs/path`, or an object-store
+/// URL (`s3://bucket/prefix`, ...) reached with the default `[repository.s3]` settings (the
+/// environment variables only).
 pub fn open(location: &str) -> anyhow::Result<Arc<dyn Backend>> {
+    open_with(location, &crate::config::ObjectStoreConfig::default())
+}
+
+/// [`open`] with the `[repository.s3]` settings for object-store URLs.
+pub fn open_with(
+    location: &str,
+    s3: &crate::config::ObjectStoreConfig,
+) -> anyhow::Result<Arc<dyn Backend>> {
     if let Some((scheme, rest)) = location.split_once("://") {
         return match scheme {
+            s if object::SCHEMES.contains(&s) => Ok(retry::Retrying::new(
+                Arc::new(object::ObjectStore::open(location, s3)?),
+                retry::Policy {
+                    retries: s3.retries,
+                    ..Default::default()
+                },
+            )),
             "file" => {
                 if !rest.starts_with('/') {
                     return Err(crate::error::usage(format!(
@@ -223,7 +251,9 @@ mod tests {
         assert_eq!(b.location(), "/srv/pool/mnbackup");
         let b = open("file:///srv/pool/mnbackup").unwrap();
         assert_eq!(b.location(), "/srv/pool/mnbackup");
-        let e = open("s3://bucket/x").unwrap_err().to_string();
+        let b = open("s3://bucket/x/y/").unwrap();
+        assert_eq!(b.location(), "s3://bucket/x/y");
+        let e = open("gs://bucket/x").unwrap_err().to_string();
         assert!(e.contains("s3://") && e.contains("file://"), "{e}");
         assert_eq!(crate::error::exit_code(&open("ftp://h/x").unwrap_err()), 2);
         assert!(open("file://relative").is_err());
