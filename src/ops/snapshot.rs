@@ -58,6 +58,8 @@ pub fn sig_cache(config: &Config, repo: &Repo) -> SigCache {
 pub fn latest_good(repo: &Repo) -> Result<Option<Manifest>> {
     for id in repo.snapshot_ids()?.iter().rev() {
         match repo.load_manifest(id) {
+            // A binlog batch is not a snapshot (see `ops::binlog`).
+            Ok(m) if m.trigger == "binlog" => continue,
             Ok(m) => return Ok(Some(m)),
             Err(e) => tracing::warn!("skipping snapshot {id} as delta parent: {e:#}"),
         }

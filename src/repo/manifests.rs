@@ -94,7 +94,9 @@ impl Repo {
             // operator sees.
             let want_safety = spec == "latest:safety";
             for id in ids.iter().rev() {
+                // Binlog batches (trigger `binlog`, `ops::binlog`) are not snapshots.
                 let is_safety = match self.load_manifest(id) {
+                    Ok(m) if m.trigger == "binlog" => continue,
                     Ok(m) => m.trigger == "safety",
                     Err(_) => return Ok(id.clone()),
                 };

@@ -15,6 +15,7 @@ pub mod gaps;
 pub mod replay;
 pub mod requirements;
 pub mod segment;
+pub mod series;
 
 pub use capture::{capture, CaptureConfig, CaptureError, CaptureMode, CaptureOutcome};
 pub use event::{Gtid, RawEvent};
