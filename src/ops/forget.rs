@@ -38,8 +38,11 @@ pub fn forget_locked(repo: &Repo, plan: &ForgetPlan) -> Result<ForgetOutcome> {
         }
         let tz = TzSpec::parse(plan.timezone).map_err(|e| usage(e.to_string()))?;
         let mut refs = Vec::new();
+        let mut batches = Vec::new();
         for r in repo.load_all()? {
             match r {
+                // Binlog batches are not snapshots: kept by what the kept snapshots need.
+                Ok(m) if m.trigger == "binlog" => batches.push(m),
                 Ok(m) => refs.push(SnapshotRef {
                     id: m.id,
                     time: m.time,
@@ -53,7 +56,13 @@ pub fn forget_locked(repo: &Repo, plan: &ForgetPlan) -> Result<ForgetOutcome> {
             let why: Vec<_> = d.reasons.iter().map(|r| r.label()).collect();
             keep.push((d.id, why.join(", ")));
         }
+        let oldest_kept = refs
+            .iter()
+            .filter(|r| keep.iter().any(|(id, _)| *id == r.id))
+            .map(|r| r.time)
+            .min();
         remove.extend(decided.remove.into_iter().map(|d| d.id));
+        remove.extend(unneeded_batches(&batches, oldest_kept));
     }
     if !plan.dry_run {
         for id in &remove {
@@ -61,4 +70,33 @@ pub fn forget_locked(repo: &Repo, plan: &ForgetPlan) -> Result<ForgetOutcome> {
         }
     }
     Ok((keep, remove))
+}
+
+/// The binlog batches no kept snapshot needs: every event they hold is older than the oldest
+/// kept snapshot (whose consistent point lies after its start time). With no snapshot kept,
+/// every batch is kept (nothing says which are needed).
+fn unneeded_batches(
+    batches: &[crate::model::Manifest],
+    oldest_kept: Option<chrono::DateTime<chrono::Utc>>,
+) -> Vec<String> {
+    let Some(oldest) = oldest_kept else {
+        return Vec::new();
+    };
+    batches
+        .iter()
+        .filter(|m| {
+            let info: crate::engines::binlog::series::BatchInfo = m
+                .sources
+                .get("binlog")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            let newest = info.segments.iter().map(|s| i64::from(s.info.last_time)).max();
+            let gap_time = info.gaps.iter().map(|g| g.detected).max();
+            match newest {
+                Some(t) => t < oldest.timestamp() && gap_time.is_none_or(|g| g < oldest),
+                None => m.finished < oldest,
+            }
+        })
+        .map(|m| m.id.clone())
+        .collect()
 }
