@@ -64,6 +64,9 @@ fn restore_until_a_time_and_a_refused_gap() {
         &[],
         "[binlog]\nsegment_seconds = 1\nserver_id = 4242\n",
     );
+    // `check` runs the binlog requirement check: this server passes it.
+    let o = e.ok(&["check"]);
+    assert!(text(&o).contains("binlog log_bin"), "{}", text(&o));
     e.snapshot();
     write(&src, 100, 30);
     let t1 = next_second();
