@@ -87,7 +87,14 @@ fn restore_until_a_time_and_a_refused_gap() {
     let dst = TestServer::start().unwrap();
     let sock = dst.socket().display().to_string();
     let until = t1.format("%Y-%m-%d %H:%M:%S").to_string();
-    let o = e.ok(&["restore", "--until", &until, "--target-socket", &sock, "--plan"]);
+    let o = e.ok(&[
+        "restore",
+        "--until",
+        &until,
+        "--target-socket",
+        &sock,
+        "--plan",
+    ]);
     let plan = text(&o);
     assert!(plan.contains("point in time: base snapshot"), "{plan}");
     assert!(plan.contains("gap check"), "{plan}");
@@ -105,7 +112,13 @@ fn restore_until_a_time_and_a_refused_gap() {
 
     // Latest, renamed beside it: the final rows.
     let o = e.ok(&[
-        "restore", "--until", "latest", "--target-socket", &sock, "--rename-db", "app=app2",
+        "restore",
+        "--until",
+        "latest",
+        "--target-socket",
+        &sock,
+        "--rename-db",
+        "app=app2",
     ]);
     assert_eq!(
         checksum(&dst, "app2.t").replace("app2.t", "app.t"),
@@ -126,7 +139,8 @@ fn restore_until_a_time_and_a_refused_gap() {
     // The server keeps a file a dump thread still reads or crash recovery still needs; the
     // dump threads of the runs above end shortly after they disconnect.
     for _ in 0..30 {
-        src.sql(&format!("PURGE BINARY LOGS TO '{newest}'")).unwrap();
+        src.sql(&format!("PURGE BINARY LOGS TO '{newest}'"))
+            .unwrap();
         if !src.sql("SHOW BINARY LOGS").unwrap().contains(&oldest) {
             break;
         }
@@ -151,7 +165,14 @@ fn restore_until_a_time_and_a_refused_gap() {
     assert_eq!(v["chains"].as_array().unwrap().len(), 2, "{v}");
     // Inside the gap: refused (exit 2), the recoverable ranges named.
     let until = t_gap.format("%Y-%m-%d %H:%M:%S").to_string();
-    let o = e.run(&["restore", "--until", &until, "--target-socket", &sock, "--plan"]);
+    let o = e.run(&[
+        "restore",
+        "--until",
+        &until,
+        "--target-socket",
+        &sock,
+        "--plan",
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("recoverable ranges"), "{}", text(&o));
 }

@@ -42,10 +42,7 @@ pub fn run(ctx: &Ctx, once: bool) -> Result<i32> {
                 l.end_pos,
                 series::ts(l.last_time)
             ),
-            _ => println!(
-                "nothing new since {}:{}",
-                o.start.file, o.start.pos
-            ),
+            _ => println!("nothing new since {}:{}", o.start.file, o.start.pos),
         }
     }
     if let Some(g) = o.gap {
@@ -85,7 +82,9 @@ pub fn describe(s: &Series) -> String {
         t.push_str("recoverable: none (no snapshot is followed by shipped binlog)\n");
     }
     for (id, a, b) in ranges {
-        t.push_str(&format!("recoverable: {a} .. {b} (base snapshot {id} and later)\n"));
+        t.push_str(&format!(
+            "recoverable: {a} .. {b} (base snapshot {id} and later)\n"
+        ));
     }
     if let Some(n) = s.newest_event() {
         t.push_str(&format!(
@@ -130,7 +129,9 @@ pub fn list(ctx: &Ctx) -> Result<i32> {
 /// Parse `--until` / `--until-gtid`.
 pub fn parse_until(until: Option<&str>, gtid: Option<&str>) -> Result<Option<Until>> {
     if let Some(g) = gtid {
-        let g: Gtid = g.parse().map_err(|e: String| usage(format!("--until-gtid: {e}")))?;
+        let g: Gtid = g
+            .parse()
+            .map_err(|e: String| usage(format!("--until-gtid: {e}")))?;
         return Ok(Some(Until::Gtid(g)));
     }
     let Some(u) = until else { return Ok(None) };

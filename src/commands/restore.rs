@@ -123,7 +123,8 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
         .journal
         .clone()
         .unwrap_or_else(|| ctx.config.daemon.state_dir.join("restore-journal.json"));
-    let pitr = match super::binlog::parse_until(args.until.as_deref(), args.until_gtid.as_deref())? {
+    let pitr = match super::binlog::parse_until(args.until.as_deref(), args.until_gtid.as_deref())?
+    {
         Some(u) => Some(super::binlog::plan(ctx, &u)?),
         None => None,
     };
@@ -133,7 +134,10 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
     let mut session = crate::ops::restore::open(&env, request(ctx, args)?, &spec, &journal)?;
     let checks = session.preflight()?;
     if args.plan {
-        let extra = pitr.as_ref().map(super::binlog::plan_text).unwrap_or_default();
+        let extra = pitr
+            .as_ref()
+            .map(super::binlog::plan_text)
+            .unwrap_or_default();
         return print_plan(ctx, &session, &checks, &extra);
     }
     if let Some(e) = session.refusal(&checks, &spec) {

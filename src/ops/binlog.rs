@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 
 use super::Env;
 use crate::config::BinlogConfig;
-use crate::engines::binlog::series::{self, BatchInfo, Base, Chain, GapRecord, PitrPlan, StoredSegment};
+use crate::engines::binlog::series::{
+    self, Base, BatchInfo, Chain, GapRecord, PitrPlan, StoredSegment,
+};
 use crate::engines::binlog::{
     capture, check_resume, replay, BinlogPos, CaptureConfig, CaptureError, CaptureMode, Gap,
     ReplayOptions, ReplayReport, SegmentInfo, SegmentSink, StopAt,
@@ -48,7 +50,10 @@ impl Series {
 
     /// Gaps recorded, oldest first.
     pub fn gaps(&self) -> Vec<&GapRecord> {
-        self.batches.iter().flat_map(|(_, b)| b.gaps.iter()).collect()
+        self.batches
+            .iter()
+            .flat_map(|(_, b)| b.gaps.iter())
+            .collect()
     }
 }
 
@@ -59,10 +64,9 @@ pub fn base_of(m: &Manifest) -> Option<Base> {
     }
     let info: MariadbInfo = serde_json::from_value(m.sources.get("mariadb")?.clone()).ok()?;
     let b = info.point.binlog?;
-    let gtid_pos = crate::engines::binlog::event::parse_gtid_list(
-        b.gtid_binlog_pos.as_deref().unwrap_or(""),
-    )
-    .unwrap_or_default();
+    let gtid_pos =
+        crate::engines::binlog::event::parse_gtid_list(b.gtid_binlog_pos.as_deref().unwrap_or(""))
+            .unwrap_or_default();
     Some(Base {
         id: m.id.clone(),
         point: BinlogPos {
@@ -108,10 +112,12 @@ pub fn resume_point(s: &Series) -> Result<BinlogPos> {
         .map(|b| b.point.clone())
         .ok_or_else(|| {
             anyhow!(match broken_at {
-                Some(_) => "the binlog chain is broken (see `mnbackup list --binlog`) and no \
+                Some(_) =>
+                    "the binlog chain is broken (see `mnbackup list --binlog`) and no \
                             snapshot was taken since; take one (`mnbackup snapshot`) to start a \
                             new chain",
-                None => "no snapshot with a MariaDB binlog position yet: take one (`mnbackup \
+                None =>
+                    "no snapshot with a MariaDB binlog position yet: take one (`mnbackup \
                          snapshot`, with log_bin on) before shipping the binlog",
             })
         })
@@ -161,11 +167,10 @@ pub fn capture_config(c: &BinlogConfig) -> CaptureConfig {
 /// returned in the outcome.
 pub fn ship(env: &Env, stop: Option<tokio::sync::watch::Receiver<bool>>) -> Result<ShipOutcome> {
     let repo = &env.repo;
-    let mcfg = env
-        .config
-        .mariadb
-        .as_ref()
-        .ok_or_else(|| anyhow!("no [mariadb] section: binlog shipping needs the source server"))?;
+    let mcfg =
+        env.config.mariadb.as_ref().ok_or_else(|| {
+            anyhow!("no [mariadb] section: binlog shipping needs the source server")
+        })?;
     let bcfg = env.config.binlog.clone().unwrap_or_default();
     let opts = mcfg.resolve()?.opts()?;
     let _lock = repo.lock(true, "binlog", env.lock_wait)?;
@@ -323,7 +328,10 @@ pub fn client_args(p: &crate::engines::mariadb::config::ConnParams) -> Vec<Strin
     match &p.socket {
         Some(s) => a.push(format!("--socket={}", s.display())),
         None => {
-            a.push(format!("--host={}", p.host.as_deref().unwrap_or("127.0.0.1")));
+            a.push(format!(
+                "--host={}",
+                p.host.as_deref().unwrap_or("127.0.0.1")
+            ));
             a.push(format!("--port={}", p.port.unwrap_or(3306)));
             a.push("--protocol=TCP".into());
         }

@@ -90,7 +90,11 @@ fn unneeded_batches(
                 .get("binlog")
                 .and_then(|v| serde_json::from_value(v.clone()).ok())
                 .unwrap_or_default();
-            let newest = info.segments.iter().map(|s| i64::from(s.info.last_time)).max();
+            let newest = info
+                .segments
+                .iter()
+                .map(|s| i64::from(s.info.last_time))
+                .max();
             let gap_time = info.gaps.iter().map(|g| g.detected).max();
             match newest {
                 Some(t) => t < oldest.timestamp() && gap_time.is_none_or(|g| g < oldest),

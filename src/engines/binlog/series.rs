@@ -211,7 +211,10 @@ fn describe_ranges(r: &[(String, DateTime<Utc>, DateTime<Utc>)]) -> String {
 }
 
 /// For each chain, the oldest base inside it and the chain's time range: the recoverable ranges.
-pub fn recoverable(chains: &[Chain], bases: &[Base]) -> Vec<(String, DateTime<Utc>, DateTime<Utc>)> {
+pub fn recoverable(
+    chains: &[Chain],
+    bases: &[Base],
+) -> Vec<(String, DateTime<Utc>, DateTime<Utc>)> {
     let mut out = Vec::new();
     for c in chains {
         let Some((_, end)) = c.time_range() else {
@@ -256,7 +259,10 @@ pub fn plan(chains: &[Chain], bases: &[Base], until: &Until) -> Result<PitrPlan,
                         .iter()
                         .position(|l| ts(l.segment.info.last_time) >= *t)
                 }
-                Until::Gtid(g) => c.links.iter().position(|l| contains_gtid(&l.segment.info, g)),
+                Until::Gtid(g) => c
+                    .links
+                    .iter()
+                    .position(|l| contains_gtid(&l.segment.info, g)),
                 Until::Latest => {
                     if Some(c) != latest_chain {
                         continue;
@@ -391,12 +397,20 @@ mod tests {
             ),
             (
                 "m2".to_string(),
-                batch(("b.000001", 300), vec![seg(3, "b.000001", 300, 400, (120, 130))], false),
+                batch(
+                    ("b.000001", 300),
+                    vec![seg(3, "b.000001", 300, 400, (120, 130))],
+                    false,
+                ),
             ),
             ("m3".to_string(), batch(("b.000001", 400), vec![], true)),
             (
                 "m4".to_string(),
-                batch(("b.000010", 4), vec![seg(1, "b.000010", 4, 50, (600, 610))], false),
+                batch(
+                    ("b.000010", 4),
+                    vec![seg(1, "b.000010", 4, 50, (600, 610))],
+                    false,
+                ),
             ),
         ];
         let ch = chains(&batches);
@@ -438,8 +452,14 @@ mod tests {
 
     #[test]
     fn positions_order_by_file_number_then_offset() {
-        assert_eq!(cmp_pos(("b.000002", 4), ("b.000001", 900)), Ordering::Greater);
+        assert_eq!(
+            cmp_pos(("b.000002", 4), ("b.000001", 900)),
+            Ordering::Greater
+        );
         assert_eq!(cmp_pos(("b.000001", 4), ("b.000001", 900)), Ordering::Less);
-        assert_eq!(cmp_pos(("b.1000000", 4), ("b.999999", 9)), Ordering::Greater);
+        assert_eq!(
+            cmp_pos(("b.1000000", 4), ("b.999999", 9)),
+            Ordering::Greater
+        );
     }
 }
