@@ -6,6 +6,7 @@
 
 mod restore_common;
 
+use std::process::Output;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -37,6 +38,13 @@ fn write(s: &TestServer, from: u32, n: u32) {
         ));
     }
     s.sql(&sql).unwrap();
+}
+
+/// `restore --until UNTIL --target-socket SOCK` with `extra` options.
+fn restore_until(e: &Env, until: &str, sock: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["restore", "--until", until, "--target-socket", sock];
+    args.extend_from_slice(extra);
+    e.run(&args)
 }
 
 /// Wait for the next whole second, so T1 separates the writes before and after it.
@@ -87,20 +95,15 @@ fn restore_until_a_time_and_a_refused_gap() {
     let dst = TestServer::start().unwrap();
     let sock = dst.socket().display().to_string();
     let until = t1.format("%Y-%m-%d %H:%M:%S").to_string();
-    let o = e.ok(&[
-        "restore",
-        "--until",
-        &until,
-        "--target-socket",
-        &sock,
-        "--plan",
-    ]);
+    let o = restore_until(&e, &until, &sock, &["--plan"]);
+    assert!(o.status.success(), "{}", text(&o));
     let plan = text(&o);
     assert!(plan.contains("point in time: base snapshot"), "{plan}");
     assert!(plan.contains("gap check"), "{plan}");
 
     // Restore to T1: exactly the rows of T1.
-    let o = e.ok(&["restore", "--until", &until, "--target-socket", &sock]);
+    let o = restore_until(&e, &until, &sock, &[]);
+    assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("binlog replayed"), "{}", text(&o));
     assert_eq!(
         checksum(&dst, "app.t"),
@@ -111,15 +114,8 @@ fn restore_until_a_time_and_a_refused_gap() {
     assert_ne!(at_t1, final_sum);
 
     // Latest, renamed beside it: the final rows.
-    let o = e.ok(&[
-        "restore",
-        "--until",
-        "latest",
-        "--target-socket",
-        &sock,
-        "--rename-db",
-        "app=app2",
-    ]);
+    let o = restore_until(&e, "latest", &sock, &["--rename-db", "app=app2"]);
+    assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         checksum(&dst, "app2.t").replace("app2.t", "app.t"),
         final_sum,
@@ -165,14 +161,7 @@ fn restore_until_a_time_and_a_refused_gap() {
     assert_eq!(v["chains"].as_array().unwrap().len(), 2, "{v}");
     // Inside the gap: refused (exit 2), the recoverable ranges named.
     let until = t_gap.format("%Y-%m-%d %H:%M:%S").to_string();
-    let o = e.run(&[
-        "restore",
-        "--until",
-        &until,
-        "--target-socket",
-        &sock,
-        "--plan",
-    ]);
+    let o = restore_until(&e, &until, &sock, &["--plan"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("recoverable ranges"), "{}", text(&o));
 }
