@@ -204,3 +204,26 @@ pub fn replay_text(r: &ReplayReport) -> String {
         None => "binlog replayed: no transaction after the base snapshot's point\n".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn until_parses_times_gtids_and_latest() {
+        let t = parse_until(Some("2026-12-03 13:52:07"), None).unwrap();
+        let want = DateTime::parse_from_rfc3339("2026-12-03T13:52:07Z").unwrap();
+        assert_eq!(t, Some(Until::Time(want.with_timezone(&Utc))));
+        let t = parse_until(Some("2026-12-03T14:52:07+01:00"), None).unwrap();
+        assert_eq!(t, Some(Until::Time(want.with_timezone(&Utc))));
+        assert_eq!(
+            parse_until(Some("latest"), None).unwrap(),
+            Some(Until::Latest)
+        );
+        let g = parse_until(None, Some("0-1-42")).unwrap();
+        assert_eq!(g, Some(Until::Gtid("0-1-42".parse().unwrap())));
+        assert!(parse_until(Some("yesterday"), None).is_err());
+        assert!(parse_until(None, Some("0-1")).is_err());
+        assert_eq!(parse_until(None, None).unwrap(), None);
+    }
+}

@@ -104,3 +104,35 @@ fn unneeded_batches(
         .map(|m| m.id.clone())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::unneeded_batches;
+    use crate::model::Manifest;
+
+    fn batch(id: &str, last_event: u32) -> Manifest {
+        let seg = serde_json::json!({
+            "item": "binlog/x", "seq": 1, "source_server_id": 1, "server_file": "b.000001",
+            "first_pos": 4, "end_pos": 100, "first_gtid": null, "last_gtid": null,
+            "gtid_pos_end": [], "first_time": last_event - 5, "last_time": last_event,
+            "transactions": 1, "events": 3, "bytes": 96,
+        });
+        serde_json::from_value(serde_json::json!({
+            "format": 1, "id": id, "time": "2026-01-01T00:00:00Z",
+            "finished": "2026-01-01T00:00:00Z", "hostname": "h", "trigger": "binlog",
+            "items": [], "stats": crate::model::SnapshotStats::default(), "sources": {"binlog": {"format": 1, "segments": [seg]}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_batches_wholly_before_the_oldest_kept_snapshot_go() {
+        let oldest = Utc.timestamp_opt(1000, 0).unwrap();
+        let b = vec![batch("old", 990), batch("spans", 1000), batch("new", 2000)];
+        assert_eq!(unneeded_batches(&b, Some(oldest)), vec!["old".to_string()]);
+        // No snapshot kept: nothing says which are needed, all stay.
+        assert!(unneeded_batches(&b, None).is_empty());
+    }
+}
