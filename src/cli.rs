@@ -49,12 +49,21 @@ pub enum Command {
     Init,
     /// Take a snapshot of the configured sources now.
     Snapshot(SnapshotArgs),
-    /// List snapshots.
+    /// List snapshots (or, with --binlog, the binlog chains, gaps and recoverable ranges).
     #[command(alias = "snapshots")]
     List {
         /// Only the snapshots of this host's series.
         #[arg(long)]
         host: Option<String>,
+        /// Show the shipped binlog: chains, gaps, the recoverable time ranges.
+        #[arg(long)]
+        binlog: bool,
+    },
+    /// Ship the MariaDB binlog into the repository (point-in-time recovery, `docs/binlog.md`).
+    Binlog {
+        /// Ship what is new since the last stored segment and stop.
+        #[arg(long)]
+        once: bool,
     },
     /// Show a snapshot's items.
     Show {
@@ -406,4 +415,11 @@ pub struct RestoreArgs {
     /// MiB of checked SQL items held in memory between their check and their load.
     #[arg(long, hide = true, default_value_t = 64)]
     pub memory_budget_mib: u64,
+    /// Point-in-time: restore the newest snapshot before TIME (UTC, `2026-12-03 13:52:07` or
+    /// RFC 3339) and replay the shipped binlog up to it (`latest`: every shipped event).
+    #[arg(long, value_name = "TIME|latest", conflicts_with_all = ["until_gtid", "snapshot"])]
+    pub until: Option<String>,
+    /// Point-in-time: replay the shipped binlog up to and including this GTID.
+    #[arg(long, value_name = "GTID", conflicts_with = "snapshot")]
+    pub until_gtid: Option<String>,
 }

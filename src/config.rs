@@ -47,6 +47,35 @@ pub struct Config {
     /// `[restore]`: how `mnbackup restore` checks the node and what it runs afterwards.
     #[serde(default)]
     pub restore: RestoreConfig,
+    /// `[binlog]`: point-in-time recovery (binlog shipping, `docs/binlog.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog: Option<BinlogConfig>,
+}
+
+/// `[binlog]`: shipping the MariaDB binlog into the repository (`mnbackup binlog --once`, the
+/// daemon's `binlog` job). The source is the `[mariadb]` connection.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BinlogConfig {
+    /// Close a segment this many seconds after its first event.
+    pub segment_seconds: u64,
+    /// Close a segment once it has this many bytes.
+    pub segment_bytes: u64,
+    /// `status` alarms when the newest shipped event is older than this.
+    pub max_lag_seconds: u64,
+    /// The `server_id` the capture registers with (unique among the server's replicas).
+    pub server_id: u32,
+}
+
+impl Default for BinlogConfig {
+    fn default() -> Self {
+        BinlogConfig {
+            segment_seconds: 60,
+            segment_bytes: 64 << 20,
+            max_lag_seconds: 300,
+            server_id: 0x6d6e_6200,
+        }
+    }
 }
 
 /// `[restore]`

@@ -156,6 +156,7 @@ async fn replay_to_a_time_gives_exactly_the_rows_of_that_time() {
         binlog_tool: None,
         client: None,
         client_args: client_args(&dst),
+        password: None,
         start: Some(from.clone()),
         stop: StopAt::DateTime(t1),
         databases: None,

@@ -9,6 +9,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::Ctx;
+use crate::engines::binlog::{check_requirements, Level, RequirementInputs};
 use crate::engines::mariadb::probe::{self, Capability};
 use crate::error::EXIT_INCOMPLETE;
 
@@ -164,6 +165,40 @@ fn cassandra_lines(ctx: &Ctx, out: &mut Vec<Line>) {
     }
 }
 
+/// With `[binlog]`: the server settings and privileges binlog shipping needs
+/// (`engines::binlog::requirements`); a warning passes, with its `my.cnf` line shown.
+fn binlog_lines(ctx: &Ctx, out: &mut Vec<Line>) -> Result<()> {
+    let (Some(b), Some(m)) = (&ctx.config.binlog, &ctx.config.mariadb) else {
+        return Ok(());
+    };
+    let opts = m.resolve()?.opts()?;
+    let inp = RequirementInputs {
+        capture_server_id: b.server_id,
+        // The follower must be able to catch up after a day of downtime.
+        min_retention_seconds: 86_400,
+    };
+    let rt = super::restore::runtime()?;
+    let findings = rt.block_on(async {
+        let mut conn = mysql_async::Conn::new(opts).await?;
+        check_requirements(&mut conn, &inp).await
+    })?;
+    for f in findings {
+        let detail = match f.level {
+            Level::Ok => f.found,
+            Level::Warning => format!("{} (warning; works, but set it in my.cnf)", f.found),
+            Level::Error => format!("{} (binlog shipping cannot work)", f.found),
+        };
+        out.push(line(
+            "binlog",
+            &f.setting,
+            f.level != Level::Error,
+            detail,
+            f.fix.into_iter().collect(),
+        ));
+    }
+    Ok(())
+}
+
 pub fn run(ctx: &Ctx) -> Result<i32> {
     let mut lines = Vec::new();
     let mut server = None;
@@ -188,6 +223,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
             ));
         }
     }
+    binlog_lines(ctx, &mut lines)?;
     pool_lines(ctx, &mut lines);
     cassandra_lines(ctx, &mut lines);
     let missing = lines.iter().filter(|l| !l.cap.ok).count();

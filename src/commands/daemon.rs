@@ -118,6 +118,9 @@ enum Work {
         read_data: bool,
         subset: verify::Subset,
     },
+    /// Ship the binlog beyond the last stored segment (`binlog --once`); scheduled every
+    /// minute (or second-level cron) it keeps the RPO near the interval.
+    Binlog,
 }
 
 impl Work {
@@ -178,8 +181,15 @@ impl Work {
                 };
                 Ok(Work::Verify { read_data, subset })
             }
+            "binlog" => match args.next() {
+                None => Ok(Work::Binlog),
+                Some(a) => Err(bad(format!(
+                    "argument {a:?} is not understood by a binlog job; it takes none (its \
+                     settings are in [binlog])"
+                ))),
+            },
             other => Err(bad(format!(
-                "job = {other:?} is not a job kind; use \"snapshot\" or \"verify\""
+                "job = {other:?} is not a job kind; use \"snapshot\", \"verify\" or \"binlog\""
             ))),
         }
     }
@@ -251,6 +261,25 @@ fn run_blocking(
     metrics: &MetricsCache,
 ) -> Result<String, JobError> {
     match work {
+        Work::Binlog => {
+            let registry = crate::engines::default_registry();
+            let env = ctx.ops_env(&registry).map_err(job_error)?;
+            let o = crate::ops::binlog::ship(&env, None).map_err(job_error)?;
+            if let Some(g) = o.gap {
+                return Err(JobError::permanent(format!(
+                    "{g}; the gap is recorded, the next snapshot starts a new chain"
+                )));
+            }
+            Ok(match (o.manifest, o.segments.last()) {
+                (Some(id), Some(l)) => format!(
+                    "binlog {id}: {} segments to {}:{}",
+                    o.segments.len(),
+                    l.server_file,
+                    l.end_pos
+                ),
+                _ => "binlog: nothing new".to_string(),
+            })
+        }
         Work::Snapshot { tags } => {
             let m = snapshot::take(
                 ctx,

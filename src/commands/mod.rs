@@ -1,5 +1,6 @@
 //! One module per command. `run` dispatches; every command gets the [`Ctx`].
 
+pub mod binlog;
 pub mod cat;
 pub mod check;
 pub mod config_check;
@@ -150,7 +151,9 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Init => init::run(&ctx),
         Command::Snapshot(args) => snapshot::run(&ctx, &args),
-        Command::List { host } => list::run(&ctx, host.as_deref()),
+        Command::List { host, binlog: false } => list::run(&ctx, host.as_deref()),
+        Command::List { binlog: true, .. } => binlog::list(&ctx),
+        Command::Binlog { once } => binlog::run(&ctx, once),
         Command::Show { snapshot } => show::run(&ctx, &snapshot),
         Command::Cat { snapshot, item } => cat::run(&ctx, &snapshot, &item),
         Command::Export {

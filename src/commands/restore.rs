@@ -125,21 +125,56 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
         .journal
         .clone()
         .unwrap_or_else(|| ctx.config.daemon.state_dir.join("restore-journal.json"));
-    let mut session =
-        crate::ops::restore::open(&env, request(ctx, args)?, &args.snapshot, &journal)?;
+    let pitr = match super::binlog::parse_until(args.until.as_deref(), args.until_gtid.as_deref())?
+    {
+        Some(u) => Some(super::binlog::plan(ctx, &u)?),
+        None => None,
+    };
+    let spec = pitr
+        .as_ref()
+        .map_or_else(|| args.snapshot.clone(), |p| p.base.id.clone());
+    let mut session = crate::ops::restore::open(&env, request(ctx, args)?, &spec, &journal)?;
     let checks = session.preflight()?;
     if args.plan {
-        return print_plan(ctx, &session, &checks);
+        let extra = pitr
+            .as_ref()
+            .map(super::binlog::plan_text)
+            .unwrap_or_default();
+        return print_plan(ctx, &session, &checks, &extra);
     }
-    if let Some(e) = session.refusal(&checks, &args.snapshot) {
+    if let Some(e) = session.refusal(&checks, &spec) {
         return Err(e);
     }
     let gaps: Vec<String> = session.manifest.gaps.iter().map(|g| g.describe()).collect();
     let id = session.id.clone();
     let progress = StepProgress::new(ctx.quiet, ctx.json);
-    let r = session.run(&checks, &progress)?;
+    let databases = restored_databases(&session.manifest);
+    let mut r = session.run(&checks, &progress)?;
     progress.finish();
-    let text = outcome_text(ctx, &id, &gaps, &r);
+    let mut text = outcome_text(ctx, &id, &gaps, &r);
+    if let Some(p) = &pitr {
+        if r.report.exit_code == 0 || r.report.exit_code == EXIT_INCOMPLETE {
+            let params = args.target.config(ctx.config.mariadb.as_ref()).resolve()?;
+            let target = crate::ops::binlog::ReplayTarget {
+                client_args: crate::ops::binlog::client_args(&params),
+                password: params.password.clone(),
+                databases,
+                rename: parse_renames(&args.rename_db)?.into_iter().collect(),
+            };
+            match crate::ops::binlog::replay_plan(&env.repo, p, &target) {
+                Ok(rep) => text.push_str(&super::binlog::replay_text(&rep)),
+                Err(e) => {
+                    text.push_str(&format!(
+                        "error: the binlog replay after snapshot {id} failed: {e:#}\n"
+                    ));
+                    r.report.exit_code = 1;
+                    r.report.ok = false;
+                }
+            }
+        } else {
+            text.push_str("the binlog was not replayed: the snapshot restore did not succeed\n");
+        }
+    }
     print_out(ctx, &text, &serde_json::to_value(&r.report)?)?;
     Ok(r.report.exit_code)
 }
@@ -149,10 +184,12 @@ fn print_plan(
     ctx: &Ctx,
     session: &RestoreSession,
     checks: &[crate::engines::Preflight],
+    extra: &str,
 ) -> Result<i32> {
     let view = session.plan(checks)?;
     let mut text = view.plan.to_string();
     text.push_str(&view.detail_text);
+    text.push_str(extra);
     for w in &view.warnings {
         text.push_str(&format!("warning: {w}\n"));
     }
@@ -164,6 +201,22 @@ fn print_plan(
     json.insert("warnings".into(), serde_json::to_value(&view.warnings)?);
     print_out(ctx, &text, &serde_json::Value::Object(json))?;
     Ok(if view.would_proceed { 0 } else { 2 })
+}
+
+/// The databases a snapshot's MariaDB part restores (`None`: unknown, replay all).
+fn restored_databases(m: &crate::model::Manifest) -> Option<Vec<String>> {
+    let v = m.sources.get("mariadb")?.clone();
+    let info: crate::model::mariadb_info::MariadbInfo = serde_json::from_value(v).ok()?;
+    let mut names: Vec<String> = info
+        .point
+        .databases
+        .iter()
+        .chain(info.extra_points.iter().flat_map(|p| p.databases.iter()))
+        .map(|d| d.name().to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    Some(names)
 }
 
 /// The report, then what the operator does now.

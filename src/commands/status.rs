@@ -65,6 +65,60 @@ struct Row {
     newest_complete: Option<SnapInfo>,
 }
 
+/// With `[binlog]`: the RPO, the age of the newest shipped binlog event, against
+/// `max_lag_seconds`; CRITICAL when older, when nothing was shipped, or when the chain is broken
+/// by a gap that no later snapshot restarted.
+fn binlog_row(ctx: &Ctx, now: DateTime<Utc>) -> Option<Row> {
+    let b = ctx.config.binlog.as_ref()?;
+    let mut row = Row {
+        job: "binlog".into(),
+        kind: "binlog".into(),
+        schedule: "continuous".into(),
+        label: "unknown",
+        code: UNKNOWN,
+        describe: String::new(),
+        max_age_secs: b.max_lag_seconds as i64,
+        age_secs: None,
+        next_run: None,
+        state: None,
+        newest: None,
+        newest_complete: None,
+    };
+    let series = match ctx
+        .open_repo()
+        .and_then(|r| crate::ops::binlog::load_series(&r))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            row.describe = format!("UNKNOWN: the binlog series cannot be read: {e:#}");
+            return Some(row);
+        }
+    };
+    let broken = series.batches.last().and_then(|(_, l)| {
+        let g = l.gaps.iter().find(|g| g.breaks_chain)?;
+        (!series.bases.iter().any(|b| b.finished > g.detected)).then(|| g.gap.to_string())
+    });
+    row.age_secs = series.newest_event().map(|t| (now - t).num_seconds());
+    (row.label, row.code, row.describe) = match (broken, row.age_secs) {
+        (Some(g), _) => (
+            "failing",
+            CRITICAL,
+            format!("FAILING: the binlog chain is broken ({g}); take a snapshot to start a new one"),
+        ),
+        (None, None) => ("never", CRITICAL, "NEVER: no binlog shipped yet".into()),
+        (None, Some(a)) if a > row.max_age_secs => (
+            "stale",
+            CRITICAL,
+            format!(
+                "STALE: the newest shipped binlog event is {a} s old (RPO), over max_lag_seconds                  = {}",
+                row.max_age_secs
+            ),
+        ),
+        (None, Some(a)) => ("fresh", OK, format!("RPO {a} s (newest shipped binlog event)")),
+    };
+    Some(row)
+}
+
 /// What `status` needs of a manifest.
 #[derive(Clone)]
 struct SnapInfo {
@@ -273,6 +327,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         row.state = state;
         rows.push(row);
     }
+    rows.extend(binlog_row(ctx, now));
     let code = rows
         .iter()
         .map(|r| r.code)

@@ -3,6 +3,7 @@
 //! [`Env`], whose registry lists the components (sources), so a test can run them with a
 //! component of its own.
 
+pub mod binlog;
 pub mod copy;
 pub mod drill;
 pub mod forget;

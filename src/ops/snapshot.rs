@@ -68,6 +68,8 @@ pub fn latest_good(
     let mut same_host = None;
     for id in repo.snapshot_ids()?.iter().rev() {
         match repo.load_manifest(id) {
+            // A binlog batch is not a snapshot (see `ops::binlog`).
+            Ok(m) if m.trigger == "binlog" => continue,
             Ok(m) if m.same_series(host, components) => return Ok(Some(m)),
             Ok(m) if m.host() == host && same_host.is_none() => same_host = Some(m),
             Ok(_) => {}

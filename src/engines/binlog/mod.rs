@@ -1,11 +1,12 @@
-//! MariaDB binlog capture and replay (point-in-time recovery, issue 20), standalone: not yet
-//! wired to the repository, jobs or `restore --until` (see `docs/binlog.md`).
+//! MariaDB binlog capture and replay (point-in-time recovery, issue 20; see `docs/binlog.md`).
+//! The repository side (shipping batches, `restore --until`) is `ops::binlog`.
 //!
 //! - [`capture`]: follow a server's binlog as a replica, verify CRC32, cut into segments
 //!   delivered to a [`SegmentSink`];
 //! - [`segment`]: the segment file (binlog file format) and its typed [`SegmentInfo`];
 //! - [`gaps`]: resume checks and the typed [`Gap`]s (purged, reset, restart);
 //! - [`replay`]: selected transactions through `mariadb-binlog` into the `mariadb` client;
+//! - [`series`]: the batches a repository holds, their chains and the point-in-time plan;
 //! - [`requirements`]: the server settings capture needs, with what to set in `my.cnf`;
 //! - [`event`]: raw events and binlog files.
 
@@ -15,6 +16,7 @@ pub mod gaps;
 pub mod replay;
 pub mod requirements;
 pub mod segment;
+pub mod series;
 
 pub use capture::{capture, CaptureConfig, CaptureError, CaptureMode, CaptureOutcome};
 pub use event::{Gtid, RawEvent};

@@ -41,6 +41,9 @@ pub struct ReplayOptions {
     pub client: Option<PathBuf>,
     /// Connection arguments for the client (`--socket=...`, `--user=...`, ...).
     pub client_args: Vec<String>,
+    /// The client's password (given as `MYSQL_PWD` to the client only, never on its command
+    /// line).
+    pub password: Option<String>,
     /// Replay transactions at or after this position (a snapshot's consistent point).
     pub start: Option<BinlogPos>,
     pub stop: StopAt,
@@ -359,7 +362,11 @@ pub fn replay(
         .spawn()
         .map_err(|e| ReplayError::Tool(format!("starting {}: {e}", tool.display())))?;
     let bl_out = bl.stdout.take().expect("piped");
-    let cl = Command::new(&client)
+    let mut cl = Command::new(&client);
+    if let Some(p) = &opts.password {
+        cl.env("MYSQL_PWD", p);
+    }
+    let cl = cl
         .arg("--no-defaults")
         .args(&opts.client_args)
         .arg("--binary-mode")
