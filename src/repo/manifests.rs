@@ -121,7 +121,8 @@ impl Repo {
                 Ok(m) => m,
                 Err(_) => return Ok(id.clone()),
             };
-            if (m.trigger == "safety") != want_safety {
+            // Binlog batches (trigger `binlog`, `ops::binlog`) are not snapshots.
+            if m.trigger == "binlog" || (m.trigger == "safety") != want_safety {
                 continue;
             }
             if m.host() == self.host {
