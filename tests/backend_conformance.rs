@@ -85,7 +85,10 @@ fn forget_then_prune_remove_only_what_no_snapshot_needs() {
     let mem = MemBackend::new();
     let repo = mem_repo(mem.clone());
     let shared = data(4000, 1);
-    let a = snapshot(&repo, &[("files/a", &shared), ("files/old", &data(4000, 7))]);
+    let a = snapshot(
+        &repo,
+        &[("files/a", &shared), ("files/old", &data(4000, 7))],
+    );
     let b = snapshot(&repo, &[("files/a", &shared)]);
     let before = objects(&mem);
 
@@ -110,7 +113,10 @@ fn forget_then_prune_remove_only_what_no_snapshot_needs() {
     // What the kept snapshot needs is still there and reads back.
     assert_eq!(read_item(&repo, &b.items[0]).unwrap(), shared);
     let v = verify(&repo, true, Subset::All, u32::MAX, &NoProgress).unwrap();
-    assert!(v.ok && v.missing.is_empty() && v.damaged.is_empty(), "{v:?}");
+    assert!(
+        v.ok && v.missing.is_empty() && v.damaged.is_empty(),
+        "{v:?}"
+    );
 }
 
 #[test]

@@ -13,7 +13,6 @@
 //! Exit codes: 0 nothing was lost (or nothing to do); 10 some snapshots lost items (now marked
 //! incomplete); 5 some manifests are damaged and could not be repaired.
 
-
 use anyhow::Result;
 
 use super::Ctx;

@@ -586,6 +586,7 @@ fn single_instance(cfg: &Config) -> Result<nix::fcntl::Flock<File>> {
 }
 
 /// Builds the jobs, checks the configuration, and runs the scheduler until SIGTERM / SIGINT.
+#[allow(clippy::too_many_lines)] // daemon setup in order (state dir, lock, jobs, signals, loop); one flat sequence reads best
 pub fn run(ctx: &Ctx) -> Result<i32> {
     let cfg = &ctx.config;
     ctx.repo_path()?;
