@@ -153,6 +153,7 @@ fn verify_finds_a_damaged_object_and_repair_drops_the_item_it_held() {
         .list("objects/")
         .unwrap()
         .into_iter()
+        .map(|(k, _size)| k)
         .find(|k| {
             let id = k.rsplit('/').next().unwrap();
             m.items[0]
@@ -161,7 +162,10 @@ fn verify_finds_a_damaged_object_and_repair_drops_the_item_it_held() {
                 .any(|p| p.piece.data.object().0 == id)
         })
         .expect("an object of files/a");
-    assert!(mem.tamper(&obj, |v| v[v.len() / 2] ^= 0xff));
+    assert!(mem.tamper(&obj, |v| {
+        let mid = v.len() / 2;
+        v[mid] ^= 0xff;
+    }));
 
     let v = verify(&repo, true, Subset::All, u32::MAX, &NoProgress).unwrap();
     assert!(!v.ok);
