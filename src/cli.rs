@@ -280,8 +280,7 @@ pub struct SnapshotArgs {
     pub trigger: String,
 }
 
-/// The longest lock wait accepted (one week).
-pub const MAX_LOCK_WAIT_SECONDS: u64 = 7 * 24 * 3600;
+pub use crate::config::MAX_LOCK_WAIT_SECONDS;
 
 /// Parse `--retry-lock`: seconds, or a number with s, m or h; at most a week.
 pub fn parse_wait(s: &str) -> Result<u64, String> {

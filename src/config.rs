@@ -16,6 +16,9 @@ use crate::engines::mariadb::MariadbConfig;
 use crate::error::MnError;
 use crate::repo::codec::CodecPolicy;
 
+/// The longest lock wait accepted (`--lock-wait`, `[repository] lock_wait_seconds`): one week.
+pub const MAX_LOCK_WAIT_SECONDS: u64 = 7 * 24 * 3600;
+
 /// The default config path, used when it exists and no `-c` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/mnbackup/mnbackup.toml";
 
@@ -75,6 +78,24 @@ impl Default for BinlogConfig {
             max_lag_seconds: 300,
             server_id: 0x6d6e_6200,
         }
+    }
+}
+
+impl crate::engines::Sections for Config {
+    fn mariadb(&self) -> Option<&MariadbConfig> {
+        self.mariadb.as_ref()
+    }
+    fn cassandra(&self) -> Option<&CassandraConfig> {
+        self.cassandra.as_ref()
+    }
+    fn files(&self) -> &[FilesConfig] {
+        &self.files
+    }
+    fn set_mariadb(&mut self, m: Option<MariadbConfig>) {
+        self.mariadb = m;
+    }
+    fn set_files(&mut self, f: Vec<FilesConfig>) {
+        self.files = f;
     }
 }
 
@@ -297,11 +318,11 @@ impl Config {
             ))
             .into())
         };
-        if r.lock_wait_seconds > crate::cli::MAX_LOCK_WAIT_SECONDS {
+        if r.lock_wait_seconds > MAX_LOCK_WAIT_SECONDS {
             bad(
                 "lock_wait_seconds",
                 r.lock_wait_seconds,
-                crate::cli::MAX_LOCK_WAIT_SECONDS,
+                MAX_LOCK_WAIT_SECONDS,
             )?;
         }
         if r.lock_stale_minutes > 7 * 24 * 60 {

@@ -21,9 +21,3 @@ pub mod ops;
 pub mod repo;
 pub mod store;
 pub mod ui;
-
-/// Old paths, kept while other modules move (`crate::source::ItemSink` is `crate::model::ItemSink`).
-pub mod source {
-    pub use crate::model::item::*;
-}
-pub use repo::{codec, reader, writer};

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use mnbackup::engines::cassandra::{self as rc, CassandraRestoreConfig, RestoreComponent};
 use mnbackup::engines::cassandra::{backup, CassandraConfig, CommandLine};
-use mnbackup::source::{ItemSink, ItemSpec};
+use mnbackup::model::{ItemSink, ItemSpec};
 use mnbackup_fixtures::cassandra::{self as fx, Layout};
 
 /// An in-memory sink: keeps every item's bytes, stores each distinct content once (as the

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mnbackup::engines::cassandra::{backup, CassandraConfig, CommandLine};
-use mnbackup::source::{ItemSink, ItemSpec};
+use mnbackup::model::{ItemSink, ItemSpec};
 use mnbackup_fixtures::cassandra as fx;
 
 struct NullSink;

@@ -14,11 +14,11 @@ use mnbackup::engines::{
     RestorePart, RestoreRequest,
 };
 use mnbackup::model::{Item, Manifest};
+use mnbackup::model::{ItemSink, ItemSpec};
 use mnbackup::ops::progress::NoProgress;
 use mnbackup::ops::snapshot::SnapshotRequest;
 use mnbackup::ops::Env;
 use mnbackup::repo::Repo;
-use mnbackup::source::{ItemSink, ItemSpec};
 use mnbackup_restore::journal::Journal;
 use mnbackup_restore::plan::{Check, CheckStatus, PlanStep};
 use mnbackup_restore::report::{RestoreReport, StepReport, StepStatus};
@@ -114,7 +114,7 @@ impl RestorePart for JsonPart {
         report: &mut RestoreReport,
     ) -> Result<PartOutcome> {
         for i in &self.items {
-            let data = mnbackup::reader::read_item(env.repo, i)?;
+            let data = mnbackup::repo::reader::read_item(env.repo, i)?;
             let file = i.name.strip_prefix("jsondocs/").expect("prefix");
             std::fs::write(self.dest.join(file), data)?;
         }

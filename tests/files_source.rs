@@ -6,11 +6,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use mnbackup::codec::{CodecPolicy, SigCache};
 use mnbackup::model::{Gap, Manifest};
+use mnbackup::model::{ItemSink, ItemSpec};
+use mnbackup::repo::codec::{CodecPolicy, SigCache};
+use mnbackup::repo::writer::SnapshotWriter;
 use mnbackup::repo::Repo;
-use mnbackup::source::{ItemSink, ItemSpec};
-use mnbackup::writer::SnapshotWriter;
 
 type Hook<'a> = Box<dyn FnMut(&str) + Send + 'a>;
 
@@ -142,8 +142,9 @@ fn unchanged_files_are_not_read() {
 }
 
 fn content(repo: &Repo, m: &Manifest, path: &Path) -> Vec<u8> {
-    let item = mnbackup::reader::find_item(m, &mnbackup::engines::files::item_name(path)).unwrap();
-    mnbackup::reader::read_item(repo, item).unwrap()
+    let item =
+        mnbackup::repo::reader::find_item(m, &mnbackup::engines::files::item_name(path)).unwrap();
+    mnbackup::repo::reader::read_item(repo, item).unwrap()
 }
 
 #[test]

@@ -47,6 +47,7 @@ fn tcp(s: &TestServer, user: &str, pw: &str) -> mysql_async::Opts {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one end-to-end scenario, read top to bottom
 fn zstack_credentials_give_an_incomplete_snapshot_until_the_grants_are_run() {
     if skip() {
         return;

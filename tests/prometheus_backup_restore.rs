@@ -11,14 +11,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mnbackup::codec::{CodecPolicy, SigCache};
 use mnbackup::engines::prometheus::{
     self as prom, CopyMethod, PrometheusConfig, PrometheusSourceInfo, RestoreFile,
 };
 use mnbackup::model::{Gap, Manifest};
+use mnbackup::model::{ItemSink, ItemSpec};
+use mnbackup::repo::codec::{CodecPolicy, SigCache};
+use mnbackup::repo::writer::SnapshotWriter;
 use mnbackup::repo::Repo;
-use mnbackup::source::{ItemSink, ItemSpec};
-use mnbackup::writer::SnapshotWriter;
 use mnbackup_fixtures::prometheus::{self as fx, Options, TestPrometheus};
 
 const HOUR: i64 = 3600;
@@ -136,7 +136,7 @@ fn restore_from(repo: &Repo, m: &Manifest, dest: &Path, owner: Option<(u32, u32)
             item: it.name.clone(),
             size: it.size,
             open: Box::new(move || {
-                let data = mnbackup::reader::read_item(repo, it)?;
+                let data = mnbackup::repo::reader::read_item(repo, it)?;
                 Ok(Box::new(std::io::Cursor::new(data)) as Box<dyn std::io::Read>)
             }),
         })

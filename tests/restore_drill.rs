@@ -63,6 +63,7 @@ fn make_tree(root: &Path) {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one end-to-end scenario, read top to bottom
 fn disaster_drill_end_to_end() {
     if skip() {
         return;

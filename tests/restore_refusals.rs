@@ -15,6 +15,7 @@ use mnbackup_fixtures::mariadb::TestServer;
 use restore_common::*;
 
 #[test]
+#[allow(clippy::too_many_lines)] // one end-to-end scenario, read top to bottom
 fn plan_changes_nothing_and_non_empty_targets_need_force() {
     if skip() {
         return;

@@ -22,6 +22,7 @@ fn count(j: &serde_json::Value, key: &str) -> usize {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one end-to-end scenario, read top to bottom
 fn killed_restores_resume_and_finish() {
     if skip() {
         return;

@@ -79,6 +79,7 @@ fn exported(out: &Path, src: &Path) -> PathBuf {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one end-to-end scenario, read top to bottom
 fn forget_and_prune_keep_exactly_the_policy_and_every_kept_snapshot_restores() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("node");

@@ -230,6 +230,7 @@ fn merge(
     Some(st)
 }
 
+#[allow(clippy::too_many_lines)] // one report assembled section by section (repository, schedules, daemon, output)
 pub fn run(ctx: &Ctx) -> Result<i32> {
     let cfg = &ctx.config;
     let tz = timezone(cfg)?;

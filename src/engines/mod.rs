@@ -10,7 +10,6 @@
 pub mod binlog;
 pub mod cassandra;
 pub mod files;
-pub mod items;
 pub mod mariadb;
 pub mod prometheus;
 
@@ -24,14 +23,25 @@ use mnbackup_restore::journal::Journal;
 use mnbackup_restore::plan::{Check, PlanStep};
 use mnbackup_restore::report::{RestoreReport, StepReport};
 
-use crate::config::Config;
+use crate::model::ItemSink;
 use crate::model::{Item, Manifest};
 use crate::repo::Repo;
-use crate::source::ItemSink;
+
+/// The engine sections of the configuration file (`[mariadb]`, `[cassandra]`, `[[files]]`), as
+/// the components read them; `config::Config` (a layer above) implements it.
+pub trait Sections: Send + Sync {
+    fn mariadb(&self) -> Option<&mariadb::MariadbConfig>;
+    fn cassandra(&self) -> Option<&cassandra::CassandraConfig>;
+    fn files(&self) -> &[files::FilesConfig];
+    /// Replace `[mariadb]` (the safety snapshot's scope).
+    fn set_mariadb(&mut self, m: Option<mariadb::MariadbConfig>);
+    /// Replace the `[[files]]` entries (the safety snapshot's scope).
+    fn set_files(&mut self, f: Vec<files::FilesConfig>);
+}
 
 /// What a component's backup gets.
 pub struct BackupCtx<'a> {
-    pub config: &'a Config,
+    pub config: &'a dyn Sections,
     /// The id of the snapshot being written.
     pub snapshot_id: &'a str,
     /// Paths given on the command line (`--files`), for the component that backs them up.
@@ -112,7 +122,7 @@ pub struct RestoreRequest {
 
 /// What a restore part sees of the session.
 pub struct RestoreEnv<'a> {
-    pub config: &'a Config,
+    pub config: &'a dyn Sections,
     pub repo: &'a Repo,
     pub manifest: &'a Manifest,
     pub req: &'a RestoreRequest,
@@ -158,7 +168,7 @@ pub trait RestorePart: Send {
     }
     /// With `--force`: add what would be replaced to the safety snapshot's configuration and
     /// extra paths, and say what it is (`None`: nothing is replaced).
-    fn safety_scope(&self, _cfg: &mut Config, _paths: &mut Vec<PathBuf>) -> Option<String> {
+    fn safety_scope(&self, _cfg: &mut dyn Sections, _paths: &mut Vec<PathBuf>) -> Option<String> {
         None
     }
     /// With `--force`, after the safety snapshot: remove what is replaced; returns the changes.

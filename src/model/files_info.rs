@@ -5,8 +5,11 @@
 //! to is byte for byte what earlier versions wrote.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::model::FileMeta;
 
 /// What the files source did: the `files` entry of a manifest's `sources`.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +48,27 @@ pub struct FileStat(pub u64, pub i64, pub i64, pub u64);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Unsafe(pub String);
+
+/// The [`FileMeta`] of an entry from its `stat` (owner names resolved through the user
+/// database when possible). Shared by the files and Cassandra backups.
+pub fn file_meta(md: &std::fs::Metadata) -> FileMeta {
+    let user = nix::unistd::User::from_uid(md.uid().into())
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    let group = nix::unistd::Group::from_gid(md.gid().into())
+        .ok()
+        .flatten()
+        .map(|g| g.name);
+    FileMeta {
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        user,
+        group,
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+    }
+}
 
 /// Encode file-name (or symlink-target) bytes for a manifest: valid UTF-8 is kept, a backslash
 /// becomes `\\`, every byte that is not part of valid UTF-8 becomes `\xHH`. Names on Linux are

@@ -84,6 +84,13 @@ pub trait ItemSink: Send + Sync {
     }
 }
 
+/// Whole items by name, read and checked (the MariaDB loader's input: small SQL pieces).
+/// `repo::reader::RepoItems` reads them from a repository.
+pub trait ItemsByName: Send + Sync {
+    /// The content of the item named `name`.
+    fn read(&self, name: &str) -> anyhow::Result<Vec<u8>>;
+}
+
 /// Where restores take items from: the content of one stored item as a stream, every piece
 /// checked before its bytes are handed on (`repo::reader::ItemReader` over a repository).
 pub trait ItemSource: Send + Sync {

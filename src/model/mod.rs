@@ -15,7 +15,7 @@ pub use ids::{
     chain, check_object_id, check_snapshot_id, MAX_CHAIN_HARD, MAX_MANIFEST, MAX_MARKER,
     MAX_OBJECT, MAX_PIECE,
 };
-pub use item::{ItemSink, ItemSource, ItemSpec};
+pub use item::{ItemSink, ItemSource, ItemSpec, ItemsByName};
 pub use manifest::{Gap, GroupBy, Manifest, SnapshotStats};
 
 use serde::{Deserialize, Serialize};

@@ -17,14 +17,14 @@ use anyhow::Result;
 
 use super::progress::Progress;
 use super::Env;
-use crate::codec::SigCache;
 use crate::config::Config;
 use crate::engines::{BackupCtx, Component, Registry};
 use crate::error::MnError;
+use crate::model::ItemSink;
 use crate::model::{Gap, Manifest};
+use crate::repo::codec::SigCache;
+use crate::repo::writer::SnapshotWriter;
 use crate::repo::Repo;
-use crate::source::ItemSink;
-use crate::writer::SnapshotWriter;
 
 /// Options of one snapshot run.
 #[derive(Default)]
@@ -107,7 +107,7 @@ fn selected(req: &SnapshotRequest, c: &dyn Component) -> bool {
 /// Forwards the writer's progress to the use case's.
 struct WriterProgress(Arc<dyn Progress>);
 
-impl crate::writer::Progress for WriterProgress {
+impl crate::repo::writer::Progress for WriterProgress {
     fn item(&self, n: &str) {
         self.0.note(n)
     }

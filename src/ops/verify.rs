@@ -120,6 +120,7 @@ fn index_piece(p: &PieceData, snap: &str, item: &str, idx: &mut HashMap<String, 
 }
 
 /// Verify the repository. `max_chain` is the policy's chain limit.
+#[allow(clippy::too_many_lines)] // structure pass and read-data pass share the object index and the report
 pub fn verify(
     repo: &Repo,
     read_data: bool,

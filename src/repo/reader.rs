@@ -3,12 +3,13 @@
 //! whole item's BLAKE3 is checked at the end, so a damaged object gives an error naming the
 //! item, never wrong bytes.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 
 use anyhow::{Context, Result};
 
 use crate::error::integrity;
-use crate::model::{Item, ItemSource, Manifest};
+use crate::model::{Item, ItemSource, ItemsByName, Manifest};
 use crate::repo::codec::decode_piece;
 use crate::repo::Repo;
 
@@ -130,4 +131,36 @@ pub fn read_item(repo: &Repo, item: &Item) -> Result<Vec<u8>> {
     let mut v = Vec::with_capacity(item.size.min(64 << 20) as usize);
     write_item(repo, item, &mut v)?;
     Ok(v)
+}
+
+/// The items of a snapshot under one prefix, each read whole and checked ([`read_item`]).
+pub struct RepoItems {
+    pub repo: Repo,
+    pub items: HashMap<String, Item>,
+}
+
+impl RepoItems {
+    /// The items of `m` whose names start with `prefix`.
+    pub fn with_prefix(repo: &Repo, m: &Manifest, prefix: &str) -> RepoItems {
+        RepoItems {
+            repo: repo.clone(),
+            items: m
+                .items
+                .iter()
+                .filter(|i| i.name.starts_with(prefix))
+                .map(|i| (i.name.clone(), i.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl ItemsByName for RepoItems {
+    fn read(&self, name: &str) -> Result<Vec<u8>> {
+        let item = self.items.get(name).ok_or_else(|| {
+            integrity(format!(
+                "the snapshot has no item {name}; its manifest is inconsistent"
+            ))
+        })?;
+        read_item(&self.repo, item)
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use mnbackup::engines::mariadb::MariadbConfig;
 use mnbackup::model::EntryKind;
-use mnbackup::source::{ItemSink, ItemSpec};
+use mnbackup::model::{ItemSink, ItemSpec};
 use mnbackup_fixtures::mariadb::TestServer;
 use mysql_async::prelude::*;
 

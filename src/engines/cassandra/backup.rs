@@ -35,7 +35,7 @@ use super::table::{put_table, TablePut, Tally};
 use super::tool::{run_command, Nodetool};
 use crate::model::cassandra_info::{CassandraItem, CassandraSourceInfo, ComponentInfo, TableInfo};
 use crate::model::Gap;
-use crate::source::{ItemSink, ItemSpec};
+use crate::model::{ItemSink, ItemSpec};
 
 /// What [`backup`] did (also recorded, with per-table detail, as the `cassandra` source info).
 #[derive(Debug, Clone, Default, Serialize)]

@@ -12,12 +12,12 @@ use mnbackup_restore::journal::Journal;
 use mnbackup_restore::plan::{estimate_secs, Check, CheckStatus, PlanStep, FILE_RATE};
 use mnbackup_restore::report::{RestoreReport, StepReport, StepStatus};
 
-use crate::engines::items::ItemReader;
 use crate::engines::{BackupCtx, Component, PartOutcome, Preflight, RestoreEnv, RestorePart};
 use crate::error::usage;
 use crate::model::Item;
+use crate::model::ItemSink;
+use crate::repo::reader::ItemReader;
 use crate::repo::Repo;
-use crate::source::ItemSink;
 use indicatif::HumanBytes;
 
 /// The Cassandra component.
@@ -36,14 +36,14 @@ impl Component for Cassandra {
         30
     }
     fn enabled(&self, ctx: &BackupCtx) -> bool {
-        ctx.config.cassandra.is_some()
+        ctx.config.cassandra().is_some()
     }
     fn failure_fix(&self) -> &str {
         "check Cassandra (`nodetool status`, its system.log) and the [cassandra] settings \
          against the error, then take a new snapshot"
     }
     fn backup(&self, ctx: &BackupCtx, sink: Arc<dyn ItemSink>) -> Result<String> {
-        let Some(c) = &ctx.config.cassandra else {
+        let Some(c) = ctx.config.cassandra() else {
             return Ok(String::new());
         };
         // A shutdown request kills a running nodetool/cqlsh (its whole process group).
@@ -120,7 +120,7 @@ impl RestorePart for CassandraPart {
     fn preflight(&mut self, env: &RestoreEnv, _journal: &Journal) -> Result<Vec<Preflight>> {
         // Checked before anything is restored: a bad [cassandra] found only after MariaDB and
         // the files were replaced leaves a half-restored node.
-        let msg = match env.config.cassandra.as_ref() {
+        let msg = match env.config.cassandra() {
             None => "the snapshot has Cassandra data but the configuration has no [cassandra] \
                      section (data_dirs, nodetool); add it, or skip Cassandra with \
                      --no-cassandra"
@@ -144,8 +144,7 @@ impl RestorePart for CassandraPart {
         let bytes: u64 = self.items.iter().map(|i| i.size).sum();
         let dest = env
             .config
-            .cassandra
-            .as_ref()
+            .cassandra()
             .and_then(|c| c.data_dirs.first().cloned())
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "(no [cassandra] configured)".into());
@@ -168,7 +167,7 @@ impl RestorePart for CassandraPart {
     /// Per table the live directory, the schema (exists, or the CREATE statements cqlsh will
     /// run, or why it cannot be created) and the commands.
     fn plan_detail(&self, env: &RestoreEnv) -> Result<Option<(String, serde_json::Value)>> {
-        let Some(cc) = env.config.cassandra.as_ref() else {
+        let Some(cc) = env.config.cassandra() else {
             return Ok(None);
         };
         if self.items.is_empty() {
@@ -213,7 +212,7 @@ impl CassandraPart {
         if journal.lock().expect("journal").step_done(NAME) {
             return Ok(StepReport::new(NAME, StepStatus::AlreadyDone));
         }
-        let cc = env.config.cassandra.as_ref().ok_or_else(|| {
+        let cc = env.config.cassandra().ok_or_else(|| {
             usage("the snapshot has Cassandra data but the configuration has no [cassandra]; add it or use --no-cassandra")
         })?;
         let rcfg = cc.restore_config(None)?;
@@ -248,13 +247,11 @@ impl CassandraPart {
 }
 
 /// The restore input of Cassandra items: each component opened from the repository on demand.
-fn components<'a>(repo: &Repo, items: &[Item]) -> Vec<RestoreComponent<'a>> {
+fn components<'a>(repo: &'a Repo, items: &'a [Item]) -> Vec<RestoreComponent<'a>> {
     let mut comps = Vec::new();
     for i in items {
-        let item = i.clone();
-        let repo = repo.clone();
-        let open: OpenFn<'_> =
-            Box::new(move || Ok(Box::new(ItemReader::new(repo, item)) as Box<dyn Read>));
+        let open: OpenFn<'a> =
+            Box::new(move || Ok(Box::new(ItemReader::new(repo, i)) as Box<dyn Read + 'a>));
         if let Some(mut c) = RestoreComponent::from_item_name(&i.name, i.size, open) {
             c.mode = i.meta.as_ref().map(|m| m.mode);
             comps.push(c);

@@ -11,7 +11,7 @@ use crate::model::cassandra_info::{
     CassandraItem, CassandraSourceInfo, ComponentInfo, DigestCheck,
 };
 use crate::model::{EntryKind, Gap};
-use crate::source::{ItemSink, ItemSpec};
+use crate::model::{ItemSink, ItemSpec};
 
 use super::backup::{CassandraSummary, Found};
 use super::digest::{digest_mismatch, ExpectedDigest, HashingReader};
@@ -195,7 +195,7 @@ fn put_component(
     let spec = ItemSpec {
         name,
         kind: EntryKind::File,
-        meta: Some(crate::engines::files::file_meta(&md)),
+        meta: Some(crate::model::files_info::file_meta(&md)),
         target: None,
         delta: false,
     };

@@ -15,14 +15,14 @@ use mnbackup_restore::journal::Journal;
 use mnbackup_restore::plan::{estimate_secs, human_bytes, Check, CheckStatus, PlanStep, FILE_RATE};
 use mnbackup_restore::report::{RestoreReport, StepReport, StepStatus};
 
-use crate::config::Config;
+use crate::engines::Sections;
 use crate::engines::{
     BackupCtx, CheckKind, Component, PartOutcome, Preflight, RestoreEnv, RestorePart,
 };
+use crate::model::ItemSink;
 use crate::model::{EntryKind, Item};
-use crate::reader::write_item;
+use crate::repo::reader::write_item;
 use crate::repo::Repo;
-use crate::source::ItemSink;
 
 /// The files component.
 pub struct Files;
@@ -40,11 +40,11 @@ impl Component for Files {
         20
     }
     fn enabled(&self, ctx: &BackupCtx) -> bool {
-        !ctx.config.files.is_empty() || !ctx.extra_files.is_empty()
+        !ctx.config.files().is_empty() || !ctx.extra_files.is_empty()
     }
     fn backup(&self, ctx: &BackupCtx, sink: Arc<dyn ItemSink>) -> Result<String> {
         let sum = crate::engines::files::backup(
-            &ctx.config.files,
+            ctx.config.files(),
             ctx.extra_files,
             sink.as_ref(),
             ctx.cancel,
@@ -183,11 +183,11 @@ impl RestorePart for FilesPart {
         }])
     }
 
-    fn safety_scope(&self, cfg: &mut Config, paths: &mut Vec<PathBuf>) -> Option<String> {
+    fn safety_scope(&self, cfg: &mut dyn Sections, paths: &mut Vec<PathBuf>) -> Option<String> {
         if self.existing.is_empty() {
             return None;
         }
-        cfg.files = vec![];
+        cfg.set_files(vec![]);
         paths.extend(self.existing.iter().cloned());
         Some(format!("files: {}", self.existing.len()))
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::MnError;
 use crate::model::files_info::{FileStat, FilesSummary};
 use crate::model::{EntryKind, FileMeta, Gap};
-use crate::source::{ItemSink, ItemSpec};
+use crate::model::{ItemSink, ItemSpec};
 
 /// `[[files]]`: paths (files, directories or globs) to back up.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -39,25 +39,7 @@ pub fn item_name(path: &Path) -> String {
     format!("files/{}", super::place::encode_name(&b[start..]))
 }
 
-/// Filesystem metadata of an entry (owner names resolved when possible).
-pub fn file_meta(md: &fs::Metadata) -> FileMeta {
-    let user = nix::unistd::User::from_uid(md.uid().into())
-        .ok()
-        .flatten()
-        .map(|u| u.name);
-    let group = nix::unistd::Group::from_gid(md.gid().into())
-        .ok()
-        .flatten()
-        .map(|g| g.name);
-    FileMeta {
-        mode: md.mode() & 0o7777,
-        uid: md.uid(),
-        gid: md.gid(),
-        user,
-        group,
-        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-    }
-}
+pub use crate::model::files_info::file_meta;
 
 fn expand(pattern: &str) -> Result<Vec<PathBuf>> {
     if !pattern.starts_with('/') {

@@ -20,7 +20,7 @@ use super::errors::explain;
 use super::names::ItemName;
 use super::schema::{Split, Table};
 use super::sqlfmt::{header, ident, push_value, ValueKind};
-use crate::source::{ItemSink, ItemSpec};
+use crate::model::{ItemSink, ItemSpec};
 
 /// No data item grows past this (it is continued in a `.pN` item).
 pub const MAX_ITEM_BYTES: usize = 64 << 20;

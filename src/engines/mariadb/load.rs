@@ -48,9 +48,7 @@ use mnbackup_restore::report::{StepReport, StepStatus, TableCheck};
 
 /// Reads an item's plain content, verified: an implementation must fail (naming the item) rather
 /// than return damaged bytes.
-pub trait ItemSource: Send + Sync {
-    fn read(&self, name: &str) -> Result<Vec<u8>>;
-}
+pub use crate::model::ItemsByName as ItemSource;
 
 /// What the loader does besides the snapshot's content.
 #[derive(Debug, Clone)]

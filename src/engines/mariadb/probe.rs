@@ -62,6 +62,7 @@ fn priv_or(e: mysql_async::Error, addr: &str, what: &str) -> Result<anyhow::Erro
 }
 
 /// Probe the server of `cfg`. An error means no connection (or a non-privilege failure).
+#[allow(clippy::too_many_lines)] // a linear sequence of server queries, each filling one field of the probe
 pub async fn probe(cfg: &MariadbConfig) -> Result<Probe> {
     let params = cfg.resolve()?;
     let addr = params.address();

@@ -14,7 +14,7 @@ use super::{
     SOURCE,
 };
 use crate::model::{EntryKind, Gap};
-use crate::source::{ItemSink, ItemSpec};
+use crate::model::{ItemSink, ItemSpec};
 
 /// What a backup did, for the operator.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,11 +7,11 @@ use anyhow::Result;
 use indicatif::HumanBytes;
 
 use crate::engines::BackupCtx;
-use crate::source::{ItemSink, ItemSpec};
+use crate::model::{ItemSink, ItemSpec};
 
 /// Dump the configured databases into `sink`; returns the summary line.
 pub(super) fn run(ctx: &BackupCtx, sink: Arc<dyn ItemSink>) -> Result<String> {
-    let Some(m) = &ctx.config.mariadb else {
+    let Some(m) = ctx.config.mariadb() else {
         return Ok(String::new());
     };
     let rt = super::runtime()?;

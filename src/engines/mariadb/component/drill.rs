@@ -9,9 +9,9 @@ use anyhow::Result;
 use mnbackup_restore::report::RestoreReport;
 
 use super::{load_and_prove, resolve_target, runtime, source_of, target_config, Mariadb, PREFIX};
-use crate::engines::items::RepoItems;
 use crate::engines::{Component, RestoreEnv};
 use crate::error::usage;
+use crate::repo::reader::RepoItems;
 
 /// Run the drill of `env.manifest`; the report gets the steps, fingerprints and notes.
 pub(super) fn run(c: &Mariadb, env: &RestoreEnv, report: &mut RestoreReport) -> Result<()> {
@@ -33,12 +33,7 @@ pub(super) fn run(c: &Mariadb, env: &RestoreEnv, report: &mut RestoreReport) -> 
     let scratch: Vec<String> = renames.values().cloned().collect();
     let t = resolve_target(&target_config(env.config, env.req))?;
     report.target = t.address.clone();
-    let workers = env
-        .config
-        .mariadb
-        .as_ref()
-        .map(|m| m.workers())
-        .unwrap_or(2);
+    let workers = env.config.mariadb().map(|m| m.workers()).unwrap_or(2);
     let rt = runtime()?;
     let items = Arc::new(RepoItems::with_prefix(env.repo, env.manifest, PREFIX));
     tracing::info!(

@@ -19,15 +19,15 @@ use mnbackup_restore::journal::Journal;
 use mnbackup_restore::plan::{Check, CheckStatus, PlanStep};
 use mnbackup_restore::report::{RestoreReport, StepReport, StepStatus, TableCheck};
 
-use crate::config::Config;
-use crate::engines::items::RepoItems;
 use crate::engines::mariadb::MariadbConfig;
+use crate::engines::Sections;
 use crate::engines::{
     BackupCtx, Component, PartOutcome, Preflight, RestoreEnv, RestorePart, RestoreRequest,
 };
 use crate::error::usage;
+use crate::model::ItemSink;
 use crate::model::{Item, Manifest};
-use crate::source::ItemSink;
+use crate::repo::reader::RepoItems;
 
 /// The MariaDB component.
 pub struct Mariadb;
@@ -46,7 +46,7 @@ impl Component for Mariadb {
         10
     }
     fn enabled(&self, ctx: &BackupCtx) -> bool {
-        ctx.config.mariadb.is_some()
+        ctx.config.mariadb().is_some()
     }
     fn failure_fix(&self) -> &str {
         "make MariaDB reachable with the [mariadb] settings (`mnbackup check` says what is \
@@ -85,10 +85,10 @@ impl Component for Mariadb {
 }
 
 /// The target of a restore: the given connection, or the `[mariadb]` one.
-pub fn target_config(config: &Config, req: &RestoreRequest) -> MariadbConfig {
+pub fn target_config(config: &dyn Sections, req: &RestoreRequest) -> MariadbConfig {
     req.mariadb_target
         .clone()
-        .or_else(|| config.mariadb.clone())
+        .or_else(|| config.mariadb().cloned())
         .unwrap_or_default()
 }
 
@@ -220,7 +220,7 @@ impl MariadbPart {
     fn workers(env: &RestoreEnv) -> usize {
         env.req
             .workers
-            .or(env.config.mariadb.as_ref().and_then(|m| m.workers))
+            .or(env.config.mariadb().and_then(|m| m.workers))
             .unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())
@@ -262,16 +262,16 @@ impl RestorePart for MariadbPart {
     fn plan(&self, env: &RestoreEnv, journal: &Journal) -> Result<Vec<PlanStep>> {
         Ok(plan::steps(self, env, journal))
     }
-    fn safety_scope(&self, cfg: &mut Config, _paths: &mut Vec<PathBuf>) -> Option<String> {
+    fn safety_scope(&self, cfg: &mut dyn Sections, _paths: &mut Vec<PathBuf>) -> Option<String> {
         if self.to_replace.is_empty() {
             return None;
         }
-        cfg.mariadb = Some(MariadbConfig {
+        cfg.set_mariadb(Some(MariadbConfig {
             databases: Some(self.to_replace.clone()),
             exclude_tables: vec![],
             zstack_ui_properties: None,
             ..self.target_cfg.clone()
-        });
+        }));
         Some(format!("databases: {}", self.to_replace.join(", ")))
     }
     fn replace(&mut self) -> Result<Vec<String>> {

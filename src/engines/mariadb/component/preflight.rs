@@ -10,9 +10,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
 use super::{ours, MariadbPart, PREFIX};
-use crate::engines::items::RepoItems;
 use crate::engines::{Preflight, RestoreEnv};
-use crate::reader::read_item;
+use crate::repo::reader::read_item;
+use crate::repo::reader::RepoItems;
 
 /// All MariaDB checks, in order.
 pub(super) fn run(

@@ -38,6 +38,13 @@ use mnbackup_scheduler::{
 };
 use tracing::{error, info, warn};
 
+mod hooks;
+mod metrics;
+
+pub use hooks::ManualHooks;
+use hooks::{hook_vars, run_hook};
+use metrics::MetricsCache;
+
 use super::{forget, prune, snapshot, verify, Ctx};
 use crate::config::{Config, ScheduleConfig};
 use crate::error::{usage, MnError};
@@ -490,172 +497,6 @@ impl Runner {
     }
 }
 
-/// The `MNBACKUP_*` variables of a hook: `MNBACKUP_JOB`, `MNBACKUP_KIND`, `MNBACKUP_RESULT`
-/// (`success` or `failure`), and `MNBACKUP_SUMMARY` (success) or `MNBACKUP_ERROR` (failure).
-fn hook_vars(job: &str, kind: &str, outcome: Result<&str, &str>) -> Vec<(String, String)> {
-    let mut v = vec![
-        ("MNBACKUP_JOB".to_string(), job.to_string()),
-        ("MNBACKUP_KIND".to_string(), kind.to_string()),
-    ];
-    match outcome {
-        Ok(summary) => {
-            v.push(("MNBACKUP_RESULT".into(), "success".into()));
-            v.push(("MNBACKUP_SUMMARY".into(), summary.to_string()));
-        }
-        Err(msg) => {
-            v.push(("MNBACKUP_RESULT".into(), "failure".into()));
-            v.push(("MNBACKUP_ERROR".into(), msg.to_string()));
-        }
-    }
-    v
-}
-
-/// Runs a hook (`sh -c CMD`) in its own process group with the given variables, waits up to
-/// [`HOOK_TIMEOUT`], and kills the whole group if it takes longer (so nothing it started is
-/// left behind; what a hook that returned in time started in the background is left alone).
-/// Failures are logged as errors: the job's own result is unaffected.
-fn run_hook(which: &str, cmd: &str, vars: &[(String, String)]) {
-    use std::os::unix::process::CommandExt;
-    let job = vars
-        .iter()
-        .find(|(k, _)| k == "MNBACKUP_JOB")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_default();
-    let mut command = std::process::Command::new("sh");
-    command
-        .arg("-c")
-        .arg(cmd)
-        .envs(vars.iter().map(|(k, v)| (k, v)))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0);
-    let mut child = match command.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            error!(job = %job, "could not run the {which} command `{cmd}`: {e}; check that `sh` is available");
-            return;
-        }
-    };
-    let deadline = std::time::Instant::now() + HOOK_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            _ => break None,
-        }
-    };
-    if status.is_none() {
-        // Too slow: the hook goes, with everything it started in its group.
-        // SAFETY: kill(2) on the process group we created for the hook.
-        unsafe {
-            libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
-        }
-    }
-    let mut stderr = String::new();
-    if let Some(e) = child.stderr.take() {
-        // A background process the hook started may keep the pipe open: read what is there
-        // without waiting for it.
-        let _ = nix::fcntl::fcntl(
-            &e,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        );
-        let mut e = e;
-        let _ = e.read_to_string(&mut stderr);
-    }
-    match status {
-        Some(st) if st.success() => info!(job = %job, "{which} command ran: {cmd}"),
-        Some(st) => error!(
-            job = %job,
-            "the {which} command `{cmd}` failed ({st}): {}; fix [daemon] {which} (test it with \
-             `MNBACKUP_JOB=x MNBACKUP_ERROR=test sh -c '…'`)",
-            stderr.trim()
-        ),
-        None => {
-            let _ = child.wait();
-            error!(
-                job = %job,
-                "the {which} command `{cmd}` did not finish within {}s and was killed with its \
-                 process group; make it return promptly (run slow notifications in the background)",
-                HOOK_TIMEOUT.as_secs()
-            )
-        }
-    }
-}
-
-/// `--hooks` on a manual `snapshot` or `verify`: the hooks to run afterwards.
-pub struct ManualHooks {
-    kind: &'static str,
-    on_success: Option<String>,
-    on_failure: Option<String>,
-}
-
-impl ManualHooks {
-    /// The hooks for this command line, if `--hooks` was given. `--hooks` on another command,
-    /// or with neither hook configured, is a usage error.
-    pub fn for_cli(cli: &crate::cli::Cli) -> Result<Option<ManualHooks>> {
-        use crate::cli::Command;
-        if !cli.hooks {
-            return Ok(None);
-        }
-        let kind =
-            match &cli.command {
-                Command::Snapshot(_) => "snapshot",
-                Command::Verify { drill: None, .. } => "verify",
-                Command::Verify { .. } => "verify --drill",
-                _ => return Err(usage(
-                    "--hooks applies to `snapshot` and `verify` only (the daemon runs the hooks \
-                     for its jobs by itself)",
-                )),
-            };
-        let ctx = Ctx::new(cli)?;
-        let d = &ctx.config.daemon;
-        let nonempty = |c: &Option<String>| c.clone().filter(|c| !c.trim().is_empty());
-        let (on_success, on_failure) = (nonempty(&d.on_success), nonempty(&d.on_failure));
-        if on_success.is_none() && on_failure.is_none() {
-            return Err(usage(
-                "--hooks was given, but the configuration sets neither [daemon] on_success nor \
-                 [daemon] on_failure; set them, or leave out --hooks",
-            ));
-        }
-        Ok(Some(ManualHooks {
-            kind,
-            on_success,
-            on_failure,
-        }))
-    }
-
-    /// Runs `on_success` after exit code 0, `on_failure` otherwise (with the error or the
-    /// exit code), with `MNBACKUP_JOB=manual`.
-    pub fn after(&self, result: &Result<i32>) {
-        let failure = match result {
-            Ok(0) => None,
-            Ok(crate::error::EXIT_INCOMPLETE) => Some(format!(
-                "the {} was committed but is INCOMPLETE (exit code 10); `mnbackup show latest` \
-                 lists what it lacks",
-                self.kind
-            )),
-            Ok(code) => Some(format!("{} ended with exit code {code}", self.kind)),
-            Err(e) => Some(format!("{e:#} (exit code {})", crate::error::exit_code(e))),
-        };
-        match (failure, &self.on_success, &self.on_failure) {
-            (None, Some(cmd), _) => run_hook(
-                "on_success",
-                cmd,
-                &hook_vars("manual", self.kind, Ok(&format!("{} ok", self.kind))),
-            ),
-            (Some(msg), _, Some(cmd)) => run_hook(
-                "on_failure",
-                cmd,
-                &hook_vars("manual", self.kind, Err(&msg)),
-            ),
-            _ => {}
-        }
-    }
-}
-
 impl Job for Runner {
     fn metrics(&self) -> String {
         self.metrics.render()
@@ -733,146 +574,6 @@ impl Job for Runner {
     }
 }
 
-/// Repository metrics for the Prometheus textfile, refreshed after every run (reading the
-/// repository is too slow to do on every state change).
-#[derive(Default)]
-struct MetricsCache {
-    /// Only with `[daemon] prometheus_textfile`.
-    enabled: bool,
-    /// The repository metrics text, and when the last verify ended and whether it was sound.
-    inner: std::sync::Mutex<(String, Option<VerifyResult>)>,
-}
-
-type VerifyResult = (chrono::DateTime<Utc>, bool);
-
-impl MetricsCache {
-    fn set_verify(&self, at: chrono::DateTime<Utc>, ok: bool) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1 = Some((at, ok));
-    }
-
-    fn refresh(&self, ctx: &Ctx) {
-        if !self.enabled {
-            return;
-        }
-        let text = repo_metrics(ctx);
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0 = text;
-    }
-
-    fn render(&self) -> String {
-        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = g.0.clone();
-        if let Some((at, ok)) = g.1 {
-            family(
-                &mut out,
-                "mnbackup_verify_last_ok",
-                "1 if the daemon's last verify found the repository sound, 0 if it found problems.",
-                u8::from(ok),
-            );
-            family(
-                &mut out,
-                "mnbackup_verify_last_timestamp_seconds",
-                "Unix time the daemon's last verify ended.",
-                at.timestamp(),
-            );
-        }
-        out
-    }
-}
-
-/// Appends one unlabelled gauge.
-fn family(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
-    out.push_str(&format!(
-        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
-    ));
-}
-
-/// The repository's metrics: whether it can be read, snapshots, stored bytes, the newest
-/// snapshot's completeness and time, the newest complete snapshot's time.
-fn repo_metrics(ctx: &Ctx) -> String {
-    let mut out = String::new();
-    let read = (|| -> Result<_> {
-        let repo = ctx.open_repo()?;
-        let all = repo.load_all()?;
-        let stored: u64 = repo.all_objects()?.iter().map(|(_, n)| n).sum();
-        Ok((all, stored))
-    })();
-    let (all, stored) = match read {
-        Ok(v) => v,
-        Err(e) => {
-            warn!("repository metrics not updated: {e:#}");
-            family(
-                &mut out,
-                "mnbackup_repository_readable",
-                "1 if the daemon could read the repository after its last run.",
-                0,
-            );
-            return out;
-        }
-    };
-    family(
-        &mut out,
-        "mnbackup_repository_readable",
-        "1 if the daemon could read the repository after its last run.",
-        1,
-    );
-    let good: Vec<_> = all.iter().filter_map(|r| r.as_ref().ok()).collect();
-    family(
-        &mut out,
-        "mnbackup_snapshots",
-        "Snapshots in the repository.",
-        all.len(),
-    );
-    family(
-        &mut out,
-        "mnbackup_snapshots_incomplete",
-        "Snapshots in the repository that are incomplete (have gaps).",
-        good.iter().filter(|m| !m.complete).count(),
-    );
-    family(
-        &mut out,
-        "mnbackup_snapshots_damaged",
-        "Snapshot manifests that cannot be read.",
-        all.len() - good.len(),
-    );
-    family(
-        &mut out,
-        "mnbackup_repository_bytes",
-        "Bytes of all stored objects.",
-        stored,
-    );
-    if let Some(m) = good.last() {
-        family(
-            &mut out,
-            "mnbackup_snapshot_complete",
-            "1 if the newest snapshot is complete, 0 if it has gaps.",
-            u8::from(m.complete),
-        );
-        family(
-            &mut out,
-            "mnbackup_newest_snapshot_timestamp_seconds",
-            "Unix time the newest snapshot was taken.",
-            m.time.timestamp(),
-        );
-        family(
-            &mut out,
-            "mnbackup_newest_snapshot_logical_bytes",
-            "Plain size of the newest snapshot's items.",
-            m.stats.logical_bytes,
-        );
-    }
-    family(
-        &mut out,
-        "mnbackup_newest_complete_snapshot_timestamp_seconds",
-        "Unix time the newest complete snapshot was taken (0 = none).",
-        good.iter()
-            .rev()
-            .find(|m| m.complete)
-            .map(|m| m.time.timestamp())
-            .unwrap_or(0),
-    );
-    out
-}
-
 /// Takes the single-instance lock (`flock` on `<state dir>/daemon.lock`) and writes our pid
 /// into it. The lock lasts as long as the returned value.
 fn single_instance(cfg: &Config) -> Result<nix::fcntl::Flock<File>> {
@@ -921,6 +622,7 @@ fn single_instance(cfg: &Config) -> Result<nix::fcntl::Flock<File>> {
 }
 
 /// Builds the jobs, checks the configuration, and runs the scheduler until SIGTERM / SIGINT.
+#[allow(clippy::too_many_lines)] // daemon setup in order (state dir, lock, jobs, signals, loop); one flat sequence reads best
 pub fn run(ctx: &Ctx) -> Result<i32> {
     let cfg = &ctx.config;
     ctx.repo_path()?;
