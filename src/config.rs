@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::engines::cassandra::CassandraConfig;
 use crate::engines::files::FilesConfig;
 use crate::engines::mariadb::MariadbConfig;
+use crate::engines::prometheus::PrometheusConfig;
 use crate::error::MnError;
 use crate::repo::codec::CodecPolicy;
 
@@ -41,6 +42,9 @@ pub struct Config {
     pub mariadb: Option<MariadbConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cassandra: Option<CassandraConfig>,
+    /// `[prometheus]`: the node's Prometheus TSDB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusConfig>,
     /// `[[files]]` entries.
     #[serde(default)]
     pub files: Vec<FilesConfig>,
@@ -268,6 +272,10 @@ impl Config {
         }
         if r.lock_stale_minutes > 7 * 24 * 60 {
             bad("lock_stale_minutes", r.lock_stale_minutes, 7 * 24 * 60)?;
+        }
+        if let Some(p) = &self.prometheus {
+            p.validate()
+                .map_err(|e| MnError::Usage(format!("the configuration {origin}: {e}")))?;
         }
         if let Some(list) = self.mariadb.as_ref().and_then(|m| m.databases.as_ref()) {
             let mut seen = std::collections::BTreeSet::new();

@@ -16,6 +16,7 @@
 
 mod api;
 mod backup;
+pub mod component;
 mod restore;
 
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ pub struct PrometheusConfig {
     /// on a large TSDB).
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
+    /// The user restored files are given to (when mnbackup runs as root and the user exists).
+    #[serde(default = "default_owner")]
+    pub owner: String,
 }
 
 fn default_url() -> String {
@@ -61,6 +65,9 @@ fn default_data_dir() -> PathBuf {
 fn default_timeout() -> u64 {
     300
 }
+fn default_owner() -> String {
+    "prometheus".into()
+}
 
 impl Default for PrometheusConfig {
     fn default() -> Self {
@@ -69,6 +76,7 @@ impl Default for PrometheusConfig {
             data_dir: default_data_dir(),
             max_age_days: None,
             timeout_seconds: default_timeout(),
+            owner: default_owner(),
         }
     }
 }
