@@ -51,6 +51,47 @@ pub struct Config {
     /// `[restore]`: how `mnbackup restore` checks the node and what it runs afterwards.
     #[serde(default)]
     pub restore: RestoreConfig,
+    /// `[cluster]`: several management nodes sharing one repository (docs/cluster.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: the daemons of `nodes` run the same schedules; each slot is taken by one node.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The management nodes' names.
+    pub nodes: Vec<String>,
+    /// This node's name (default: the host name); snapshots are recorded under it.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// How long a claim holds without renewal: a dead taker's slot is taken by another node
+    /// after this.
+    #[serde(default = "default_lease")]
+    pub lease_seconds: u64,
+}
+
+fn default_lease() -> u64 {
+    60
+}
+
+impl ClusterConfig {
+    /// This node's name.
+    pub fn node_name(&self) -> String {
+        self.node
+            .clone()
+            .unwrap_or_else(crate::repo::lock::hostname)
+    }
+}
+
+impl Config {
+    /// The name snapshots are recorded under: `[cluster] node`, else the host name.
+    pub fn host_name(&self) -> String {
+        self.cluster
+            .as_ref()
+            .map(|c| c.node_name())
+            .unwrap_or_else(crate::repo::lock::hostname)
+    }
 }
 
 /// `[restore]`
@@ -273,6 +314,21 @@ impl Config {
         if r.lock_stale_minutes > 7 * 24 * 60 {
             bad("lock_stale_minutes", r.lock_stale_minutes, 7 * 24 * 60)?;
         }
+        if let Some(c) = &self.cluster {
+            let me = c.node_name();
+            if c.lease_seconds == 0 || c.lease_seconds > 24 * 3600 {
+                bad_cluster(origin, "lease_seconds must be 1 to 86400")?;
+            }
+            if !c.nodes.contains(&me) {
+                bad_cluster(
+                    origin,
+                    &format!(
+                        "this node ({me:?}) is not in nodes {:?}; set [cluster] node or add it",
+                        c.nodes
+                    ),
+                )?;
+            }
+        }
         if let Some(p) = &self.prometheus {
             p.validate()
                 .map_err(|e| MnError::Usage(format!("the configuration {origin}: {e}")))?;
@@ -350,6 +406,10 @@ impl Config {
         mask_secrets(&mut v);
         toml::to_string_pretty(&v).context("rendering the configuration")
     }
+}
+
+fn bad_cluster(origin: &str, msg: &str) -> Result<()> {
+    Err(MnError::Usage(format!("the configuration {origin}: [cluster] {msg}")).into())
 }
 
 fn mask_secrets(v: &mut toml::Value) {

@@ -2,6 +2,7 @@
 
 pub mod cat;
 pub mod check;
+pub mod cluster;
 pub mod config_check;
 pub mod daemon;
 pub mod drill;

@@ -3,6 +3,7 @@
 //! [`Env`], whose registry lists the components (sources), so a test can run them with a
 //! component of its own.
 
+pub mod cluster;
 pub mod drill;
 pub mod forget;
 pub mod progress;

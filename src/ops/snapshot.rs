@@ -120,7 +120,7 @@ pub fn take(env: &Env, req: &SnapshotRequest, progress: Arc<dyn Progress>) -> Re
         .map_err(|_| anyhow::anyhow!("internal error: a source kept the snapshot writer"))?;
     match result {
         Ok(()) => writer.commit(
-            crate::repo::lock::hostname(),
+            env.config.host_name(),
             req.trigger.clone(),
             req.tags.clone(),
         ),
