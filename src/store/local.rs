@@ -142,7 +142,9 @@ impl LocalFs {
             .chars()
             .take(24)
             .collect();
-        if key.starts_with("locks/") {
+        // Locks and cluster claims are rewritten while held: their temp files stay beside them,
+        // out of the leftover cleanup's reach.
+        if key.starts_with("locks/") || key.starts_with("cluster/") {
             let stem = stem.strip_suffix(".json").unwrap_or(&stem).to_string();
             dest.with_file_name(format!(".{}", temp_name(&stem)))
         } else {
