@@ -108,7 +108,9 @@ fn layers_import_only_downward_and_modules_form_no_cycle() {
         };
         let text = std::fs::read_to_string(f).unwrap();
         for r in references(&text, in_bin) {
-            let Some(their_layer) = layer(&r[0]) else { continue };
+            let Some(their_layer) = layer(&r[0]) else {
+                continue;
+            };
             if their_layer > my_layer {
                 violations.push(format!(
                     "{}: layer `{my_top}` imports `{}` from a layer above",
@@ -116,8 +118,12 @@ fn layers_import_only_downward_and_modules_form_no_cycle() {
                     r.join("::")
                 ));
             }
-            if my_top == "engines" && r[0] == "engines" && me.len() > 1 && r.len() > 1
-                && me[1] != r[1] && !is_module_item(&r[1])
+            if my_top == "engines"
+                && r[0] == "engines"
+                && me.len() > 1
+                && r.len() > 1
+                && me[1] != r[1]
+                && !is_module_item(&r[1])
             {
                 violations.push(format!(
                     "{}: engine `{}` imports engine `{}`",
@@ -135,7 +141,11 @@ fn layers_import_only_downward_and_modules_form_no_cycle() {
     if let Some(cycle) = find_cycle(&graph) {
         violations.push(format!("import cycle: {}", cycle.join(" -> ")));
     }
-    assert!(violations.is_empty(), "architecture violations:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "architecture violations:\n{}",
+        violations.join("\n")
+    );
 }
 
 /// `engines::Component`, `engines::Registry`, ...: items of engines/mod.rs, not engine modules.
@@ -190,12 +200,21 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
 
 #[test]
 fn the_checker_finds_an_upward_import_and_a_cycle() {
-    let refs = references("use crate::ops::restore::Session;\nfn f() { crate::repo::x(); }", false);
+    let refs = references(
+        "use crate::ops::restore::Session;\nfn f() { crate::repo::x(); }",
+        false,
+    );
     assert!(refs.contains(&vec!["ops".to_string(), "restore".to_string()]));
     assert!(refs.contains(&vec!["repo".to_string(), "x".to_string()]));
     let mut g = BTreeMap::new();
-    g.insert("repo::codec".to_string(), BTreeSet::from(["repo::lock".to_string()]));
-    g.insert("repo::lock".to_string(), BTreeSet::from(["repo::codec".to_string()]));
+    g.insert(
+        "repo::codec".to_string(),
+        BTreeSet::from(["repo::lock".to_string()]),
+    );
+    g.insert(
+        "repo::lock".to_string(),
+        BTreeSet::from(["repo::codec".to_string()]),
+    );
     assert!(find_cycle(&g).is_some());
     g.remove("repo::lock");
     assert!(find_cycle(&g).is_none());

@@ -156,7 +156,12 @@ fn two_daemons_take_each_slot_once_and_take_over_from_a_killed_holder() {
     let per_slot = snapshots_per_slot(&repo);
     assert!(per_slot.len() >= 4, "{per_slot:?}\n{}", logs(t.path()));
     for (slot, hosts) in &per_slot {
-        assert_eq!(hosts.len(), 1, "slot {slot} taken {hosts:?}\n{}", logs(t.path()));
+        assert_eq!(
+            hosts.len(),
+            1,
+            "slot {slot} taken {hosts:?}\n{}",
+            logs(t.path())
+        );
     }
     let c = claims(&repo);
     for (slot, v) in &c {
@@ -170,6 +175,34 @@ fn two_daemons_take_each_slot_once_and_take_over_from_a_killed_holder() {
         .count();
     assert_eq!(done_slots, per_slot.len(), "{c:?}");
 
+    // `status` on either node shows both nodes' view; a slot no node took is an alarm.
+    for cfg in &cfgs {
+        let o = mnb(&repo, &["-c", cfg.to_str().unwrap(), "--json", "status"]);
+        let st: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json");
+        let views = st["cluster"]["views"].as_array().expect("cluster views");
+        let names: Vec<&str> = views.iter().filter_map(|v| v["node"].as_str()).collect();
+        assert_eq!(names, ["mn1", "mn2"], "{st}");
+        let missed = st["cluster"]["missed_slots"].as_array().unwrap().len();
+        assert_eq!(missed > 0, o.status.code() == Some(2), "{st}");
+    }
+    // Remove one finished slot's claims: neither node took it now, and status alarms.
+    let (first, _) = c
+        .iter()
+        .find(|(_, v)| v.iter().any(|c| c["state"] == "done"))
+        .unwrap();
+    let second = c
+        .iter()
+        .filter(|(_, v)| v.iter().any(|c| c["state"] == "done"))
+        .nth(1)
+        .map(|(s, _)| s.clone())
+        .unwrap();
+    assert!(first < &second);
+    fs::remove_dir_all(repo.join("cluster/claims/snap").join(&second)).unwrap();
+    let o = mnb(&repo, &["-c", cfgs[0].to_str().unwrap(), "status"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("ALARM: no node took slot"), "{out}");
+
     // Phase 2: a slow snapshot (64 MB of incompressible data); kill -9 whoever holds a claim
     // while it works.
     let mut rng = Rng(7);
@@ -180,7 +213,11 @@ fn two_daemons_take_each_slot_once_and_take_over_from_a_killed_holder() {
     let before: Vec<String> = claims(&repo).keys().cloned().collect();
     let t0 = Instant::now();
     let (slot, holder) = loop {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no claim held\n{}", logs(t.path()));
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no claim held\n{}",
+            logs(t.path())
+        );
         let found = claims(&repo).into_iter().find_map(|(s, v)| {
             let last = v.last()?.clone();
             (!before.contains(&s) && last["state"] == "working")

@@ -44,7 +44,8 @@ fn write_config(path: &Path, url: &str, data: &Path) {
 }
 
 fn latest_blocks(repo: &str) -> Vec<serde_json::Value> {
-    let list: serde_json::Value = serde_json::from_str(&ok(&["-r", repo, "list", "--json"])).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&["-r", repo, "list", "--json"])).unwrap();
     let id = list
         .as_array()
         .and_then(|a| a.last())
@@ -138,6 +139,9 @@ fn snapshot_and_restore_through_the_cli() {
     let end = start + 6 * HOUR;
     let a = p1.query_range("mnb_temperature", start, end, 60).unwrap();
     let b = p2.query_range("mnb_temperature", start, end, 60).unwrap();
-    assert!(a["result"][0]["values"].as_array().unwrap().len() >= 300, "{a}");
+    assert!(
+        a["result"][0]["values"].as_array().unwrap().len() >= 300,
+        "{a}"
+    );
     assert_eq!(a, b);
 }

@@ -121,3 +121,113 @@ impl Held {
         }
     }
 }
+
+/// What `status` shows in cluster mode: every node's view, and the slots no node took.
+pub struct ClusterStatus {
+    /// Lines for the operator.
+    pub lines: Vec<String>,
+    /// Slots that passed without a finished claim: (job, slot).
+    pub missed: Vec<(String, DateTime<Utc>)>,
+    pub json: serde_json::Value,
+}
+
+/// The cluster part of `status` for the snapshot jobs `jobs` (name, schedule); `None` outside
+/// cluster mode. A slot counts as missed when it lies between the first taken slot and now
+/// minus a lease (and 5 s), and no node finished it or holds a live claim on it.
+pub fn status(
+    ctx: &Ctx,
+    jobs: &[(String, &mnbackup_scheduler::Schedule)],
+) -> anyhow::Result<Option<ClusterStatus>> {
+    let Some(cc) = &ctx.config.cluster else {
+        return Ok(None);
+    };
+    let repo = ctx.open_repo()?;
+    let store = repo.store();
+    let views = crate::ops::cluster::node_views(store.as_ref())?;
+    let mut lines = vec![format!("cluster: nodes {}", cc.nodes.join(", "))];
+    for n in &cc.nodes {
+        match views.iter().find(|v| &v.node == n) {
+            Some(v) => {
+                let seen: Vec<String> = v
+                    .jobs
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} slot {} taken by {}",
+                            s.job,
+                            s.slot.format("%Y-%m-%d %H:%M:%S UTC"),
+                            s.taken_by.as_deref().unwrap_or("NOBODY")
+                        )
+                    })
+                    .collect();
+                lines.push(format!("  node {n}: {}", seen.join("; ")));
+            }
+            None => lines.push(format!("  node {n}: has not recorded any slot yet")),
+        }
+    }
+    let cutoff = Utc::now() - chrono::Duration::seconds(cc.lease_seconds as i64 + 5);
+    let mut missed = Vec::new();
+    for (job, sched) in jobs {
+        let done = done_slots(store.as_ref(), job)?;
+        let Some(first) = done.first().copied() else {
+            continue;
+        };
+        let mut t = first;
+        let mut n = 0;
+        while let Some(next) = sched.next_after(t) {
+            if next > cutoff || n > 1000 {
+                break;
+            }
+            if !done.contains(&next) {
+                missed.push((job.clone(), next));
+            }
+            t = next;
+            n += 1;
+        }
+    }
+    for (job, slot) in &missed {
+        lines.push(format!(
+            "  ALARM: no node took slot {} of job {job}; check both daemons (`systemctl status \
+             mnbackup` on each node)",
+            slot.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
+    }
+    let json = serde_json::json!({
+        "nodes": cc.nodes,
+        "views": views,
+        "missed_slots": missed.iter().map(|(j, s)| serde_json::json!({"job": j, "slot": s})).collect::<Vec<_>>(),
+    });
+    Ok(Some(ClusterStatus {
+        lines,
+        missed,
+        json,
+    }))
+}
+
+/// The slots of `job` some node finished or is working on, sorted.
+fn done_slots(store: &dyn crate::store::Backend, job: &str) -> anyhow::Result<Vec<DateTime<Utc>>> {
+    let prefix = format!("{}/{job}/", crate::ops::cluster::CLAIMS);
+    let mut slots = std::collections::BTreeSet::new();
+    let keys = store.list(&prefix).map_err(|e| e.into_anyhow())?;
+    for (key, _) in keys {
+        let Some(slot_dir) = key.strip_prefix(&prefix).and_then(|r| r.split('/').next()) else {
+            continue;
+        };
+        let Ok(slot) = chrono::NaiveDateTime::parse_from_str(slot_dir, "%Y%m%dT%H%M%SZ") else {
+            continue;
+        };
+        let slot = slot.and_utc();
+        if slots.contains(&slot) {
+            continue;
+        }
+        let claims = crate::ops::cluster::slot_claims(store, job, slot)?;
+        let now = Utc::now();
+        if claims.iter().any(|c| {
+            c.state == crate::ops::cluster::ClaimState::Done
+                || (c.state == crate::ops::cluster::ClaimState::Working && c.lease_until > now)
+        }) {
+            slots.insert(slot);
+        }
+    }
+    Ok(slots.into_iter().collect())
+}

@@ -314,7 +314,10 @@ mod tests {
         h.renew().unwrap();
         h.finish("snap1").unwrap();
         match acquire(&store, "mn2", "twice-daily", slot(), lease).unwrap() {
-            Acquire::Done(c) => assert_eq!((c.node.as_str(), c.snapshot.as_deref()), ("mn1", Some("snap1"))),
+            Acquire::Done(c) => assert_eq!(
+                (c.node.as_str(), c.snapshot.as_deref()),
+                ("mn1", Some("snap1"))
+            ),
             other => panic!("{other:?}"),
         }
         // Another slot is free again.

@@ -10,7 +10,9 @@ use mnbackup_restore::journal::Journal;
 use mnbackup_restore::plan::{estimate_secs, Check, CheckStatus, PlanStep, FILE_RATE};
 use mnbackup_restore::report::{RestoreReport, StepReport, StepStatus};
 
-use super::{lookup_user, plan, restore, PrometheusPlan, PrometheusSourceInfo, RestoreFile, SOURCE};
+use super::{
+    lookup_user, plan, restore, PrometheusPlan, PrometheusSourceInfo, RestoreFile, SOURCE,
+};
 use crate::engines::items::ItemReader;
 use crate::engines::{BackupCtx, Component, PartOutcome, Preflight, RestoreEnv, RestorePart};
 use crate::model::{Item, Manifest};
@@ -54,8 +56,7 @@ impl Component for Prometheus {
         Ok(line)
     }
     fn has_data(&self, m: &Manifest) -> bool {
-        m.sources.contains_key(SOURCE)
-            || m.items.iter().any(|i| i.name.starts_with("prometheus/"))
+        m.sources.contains_key(SOURCE) || m.items.iter().any(|i| i.name.starts_with("prometheus/"))
     }
     fn restore(&self, env: &RestoreEnv) -> Result<Option<Box<dyn RestorePart>>> {
         if !self.has_data(env.manifest) {
@@ -65,7 +66,9 @@ impl Component for Prometheus {
             .manifest
             .items
             .iter()
-            .filter(|i| i.name.starts_with("prometheus/") && i.kind == crate::model::EntryKind::File)
+            .filter(|i| {
+                i.name.starts_with("prometheus/") && i.kind == crate::model::EntryKind::File
+            })
             .cloned()
             .collect();
         let info = env
@@ -117,13 +120,13 @@ impl RestorePart for PrometheusPart {
     fn preflight(&mut self, env: &RestoreEnv, _journal: &Journal) -> Result<Vec<Preflight>> {
         match self.make_plan(env) {
             Ok(p) => {
-                let detail = format!(
-                    "{} blocks into {}",
-                    p.blocks.len(),
-                    p.data_dir.display()
-                );
+                let detail = format!("{} blocks into {}", p.blocks.len(), p.data_dir.display());
                 self.plan = Some(p);
-                Ok(vec![Preflight::new(Check::new(SOURCE, CheckStatus::Ok, detail))])
+                Ok(vec![Preflight::new(Check::new(
+                    SOURCE,
+                    CheckStatus::Ok,
+                    detail,
+                ))])
             }
             Err(e) => Ok(vec![Preflight::new(Check::new(
                 SOURCE,
