@@ -168,10 +168,11 @@ pub struct PrometheusSourceInfo {
 
 /// A block's `meta.json`, the fields read here (Prometheus' own names).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct BlockMeta {
     pub ulid: String,
+    #[serde(rename = "minTime")]
     pub min_time: i64,
+    #[serde(rename = "maxTime")]
     pub max_time: i64,
     #[serde(default)]
     pub stats: BlockStats,
@@ -180,13 +181,12 @@ pub struct BlockMeta {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct BlockStats {
-    #[serde(default)]
+    #[serde(default, rename = "numSamples")]
     pub num_samples: u64,
-    #[serde(default)]
+    #[serde(default, rename = "numSeries")]
     pub num_series: u64,
-    #[serde(default)]
+    #[serde(default, rename = "numChunks")]
     pub num_chunks: u64,
 }
 
