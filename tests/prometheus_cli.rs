@@ -3,33 +3,14 @@
 //! naming the blocks, `restore` into an empty data directory, refused into a non-empty one,
 //! and a second Prometheus on the restored directory answering like the first.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use mnbackup_fixtures::prometheus::{self as fx, Options, TestPrometheus};
 
 const HOUR: i64 = 3600;
 const SERIES: &[(&str, &str)] = &[("mnb_temperature", "host=\"mn1\"")];
-
-fn mnb(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mnbackup"))
-        .args(args)
-        .env_remove("MNBACKUP_REPO")
-        .env_remove("MNBACKUP_CONFIG")
-        .output()
-        .expect("running mnbackup")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = mnb(args);
-    assert!(
-        o.status.success(),
-        "mnbackup {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn write_config(path: &Path, url: &str, data: &Path) {
     std::fs::write(
@@ -43,9 +24,13 @@ fn write_config(path: &Path, url: &str, data: &Path) {
     .unwrap();
 }
 
-fn latest_blocks(repo: &str) -> Vec<serde_json::Value> {
+fn out(o: std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn latest_blocks(repo: &Path) -> Vec<serde_json::Value> {
     let list: serde_json::Value =
-        serde_json::from_str(&ok(&["-r", repo, "list", "--json"])).unwrap();
+        serde_json::from_str(&out(common::ok(repo, &["list", "--json"]))).unwrap();
     let id = list
         .as_array()
         .and_then(|a| a.last())
@@ -53,7 +38,7 @@ fn latest_blocks(repo: &str) -> Vec<serde_json::Value> {
         .expect("a snapshot")
         .to_string();
     let m: serde_json::Value =
-        serde_json::from_str(&ok(&["-r", repo, "show", &id, "--json"])).unwrap();
+        serde_json::from_str(&out(common::ok(repo, &["show", &id, "--json"]))).unwrap();
     m["sources"]["prometheus"]["blocks"]
         .as_array()
         .cloned()
@@ -75,13 +60,12 @@ fn snapshot_and_restore_through_the_cli() {
     let mut p1 = TestPrometheus::start(&data, &Options::default()).unwrap();
     p1.wait_for_scrapes(3).unwrap();
     let repo = tmp.path().join("repo");
-    let r = repo.to_str().unwrap();
     let cfg = tmp.path().join("mnbackup.toml");
     write_config(&cfg, &p1.url(), &data);
     let c = cfg.to_str().unwrap();
-    ok(&["-r", r, "init"]);
-    ok(&["-r", r, "-c", c, "snapshot"]);
-    let b1 = latest_blocks(r);
+    common::ok(&repo, &["init"]);
+    common::ok(&repo, &["-c", c, "snapshot"]);
+    let b1 = latest_blocks(&repo);
     assert_eq!(b1.len(), 3, "two blocks and the head: {b1:?}");
 
     // More data: one new block; the second snapshot stores it and the head, the rest unchanged.
@@ -95,8 +79,8 @@ fn snapshot_and_restore_through_the_cli() {
     let p1 = TestPrometheus::start(&data, &Options::default()).unwrap();
     p1.wait_for_scrapes(2).unwrap();
     write_config(&cfg, &p1.url(), &data);
-    ok(&["-r", r, "-c", c, "snapshot"]);
-    let b2 = latest_blocks(r);
+    common::ok(&repo, &["-c", c, "snapshot"]);
+    let b2 = latest_blocks(&repo);
     let unchanged: Vec<&str> = b2
         .iter()
         .filter(|b| b["unchanged"].as_bool() == Some(true))
@@ -113,19 +97,22 @@ fn snapshot_and_restore_through_the_cli() {
     let rcfg = tmp.path().join("restore.toml");
     write_config(&rcfg, &p1.url(), &restored);
     let rc = rcfg.to_str().unwrap();
-    let plan = ok(&["-r", r, "-c", rc, "restore", "latest", "--plan"]);
+    let plan = out(common::ok(
+        &repo,
+        &["-c", rc, "restore", "latest", "--plan"],
+    ));
     for b in &b2 {
         let u = b["ulid"].as_str().unwrap();
         assert!(plan.contains(u), "plan does not name {u}: {plan}");
     }
     assert!(plan.contains(" UTC"), "plan names no time range: {plan}");
     assert!(!restored.exists(), "--plan changed nothing");
-    ok(&["-r", r, "-c", rc, "restore", "latest"]);
+    common::ok(&repo, &["-c", rc, "restore", "latest"]);
     let names = fx::block_dirs(&restored).unwrap();
     assert_eq!(names.len(), b2.len(), "{names:?}");
 
     // A non-empty directory is refused without --force.
-    let o = mnb(&["-r", r, "-c", rc, "restore", "latest"]);
+    let o = common::mnb(&repo, &["-c", rc, "restore", "latest"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("not empty"), "{err}");
