@@ -405,6 +405,9 @@ pub struct RestoreArgs {
     /// Do not restore Cassandra.
     #[arg(long)]
     pub no_cassandra: bool,
+    /// Do not restore the Prometheus blocks.
+    #[arg(long)]
+    pub no_prometheus: bool,
     /// Parallel MariaDB connections for the data [default: [mariadb] workers, or the cores].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::engines::cassandra::CassandraConfig;
 use crate::engines::files::FilesConfig;
 use crate::engines::mariadb::MariadbConfig;
+use crate::engines::prometheus::PrometheusConfig;
 use crate::error::MnError;
 use crate::repo::codec::CodecPolicy;
 
@@ -44,12 +45,18 @@ pub struct Config {
     pub mariadb: Option<MariadbConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cassandra: Option<CassandraConfig>,
+    /// `[prometheus]`: the node's Prometheus TSDB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusConfig>,
     /// `[[files]]` entries.
     #[serde(default)]
     pub files: Vec<FilesConfig>,
     /// `[restore]`: how `mnbackup restore` checks the node and what it runs afterwards.
     #[serde(default)]
     pub restore: RestoreConfig,
+    /// `[cluster]`: several management nodes sharing one repository (docs/cluster.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
     /// `[binlog]`: point-in-time recovery (binlog shipping, `docs/binlog.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog: Option<BinlogConfig>,
@@ -91,11 +98,52 @@ impl crate::engines::Sections for Config {
     fn files(&self) -> &[FilesConfig] {
         &self.files
     }
+    fn prometheus(&self) -> Option<&crate::engines::prometheus::PrometheusConfig> {
+        self.prometheus.as_ref()
+    }
     fn set_mariadb(&mut self, m: Option<MariadbConfig>) {
         self.mariadb = m;
     }
     fn set_files(&mut self, f: Vec<FilesConfig>) {
         self.files = f;
+    }
+}
+
+/// `[cluster]`: the daemons of `nodes` run the same schedules; each slot is taken by one node.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The management nodes' names.
+    pub nodes: Vec<String>,
+    /// This node's name (default: the host name); snapshots are recorded under it.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// How long a claim holds without renewal: a dead taker's slot is taken by another node
+    /// after this.
+    #[serde(default = "default_lease")]
+    pub lease_seconds: u64,
+}
+
+fn default_lease() -> u64 {
+    60
+}
+
+impl ClusterConfig {
+    /// This node's name.
+    pub fn node_name(&self) -> String {
+        self.node
+            .clone()
+            .unwrap_or_else(crate::repo::lock::hostname)
+    }
+}
+
+impl Config {
+    /// The name snapshots are recorded under: `[cluster] node`, else the host name.
+    pub fn host_name(&self) -> String {
+        self.cluster
+            .as_ref()
+            .map(|c| c.node_name())
+            .unwrap_or_else(crate::repo::lock::hostname)
     }
 }
 
@@ -332,6 +380,25 @@ impl Config {
             check_host(h)
                 .map_err(|e| MnError::Usage(format!("the configuration {origin}: {e}")))?;
         }
+        if let Some(c) = &self.cluster {
+            let me = c.node_name();
+            if c.lease_seconds == 0 || c.lease_seconds > 24 * 3600 {
+                bad_cluster(origin, "lease_seconds must be 1 to 86400")?;
+            }
+            if !c.nodes.contains(&me) {
+                bad_cluster(
+                    origin,
+                    &format!(
+                        "this node ({me:?}) is not in nodes {:?}; set [cluster] node or add it",
+                        c.nodes
+                    ),
+                )?;
+            }
+        }
+        if let Some(p) = &self.prometheus {
+            p.validate()
+                .map_err(|e| MnError::Usage(format!("the configuration {origin}: {e}")))?;
+        }
         if let Some(list) = self.mariadb.as_ref().and_then(|m| m.databases.as_ref()) {
             let mut seen = std::collections::BTreeSet::new();
             for db in list {
@@ -405,6 +472,10 @@ impl Config {
         mask_secrets(&mut v);
         toml::to_string_pretty(&v).context("rendering the configuration")
     }
+}
+
+fn bad_cluster(origin: &str, msg: &str) -> Result<()> {
+    Err(MnError::Usage(format!("the configuration {origin}: [cluster] {msg}")).into())
 }
 
 fn mask_secrets(v: &mut toml::Value) {

@@ -41,6 +41,7 @@ fn config(p: &TestPrometheus) -> PrometheusConfig {
         data_dir: p.data_dir().to_path_buf(),
         max_age_days: None,
         timeout_seconds: 60,
+        ..Default::default()
     }
 }
 
@@ -367,5 +368,6 @@ fn config_at(data: &Path) -> PrometheusConfig {
         data_dir: data.to_path_buf(),
         max_age_days: None,
         timeout_seconds: 10,
+        ..Default::default()
     }
 }

@@ -3,6 +3,7 @@
 pub mod binlog;
 pub mod cat;
 pub mod check;
+pub mod cluster;
 pub mod config_check;
 pub mod copy;
 pub mod daemon;

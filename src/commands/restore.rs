@@ -86,6 +86,7 @@ fn request(ctx: &Ctx, args: &RestoreArgs) -> Result<RestoreRequest> {
         (args.no_mariadb, "mariadb"),
         (args.no_files, "files"),
         (args.no_cassandra, "cassandra"),
+        (args.no_prometheus, "prometheus"),
     ] {
         if no {
             skip.insert(name.to_string());

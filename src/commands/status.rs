@@ -329,6 +329,28 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         rows.push(row);
     }
     rows.extend(binlog_row(ctx, now));
+    let sched_jobs: Vec<(String, &mnbackup_scheduler::Schedule)> = schedules
+        .iter()
+        .filter(|(s, _)| s.job == "snapshot")
+        .map(|(s, sc)| (s.name.clone(), sc))
+        .collect();
+    let cluster = super::cluster::status(ctx, &sched_jobs)?;
+    if let Some(c) = cluster.as_ref().filter(|c| !c.missed.is_empty()) {
+        rows.push(Row {
+            job: "cluster".into(),
+            kind: "cluster".into(),
+            schedule: String::new(),
+            label: "failing",
+            code: CRITICAL,
+            describe: format!("FAILING: {} slot(s) no node took", c.missed.len()),
+            max_age_secs: 0,
+            age_secs: None,
+            next_run: None,
+            state: None,
+            newest: None,
+            newest_complete: None,
+        });
+    }
     let code = rows
         .iter()
         .map(|r| r.code)
@@ -379,6 +401,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
                     RepoView::Snapshots(_) => json!({"readable": true}),
                 },
                 "jobs": jobs,
+                "cluster": cluster.as_ref().map(|c| c.json.clone()),
                 "exit_code": code,
             }))?
         );
@@ -407,6 +430,9 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
              [repository] path or use -r)"
         ),
         _ => {}
+    }
+    for l in cluster.iter().flat_map(|c| &c.lines) {
+        println!("{l}");
     }
     for r in &rows {
         let st = r.state.as_ref();

@@ -33,6 +33,9 @@ pub trait Sections: Send + Sync {
     fn mariadb(&self) -> Option<&mariadb::MariadbConfig>;
     fn cassandra(&self) -> Option<&cassandra::CassandraConfig>;
     fn files(&self) -> &[files::FilesConfig];
+    fn prometheus(&self) -> Option<&prometheus::PrometheusConfig> {
+        None
+    }
     /// Replace `[mariadb]` (the safety snapshot's scope).
     fn set_mariadb(&mut self, m: Option<mariadb::MariadbConfig>);
     /// Replace the `[[files]]` entries (the safety snapshot's scope).
@@ -280,7 +283,8 @@ pub fn default_registry() -> Registry {
     let mut r = Registry::new();
     r.push(Arc::new(mariadb::component::Mariadb))
         .push(Arc::new(cassandra::component::Cassandra))
-        .push(Arc::new(files::component::Files));
+        .push(Arc::new(files::component::Files))
+        .push(Arc::new(prometheus::component::Prometheus));
     r
 }
 
@@ -292,9 +296,9 @@ mod tests {
     fn the_default_registry_backs_up_mariadb_first_and_restores_files_before_cassandra() {
         let r = default_registry();
         let backup: Vec<&str> = r.iter().map(|c| c.name()).collect();
-        assert_eq!(backup, ["mariadb", "cassandra", "files"]);
+        assert_eq!(backup, ["mariadb", "cassandra", "files", "prometheus"]);
         let restore: Vec<&str> = r.restore_order().iter().map(|c| c.name()).collect();
-        assert_eq!(restore, ["mariadb", "files", "cassandra"]);
+        assert_eq!(restore, ["mariadb", "files", "cassandra", "prometheus"]);
         assert_eq!(r.owner("files/etc/hosts").map(|c| c.name()), Some("files"));
         assert_eq!(
             r.owner("mariadb/zstack/VmInstanceVO.0001.sql")

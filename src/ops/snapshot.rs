@@ -142,7 +142,16 @@ pub fn take(env: &Env, req: &SnapshotRequest, progress: Arc<dyn Progress>) -> Re
     let writer = Arc::try_unwrap(writer)
         .map_err(|_| anyhow::anyhow!("internal error: a source kept the snapshot writer"))?;
     match result {
-        Ok(()) => writer.commit(repo.host.clone(), req.trigger.clone(), req.tags.clone()),
+        Ok(()) => writer.commit(
+            // In cluster mode the series is the node's name; otherwise `[repository] host` /
+            // `--host` / the system's (set on the repository when it was opened).
+            match &env.config.cluster {
+                Some(_) => env.config.host_name(),
+                None => repo.host.clone(),
+            },
+            req.trigger.clone(),
+            req.tags.clone(),
+        ),
         Err(e) => {
             let id = writer.id.clone();
             let n = writer.abort().unwrap_or(0);

@@ -142,7 +142,9 @@ impl LocalFs {
             .chars()
             .take(24)
             .collect();
-        if key.starts_with("locks/") {
+        // Locks and cluster claims are rewritten while held: their temp files stay beside them,
+        // out of the leftover cleanup's reach.
+        if key.starts_with("locks/") || key.starts_with("cluster/") {
             let stem = stem.strip_suffix(".json").unwrap_or(&stem).to_string();
             dest.with_file_name(format!(".{}", temp_name(&stem)))
         } else {
@@ -197,11 +199,31 @@ impl Backend for LocalFs {
     }
 
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> StoreResult<bool> {
-        if fs::symlink_metadata(self.path(key)?).is_ok() {
+        let dest = self.path(key)?;
+        if fs::symlink_metadata(&dest).is_ok() {
             return Ok(false);
         }
-        self.write(key, bytes)?;
-        Ok(true)
+        if !key.starts_with("cluster/") {
+            self.write(key, bytes)?;
+            return Ok(true);
+        }
+        // A cluster claim: two nodes may race for it. The complete file is linked into place,
+        // and link(2) fails when the name exists (atomic also on NFS, like O_EXCL).
+        let dir = dest.parent().expect("a key has a parent").to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| self.io(e, "creating", &dir))?;
+        let tmp = dir.join(format!(".{}", temp_name("claim")));
+        let written = fs::File::create(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, bytes).and_then(|_| f.sync_all()));
+        let linked = written.and_then(|_| fs::hard_link(&tmp, &dest));
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                durable::fsync_dir(&dir).map_err(|e| self.io(e, "syncing", &dir))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(self.io(e, "writing", &dest)),
+        }
     }
 
     fn put_replace(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {

@@ -263,6 +263,7 @@ fn job_error(e: anyhow::Error) -> JobError {
 fn run_blocking(
     ctx: &Ctx,
     name: &str,
+    slot: chrono::DateTime<Utc>,
     work: &Work,
     cancel: &AtomicBool,
     metrics: &MetricsCache,
@@ -288,17 +289,39 @@ fn run_blocking(
             })
         }
         Work::Snapshot { tags } => {
-            let m = snapshot::take(
+            let mut tags = tags.clone();
+            let held = match super::cluster::claim_slot(ctx, name, slot, cancel)? {
+                super::cluster::Slot::Solo => None,
+                super::cluster::Slot::Other(summary) => return Ok(summary),
+                super::cluster::Slot::Mine(h) => {
+                    tags.push(super::cluster::slot_tag(name, slot));
+                    Some(h)
+                }
+            };
+            let taken = snapshot::take(
                 ctx,
                 &snapshot::SnapshotRequest {
-                    tags: tags.clone(),
+                    tags,
                     files: Vec::new(),
                     only_files: false,
                     force_read: false,
                     trigger: format!("schedule:{name}"),
                     cancel: Some(cancel),
                 },
-            )
+            );
+            let m = match (taken, held) {
+                (Ok(m), Some(h)) => {
+                    if let Err(e) = h.finish(name, &m.id) {
+                        warn!(job = %name, "snapshot {} saved, but the cluster claim was not marked done: {e:#}", m.id);
+                    }
+                    Ok(m)
+                }
+                (Err(e), Some(h)) => {
+                    h.fail();
+                    Err(e)
+                }
+                (r, None) => r,
+            }
             .map_err(|e| {
                 if cancel.load(Ordering::SeqCst) {
                     JobError::permanent(format!(
@@ -526,13 +549,14 @@ impl Job for Runner {
             flag.clone(),
             self.metrics.clone(),
         );
+        let slot = jc.slot;
         // A plain thread, not the runtime's blocking pool: the snapshot starts its own runtime
         // for MariaDB, and an abandoned run must not keep the daemon's runtime from shutting down.
         let spawned = std::thread::Builder::new()
             .name(format!("job-{name}"))
             .spawn(move || {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let r = run_blocking(&ctx, &name, &work, &f, &metrics);
+                    let r = run_blocking(&ctx, &name, slot, &work, &f, &metrics);
                     metrics.refresh(&ctx);
                     r
                 }))

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::MnError;
 use crate::model::files_info::{FileStat, FilesSummary};
-use crate::model::{EntryKind, FileMeta, Gap};
+use crate::model::{EntryKind, Gap};
 use crate::model::{ItemSink, ItemSpec};
 
 /// `[[files]]`: paths (files, directories or globs) to back up.

@@ -16,6 +16,7 @@
 
 mod api;
 mod backup;
+pub mod component;
 mod restore;
 
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ pub struct PrometheusConfig {
     /// on a large TSDB).
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
+    /// The user restored files are given to (when mnbackup runs as root and the user exists).
+    #[serde(default = "default_owner")]
+    pub owner: String,
 }
 
 fn default_url() -> String {
@@ -61,6 +65,9 @@ fn default_data_dir() -> PathBuf {
 fn default_timeout() -> u64 {
     300
 }
+fn default_owner() -> String {
+    "prometheus".into()
+}
 
 impl Default for PrometheusConfig {
     fn default() -> Self {
@@ -69,6 +76,7 @@ impl Default for PrometheusConfig {
             data_dir: default_data_dir(),
             max_age_days: None,
             timeout_seconds: default_timeout(),
+            owner: default_owner(),
         }
     }
 }
@@ -160,10 +168,11 @@ pub struct PrometheusSourceInfo {
 
 /// A block's `meta.json`, the fields read here (Prometheus' own names).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct BlockMeta {
     pub ulid: String,
+    #[serde(rename = "minTime")]
     pub min_time: i64,
+    #[serde(rename = "maxTime")]
     pub max_time: i64,
     #[serde(default)]
     pub stats: BlockStats,
@@ -172,13 +181,12 @@ pub struct BlockMeta {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct BlockStats {
-    #[serde(default)]
+    #[serde(default, rename = "numSamples")]
     pub num_samples: u64,
-    #[serde(default)]
+    #[serde(default, rename = "numSeries")]
     pub num_series: u64,
-    #[serde(default)]
+    #[serde(default, rename = "numChunks")]
     pub num_chunks: u64,
 }
 
