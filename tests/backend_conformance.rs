@@ -98,6 +98,8 @@ fn forget_then_prune_remove_only_what_no_snapshot_needs() {
         policy: KeepPolicy::default(),
         timezone: "UTC",
         dry_run: false,
+        host: None,
+        group_by: mnbackup::model::GroupBy::default(),
     };
     let (_kept, removed) = forget_locked(&repo, &plan).unwrap();
     assert_eq!(removed, vec![a.id.clone()]);
@@ -132,6 +134,8 @@ fn forget_by_policy_keeps_the_newest() {
         },
         timezone: "UTC",
         dry_run: false,
+        host: None,
+        group_by: mnbackup::model::GroupBy::default(),
     };
     let (kept, removed) = forget_locked(&repo, &plan).unwrap();
     assert_eq!(kept.len(), 1);

@@ -152,7 +152,10 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Init => init::run(&ctx),
         Command::Snapshot(args) => snapshot::run(&ctx, &args),
-        Command::List { host, binlog: false } => list::run(&ctx, host.as_deref()),
+        Command::List {
+            host,
+            binlog: false,
+        } => list::run(&ctx, host.as_deref()),
         Command::List { binlog: true, .. } => binlog::list(&ctx),
         Command::Binlog { once } => binlog::run(&ctx, once),
         Command::Show { snapshot } => show::run(&ctx, &snapshot),

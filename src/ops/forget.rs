@@ -92,7 +92,10 @@ pub fn forget_locked(repo: &Repo, plan: &ForgetPlan) -> Result<ForgetOutcome> {
             by_host.entry(b.host().to_string()).or_default().push(b);
         }
         for (host, bs) in &by_host {
-            remove.extend(unneeded_batches(bs, oldest_kept.get(host.as_str()).copied()));
+            remove.extend(unneeded_batches(
+                bs,
+                oldest_kept.get(host.as_str()).copied(),
+            ));
         }
     }
     if !plan.dry_run {

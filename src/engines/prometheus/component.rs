@@ -13,11 +13,11 @@ use mnbackup_restore::report::{RestoreReport, StepReport, StepStatus};
 use super::{
     lookup_user, plan, restore, PrometheusPlan, PrometheusSourceInfo, RestoreFile, SOURCE,
 };
-use crate::repo::reader::ItemReader;
 use crate::engines::{BackupCtx, Component, PartOutcome, Preflight, RestoreEnv, RestorePart};
-use crate::model::{Item, Manifest};
-use crate::repo::Repo;
 use crate::model::ItemSink;
+use crate::model::{Item, Manifest};
+use crate::repo::reader::ItemReader;
+use crate::repo::Repo;
 
 /// The Prometheus component.
 pub struct Prometheus;
