@@ -201,7 +201,7 @@ fn copy_to_s3_then_lose_the_pool_and_restore_from_the_bucket() {
     let src = t.path().join("src");
     std::fs::create_dir_all(src.join("etc")).unwrap();
     let big: Vec<u8> = (0..3_000_000u32)
-        .flat_map(|i| (i * 7919).to_le_bytes())
+        .flat_map(|i| i.wrapping_mul(7919).to_le_bytes())
         .collect();
     std::fs::write(src.join("etc/big.bin"), &big).unwrap();
     std::fs::write(src.join("etc/small.conf"), b"a = 1\n").unwrap();

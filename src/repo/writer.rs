@@ -509,6 +509,16 @@ impl ItemSink for SnapshotWriter {
         if prev.kind != EntryKind::File || prev.size != size {
             return Ok(false);
         }
+        // Reused only when every piece's data is still intact in the repository (the same
+        // check a delta parent gets): a damaged or missing object makes the caller read the
+        // content again, so a snapshot that succeeds is always restorable.
+        let mut pieces = Vec::with_capacity(prev.pieces.len());
+        for p in &prev.pieces {
+            match self.usable(p) {
+                Some(p) => pieces.push(p),
+                None => return Ok(false),
+            }
+        }
         self.claim_name(&spec.name)?;
         if let Some(p) = &self.progress {
             p.item(&spec.name);
@@ -518,6 +528,7 @@ impl ItemSink for SnapshotWriter {
             st.pieces_unchanged += prev.pieces.len() as u64;
         }
         let mut item = prev.clone();
+        item.pieces = pieces;
         item.meta = spec.meta;
         self.record(item);
         Ok(true)

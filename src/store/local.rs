@@ -181,8 +181,13 @@ impl LocalFs {
                 format!("{key}/{name}")
             };
             // Not followed: a symbolic link is listed as an entry of its own.
-            let md =
-                fs::symlink_metadata(e.path()).map_err(|er| self.io(er, "reading", &e.path()))?;
+            // An entry removed between listing and looking (another writer's temporary file
+            // renamed into place) is simply not there: listing is not atomic on any store.
+            let md = match fs::symlink_metadata(e.path()) {
+                Ok(md) => md,
+                Err(er) if er.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(er) => return Err(self.io(er, "reading", &e.path())),
+            };
             if md.is_dir() {
                 self.list_into(&e.path(), &k, out)?;
             } else {

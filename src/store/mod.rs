@@ -9,6 +9,7 @@
 //! Adding a backend (e.g. `s3://`) is one module implementing [`Backend`] plus one line in
 //! [`open`].
 
+pub mod config;
 pub mod conformance;
 pub mod faulty;
 pub mod local;
@@ -188,13 +189,16 @@ pub const SCHEMES: &[&str] = &[
 /// URL (`s3://bucket/prefix`, ...) reached with the default `[repository.s3]` settings (the
 /// environment variables only).
 pub fn open(location: &str) -> anyhow::Result<Arc<dyn Backend>> {
-    open_with(location, &crate::config::ObjectStoreConfig::default())
+    open_with(
+        location,
+        &crate::store::config::ObjectStoreConfig::default(),
+    )
 }
 
 /// [`open`] with the `[repository.s3]` settings for object-store URLs.
 pub fn open_with(
     location: &str,
-    s3: &crate::config::ObjectStoreConfig,
+    s3: &crate::store::config::ObjectStoreConfig,
 ) -> anyhow::Result<Arc<dyn Backend>> {
     if let Some((scheme, rest)) = location.split_once("://") {
         return match scheme {

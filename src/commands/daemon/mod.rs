@@ -39,6 +39,7 @@ use mnbackup_scheduler::{
 use tracing::{error, info, warn};
 
 mod hooks;
+mod job;
 mod metrics;
 
 pub use hooks::ManualHooks;
@@ -259,185 +260,6 @@ fn job_error(e: anyhow::Error) -> JobError {
     }
 }
 
-/// Runs one attempt of a job on the current (blocking) thread.
-fn run_blocking(
-    ctx: &Ctx,
-    name: &str,
-    slot: chrono::DateTime<Utc>,
-    work: &Work,
-    cancel: &AtomicBool,
-    metrics: &MetricsCache,
-) -> Result<String, JobError> {
-    match work {
-        Work::Binlog => {
-            let registry = crate::engines::default_registry();
-            let env = ctx.ops_env(&registry).map_err(job_error)?;
-            let o = crate::ops::binlog::ship(&env, None).map_err(job_error)?;
-            if let Some(g) = o.gap {
-                return Err(JobError::permanent(format!(
-                    "{g}; the gap is recorded, the next snapshot starts a new chain"
-                )));
-            }
-            Ok(match (o.manifest, o.segments.last()) {
-                (Some(id), Some(l)) => format!(
-                    "binlog {id}: {} segments to {}:{}",
-                    o.segments.len(),
-                    l.server_file,
-                    l.end_pos
-                ),
-                _ => "binlog: nothing new".to_string(),
-            })
-        }
-        Work::Snapshot { tags } => {
-            let mut tags = tags.clone();
-            let held = match super::cluster::claim_slot(ctx, name, slot, cancel)? {
-                super::cluster::Slot::Solo => None,
-                super::cluster::Slot::Other(summary) => return Ok(summary),
-                super::cluster::Slot::Mine(h) => {
-                    tags.push(super::cluster::slot_tag(name, slot));
-                    Some(h)
-                }
-            };
-            let taken = snapshot::take(
-                ctx,
-                &snapshot::SnapshotRequest {
-                    tags,
-                    files: Vec::new(),
-                    only_files: false,
-                    force_read: false,
-                    trigger: format!("schedule:{name}"),
-                    cancel: Some(cancel),
-                },
-            );
-            let m = match (taken, held) {
-                (Ok(m), Some(h)) => {
-                    if let Err(e) = h.finish(name, &m.id) {
-                        warn!(job = %name, "snapshot {} saved, but the cluster claim was not marked done: {e:#}", m.id);
-                    }
-                    Ok(m)
-                }
-                (Err(e), Some(h)) => {
-                    h.fail();
-                    Err(e)
-                }
-                (r, None) => r,
-            }
-            .map_err(|e| {
-                if cancel.load(Ordering::SeqCst) {
-                    JobError::permanent(format!(
-                        "cancelled by daemon shutdown: {e:#}; nothing was committed, the run is \
-                         caught up at the next start"
-                    ))
-                } else {
-                    job_error(e)
-                }
-            })?;
-            let s = &m.stats;
-            let mut summary = format!(
-                "snapshot {}: {} items, {} logical, {} added, {:.1}s",
-                m.id,
-                s.items,
-                bytes(s.logical_bytes),
-                bytes(s.bytes_added),
-                s.duration_ms as f64 / 1000.0
-            );
-            info!(job = %name, "snapshot {} committed", m.id);
-            match apply_retention(ctx) {
-                Ok(Some(r)) => {
-                    summary.push_str("; ");
-                    summary.push_str(&r);
-                }
-                Ok(None) => {}
-                Err(e)
-                    if e.chain().any(|c| {
-                        matches!(c.downcast_ref::<MnError>(), Some(MnError::Locked(_)))
-                    }) =>
-                {
-                    warn!(
-                        job = %name,
-                        "snapshot {} was saved, but the retention policy was not applied because \
-                         the repository is locked by another process ({e:#}); it is applied after \
-                         the next snapshot, or run `mnbackup forget --prune` by hand",
-                        m.id
-                    );
-                    summary.push_str("; retention skipped (repository locked)");
-                }
-                Err(e) => {
-                    return Err(JobError::permanent(format!(
-                        "snapshot {} was saved, but applying the retention policy failed: {e:#}. \
-                         Old snapshots are not being removed; fix the cause, then run `mnbackup \
-                         forget --prune`",
-                        m.id
-                    )))
-                }
-            }
-            if !m.complete {
-                // Committed (a partial copy beats none), but a gap is never a success: the job
-                // fails, `status` reports it and `on_failure` runs. Retrying would not help.
-                let gaps: Vec<String> = m.gaps.iter().map(|g| g.describe()).collect();
-                return Err(JobError::permanent(format!(
-                    "{summary}; but the snapshot is INCOMPLETE ({} gaps): {}",
-                    gaps.len(),
-                    gaps.join("; ")
-                )));
-            }
-            Ok(summary)
-        }
-        Work::Verify { read_data, subset } => {
-            let repo = ctx.open_repo().map_err(job_error)?;
-            let _lock = repo
-                .lock(false, "verify", ctx.lock_wait())
-                .map_err(job_error)?;
-            let r = verify::verify(
-                &repo,
-                *read_data,
-                *subset,
-                ctx.config.delta.max_chain,
-                &crate::ops::progress::NoProgress,
-            )
-            .map_err(|e| job_error(e.context("verify could not run")))?;
-            metrics.set_verify(Utc::now(), r.ok);
-            let what = format!(
-                "{} snapshots, {} objects checked{}",
-                r.snapshots,
-                r.objects,
-                if *read_data {
-                    format!(
-                        ", {} objects read ({})",
-                        r.objects_read,
-                        bytes(r.bytes_read)
-                    )
-                } else {
-                    String::new()
-                }
-            );
-            if r.ok {
-                return Ok(format!("verify ok: {what}"));
-            }
-            let mut problems = Vec::new();
-            if !r.damaged_manifests.is_empty() {
-                problems.push(format!("{} damaged manifest(s)", r.damaged_manifests.len()));
-            }
-            if !r.damaged.is_empty() {
-                problems.push(format!("{} damaged object(s)", r.damaged.len()));
-            }
-            if !r.missing.is_empty() {
-                problems.push(format!("{} missing object(s)", r.missing.len()));
-            }
-            if !r.policy.is_empty() {
-                problems.push(format!("{} delta chain(s) over policy", r.policy.len()));
-            }
-            Err(JobError::permanent(format!(
-                "verify found problems (exit code {}): {} ({what}); run `mnbackup verify \
-                 --read-data` for the affected snapshots and items, take a new snapshot, then \
-                 forget the affected snapshots and prune",
-                r.exit_code,
-                problems.join(", ")
-            )))
-        }
-    }
-}
-
 /// Applies `[retention]` (forget, then prune if configured) under one exclusive lock. `None`
 /// when no policy is configured.
 fn apply_retention(ctx: &Ctx) -> Result<Option<String>> {
@@ -556,7 +378,7 @@ impl Job for Runner {
             .name(format!("job-{name}"))
             .spawn(move || {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let r = run_blocking(&ctx, &name, slot, &work, &f, &metrics);
+                    let r = job::run_blocking(&ctx, &name, slot, &work, &f, &metrics);
                     metrics.refresh(&ctx);
                     r
                 }))
