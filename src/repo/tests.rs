@@ -242,6 +242,7 @@ fn locks_conflict_stale_ones_are_removed_and_release_on_drop() {
         heartbeat: Utc::now() - chrono::Duration::hours(2),
         boot_id: None,
         proc_start: None,
+        kind: String::new(),
     };
     repo.store()
         .put_replace("locks/old.json", &serde_json::to_vec(&old).unwrap())
@@ -334,6 +335,7 @@ fn prune_keeps_the_objects_of_a_live_writer_and_removes_a_dead_ones() {
         heartbeat: Utc::now() - chrono::Duration::hours(2),
         boot_id: None,
         proc_start: None,
+        kind: String::new(),
     };
     store
         .put_replace("locks/node-b.json", &serde_json::to_vec(&other).unwrap())
