@@ -52,7 +52,9 @@ pub const DIR_MODE: u32 = 0o700;
 pub fn create_private_dir_all(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     match fs::symlink_metadata(path) {
-        Ok(md) if md.is_dir() => return Ok(()),
+        // As create_dir_all: an existing directory (also through a symbolic link, which the
+        // callers' `check_dir` refuses with its own message) is left alone.
+        Ok(_) if path.is_dir() => return Ok(()),
         Ok(_) => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
