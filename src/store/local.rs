@@ -450,10 +450,17 @@ impl Backend for LocalFs {
         create_private_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
         // An existing (empty) directory becomes private too: the repository is the node's
         // secrets (docs/repository-format.md, "Modes").
+        // Where that is refused (a mount point owned by another user, e.g. under root_squash)
+        // the directories and files inside are private all the same: a warning, not a failure.
         {
             use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE))
-                .with_context(|| format!("making {} private (mode 0700)", path.display()))?;
+            if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE)) {
+                tracing::warn!(
+                    "cannot make {} mode 0700 ({e}); the repository's own files and directories \
+                     are private (0600/0700) all the same",
+                    path.display()
+                );
+            }
         }
         // The repository directory itself is normally a subdirectory of the mount: check the
         // directory and its parent.
