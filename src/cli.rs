@@ -213,9 +213,10 @@ pub enum ScheduleCommand {
 pub struct CopyArgs {
     /// Snapshots to copy (ids, prefixes, `latest`); without them, all.
     pub snapshots: Vec<String>,
-    /// The destination repository: a path or URL (`s3://bucket/prefix`); its credentials come
-    /// from `[repository.s3]` of the configuration.
-    #[arg(long, value_name = "LOCATION")]
+    /// The destination: the name of a `[[copy]]` target of the configuration (its location,
+    /// credentials, selection and upload limit), or a path or URL (`s3://bucket/prefix`, its
+    /// credentials from `[repository.s3]`).
+    #[arg(long, value_name = "NAME|LOCATION")]
     pub to: String,
     /// Only snapshots of this host.
     #[arg(long)]

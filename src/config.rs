@@ -61,6 +61,96 @@ pub struct Config {
     /// `[binlog]`: point-in-time recovery (binlog shipping, `docs/binlog.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog: Option<BinlogConfig>,
+    /// `[[copy]]` targets: second repositories for `mnbackup copy --to NAME` and the daemon's
+    /// `copy` job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy: Vec<CopyTargetConfig>,
+}
+
+/// `[[copy]]`: a second repository snapshots are copied to (`mnbackup copy --to NAME`, the
+/// daemon's `copy` job), as restic's `copy`: the selected snapshots the target lacks, sending
+/// only the objects it lacks.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyTargetConfig {
+    /// The target's name (`copy --to NAME`, `args = ["NAME"]` of a `copy` job).
+    pub name: String,
+    /// The target repository: a path (another pool) or URL (`s3://bucket/prefix`, ...). It must
+    /// exist (`mnbackup -r LOCATION init`).
+    pub to: String,
+    /// Which snapshots: `all` (default) or `latest` (the newest of this node's series).
+    #[serde(default = "default_copy_snapshots")]
+    pub snapshots: String,
+    /// Only snapshots of this host (default: every host's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Upload limit in KiB/s (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_upload: Option<u64>,
+    /// `[copy.s3]`: endpoint and credentials of an object-store target (the keys of
+    /// `[repository.s3]`); default: `[repository.s3]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<ObjectStoreConfig>,
+}
+
+fn default_copy_snapshots() -> String {
+    "all".into()
+}
+
+impl CopyTargetConfig {
+    /// Check one target (names, selection, location syntax); the message names the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let n = &self.name;
+        let name_ok = !n.is_empty()
+            && n.len() <= 64
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !name_ok {
+            return Err(format!(
+                "[[copy]] name = {n:?} is not usable: 1 to 64 letters, digits, `-`, `_` or `.`"
+            ));
+        }
+        let at = format!("[[copy]] {n:?}");
+        if self.to.trim().is_empty() {
+            return Err(format!(
+                "{at}: `to` is empty; give the target repository's path or URL"
+            ));
+        }
+        if let Some((scheme, _)) = self.to.split_once("://") {
+            if scheme == "file" {
+                if !self.to["file://".len()..].starts_with('/') {
+                    return Err(format!(
+                        "{at}: to = {:?}: a file:// URL needs an absolute path",
+                        self.to
+                    ));
+                }
+            } else if crate::store::object::SCHEMES.contains(&scheme) {
+                crate::store::object::ObjectUrl::parse(&self.to)
+                    .map_err(|e| format!("{at}: to = {:?}: {e:#}", self.to))?;
+            } else {
+                return Err(format!(
+                    "{at}: to = {:?} has the unknown scheme `{scheme}://`; use a path or {}",
+                    self.to,
+                    crate::store::SCHEMES.join(", ")
+                ));
+            }
+        }
+        if !matches!(self.snapshots.as_str(), "all" | "latest") {
+            return Err(format!(
+                "{at}: snapshots = {:?} is not a selection; use \"all\" or \"latest\"",
+                self.snapshots
+            ));
+        }
+        if self.limit_upload == Some(0) {
+            return Err(format!(
+                "{at}: limit_upload = 0 would never send anything; leave it out for no limit"
+            ));
+        }
+        if let Some(h) = &self.host {
+            check_host(h).map_err(|e| format!("{at}: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// `[binlog]`: shipping the MariaDB binlog into the repository (`mnbackup binlog --once`, the
@@ -400,6 +490,19 @@ impl Config {
             p.validate()
                 .map_err(|e| MnError::Usage(format!("the configuration {origin}: {e}")))?;
         }
+        let mut names = std::collections::BTreeSet::new();
+        for c in &self.copy {
+            c.validate()
+                .map_err(|e| MnError::Usage(format!("the configuration {origin}: {e}")))?;
+            if !names.insert(c.name.as_str()) {
+                return Err(MnError::Usage(format!(
+                    "the configuration {origin}: two [[copy]] targets are named {:?}; give \
+                     each its own name",
+                    c.name
+                ))
+                .into());
+            }
+        }
         if let Some(list) = self.mariadb.as_ref().and_then(|m| m.databases.as_ref()) {
             let mut seen = std::collections::BTreeSet::new();
             for db in list {
@@ -447,6 +550,11 @@ impl Config {
     /// Whether a secret is written in the file itself.
     pub fn has_inline_secret(&self) -> bool {
         self.mariadb.as_ref().is_some_and(|m| m.has_inline_secret())
+    }
+
+    /// The `[[copy]]` target called `name`.
+    pub fn copy_target(&self, name: &str) -> Option<&CopyTargetConfig> {
+        self.copy.iter().find(|c| c.name == name)
     }
 
     /// The codec policy from `[compression]` and `[delta]`.

@@ -31,19 +31,29 @@ fn local_fs_on_a_real_directory_conforms() {
     b.ensure_dir("tmp").unwrap();
     b.ensure_dir("locks").unwrap();
     conformance::run(&b);
-    // The suite's keys are real files under the root.
+    conformance::racing_put_if_absent(&b);
+    // The suite's keys are real files under the root; no temporary file is left.
     assert!(t.path().join("repo/objects").is_dir());
+    let temps: Vec<_> = std::fs::read_dir(t.path().join("repo/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "temporary files left: {temps:?}");
 }
 
 #[test]
 fn the_in_memory_backend_conforms() {
-    conformance::run(&*MemBackend::new());
+    let m = MemBackend::new();
+    conformance::run(&*m);
+    conformance::racing_put_if_absent(&*m);
 }
 
 #[test]
 fn the_faulty_backend_without_faults_conforms() {
     let f = Faulty::new(MemBackend::new());
     conformance::run(&*f);
+    conformance::racing_put_if_absent(&*f);
     assert_eq!(f.fired(), 0);
 }
 

@@ -313,3 +313,38 @@ fn full_and_read_only_pool_keep_recovery_paths_open() {
     let o = mnb(&repo, &["cat", "latest", &item]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+/// Issue 17 item 4 / task S 5: `forget` takes a lock shared with snapshots (it only deletes
+/// manifests), so it runs while another host's snapshot holds its writer lock; `forget --prune`
+/// (exclusive) and a forget beside a live reader (verify, restore) still wait.
+#[test]
+fn forget_runs_beside_another_hosts_snapshot_but_not_beside_a_reader() {
+    let (_t, repo, s) = setup();
+    ok(&repo, &["snapshot", "--only-files", "--files", &s]);
+    ok(&repo, &["snapshot", "--only-files", "--files", &s]);
+    let all = ids(&repo);
+    assert_eq!(all.len(), 2);
+    let mut writer = lock_json("node-b", 4242, None, None, chrono::Utc::now());
+    writer["exclusive"] = false.into();
+    writer["kind"] = "writer".into();
+    let held = forge_lock(&repo, "node-b-4242-1.json", writer);
+    // An exclusive command waits for the writer ...
+    let o = mnb(&repo, &["forget", "--prune", &all[0]]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(ids(&repo), all, "nothing was forgotten while locked out");
+    // ... forget does not.
+    let o = mnb(&repo, &["forget", &all[0]]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(ids(&repo), vec![all[1].clone()]);
+    assert!(held.exists(), "the writer's lock is untouched");
+    // A reader's lock (or one of an older release, which has no kind) blocks forget.
+    fs::remove_file(&held).unwrap();
+    let mut reader = lock_json("node-b", 4243, None, None, chrono::Utc::now());
+    reader["exclusive"] = false.into();
+    reader["command"] = "verify".into();
+    forge_lock(&repo, "node-b-4243-1.json", reader);
+    let o = mnb(&repo, &["forget", &all[1]]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("verify"), "{}", stderr(&o));
+    assert_eq!(ids(&repo), vec![all[1].clone()]);
+}

@@ -110,6 +110,7 @@ fn conformance_against_moto_with_and_without_conditional_put() {
         "opendal's s3 service offers if_not_exists"
     );
     conformance::run(&s);
+    conformance::racing_put_if_absent(&s);
     // The same against the fallback (HEAD + PUT + read-after-write).
     c.conditional_put = Some(false);
     let s = ObjectStore::open("s3://conf/b", &c).unwrap();
@@ -117,6 +118,7 @@ fn conformance_against_moto_with_and_without_conditional_put() {
     // Through the registry (with the retrying decorator), on a prefix of its own.
     let b = mnbackup::store::open_with("s3://conf/c/", &c).unwrap();
     conformance::run(&*b);
+    conformance::racing_put_if_absent(&*b);
     assert_eq!(b.location(), "s3://conf/c");
     // The conditional put really is one: moto answered 412 (kept the first value).
     assert!(!s.put_if_absent("objects/ab/one", b"other").unwrap());

@@ -37,8 +37,9 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Write `data` to `path` through the temporary file `tmp` (created exclusively, with `mode`
-/// when given, removed again on any error): write, fsync, rename, fsync `path`'s directory.
+/// Write `data` to `path` through the temporary file `tmp` (created exclusively, with exactly
+/// `mode` when given — set explicitly, whatever the umask —, removed again on any error): write,
+/// fsync, rename, fsync `path`'s directory.
 pub fn write_atomic_via(tmp: &Path, path: &Path, data: &[u8], mode: Option<u32>) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let result = (|| {
@@ -48,6 +49,10 @@ pub fn write_atomic_via(tmp: &Path, path: &Path, data: &[u8], mode: Option<u32>)
             opts.mode(m);
         }
         let mut f = opts.open(tmp)?;
+        if let Some(m) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(fs::Permissions::from_mode(m))?;
+        }
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);

@@ -117,7 +117,7 @@ fn pool_lines(ctx: &Ctx, out: &mut Vec<Line>) {
     }
     if let Some(cache) = &ctx.config.repository.cache_dir {
         out.push(
-            match std::fs::create_dir_all(cache)
+            match crate::store::local::create_private_dir_all(cache)
                 .map_err(|e| format!("cannot create {}: {e}", cache.display()))
                 .and_then(|_| writable(cache))
             {

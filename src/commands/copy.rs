@@ -1,48 +1,116 @@
-//! `mnbackup copy`: copy snapshots to a second repository (see [`crate::ops::copy`]).
+//! `mnbackup copy`: copy snapshots to a second repository (see [`crate::ops::copy`]), given as a
+//! path or URL or as the name of a `[[copy]]` target of the configuration. The daemon's `copy`
+//! job runs [`copy_to`] with a target's name.
 
 use anyhow::Result;
 
 use super::Ctx;
 use crate::cli::CopyArgs;
-use crate::ops::copy::{copy, CopyRequest};
+use crate::config::CopyTargetConfig;
+use crate::ops::copy::{copy, CopyReport, CopyRequest};
+use crate::ops::progress::Progress;
+use crate::repo::Repo;
 use crate::ui::{bytes, SnapshotProgress};
 
-pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<i32> {
+/// Where to copy to: a `[[copy]]` target, or a location given on the command line.
+pub struct Destination {
+    pub repo: Repo,
+    /// The target's settings when `--to` named one.
+    pub target: Option<CopyTargetConfig>,
+}
+
+/// Resolve `--to`: the name of a `[[copy]]` target first, else a path or URL. A bare word that
+/// names no target is refused (it would be a directory relative to the working directory).
+pub fn destination(ctx: &Ctx, to: &str) -> Result<Destination> {
+    if let Some(t) = ctx.config.copy_target(to) {
+        let s3 = t.s3.as_ref().unwrap_or(&ctx.config.repository.s3);
+        let repo = Repo::open_on(crate::store::open_with(&t.to, s3)?)?;
+        return Ok(Destination {
+            repo,
+            target: Some(t.clone()),
+        });
+    }
+    if !to.contains('/') {
+        let names: Vec<&str> = ctx.config.copy.iter().map(|c| c.name.as_str()).collect();
+        return Err(crate::error::usage(format!(
+            "--to {to:?} names no [[copy]] target of the configuration ({}) and is not a path \
+             or URL; give a configured name, an absolute path or a URL (s3://bucket/prefix)",
+            if names.is_empty() {
+                "it has none".to_string()
+            } else {
+                format!("configured: {}", names.join(", "))
+            }
+        )));
+    }
+    Ok(Destination {
+        repo: ctx.open_location(to)?,
+        target: None,
+    })
+}
+
+/// The request from a target's settings, the command-line values taking precedence.
+fn request(target: Option<&CopyTargetConfig>, args: &CopyArgs) -> CopyRequest {
+    let mut snapshots = args.snapshots.clone();
+    if snapshots.is_empty() && target.is_some_and(|t| t.snapshots == "latest") {
+        snapshots.push("latest".into());
+    }
+    CopyRequest {
+        snapshots,
+        host: args
+            .host
+            .clone()
+            .or_else(|| target.and_then(|t| t.host.clone())),
+        limit_upload: args
+            .limit_upload
+            .or_else(|| target.and_then(|t| t.limit_upload))
+            .map(|k| k.max(1) * 1024),
+    }
+}
+
+/// Copy from the configured repository to `args.to` under the locks (a reader of the source, a
+/// writer of the destination).
+pub fn copy_to(ctx: &Ctx, args: &CopyArgs, progress: &dyn Progress) -> Result<(Repo, CopyReport)> {
     let src = ctx.open_repo()?;
-    let dst = ctx.open_location(&args.to)?;
-    if src.config.id == dst.config.id {
+    let dst = destination(ctx, &args.to)?;
+    let dst_repo = dst.repo;
+    if src.config.id == dst_repo.config.id {
         return Err(crate::error::usage(format!(
             "{} and {} are the same repository (id {}); copy needs a second one",
             src.location(),
-            dst.location(),
+            dst_repo.location(),
             &src.config.id[..8]
         )));
     }
-    let req = CopyRequest {
-        snapshots: args.snapshots.clone(),
-        host: args.host.clone(),
-        limit_upload: args.limit_upload.map(|k| k.max(1) * 1024),
-    };
-    // Readers of the source; a writer (of new objects, like a snapshot) of the destination.
+    let req = request(dst.target.as_ref(), args);
     let _src_lock = src.lock(false, "copy", ctx.lock_wait())?;
-    let _dst_lock = dst.lock(false, "copy", ctx.lock_wait())?;
+    let _dst_lock = dst_repo.lock_writer("copy", ctx.lock_wait())?;
+    let report = copy(&src, &dst_repo, &req, progress)?;
+    Ok((dst_repo, report))
+}
+
+/// One line saying what a copy did.
+pub fn summary(dst: &Repo, report: &CopyReport) -> String {
+    format!(
+        "copied {} snapshot(s) to {} ({} already there): {} objects, {} sent; {} objects were \
+         there already",
+        report.copied.len(),
+        dst.location(),
+        report.already_there.len(),
+        report.objects_sent,
+        bytes(report.bytes_sent),
+        report.objects_present
+    )
+}
+
+pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<i32> {
     let progress = SnapshotProgress::new(ctx.quiet || ctx.json);
-    let report = copy(&src, &dst, &req, &progress);
+    let done = copy_to(ctx, args, &progress);
     progress.finish();
-    let report = report?;
+    let (dst, report) = done?;
     if ctx.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        ctx.say(format!(
-            "copied {} snapshot(s) to {} ({} already there): {} objects, {} sent; {} objects \
-             were there already",
-            report.copied.len(),
-            dst.location(),
-            report.already_there.len(),
-            report.objects_sent,
-            bytes(report.bytes_sent),
-            report.objects_present
-        ));
+        ctx.say(summary(&dst, &report));
     }
     Ok(0)
 }

@@ -6,6 +6,7 @@ use mnbackup_scheduler::KeepPolicy;
 use serde_json::json;
 
 use super::Ctx;
+use crate::repo::lock::Kind;
 
 /// Options of `forget`.
 #[derive(Debug, Default, Clone)]
@@ -35,7 +36,7 @@ pub fn policy(ctx: &Ctx, overrides: &KeepPolicy) -> KeepPolicy {
 pub use crate::ops::forget::ForgetOutcome;
 
 /// Decide and (unless dry run) remove (see [`crate::ops::forget::forget_locked`]). The caller
-/// holds the exclusive lock.
+/// holds the forget lock (`lock::Kind::Forget`) or the exclusive one.
 pub fn forget_locked(
     ctx: &Ctx,
     repo: &crate::repo::Repo,
@@ -67,10 +68,17 @@ pub fn run(ctx: &Ctx, args: &ForgetArgs) -> Result<i32> {
         .map(|s| repo.resolve(s))
         .collect::<Result<Vec<_>>>()?;
     let args = &mut args;
-    let _lock = if args.dry_run {
-        repo.lock(true, "forget", ctx.lock_wait())?
+    // Forget only deletes manifests: it shares the repository with snapshots (see
+    // `lock::Kind::Forget` for why that is safe); with --prune it needs the exclusive lock.
+    let kind = if args.prune {
+        Kind::Exclusive
     } else {
-        repo.lock_freeing_space("forget", ctx.lock_wait(), || {
+        Kind::Forget
+    };
+    let _lock = if args.dry_run {
+        repo.lock_kind(kind, "forget", ctx.lock_wait())?
+    } else {
+        repo.lock_freeing_space(kind, "forget", ctx.lock_wait(), || {
             let plan = ForgetArgs {
                 dry_run: true,
                 ..args.clone()

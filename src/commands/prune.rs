@@ -18,7 +18,12 @@ pub fn run(ctx: &Ctx, dry_run: bool) -> Result<i32> {
     let _lock = if dry_run {
         repo.lock(true, "prune", ctx.lock_wait())?
     } else {
-        repo.lock_freeing_space("prune", ctx.lock_wait(), || free_one(&repo))?
+        repo.lock_freeing_space(
+            crate::repo::lock::Kind::Exclusive,
+            "prune",
+            ctx.lock_wait(),
+            || free_one(&repo),
+        )?
     };
     let r = prune_locked(&repo, dry_run)?;
     print_report(ctx, &r)?;

@@ -28,7 +28,10 @@ pub struct ForgetPlan<'a> {
     pub group_by: GroupBy,
 }
 
-/// Decide and (unless dry run) remove. The caller holds the exclusive lock.
+/// Decide and (unless dry run) remove. The caller holds the forget lock
+/// ([`crate::repo::lock::Kind::Forget`], shared with snapshots) or the exclusive one. A manifest
+/// already gone when its turn comes (removed meanwhile by hand or an older release) counts as
+/// removed.
 pub fn forget_locked(repo: &Repo, plan: &ForgetPlan) -> Result<ForgetOutcome> {
     let mut keep = Vec::new();
     let mut remove = Vec::new();
@@ -100,7 +103,13 @@ pub fn forget_locked(repo: &Repo, plan: &ForgetPlan) -> Result<ForgetOutcome> {
     }
     if !plan.dry_run {
         for id in &remove {
-            repo.remove_manifest(id)?;
+            match repo.remove_manifest(id) {
+                Ok(()) => {}
+                Err(e) if !repo.has_manifest(id) => {
+                    tracing::info!("snapshot {id} was removed meanwhile ({e:#})");
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok((keep, remove))

@@ -120,7 +120,7 @@ pub fn repair_locked(repo: &Repo, dry_run: bool, progress: &dyn Progress) -> Res
             r.signatures_dropped.insert(m.id.clone(), sigs);
         }
         if !dry_run {
-            repo.commit_manifest(&m)
+            repo.replace_manifest(&m)
                 .with_context(|| format!("rewriting the manifest of snapshot {}", m.id))?;
         }
     }

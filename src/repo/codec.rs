@@ -105,12 +105,16 @@ impl SigCache {
             .map(|p| p.join("verified-objects"))
     }
 
-    /// Keep a copy of a signature (best effort: a failing cache never fails a backup).
+    /// Keep a copy of a signature (best effort: a failing cache never fails a backup). The
+    /// cache is as private as the pool: directories 0700, files 0600, whatever the umask.
     pub fn put(&self, id: &str, payload: &[u8]) {
+        use crate::store::local::{create_private_dir_all, create_private_file, temp_name};
         if let Some(dir) = &self.dir {
-            if std::fs::create_dir_all(dir).is_ok() {
-                let tmp = dir.join(crate::store::local::temp_name(&id[..8]));
-                if std::fs::write(&tmp, payload).is_ok() {
+            if create_private_dir_all(dir).is_ok() {
+                let tmp = dir.join(temp_name(&id[..8]));
+                let written = create_private_file(&tmp)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, payload));
+                if written.is_ok() {
                     let _ = std::fs::rename(&tmp, dir.join(id));
                 } else {
                     let _ = std::fs::remove_file(&tmp);

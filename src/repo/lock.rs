@@ -15,7 +15,8 @@
 //! `mnbackup unlock` removes every stale lock.
 //!
 //! Several snapshots may hold shared locks at once (each writer's own lock file; see
-//! [`crate::repo::leftovers`]); only prune (and forget, repair) take the exclusive one.
+//! [`crate::repo::leftovers`]); `forget` takes a lock shared with those writers only
+//! ([`Kind::Forget`]); only prune and repair (and `forget --prune`) take the exclusive one.
 //!
 //! A shared (reading) lock that cannot be written because the pool is full or read-only is not
 //! needed to read safely: the command proceeds without one (as restic's `--no-lock`), with a
@@ -58,6 +59,10 @@ pub struct LockInfo {
     /// The holder process's start time (`/proc/PID/stat` field 22, clock ticks since boot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proc_start: Option<u64>,
+    /// What the lock is for: `reader`, `writer`, `forget` or `exclusive` (see [`Kind`]); empty
+    /// in lock files of older releases (read as `reader`, or `exclusive` by its flag).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
 }
 
 impl LockInfo {
@@ -196,15 +201,22 @@ pub fn list_locks(store: &Store) -> Result<Vec<(String, Option<LockInfo>)>> {
     Ok(out)
 }
 
-/// Write a lock file (atomically; a local store keeps its temporary in `locks/` itself).
+/// Write a lock file (atomically; a local store keeps its temporary in `locks/` itself): a new
+/// one with "put if absent" (a conditional PUT on an object store), a held one's heartbeat by
+/// replacing it.
 fn write_lock_file(
     store: &Store,
     key: &str,
     info: &LockInfo,
+    new: bool,
 ) -> std::result::Result<(), StoreError> {
     let bytes =
         serde_json::to_vec_pretty(info).map_err(|e| StoreError::Permanent(e.to_string()))?;
-    store.put_replace(key, &bytes)
+    if new {
+        crate::repo::manifests::put_new(&**store, key, &bytes)
+    } else {
+        store.put_replace(key, &bytes)
+    }
 }
 
 /// Whether a write error means the pool cannot take a new file (full or read-only).
@@ -280,8 +292,41 @@ pub enum Kind {
     /// Shared, writing (a snapshot): several at once, but never without a lock file (prune
     /// must see it).
     Writer,
-    /// Exclusive (prune, forget, repair).
+    /// `forget`: shared with writers only. Forget deletes manifests and nothing else, so a
+    /// snapshot may run meanwhile: the delta parent it chose may lose its manifest, but the
+    /// objects it builds on stay until prune, and prune takes the exclusive lock, which waits for
+    /// the snapshot's lock; the new manifest then references those objects and prune keeps them.
+    /// Not shared with readers (a `verify` or `restore` would see a listed manifest vanish) nor
+    /// with another forget (two policies applied at once could together remove what each keeps).
+    Forget,
+    /// Exclusive (prune, repair, forget --prune).
     Exclusive,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Reader => "reader",
+            Kind::Writer => "writer",
+            Kind::Forget => "forget",
+            Kind::Exclusive => "exclusive",
+        }
+    }
+
+    /// Whether a lock of this kind must wait for `other`.
+    pub fn conflicts_with(self, other: &LockInfo) -> bool {
+        let theirs = match other.kind.as_str() {
+            _ if other.exclusive => Kind::Exclusive,
+            "writer" => Kind::Writer,
+            "forget" => Kind::Forget,
+            _ => Kind::Reader,
+        };
+        match (self, theirs) {
+            (Kind::Exclusive, _) | (_, Kind::Exclusive) => true,
+            (Kind::Forget, k) | (k, Kind::Forget) => k != Kind::Writer,
+            _ => false,
+        }
+    }
 }
 
 /// Take a lock of `kind` (see [`acquire`]).
@@ -308,6 +353,7 @@ pub fn acquire_kind(
             heartbeat: now,
             boot_id: boot.clone(),
             proc_start,
+            kind: kind.label().to_string(),
         };
         let key = format!(
             "{LOCKS}/{}-{}-{:016x}.json",
@@ -316,7 +362,7 @@ pub fn acquire_kind(
             rand::random::<u64>()
         );
         let mut own = Some(key.clone());
-        if let Err(e) = write_lock_file(store, &key, &info) {
+        if let Err(e) = write_lock_file(store, &key, &info, true) {
             if kind == Kind::Reader && pool_unwritable(&e) {
                 tracing::warn!(
                     "cannot write a lock file ({e}); the pool is full or read-only. Reading \
@@ -331,7 +377,7 @@ pub fn acquire_kind(
         clean_dead(store, &locks);
         let conflict = locks.into_iter().find_map(|(k, other)| {
             let other = other.filter(|_| k != key)?;
-            let blocks = !other.is_stale(Utc::now(), stale_after) && (exclusive || other.exclusive);
+            let blocks = !other.is_stale(Utc::now(), stale_after) && kind.conflicts_with(&other);
             blocks.then_some(other)
         });
         let Some(other) = conflict else {
@@ -375,7 +421,7 @@ fn spawn_heartbeat(
             i.heartbeat = Utc::now();
             i.clone()
         };
-        if let Err(e) = write_lock_file(&store, &key, &i) {
+        if let Err(e) = write_lock_file(&store, &key, &i, false) {
             tracing::warn!("could not refresh the lock heartbeat: {e}");
         }
     })

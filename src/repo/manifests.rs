@@ -165,8 +165,20 @@ impl Repo {
         }
     }
 
-    /// Commit a manifest: the snapshot exists from the moment the rename is durable.
+    /// Commit a new snapshot's manifest: the snapshot exists from the moment the write is
+    /// durable. Written with "put if absent" (a hard link on a directory, `If-None-Match: *` on
+    /// an object store): a manifest is never written over, whoever else writes that id.
     pub fn commit_manifest(&self, m: &Manifest) -> Result<u64> {
+        let bytes = encode_manifest(m)?;
+        let key = manifest_key(&m.id)?;
+        put_new(&*self.store, &key, &bytes)
+            .map_err(se)
+            .with_context(|| format!("committing snapshot {} in {}", m.id, self.location()))?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// Rewrite an existing manifest (`repair`, under the exclusive lock).
+    pub fn replace_manifest(&self, m: &Manifest) -> Result<u64> {
         let bytes = encode_manifest(m)?;
         self.store
             .put_replace(&manifest_key(&m.id)?, &bytes)
@@ -308,4 +320,25 @@ pub fn validate_marker(c: &RepoConfig) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Write a key that must not exist yet ("put if absent"). A key already holding exactly these
+/// bytes is this writer's own earlier attempt (a retried request whose first try landed): fine.
+/// Any other value there is refused.
+pub fn put_new(
+    store: &dyn crate::store::Backend,
+    key: &str,
+    bytes: &[u8],
+) -> std::result::Result<(), StoreError> {
+    if store.put_if_absent(key, bytes)? {
+        return Ok(());
+    }
+    match store.get(key, bytes.len() as u64) {
+        Ok(v) if v == bytes => Ok(()),
+        Ok(_) | Err(StoreError::Refused(_)) => Err(StoreError::Permanent(format!(
+            "{}/{key} exists already with other content; it is never written over",
+            store.location()
+        ))),
+        Err(e) => Err(e),
+    }
 }

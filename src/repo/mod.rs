@@ -170,9 +170,7 @@ impl Repo {
             chunk_max: 8 << 20,
         };
         // The marker is written last: a half-initialised directory is not a repository.
-        store
-            .put_replace(MARKER, &encode_marker(&config)?)
-            .map_err(se)?;
+        manifests::put_new(&*store, MARKER, &encode_marker(&config)?).map_err(se)?;
         Ok((Repo::with_store(store, config), warning))
     }
 
@@ -280,24 +278,31 @@ impl Repo {
         )
     }
 
+    /// Take a lock of `kind` (see [`lock::Kind`]).
+    pub fn lock_kind(&self, kind: lock::Kind, command: &str, wait: Duration) -> Result<lock::Lock> {
+        lock::acquire_kind(&self.store, kind, command, self.stale_after, wait)
+    }
+
     /// Remove stale locks (or all, with `all`). Returns the removed locks.
     pub fn remove_locks(&self, all: bool) -> Result<Vec<(String, Option<lock::LockInfo>)>> {
         lock::remove_locks(&self.store, self.stale_after, all)
     }
 
-    /// Take the exclusive lock of a command that frees space (`forget`, `prune`) even on a full
-    /// pool: when the lock file cannot be written for lack of space and no live lock of another
-    /// process exists (so no writer runs: a writer always holds a lock file), `free` removes one
-    /// thing it would remove anyway (returns false when it has nothing left), then the lock is
-    /// taken again. The lock is held for everything after the first freed file.
+    /// Take the lock (`kind`: exclusive, or forget's) of a command that frees space (`forget`,
+    /// `prune`) even on a full pool: when the lock file cannot be written for lack of space and
+    /// no live lock of another process exists (so no writer runs: a writer always holds a lock
+    /// file), `free` removes one thing it would remove anyway (returns false when it has nothing
+    /// left), then the lock is taken again. The lock is held for everything after the first
+    /// freed file.
     pub fn lock_freeing_space(
         &self,
+        kind: lock::Kind,
         command: &str,
         wait: Duration,
         mut free: impl FnMut() -> Result<bool>,
     ) -> Result<lock::Lock> {
         loop {
-            match self.lock(true, command, wait) {
+            match self.lock_kind(kind, command, wait) {
                 Ok(l) => return Ok(l),
                 Err(e) if crate::error::exit_code(&e) == crate::error::EXIT_NO_SPACE => {
                     let now = Utc::now();

@@ -150,15 +150,19 @@ impl Repo {
 
     /// Save the verified-objects cache (best effort: a failing cache never fails a backup).
     pub fn save_verified(&self, file: &Path) {
+        use mnbackup_scheduler::durable;
         let Some(dir) = file.parent() else { return };
-        if std::fs::create_dir_all(dir).is_err() {
+        // Private like the pool (0700 / 0600 whatever the umask).
+        if crate::store::local::create_private_dir_all(dir).is_err() {
             return;
         }
         let mut text = String::new();
         for (id, (a, b, c, d)) in self.verified.lock().unwrap().iter() {
             text.push_str(&format!("{id} {a} {b} {c} {d}\n"));
         }
-        let _ = mnbackup_scheduler::durable::write_atomic(file, text.as_bytes());
+        let mode = Some(crate::store::local::FILE_MODE);
+        let _ = durable::temp_beside(file)
+            .and_then(|tmp| durable::write_atomic_via(&tmp, file, text.as_bytes(), mode));
     }
 
     /// Read an object, check its hash and type, return its payload.

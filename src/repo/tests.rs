@@ -242,6 +242,7 @@ fn locks_conflict_stale_ones_are_removed_and_release_on_drop() {
         heartbeat: Utc::now() - chrono::Duration::hours(2),
         boot_id: None,
         proc_start: None,
+        kind: String::new(),
     };
     repo.store()
         .put_replace("locks/old.json", &serde_json::to_vec(&old).unwrap())
@@ -334,6 +335,7 @@ fn prune_keeps_the_objects_of_a_live_writer_and_removes_a_dead_ones() {
         heartbeat: Utc::now() - chrono::Duration::hours(2),
         boot_id: None,
         proc_start: None,
+        kind: String::new(),
     };
     store
         .put_replace("locks/node-b.json", &serde_json::to_vec(&other).unwrap())
@@ -386,4 +388,52 @@ fn manifests_record_their_series() {
     assert_eq!(old.components(), ["files".to_string()].into());
     assert!(old.same_series("node-a", &["files".to_string()].into()));
     assert!(!old.same_series("node-b", &["files".to_string()].into()));
+}
+
+#[test]
+fn a_manifest_is_never_written_over_and_a_retried_commit_of_the_same_bytes_is_fine() {
+    let store = MemBackend::new();
+    let repo = small_repo(store.clone());
+    let m = snapshot(&repo, None, &[("a", &data(3000, 1))]);
+    let key = format!("snapshots/{}.json", m.id);
+    let stored = store.get(&key, u64::MAX).unwrap();
+    // The same bytes again (a retried request whose first attempt landed): fine.
+    repo.commit_manifest(&m).unwrap();
+    // Another manifest under that id: refused, the stored one untouched.
+    let mut other = m.clone();
+    other.tags.push("forged".into());
+    let e = repo.commit_manifest(&other).unwrap_err();
+    assert!(format!("{e:#}").contains("never written over"), "{e:#}");
+    assert_eq!(store.get(&key, u64::MAX).unwrap(), stored);
+    // A second `init` on the same store (two racing inits) does not replace the marker.
+    let marker = store.get(MARKER, u64::MAX).unwrap();
+    assert!(Repo::init_on(store.clone()).is_err());
+    assert_eq!(store.get(MARKER, u64::MAX).unwrap(), marker);
+    // `repair` rewrites a manifest on purpose.
+    repo.replace_manifest(&other).unwrap();
+    assert_eq!(repo.load_manifest(&m.id).unwrap().tags, other.tags);
+}
+
+#[test]
+fn forget_locks_share_with_writers_only() {
+    use lock::Kind;
+    let repo = small_repo(MemBackend::new());
+    let w = Duration::ZERO;
+    let writer = repo.lock_kind(Kind::Writer, "snapshot", w).unwrap();
+    let forget = repo.lock_kind(Kind::Forget, "forget", w).unwrap();
+    let writer2 = repo.lock_kind(Kind::Writer, "snapshot", w).unwrap();
+    for (kind, cmd) in [
+        (Kind::Forget, "forget"),
+        (Kind::Reader, "verify"),
+        (Kind::Exclusive, "prune"),
+    ] {
+        let e = repo.lock_kind(kind, cmd, w).err().expect("blocked");
+        assert_eq!(exit_code(&e), crate::error::EXIT_LOCKED, "{cmd}");
+    }
+    drop((writer, writer2, forget));
+    let reader = repo.lock_kind(Kind::Reader, "verify", w).unwrap();
+    assert!(repo.lock_kind(Kind::Forget, "forget", w).is_err());
+    assert!(repo.lock_kind(Kind::Writer, "snapshot", w).is_ok());
+    drop(reader);
+    assert_eq!(lock::list_locks(repo.store()).unwrap().len(), 0);
 }

@@ -26,6 +26,49 @@ fn put_if_absent_keeps_the_first(b: &dyn Backend) {
     assert_eq!(b.get("objects/ab/empty", 0).unwrap(), b"");
 }
 
+/// Racing writers of one key with different bytes: exactly one wins and the stored value is
+/// that winner's, whole. For backends whose "put if absent" is atomic (a local directory, memory,
+/// an object store with conditional PUT; not the HEAD + PUT fallback).
+pub fn racing_put_if_absent(b: &dyn Backend) {
+    const WRITERS: usize = 8;
+    for round in 0..4 {
+        let key = format!("snapshots/race-{round}.json");
+        let value = |i: usize| -> Vec<u8> {
+            // Different lengths and contents: a mix of two values would show.
+            vec![b'a' + i as u8; 1000 + 4096 * i]
+        };
+        let barrier = std::sync::Barrier::new(WRITERS);
+        let won: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..WRITERS)
+                .map(|i| {
+                    let barrier = &barrier;
+                    let v = value(i);
+                    let key = &key;
+                    s.spawn(move || {
+                        barrier.wait();
+                        b.put_if_absent(key, &v)
+                            .expect("put_if_absent failed in a race")
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners: Vec<usize> = (0..WRITERS).filter(|i| won[*i]).collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: {} writers of one key all reported success",
+            winners.len()
+        );
+        let stored = b.get(&key, u64::MAX).unwrap();
+        assert_eq!(
+            stored,
+            value(winners[0]),
+            "round {round}: the stored value is not the winner's whole value"
+        );
+    }
+}
+
 fn put_replace_replaces(b: &dyn Backend) {
     b.put_replace("snapshots/s1.json", b"v1").unwrap();
     b.put_replace("snapshots/s1.json", b"version two").unwrap();

@@ -5,6 +5,15 @@
 //!   ([`mnbackup_scheduler::durable`]); a crash leaves at most a temporary file;
 //! - reads never follow a symbolic link, never block on a FIFO or device, and check the size
 //!   before reading: a hostile pool cannot make the program hang or allocate without bound;
+//! - `put_if_absent` writes a complete, fsynced temporary file and hard-links it to the key:
+//!   link(2) fails when the name exists, atomically also on NFS (as O_EXCL), so of racing writers
+//!   exactly one wins and a reader only ever sees a whole value. A filesystem without hard links
+//!   (some FUSE or SMB mounts) falls back to check-then-rename, with a warning: there two racing
+//!   writers of one key may both succeed, the last rename winning (content-addressed objects are
+//!   unaffected, snapshot ids and lock names are random);
+//! - the pool is private: every file is created 0600 and every directory 0700, set explicitly
+//!   (never left to the umask); `create` makes the repository directory itself 0700 even when it
+//!   existed (empty) before;
 //! - `create` warns when the directory is not on a separately mounted filesystem (an unmounted
 //!   NFS mount point looks like that).
 
@@ -32,6 +41,61 @@ pub struct LocalFs {
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The mode of every file mnbackup creates on the pool and in its local cache.
+pub const FILE_MODE: u32 = 0o600;
+/// The mode of every directory mnbackup creates on the pool and in its local cache.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Create `path` and its missing parents as private directories ([`DIR_MODE`], set explicitly
+/// whatever the umask). Existing directories keep their mode.
+pub fn create_private_dir_all(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match fs::symlink_metadata(path) {
+        // As create_dir_all: an existing directory (also through a symbolic link, which the
+        // callers' `check_dir` refuses with its own message) is left alone.
+        Ok(_) if path.is_dir() => return Ok(()),
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a directory", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dir_all(parent)?;
+    }
+    match fs::DirBuilder::new().mode(DIR_MODE).create(path) {
+        Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE)),
+        // Another process or thread made it meanwhile.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Create a new private file ([`FILE_MODE`], set explicitly whatever the umask); fails when the
+/// name exists.
+pub fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)?;
+    f.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    Ok(f)
+}
+
+/// Whether a failed link(2) means the filesystem cannot make hard links at all.
+fn no_hard_links(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS | libc::EXDEV | libc::EMLINK)
+    )
+}
 
 /// A name for a temporary file that no other process or thread will pick:
 /// `<stem>.<host>-<pid>-<counter>-<random>.tmp`.
@@ -152,18 +216,41 @@ impl LocalFs {
         }
     }
 
-    fn write(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
-        let dest = self.path(key)?;
+    /// Make the directory of `dest` (private, durable) when it is missing.
+    fn parent_dir(&self, dest: &Path) -> StoreResult<PathBuf> {
         let dir = dest.parent().expect("a key has a parent").to_path_buf();
         if fs::symlink_metadata(&dir).is_err() {
-            fs::create_dir_all(&dir).map_err(|e| self.io(e, "creating", &dir))?;
+            create_private_dir_all(&dir).map_err(|e| self.io(e, "creating", &dir))?;
             if let Some(pp) = dir.parent() {
                 durable::fsync_dir(pp).map_err(|e| self.io(e, "syncing", pp))?;
             }
         }
+        Ok(dir)
+    }
+
+    fn write(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
+        let dest = self.path(key)?;
+        self.parent_dir(&dest)?;
         let tmp = self.temp_for(key, &dest);
-        durable::write_atomic_via(&tmp, &dest, bytes, None)
+        durable::write_atomic_via(&tmp, &dest, bytes, Some(FILE_MODE))
             .map_err(|e| self.io(e, "writing", &dest))
+    }
+
+    /// `put_if_absent` where hard links are missing: check, then rename (see the module doc).
+    fn put_if_absent_without_links(&self, key: &str, bytes: &[u8]) -> StoreResult<bool> {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "the filesystem of {} makes no hard links: creating files with check-then-rename, \
+                 which is not atomic between two writers of one name",
+                self.root.display()
+            )
+        });
+        if fs::symlink_metadata(self.path(key)?).is_ok() {
+            return Ok(false);
+        }
+        self.write(key, bytes)?;
+        Ok(true)
     }
 
     fn list_into(&self, dir: &Path, key: &str, out: &mut Vec<(String, u64)>) -> StoreResult<()> {
@@ -208,17 +295,14 @@ impl Backend for LocalFs {
         if fs::symlink_metadata(&dest).is_ok() {
             return Ok(false);
         }
-        if !key.starts_with("cluster/") {
-            self.write(key, bytes)?;
-            return Ok(true);
-        }
-        // A cluster claim: two nodes may race for it. The complete file is linked into place,
-        // and link(2) fails when the name exists (atomic also on NFS, like O_EXCL).
-        let dir = dest.parent().expect("a key has a parent").to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| self.io(e, "creating", &dir))?;
-        let tmp = dir.join(format!(".{}", temp_name("claim")));
-        let written = fs::File::create(&tmp)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, bytes).and_then(|_| f.sync_all()));
+        // The complete, fsynced file is linked into place: link(2) fails when the name exists
+        // (atomic also on NFS, like O_EXCL), so one of racing writers wins, with a whole value.
+        let dir = self.parent_dir(&dest)?;
+        let tmp = self.temp_for(key, &dest);
+        let written = create_private_file(&tmp).and_then(|mut f| {
+            std::io::Write::write_all(&mut f, bytes)?;
+            f.sync_all()
+        });
         let linked = written.and_then(|_| fs::hard_link(&tmp, &dest));
         let _ = fs::remove_file(&tmp);
         match linked {
@@ -227,6 +311,7 @@ impl Backend for LocalFs {
                 Ok(true)
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) if no_hard_links(&e) => self.put_if_absent_without_links(key, bytes),
             Err(e) => Err(self.io(e, "writing", &dest)),
         }
     }
@@ -296,17 +381,24 @@ impl Backend for LocalFs {
     fn append(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
         use std::io::Write;
         let p = self.path(key)?;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let mut f = OpenOptions::new()
             .append(true)
             .create(true)
+            .mode(FILE_MODE)
             .open(&p)
             .map_err(|e| self.io(e, "writing", &p))?;
+        let mode = f.metadata().map(|m| m.mode() & 0o7777).unwrap_or(FILE_MODE);
+        if mode != FILE_MODE {
+            f.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+                .map_err(|e| self.io(e, "writing", &p))?;
+        }
         f.write_all(bytes).map_err(|e| self.io(e, "writing", &p))
     }
 
     fn ensure_dir(&self, prefix: &str) -> StoreResult<()> {
         let p = self.path(prefix.trim_end_matches('/'))?;
-        fs::create_dir_all(&p).map_err(|e| self.io(e, "creating", &p))
+        create_private_dir_all(&p).map_err(|e| self.io(e, "creating", &p))
     }
 
     fn check_dir(&self, prefix: &str) -> StoreResult<()> {
@@ -355,7 +447,21 @@ impl Backend for LocalFs {
                 .into());
             }
         }
-        fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+        create_private_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+        // An existing (empty) directory becomes private too: the repository is the node's
+        // secrets (docs/repository-format.md, "Modes").
+        // Where that is refused (a mount point owned by another user, e.g. under root_squash)
+        // the directories and files inside are private all the same: a warning, not a failure.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE)) {
+                tracing::warn!(
+                    "cannot make {} mode 0700 ({e}); the repository's own files and directories \
+                     are private (0600/0700) all the same",
+                    path.display()
+                );
+            }
+        }
         // The repository directory itself is normally a subdirectory of the mount: check the
         // directory and its parent.
         let mounted = is_separate_mount(path).unwrap_or(false)

@@ -105,8 +105,10 @@ pub trait Backend: Send + Sync + Debug {
     /// Where this store is, for messages (a path or URL).
     fn location(&self) -> String;
 
-    /// Store `bytes` under `key` unless the key exists. Returns true when written. Meant for
-    /// content-addressed keys: two racing writers of the same key write the same bytes.
+    /// Store `bytes` under `key` unless the key exists. Returns true when written. Of racing
+    /// writers of one key exactly one gets true and its whole value is stored (a local directory:
+    /// link(2) of a complete temporary file; an object store: `If-None-Match: *`); used for
+    /// content-addressed keys, snapshot manifests, the repository marker and lock files.
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> StoreResult<bool>;
 
     /// Store `bytes` under `key`, replacing any value atomically (durable on return).

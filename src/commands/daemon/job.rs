@@ -128,6 +128,19 @@ pub(super) fn run_blocking(
             }
             Ok(summary)
         }
+        Work::Copy { target } => {
+            let args = crate::cli::CopyArgs {
+                snapshots: Vec::new(),
+                to: target.clone(),
+                host: None,
+                limit_upload: None,
+            };
+            let (dst, report) =
+                crate::commands::copy::copy_to(ctx, &args, &crate::ops::progress::NoProgress)
+                    .map_err(|e| job_error(e.context(format!("copy to [[copy]] {target:?}"))))?;
+            info!(job = %name, "copy to {target}: {} snapshot(s) copied", report.copied.len());
+            Ok(crate::commands::copy::summary(&dst, &report))
+        }
         Work::Verify { read_data, subset } => {
             let repo = ctx.open_repo().map_err(job_error)?;
             let _lock = repo

@@ -129,10 +129,15 @@ enum Work {
     /// Ship the binlog beyond the last stored segment (`binlog --once`); scheduled every
     /// minute (or second-level cron) it keeps the RPO near the interval.
     Binlog,
+    /// Copy snapshots to the `[[copy]]` target of this name (`copy --to NAME`), e.g. nightly
+    /// after the 00:00 snapshot (the daemon runs one job at a time).
+    Copy {
+        target: String,
+    },
 }
 
 impl Work {
-    fn parse(s: &ScheduleConfig) -> Result<Work> {
+    fn parse(s: &ScheduleConfig, cfg: &Config) -> Result<Work> {
         let bad = |what: String| usage(format!("[[schedule]] {:?}: {what}", s.name));
         let mut args = s.args.iter();
         match s.job.as_str() {
@@ -196,8 +201,30 @@ impl Work {
                      settings are in [binlog])"
                 ))),
             },
+            "copy" => {
+                let names: Vec<&str> = cfg.copy.iter().map(|c| c.name.as_str()).collect();
+                match (args.next(), args.next()) {
+                    (Some(t), None) if cfg.copy_target(t).is_some() => {
+                        Ok(Work::Copy { target: t.clone() })
+                    }
+                    (Some(t), None) => Err(bad(format!(
+                        "args = [{t:?}] names no [[copy]] target ({})",
+                        if names.is_empty() {
+                            "the configuration has none: add a [[copy]] section".to_string()
+                        } else {
+                            format!("configured: {}", names.join(", "))
+                        }
+                    ))),
+                    _ => Err(bad(
+                        "a copy job takes one argument, the name of a [[copy]] target: \
+                         args = [\"NAME\"]"
+                            .into(),
+                    )),
+                }
+            }
             other => Err(bad(format!(
-                "job = {other:?} is not a job kind; use \"snapshot\", \"verify\" or \"binlog\""
+                "job = {other:?} is not a job kind; use \"snapshot\", \"verify\", \"binlog\" \
+                 or \"copy\""
             ))),
         }
     }
@@ -260,15 +287,20 @@ fn job_error(e: anyhow::Error) -> JobError {
     }
 }
 
-/// Applies `[retention]` (forget, then prune if configured) under one exclusive lock. `None`
-/// when no policy is configured.
+/// Applies `[retention]` (forget, then prune if configured) under one lock: the exclusive one
+/// when it prunes, else forget's (shared with snapshots). `None` when no policy is configured.
 fn apply_retention(ctx: &Ctx) -> Result<Option<String>> {
     let pol = forget::policy(ctx, &KeepPolicy::default());
     if pol.is_empty() {
         return Ok(None);
     }
     let repo = ctx.open_repo()?;
-    let _lock = repo.lock(true, "forget", ctx.lock_wait())?;
+    let kind = if ctx.config.retention.prune {
+        crate::repo::lock::Kind::Exclusive
+    } else {
+        crate::repo::lock::Kind::Forget
+    };
+    let _lock = repo.lock_kind(kind, "forget", ctx.lock_wait())?;
     // The daemon applies the node's policy to its own series only: another node sharing the
     // pool keeps its snapshots by its own policy.
     let own = forget::ForgetArgs {
@@ -476,7 +508,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
     let mut plans = HashMap::new();
     let mut specs = Vec::new();
     for (s, schedule) in schedules {
-        let work = Work::parse(&s)?;
+        let work = Work::parse(&s, cfg)?;
         if matches!(work, Work::Snapshot { .. })
             && cfg.mariadb.is_none()
             && cfg.cassandra.is_none()
