@@ -93,8 +93,8 @@ struct Pending {
 pub struct PackState {
     index: Mutex<Option<PackIndex>>,
     pending: Mutex<Pending>,
-    /// The packs this handle wrote (never removed by its own rewrite).
-    written: Mutex<HashSet<String>>,
+    /// The packs this handle wrote, in order (a rewrite never removes a pack it wrote).
+    written: Mutex<Vec<String>>,
 }
 
 /// The key of a pack file.
@@ -351,7 +351,7 @@ impl Repo {
                 v.insert(e.id.clone(), k);
             }
         }
-        self.packs.written.lock().unwrap().insert(id.clone());
+        self.packs.written.lock().unwrap().push(id.clone());
         if let Some(idx) = self.packs.index.lock().unwrap().as_mut() {
             idx.add(&id, p.entries);
         }
@@ -440,6 +440,7 @@ impl Repo {
         keep: impl Fn(&PackEntry) -> bool,
     ) -> Result<Vec<String>> {
         let mut done = Vec::new();
+        let log_start = self.packs.written.lock().unwrap().len();
         for pack in packs {
             let entries = &idx.packs[pack];
             let mut moved = Vec::new();
@@ -473,7 +474,8 @@ impl Repo {
             }
         }
         self.flush_packs()?;
-        let written = self.packs.written.lock().unwrap().clone();
+        let written: HashSet<String> =
+            self.packs.written.lock().unwrap()[log_start..].iter().cloned().collect();
         for pack in done.iter().filter(|p| !written.contains(*p)) {
             self.remove_pack(pack)?;
         }

@@ -418,7 +418,8 @@ fn small_objects_are_packed_and_read_back() {
     // The index file is lost: the trailer serves.
     let idx = store.list("index/").unwrap()[0].0.clone();
     store.delete(&idx).unwrap();
-    let fresh = Repo::open_on(store.clone()).unwrap();
+    let mut fresh = Repo::open_on(store.clone()).unwrap();
+    fresh.config = repo.config.clone();
     assert_eq!(read_item(&fresh, &m.items[0]).unwrap(), a);
     assert_eq!(fresh.all_objects().unwrap().len(), n);
     // The same content again adds nothing.
