@@ -57,9 +57,20 @@ fn many_small_files_round_trip_in_few_pool_files() {
     let pool_files = count(&packed.join("objects")) + count(&packed.join("packs"));
     println!("packs: {objects} objects in {pool_files} object/pack files");
     assert!(objects >= 400, "{objects}");
-    assert_eq!(count(&packed.join("objects")), 0, "small objects were written as files");
-    assert!(pool_files <= 5, "{pool_files} pool files for {objects} objects");
-    assert_eq!(count(&packed.join("index")), pool_files, "one index per pack");
+    assert_eq!(
+        count(&packed.join("objects")),
+        0,
+        "small objects were written as files"
+    );
+    assert!(
+        pool_files <= 5,
+        "{pool_files} pool files for {objects} objects"
+    );
+    assert_eq!(
+        count(&packed.join("index")),
+        pool_files,
+        "one index per pack"
+    );
     let out = t.path().join("out");
     ok(&packed, &["export", "latest", out.to_str().unwrap()]);
     assert_same(&capture(&src), &capture(&exported(&out, &src)));
@@ -93,7 +104,10 @@ fn many_small_files_round_trip_in_few_pool_files() {
     let out3 = t.path().join("out3");
     ok(&loose, &["export", "latest", out3.to_str().unwrap()]);
     assert_same(&capture(&src), &capture(&exported(&out3, &src)));
-    assert!(!loose.join("packs").exists(), "copy wrote packs into a repository without");
+    assert!(
+        !loose.join("packs").exists(),
+        "copy wrote packs into a repository without"
+    );
     let packed2 = t.path().join("packed2");
     ok(&packed2, &["init"]);
     ok(&loose, &["copy", "--to", packed2.to_str().unwrap()]);
@@ -147,7 +161,10 @@ fn a_flipped_byte_in_a_pack_is_found_and_named_then_repaired() {
     let o = mnb(&repo, &["verify", "--read-data"]);
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
-    assert!(all.contains("d3/f0003.conf"), "verify does not name the item: {all}");
+    assert!(
+        all.contains("d3/f0003.conf"),
+        "verify does not name the item: {all}"
+    );
     let o = mnb(&repo, &["cat", "latest", &item]);
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert!(o.stdout.is_empty());
@@ -174,7 +191,14 @@ fn a_deleted_pack_is_reported_as_a_missing_object_is() {
         let src = t.path().join("node");
         small_tree(&src, 3, 30);
         let repo = t.path().join("repo");
-        ok(&repo, &if packs { vec!["init"] } else { vec!["init", "--no-packs"] });
+        ok(
+            &repo,
+            &if packs {
+                vec!["init"]
+            } else {
+                vec!["init", "--no-packs"]
+            },
+        );
         ok(&repo, &["snapshot", "--files", src.to_str().unwrap()]);
         let victims = if packs {
             packs_of(&repo)
@@ -195,7 +219,10 @@ fn a_deleted_pack_is_reported_as_a_missing_object_is() {
     }
     assert_ne!(codes[0].0, Some(0));
     assert_ne!(codes[0].1, Some(0));
-    assert_eq!(codes[0], codes[1], "packs and object files report a loss differently");
+    assert_eq!(
+        codes[0], codes[1],
+        "packs and object files report a loss differently"
+    );
 }
 
 #[test]
@@ -210,7 +237,9 @@ fn prune_after_forget_removes_and_rewrites_packs() {
     ok(&repo, &["snapshot", "--files", s]);
     let first_packs = packs_of(&repo);
     for e in files_under(&src) {
-        let n: usize = e.file_stem().unwrap().to_str().unwrap()[1..].parse().unwrap();
+        let n: usize = e.file_stem().unwrap().to_str().unwrap()[1..]
+            .parse()
+            .unwrap();
         if n >= 20 {
             fs::remove_file(e).unwrap();
         }

@@ -70,7 +70,11 @@ fn leftover_cleanup_keeps_objects_of_an_unreadable_manifest() {
 fn leftover_cleanup_removes_only_what_the_interrupted_run_wrote() {
     use mnbackup::repo::{ObjectType, Repo};
     let t = tempfile::tempdir().unwrap();
-    let (repo, _) = Repo::init_with(mnbackup::store::open(t.path().join("repo").to_str().unwrap()).unwrap(), false).unwrap();
+    let (repo, _) = Repo::init_with(
+        mnbackup::store::open(t.path().join("repo").to_str().unwrap()).unwrap(),
+        false,
+    )
+    .unwrap();
     let (kept, _, _) = repo.put_object(ObjectType::Full, b"unrelated").unwrap();
     let rec = repo
         .mark_in_progress("20200101T000000000Z-0000beef")

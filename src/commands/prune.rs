@@ -43,7 +43,11 @@ pub fn print_report(ctx: &Ctx, r: &PruneReport) -> Result<()> {
                 "{} {} packs whole, {} {} packs without their unused objects",
                 if r.dry_run { "would remove" } else { "removed" },
                 r.packs_removed,
-                if r.dry_run { "would rewrite" } else { "rewrote" },
+                if r.dry_run {
+                    "would rewrite"
+                } else {
+                    "rewrote"
+                },
                 r.packs_repacked
             ));
         }

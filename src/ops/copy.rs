@@ -193,8 +193,8 @@ fn copy_object(src: &Repo, dst: &Repo, id: &str) -> Result<u64> {
             e.context(format!("reading object {id} from {}", src.location()))
         }
     })?;
-    let ty = crate::repo::objects::check_object(id, &bytes)?
-        .unwrap_or(crate::repo::ObjectType::Full);
+    let ty =
+        crate::repo::objects::check_object(id, &bytes)?.unwrap_or(crate::repo::ObjectType::Full);
     let sent = dst
         .put_object_bytes(id, ty, &bytes)
         .with_context(|| format!("writing object {id} to {}", dst.location()))?;

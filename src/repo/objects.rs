@@ -83,7 +83,7 @@ impl Repo {
         let len = bytes.len() as u64;
         let rewrite = self.rewrite.lock().unwrap().contains(id);
         if self.packs_enabled() && bytes.len() < super::packs::PACK_SMALL && !rewrite {
-            if self.pending_object(id).is_some() || self.object_good(id, len) {
+            if self.is_pending(id) || self.object_good(id, len) {
                 return Ok(false);
             }
             self.store_packed(id, ty, bytes)?;
@@ -199,8 +199,9 @@ impl Repo {
         expect: ObjectType,
         stored: Option<u64>,
     ) -> Result<Vec<u8>> {
+        // Checked against the id (and its header) by `read_object_bytes`.
         let bytes = self.read_object_bytes(id, stored)?;
-        let ty = check_object(id, &bytes)?;
+        let ty = ObjectType::from_byte(bytes[5]);
         if ty != Some(expect) {
             return Err(integrity(format!(
                 "object {id} is a {:?} object where a {expect:?} object was expected",
@@ -238,7 +239,8 @@ impl Repo {
                     pack_err = Some(integrity(format!("object {id} is damaged: {e}")))
                 }
                 Err(e) => {
-                    return Err(se(e)).with_context(|| format!("reading object {id} from pack {}", l.pack))
+                    return Err(se(e))
+                        .with_context(|| format!("reading object {id} from pack {}", l.pack))
                 }
             }
         }

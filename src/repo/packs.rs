@@ -157,10 +157,12 @@ pub fn decode_index(bytes: &[u8], data_len: Option<u64>) -> Result<Vec<PackEntry
             .context("an index line has an unknown object type")?;
         let offset: u64 = off.parse().context("an index offset is not a number")?;
         let len: u64 = len.parse().context("an index length is not a number")?;
-        if let Some(d) = data_len {
-            if offset.checked_add(len).is_none_or(|end| end > d) {
-                bail!("an index entry points past the pack's objects");
-            }
+        let end = offset.checked_add(len);
+        if len > crate::model::MAX_OBJECT || end.is_none() {
+            bail!("an index entry has an impossible length ({len} bytes at {offset})");
+        }
+        if data_len.is_some_and(|d| end.is_some_and(|e| e > d)) {
+            bail!("an index entry points past the pack's objects");
         }
         out.push(PackEntry {
             id: id.to_string(),
@@ -256,7 +258,9 @@ impl Repo {
             match self.pack_trailer(pack, *size) {
                 Ok(entries) => idx.add(pack, entries),
                 Err(e) => {
-                    tracing::warn!("pack {pack} has no usable index ({e:#}); its objects are not used");
+                    tracing::warn!(
+                        "pack {pack} has no usable index ({e:#}); its objects are not used"
+                    );
                     idx.unreadable.push(pack.clone());
                 }
             }
@@ -299,6 +303,11 @@ impl Repo {
         Some(p.bytes[e.offset as usize..(e.offset + e.len) as usize].to_vec())
     }
 
+    /// Whether an object waits for the next pack of this handle.
+    pub(crate) fn is_pending(&self, id: &str) -> bool {
+        self.packs.pending.lock().unwrap().ids.contains_key(id)
+    }
+
     /// Queue an object's stored bytes for the next pack; writes the pack when it is full.
     pub(crate) fn store_packed(&self, id: &str, ty: ObjectType, bytes: &[u8]) -> Result<()> {
         let mut p = self.packs.pending.lock().unwrap();
@@ -316,8 +325,9 @@ impl Repo {
         });
         p.ids.insert(id.to_string(), n);
         if p.bytes.len() >= PACK_TARGET {
+            // Written while the pending objects are locked: another thread never finds an
+            // object of this pack neither pending nor indexed.
             let full = std::mem::take(&mut *p);
-            drop(p);
             self.write_pack(full)?;
         }
         Ok(())
@@ -326,10 +336,11 @@ impl Repo {
     /// Write the pending objects as a pack (and its index). Must run before a manifest that
     /// references them commits.
     pub fn flush_packs(&self) -> Result<()> {
-        let p = std::mem::take(&mut *self.packs.pending.lock().unwrap());
-        if p.entries.is_empty() {
+        let mut g = self.packs.pending.lock().unwrap();
+        if g.entries.is_empty() {
             return Ok(());
         }
+        let p = std::mem::take(&mut *g);
         self.write_pack(p)
     }
 
@@ -360,7 +371,11 @@ impl Repo {
 
     /// Read a packed object's stored bytes (unchecked: the caller checks them).
     pub(crate) fn read_packed(&self, l: &Located) -> std::result::Result<Vec<u8>, StoreError> {
-        self.store.get_range(&pack_key(&l.pack).map_err(|e| StoreError::Refused(e.to_string()))?, l.offset, l.len)
+        self.store.get_range(
+            &pack_key(&l.pack).map_err(|e| StoreError::Refused(e.to_string()))?,
+            l.offset,
+            l.len,
+        )
     }
 
     /// The stored size of a packed object: `(true, Some(len))` when a pack holds all of it;
@@ -474,8 +489,10 @@ impl Repo {
             }
         }
         self.flush_packs()?;
-        let written: HashSet<String> =
-            self.packs.written.lock().unwrap()[log_start..].iter().cloned().collect();
+        let written: HashSet<String> = self.packs.written.lock().unwrap()[log_start..]
+            .iter()
+            .cloned()
+            .collect();
         for pack in done.iter().filter(|p| !written.contains(*p)) {
             self.remove_pack(pack)?;
         }

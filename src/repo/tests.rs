@@ -487,8 +487,12 @@ fn prune_rewrites_and_removes_packs() {
     assert_eq!(store.list("packs/").unwrap().len(), 1);
     assert_eq!(store.list("index/").unwrap().len(), 1);
     let fresh = Repo::open_on(store.clone()).unwrap();
-    let left: std::collections::HashSet<String> =
-        fresh.all_objects().unwrap().into_iter().map(|(id, _)| id).collect();
+    let left: std::collections::HashSet<String> = fresh
+        .all_objects()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     assert_eq!(left, Repo::referenced_objects([&m2]));
     assert_eq!(read_item(&fresh, &m2.items[0]).unwrap(), keep);
 }
