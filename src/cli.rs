@@ -46,7 +46,12 @@ repository content (path traversal, absurd sizes); 7 out of space. verify, resto
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new repository (the only command that creates one).
-    Init,
+    Init {
+        /// Write every object as its own file, as the first release did, instead of packing
+        /// small objects together (packs make many small files much cheaper to back up).
+        #[arg(long)]
+        no_packs: bool,
+    },
     /// Take a snapshot of the configured sources now.
     Snapshot(SnapshotArgs),
     /// List snapshots (or, with --binlog, the binlog chains, gaps and recoverable ranges).

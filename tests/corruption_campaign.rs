@@ -93,7 +93,7 @@ fn campaign(trials: u32, seed: u64) -> Tally {
     let mut rng = Rng(seed | 1);
     tree(&src, &mut rng);
     let s = src.to_str().unwrap().to_string();
-    ok(&base, &["init"]);
+    ok(&base, &["init", "--no-packs"]);
     ok(&base, &["snapshot", "--only-files", "--files", &s]);
     // Change some files: the second snapshot has deltas, unchanged and new pieces.
     let mut f0 = fs::read(src.join("etc/f0.txt")).unwrap();

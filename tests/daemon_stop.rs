@@ -28,7 +28,7 @@ fn sigterm_during_a_long_dump_stops_within_10_s_and_releases_the_lock() {
     .unwrap();
     let t = tempfile::tempdir().unwrap();
     let repo = t.path().join("repo");
-    ok(&repo, &["init"]);
+    ok(&repo, &["init", "--no-packs"]);
     let cfg = t.path().join("mnbackup.toml");
     fs::write(
         &cfg,

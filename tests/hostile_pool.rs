@@ -18,7 +18,7 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let mut rng = Rng(9);
     fs::write(src.join("a.txt"), text(&mut rng, 30_000)).unwrap();
     let repo = t.path().join("repo");
-    ok(&repo, &["init"]);
+    ok(&repo, &["init", "--no-packs"]);
     ok(
         &repo,
         &["snapshot", "--only-files", "--files", src.to_str().unwrap()],
@@ -238,7 +238,7 @@ fn export_no_special_bits() {
     fs::write(src.join("tool"), b"#!/bin/sh\n").unwrap();
     fs::set_permissions(src.join("tool"), fs::Permissions::from_mode(0o4755)).unwrap();
     let repo = t.path().join("repo");
-    ok(&repo, &["init"]);
+    ok(&repo, &["init", "--no-packs"]);
     ok(
         &repo,
         &["snapshot", "--only-files", "--files", src.to_str().unwrap()],

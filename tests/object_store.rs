@@ -211,7 +211,7 @@ fn copy_to_s3_then_lose_the_pool_and_restore_from_the_bucket() {
 
     ok(&cfg, pool_s, &["init"]);
     ok(&cfg, pool_s, &["snapshot", "--files", src_s]);
-    ok(&cfg, url, &["init"]);
+    ok(&cfg, url, &["init", "--no-packs"]);
     let r1 = json(&ok(&cfg, pool_s, &["--json", "copy", "--to", url]));
     assert_eq!(r1["copied"].as_array().unwrap().len(), 1, "{r1}");
     let sent1 = r1["objects_sent"].as_u64().unwrap();
@@ -311,7 +311,7 @@ fn a_copy_killed_midway_resumes_without_sending_an_object_twice() {
     let t = tempfile::tempdir().unwrap();
     let (cfg, pool) = pool_with_files(&m, t.path(), 120, 40_000);
     let url = "s3://resume/r";
-    ok(&cfg, url, &["init"]);
+    ok(&cfg, url, &["init", "--no-packs"]);
     let mut child = Command::new(common::bin())
         .arg("-c")
         .arg(&cfg)

@@ -36,7 +36,7 @@ fn leftover_cleanup_keeps_objects_of_an_unreadable_manifest() {
     let repo = t.path().join("repo");
     let mut rng = Rng(12);
     tree(&src, &mut rng);
-    ok(&repo, &["init"]);
+    ok(&repo, &["init", "--no-packs"]);
     let s = src.to_str().unwrap();
     ok(&repo, &["snapshot", "--only-files", "--files", s]);
     fs::write(src.join("etc/f0.txt"), text(&mut rng, 80_000)).unwrap();
@@ -70,7 +70,11 @@ fn leftover_cleanup_keeps_objects_of_an_unreadable_manifest() {
 fn leftover_cleanup_removes_only_what_the_interrupted_run_wrote() {
     use mnbackup::repo::{ObjectType, Repo};
     let t = tempfile::tempdir().unwrap();
-    let (repo, _) = Repo::init(&t.path().join("repo")).unwrap();
+    let (repo, _) = Repo::init_with(
+        mnbackup::store::open(t.path().join("repo").to_str().unwrap()).unwrap(),
+        false,
+    )
+    .unwrap();
     let (kept, _, _) = repo.put_object(ObjectType::Full, b"unrelated").unwrap();
     let rec = repo
         .mark_in_progress("20200101T000000000Z-0000beef")
@@ -96,7 +100,7 @@ fn next_snapshot_rewrites_missing_and_truncated_objects() {
     let repo = t.path().join("repo");
     let mut rng = Rng(21);
     tree(&src, &mut rng);
-    ok(&repo, &["init"]);
+    ok(&repo, &["init", "--no-packs"]);
     let s = src.to_str().unwrap();
     ok(&repo, &["snapshot", "--only-files", "--files", s]);
     let objs = objects(&repo);
@@ -133,7 +137,7 @@ fn verify_records_damage_and_the_next_snapshot_rewrites_it() {
     let repo = t.path().join("repo");
     let mut rng = Rng(22);
     tree(&src, &mut rng);
-    ok(&repo, &["init"]);
+    ok(&repo, &["init", "--no-packs"]);
     let s = src.to_str().unwrap();
     ok(&repo, &["snapshot", "--only-files", "--files", s]);
     for o in objects(&repo) {
@@ -171,7 +175,7 @@ fn repair_drops_unrecoverable_items_and_says_which() {
     let repo = t.path().join("repo");
     let mut rng = Rng(23);
     tree(&src, &mut rng);
-    ok(&repo, &["init"]);
+    ok(&repo, &["init", "--no-packs"]);
     let s = src.to_str().unwrap();
     ok(&repo, &["snapshot", "--only-files", "--files", s]);
     let id = ids(&repo)[0].clone();
@@ -298,7 +302,7 @@ fn marker_is_checksummed_and_validated() {
     ];
     for (i, (what, edit, re, code)) in cases.into_iter().enumerate() {
         let repo = t.path().join(format!("repo{i}"));
-        ok(&repo, &["init"]);
+        ok(&repo, &["init", "--no-packs"]);
         rewrite_marker(&repo, edit, re);
         let before = objects(&repo);
         let o = mnb(&repo, &["snapshot", "--only-files", "--files", s]);
@@ -310,13 +314,13 @@ fn marker_is_checksummed_and_validated() {
     // An untouched marker (re-checksummed the same way) still opens: the test's canonical form
     // is the real one.
     let repo = t.path().join("repo-ok");
-    ok(&repo, &["init"]);
+    ok(&repo, &["init", "--no-packs"]);
     rewrite_marker(&repo, |_| {}, true);
     ok(&repo, &["snapshot", "--only-files", "--files", s]);
     // A marker of the first release (no checksum field, valid values) still opens: existing
     // repositories keep working.
     let repo = t.path().join("repo-v1-marker");
-    ok(&repo, &["init"]);
+    ok(&repo, &["init", "--no-packs"]);
     rewrite_marker(
         &repo,
         |v| {
@@ -347,7 +351,7 @@ fn restore_compares_content_not_only_metadata() {
     fs::create_dir_all(src.join("etc")).unwrap();
     fs::write(src.join("etc/p.conf"), "password=old-secret\n").unwrap();
     let repo = t.path().join("repo");
-    ok(&repo, &["init"]);
+    ok(&repo, &["init", "--no-packs"]);
     ok(
         &repo,
         &["snapshot", "--only-files", "--files", src.to_str().unwrap()],
@@ -410,7 +414,7 @@ fn item_hash_manifest_id_and_only_files() {
     let mut rng = Rng(12);
     tree(&src, &mut rng);
     let repo = t.path().join("repo");
-    ok(&repo, &["init"]);
+    ok(&repo, &["init", "--no-packs"]);
     // --only-files without --files commits nothing.
     let o = mnb(&repo, &["snapshot", "--only-files"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

@@ -209,7 +209,7 @@ fn flipped_byte_is_caught_and_named() {
     let repo = t.path().join("repo");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("id_rsa"), text(&mut Rng(3), 200_000)).unwrap();
-    ok(&repo, &["init"]);
+    ok(&repo, &["init", "--no-packs"]);
     ok(&repo, &["snapshot", "--files", src.to_str().unwrap()]);
     // flip one byte in the middle of every full-data object ('F' type)
     for f in files_under(&repo.join("objects")) {
@@ -337,7 +337,7 @@ fn full_pool_fails_clearly_and_keeps_earlier_snapshots() {
     fs::create_dir_all(&src).unwrap();
     let mut rng = Rng(5);
     fs::write(src.join("small.txt"), text(&mut rng, 50_000)).unwrap();
-    let o = ok(&repo, &["init"]);
+    let o = ok(&repo, &["init", "--no-packs"]);
     assert!(
         !stderr(&o).contains("not on a separately mounted"),
         "tmpfs is a mount: {}",

@@ -15,7 +15,7 @@ fn damaged_item_stops_before_its_table_is_touched() {
     if skip() {
         return;
     }
-    let env = Env::new();
+    let env = Env::new_loose();
     let a = TestServer::start().unwrap();
     generate(&a, 0.005, 9);
     env.config(&a, &[], "");

@@ -95,7 +95,7 @@ fn forget_and_prune_keep_exactly_the_policy_and_every_kept_snapshot_restores() {
         b"DB.user=zstack\n",
     )
     .unwrap();
-    ok(&repo, &["init"]);
+    ok(&repo, &["init", "--no-packs"]);
     let s = src.to_str().unwrap();
     let mut trees = Vec::new();
     for i in 0..SNAPSHOTS {

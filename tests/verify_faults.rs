@@ -25,7 +25,7 @@ fn fixture() -> Fixture {
     fs::write(src.join("dump.sql"), text(&mut rng, 3_000_000)).unwrap();
     fs::write(src.join("id_rsa"), text(&mut rng, 3000)).unwrap();
     let repo = root.join("repo");
-    ok(&repo, &["init"]);
+    ok(&repo, &["init", "--no-packs"]);
     ok(&repo, &["snapshot", "--files", src.to_str().unwrap()]);
     let mut d = fs::read(src.join("dump.sql")).unwrap();
     d[1_000_000..1_000_100].copy_from_slice(&[b'#'; 100]);

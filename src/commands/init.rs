@@ -5,10 +5,10 @@ use anyhow::Result;
 use super::Ctx;
 use crate::repo::Repo;
 
-pub fn run(ctx: &Ctx) -> Result<i32> {
+pub fn run(ctx: &Ctx, packs: bool) -> Result<i32> {
     let path = ctx.repo_path()?;
     let store = crate::store::open_with(&path.to_string_lossy(), &ctx.config.repository.s3)?;
-    let (repo, warning) = Repo::init_on(store)?;
+    let (repo, warning) = Repo::init_with(store, packs)?;
     if let Some(w) = &warning {
         tracing::warn!("{w}");
     }

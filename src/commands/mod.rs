@@ -150,7 +150,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         ctx.config.repository.host = Some(h);
     }
     match cli.command {
-        Command::Init => init::run(&ctx),
+        Command::Init { no_packs } => init::run(&ctx, !no_packs),
         Command::Snapshot(args) => snapshot::run(&ctx, &args),
         Command::List {
             host,

@@ -43,6 +43,19 @@ pub fn print_report(ctx: &Ctx, r: &PruneReport) -> Result<()> {
             bytes(r.bytes_kept),
             r.snapshots
         ));
+        if r.packs_removed + r.packs_repacked > 0 {
+            ctx.say(format!(
+                "{} {} packs whole, {} {} packs without their unused objects",
+                if r.dry_run { "would remove" } else { "removed" },
+                r.packs_removed,
+                if r.dry_run {
+                    "would rewrite"
+                } else {
+                    "rewrote"
+                },
+                r.packs_repacked
+            ));
+        }
     }
     Ok(())
 }

@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::model::{check_snapshot_id, MAX_MANIFEST, MAX_OBJECT};
+use crate::model::{check_snapshot_id, MAX_MANIFEST};
 use crate::ops::progress::Progress;
-use crate::repo::objects::object_key;
 use crate::repo::{Repo, SNAPSHOTS};
 use crate::store::StoreError;
 
@@ -160,6 +159,8 @@ pub fn copy(
         }
         progress.advance(sizes.get(id).copied().unwrap_or(n));
     }
+    // The packed objects are stored before any manifest that needs them.
+    dst.flush_packs()?;
     report.send_seconds = sending.elapsed().as_secs_f64();
     for m in &todo {
         let key = manifest_key(&m.id)?;
@@ -178,26 +179,24 @@ pub fn copy(
     Ok(report)
 }
 
-/// Copy one object's stored bytes after checking them against the id; returns the bytes sent
-/// (0 when the destination had it after all).
+/// Copy one object's stored bytes after checking them against the id (from a file or a pack
+/// of the source, into a file or the next pack of the destination); returns the bytes sent (0
+/// when the destination had it after all).
 fn copy_object(src: &Repo, dst: &Repo, id: &str) -> Result<u64> {
-    let key = object_key(id)?;
-    let bytes = src
-        .store()
-        .get(&key, MAX_OBJECT)
-        .map_err(StoreError::into_anyhow)
-        .with_context(|| format!("reading object {id} from {}", src.location()))?;
-    if blake3::hash(&bytes).to_hex().as_str() != id {
-        return Err(crate::error::integrity(format!(
-            "object {id} in {} is damaged (its content does not match its name); nothing of it \
-             was copied. Run `mnbackup verify` on the source",
-            src.location()
-        )));
-    }
+    let bytes = src.read_object_bytes(id, None).map_err(|e| {
+        if crate::error::exit_code(&e) == crate::error::EXIT_INTEGRITY {
+            crate::error::integrity(format!(
+                "object {id} in {} is damaged or missing ({e:#}); nothing of it was copied.                  Run `mnbackup verify` on the source",
+                src.location()
+            ))
+        } else {
+            e.context(format!("reading object {id} from {}", src.location()))
+        }
+    })?;
+    let ty =
+        crate::repo::objects::check_object(id, &bytes)?.unwrap_or(crate::repo::ObjectType::Full);
     let sent = dst
-        .store()
-        .put_if_absent(&key, &bytes)
-        .map_err(StoreError::into_anyhow)
+        .put_object_bytes(id, ty, &bytes)
         .with_context(|| format!("writing object {id} to {}", dst.location()))?;
     Ok(if sent { bytes.len() as u64 } else { 0 })
 }

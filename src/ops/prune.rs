@@ -1,4 +1,6 @@
-//! Prune: remove objects no snapshot references (mark and sweep).
+//! Prune: remove objects no snapshot references (mark and sweep): object files one by one,
+//! packs whole when none of their objects is referenced, rewritten without the unreferenced
+//! ones when more than half of their bytes are (see [`Repo::prune_packs`]).
 //!
 //! Runs under the exclusive lock, so no snapshot (they hold shared locks) is being written
 //! meanwhile. A writer whose lock went stale but whose holder may still run (its in-progress
@@ -23,6 +25,10 @@ pub struct PruneReport {
     pub bytes_removed: u64,
     pub bytes_kept: u64,
     pub leftovers_removed: u64,
+    /// Packs removed whole (all their objects unreferenced).
+    pub packs_removed: usize,
+    /// Packs written again without their unreferenced objects (more than half unused).
+    pub packs_repacked: usize,
     pub dry_run: bool,
 }
 
@@ -51,7 +57,7 @@ pub fn prune_locked(repo: &Repo, dry_run: bool) -> Result<PruneReport> {
     }
     let keep = Repo::referenced_objects(&manifests);
     let live = repo.live_writers()?;
-    let all = repo.all_objects()?;
+    let all = repo.loose_objects()?;
     report.objects_total = all.len();
     for (id, size) in all {
         if keep.contains(&id) || repo.object_recent(&id, &live) {
@@ -61,10 +67,17 @@ pub fn prune_locked(repo: &Repo, dry_run: bool) -> Result<PruneReport> {
         report.objects_removed += 1;
         report.bytes_removed += size;
         if !dry_run {
-            repo.delete_object(&id)?;
+            repo.delete_loose_object(&id)?;
             repo.clear_damaged(&id);
         }
     }
+    let packs = repo.prune_packs(&keep, &live, dry_run)?;
+    report.objects_total += packs.objects_total;
+    report.objects_removed += packs.objects_removed;
+    report.bytes_removed += packs.bytes_removed;
+    report.bytes_kept += packs.bytes_kept;
+    report.packs_removed = packs.packs_removed;
+    report.packs_repacked = packs.packs_repacked;
     Ok(report)
 }
 
@@ -80,9 +93,20 @@ pub fn free_one(repo: &Repo) -> Result<bool> {
     }
     let keep = Repo::referenced_objects(&manifests);
     let live = repo.live_writers()?;
-    for (id, _) in repo.all_objects()? {
+    for (id, _) in repo.loose_objects()? {
         if !keep.contains(&id) && !repo.object_recent(&id, &live) {
-            repo.delete_object(&id)?;
+            repo.delete_loose_object(&id)?;
+            return Ok(true);
+        }
+    }
+    // Then a pack none of whose objects is referenced.
+    let idx = repo.pack_index()?.clone().unwrap_or_default();
+    for (pack, entries) in &idx.packs {
+        if entries.iter().all(|e| !keep.contains(&e.id))
+            && !repo.recent(&crate::repo::packs::pack_key(pack)?, &live)
+        {
+            repo.remove_pack(pack)?;
+            repo.reload_pack_index();
             return Ok(true);
         }
     }

@@ -65,9 +65,16 @@ pub fn repair_locked(repo: &Repo, dry_run: bool, progress: &dyn Progress) -> Res
             continue;
         }
         r.objects_removed.push(p.object.clone());
-        if !dry_run {
-            repo.delete_object(&p.object)?;
-            repo.clear_damaged(&p.object);
+    }
+    if !dry_run && !r.objects_removed.is_empty() {
+        // Object files one by one; packs holding damaged objects are written again without
+        // all of them at once.
+        for id in &r.objects_removed {
+            repo.delete_loose_object(id)?;
+        }
+        repo.unpack_objects(&r.objects_removed.iter().cloned().collect())?;
+        for id in &r.objects_removed {
+            repo.clear_damaged(id);
         }
     }
     let now = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");

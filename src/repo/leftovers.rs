@@ -72,7 +72,7 @@ impl Repo {
     }
 
     /// Whether the value under `key` was modified after `live.since` (or its time is unknown).
-    fn recent(&self, key: &str, live: &LiveWriters) -> bool {
+    pub(crate) fn recent(&self, key: &str, live: &LiveWriters) -> bool {
         live.since.is_some() && live.protects(self.store.stat(key).ok().and_then(|m| m.modified))
     }
 
@@ -130,8 +130,9 @@ impl Repo {
             if keep.contains(&id) || self.object_recent(&id, &live) {
                 continue;
             }
+            // Packed objects go with their pack (prune: a pack whose objects are unreferenced).
             let size = self.object_size(&id)?.unwrap_or(0);
-            if self.delete_object(&id).unwrap_or(false) {
+            if self.delete_loose_object(&id).unwrap_or(false) {
                 files += 1;
                 bytes += size;
             }

@@ -8,6 +8,8 @@
 //! locks/<name>.json       lock files (host, pid, heartbeat)
 //! tmp/                    temporary files; in-progress records of running snapshots
 //! damaged/<id>            objects `verify` found damaged (rewritten by the next snapshot)
+//! packs/<xx>/<packid>     small objects stored together (repositories with `packs`)
+//! index/<packid>          the index of a pack
 //! ```
 //! `docs/repository-format.md` is the specification. Keys are relative to the store's root.
 
@@ -16,6 +18,7 @@ pub mod leftovers;
 pub mod lock;
 pub mod manifests;
 pub mod objects;
+pub mod packs;
 pub mod reader;
 pub mod writer;
 
@@ -94,6 +97,10 @@ pub struct RepoConfig {
     pub chunk_min: u32,
     pub chunk_avg: u32,
     pub chunk_max: u32,
+    /// Small objects are written into packs (`packs/`, `index/`). Absent (false) in
+    /// repositories of the first release, which stay as they are; packs are read always.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub packs: bool,
 }
 
 /// An open repository.
@@ -112,6 +119,9 @@ pub struct Repo {
     /// stored value's identity then; a value that still has it is not read again (see
     /// [`Repo::object_good`]). Kept on the node between runs by the snapshot writer.
     pub verified: Arc<std::sync::Mutex<std::collections::HashMap<String, StatKey>>>,
+    /// The pack index (loaded on first use) and the objects waiting for this handle's next
+    /// pack (see [`packs`]).
+    packs: Arc<packs::PackState>,
 }
 
 /// A stored value's identity for the verified-objects cache (local: size, mtime, ctime (ns) and
@@ -132,6 +142,7 @@ impl Repo {
             host: lock::hostname(),
             rewrite: Arc::default(),
             verified: Arc::default(),
+            packs: Arc::default(),
         }
     }
 
@@ -142,8 +153,14 @@ impl Repo {
         Self::init_on(crate::store::open(&location.to_string_lossy())?)
     }
 
-    /// Create a repository in an empty store.
+    /// Create a repository in an empty store (small objects in packs).
     pub fn init_on(store: Arc<dyn Backend>) -> Result<(Repo, Option<String>)> {
+        Self::init_with(store, true)
+    }
+
+    /// Create a repository in an empty store; `packs`: whether small objects are written into
+    /// packs (false: every object is its own file, as the first release wrote them).
+    pub fn init_with(store: Arc<dyn Backend>, packs: bool) -> Result<(Repo, Option<String>)> {
         if store.stat(MARKER).is_ok() {
             return Err(MnError::Usage(format!(
                 "{} is already an mnbackup repository; nothing was changed",
@@ -159,6 +176,14 @@ impl Repo {
             store
                 .ensure_dir(&format!("{OBJECTS}/{i:02x}"))
                 .map_err(se)?;
+            if packs {
+                store
+                    .ensure_dir(&format!("{}/{i:02x}", packs::PACKS))
+                    .map_err(se)?;
+            }
+        }
+        if packs {
+            store.ensure_dir(packs::INDEX).map_err(se)?;
         }
         let config = RepoConfig {
             format: MARKER_FORMAT.into(),
@@ -168,6 +193,7 @@ impl Repo {
             chunk_min: 1 << 20,
             chunk_avg: 4 << 20,
             chunk_max: 8 << 20,
+            packs,
         };
         // The marker is written last: a half-initialised directory is not a repository.
         manifests::put_new(&*store, MARKER, &encode_marker(&config)?).map_err(se)?;
@@ -232,15 +258,22 @@ impl Repo {
             store.check_dir(d).map_err(se)?;
         }
         // tmp/ is needed only by writers (which check it again); a reader does not use it.
-        for d in [TMP, DAMAGED] {
+        for d in [TMP, DAMAGED, packs::PACKS, packs::INDEX] {
             if store.has_dir(d) {
                 store.check_dir(d).map_err(se)?;
             }
         }
+        let tops: &[&str] = if store.has_dir(packs::PACKS) {
+            &[OBJECTS, packs::PACKS]
+        } else {
+            &[OBJECTS]
+        };
         for i in 0..256 {
-            let sub = format!("{OBJECTS}/{i:02x}");
-            if store.has_dir(&sub) {
-                store.check_dir(&sub).map_err(se)?;
+            for top in tops {
+                let sub = format!("{top}/{i:02x}");
+                if store.has_dir(&sub) {
+                    store.check_dir(&sub).map_err(se)?;
+                }
             }
         }
         Ok(Repo::with_store(store, config))

@@ -60,9 +60,11 @@ impl Repo {
 
     /// Store an object; returns (id, stored size, whether it did not exist before).
     ///
-    /// An existing object of that name is kept only when it is a regular file of the right size
-    /// and not recorded as damaged; otherwise it is replaced by the new bytes (which hash to the
-    /// name by construction), so a damaged object is repaired by the next write of its content.
+    /// An existing object of that name is kept only when it is a regular file (or packed copy)
+    /// of the right size, not recorded as damaged, and holds its content; otherwise it is
+    /// written again (the new bytes hash to the name by construction), so a damaged object is
+    /// repaired by the next write of its content. In a repository with packs, a small object
+    /// goes into the writer's next pack ([`Repo::flush_packs`] before the manifest commits).
     pub fn put_object(&self, ty: ObjectType, payload: &[u8]) -> Result<(String, u64, bool)> {
         let mut bytes = Vec::with_capacity(payload.len() + 6);
         bytes.extend_from_slice(OBJECT_MAGIC);
@@ -70,12 +72,33 @@ impl Repo {
         bytes.push(ty.byte());
         bytes.extend_from_slice(payload);
         let id = blake3::hash(&bytes).to_hex().to_string();
-        let key = object_key(&id)?;
+        let new = self.put_object_bytes(&id, ty, &bytes)?;
+        Ok((id, bytes.len() as u64, new))
+    }
+
+    /// Store an object's stored bytes under its id (checked by the caller or built to match);
+    /// returns whether it was written (false: a good copy existed).
+    pub fn put_object_bytes(&self, id: &str, ty: ObjectType, bytes: &[u8]) -> Result<bool> {
+        let key = object_key(id)?;
+        let len = bytes.len() as u64;
+        let rewrite = self.rewrite.lock().unwrap().contains(id);
+        if self.packs_enabled() && bytes.len() < super::packs::PACK_SMALL && !rewrite {
+            if self.is_pending(id) || self.object_good(id, len) {
+                return Ok(false);
+            }
+            self.store_packed(id, ty, bytes)?;
+            return Ok(true);
+        }
         let existed = match self.store.stat(&key) {
-            Err(StoreError::NotFound(_)) => false,
+            Err(StoreError::NotFound(_)) => {
+                if !rewrite && self.packed_good(id, len) {
+                    return Ok(false);
+                }
+                false
+            }
             _ => {
-                if self.object_good(&id, bytes.len() as u64) {
-                    return Ok((id, bytes.len() as u64, false));
+                if self.object_good(id, len) {
+                    return Ok(false);
                 }
                 tracing::info!("object {id} was damaged; writing it again");
                 true
@@ -87,15 +110,14 @@ impl Repo {
                 let _ = self.store.delete(&key);
             }
         }
-        self.store.put_replace(&key, &bytes).map_err(se)?;
+        self.store.put_replace(&key, bytes).map_err(se)?;
         if let Ok(Some(k)) = self.store.stat(&key).map(|m| m.identity) {
-            self.verified.lock().unwrap().insert(id.clone(), k);
+            self.verified.lock().unwrap().insert(id.to_string(), k);
         }
-        if existed {
-            self.rewrite.lock().unwrap().remove(&id);
-            self.clear_damaged(&id);
+        if self.rewrite.lock().unwrap().remove(id) || existed {
+            self.clear_damaged(id);
         }
-        Ok((id, bytes.len() as u64, !existed))
+        Ok(!existed)
     }
 
     /// Whether an object exists as a regular file of the given size, is not recorded as
@@ -106,13 +128,16 @@ impl Repo {
         let Ok(key) = object_key(id) else {
             return false;
         };
+        if self.rewrite.lock().unwrap().contains(id) {
+            return false;
+        }
+        if self.packed_good(id, size) {
+            return true;
+        }
         let meta = match self.store.stat(&key) {
             Ok(m) if m.size == size => m,
             _ => return false,
         };
-        if self.rewrite.lock().unwrap().contains(id) {
-            return false;
-        }
         if meta.identity.is_some()
             && self.verified.lock().unwrap().get(id) == meta.identity.as_ref()
         {
@@ -121,7 +146,7 @@ impl Repo {
         let good = self
             .store
             .get(&key, size)
-            .map(|b| b.len() as u64 == size && blake3::hash(&b).to_hex().as_str() == id)
+            .map(|b| b.len() as u64 == size && check_object(id, &b).is_ok())
             .unwrap_or(false);
         if let (true, Some(k)) = (good, meta.identity) {
             self.verified.lock().unwrap().insert(id.to_string(), k);
@@ -178,8 +203,63 @@ impl Repo {
         expect: ObjectType,
         stored: Option<u64>,
     ) -> Result<Vec<u8>> {
+        // Checked against the id (and its header) by `read_object_bytes`.
+        let bytes = self.read_object_bytes(id, stored)?;
+        let ty = ObjectType::from_byte(bytes[5]);
+        if ty != Some(expect) {
+            return Err(integrity(format!(
+                "object {id} is a {:?} object where a {expect:?} object was expected",
+                ty
+            )));
+        }
+        Ok(bytes[6..].to_vec())
+    }
+
+    /// An object's stored bytes (header included), checked against its id: from this handle's
+    /// pending pack, a pack, or its own file.
+    pub fn read_object_bytes(&self, id: &str, stored: Option<u64>) -> Result<Vec<u8>> {
+        check_object_id(id)?;
+        if let Some(b) = self.pending_object(id) {
+            return Ok(b);
+        }
+        let want = stored.filter(|s| *s > 0);
+        let mut pack_err = None;
+        for l in self.locate(id)? {
+            if want.is_some_and(|w| w != l.len) {
+                pack_err = Some(integrity(format!(
+                    "object {id} is damaged: its pack entry is {} bytes, recorded {}",
+                    l.len,
+                    want.unwrap_or(0)
+                )));
+                continue;
+            }
+            match self.read_packed(&l) {
+                Ok(b) => match check_object(id, &b) {
+                    Ok(_) => return Ok(b),
+                    Err(e) => pack_err = Some(e.context(format!("in pack {}", l.pack))),
+                },
+                Err(StoreError::NotFound(_)) => {}
+                Err(StoreError::Refused(e)) => {
+                    pack_err = Some(integrity(format!("object {id} is damaged: {e}")))
+                }
+                Err(e) => {
+                    return Err(se(e))
+                        .with_context(|| format!("reading object {id} from pack {}", l.pack))
+                }
+            }
+        }
+        if let Some(e) = pack_err {
+            // A damaged packed copy is the error unless the object also has a file.
+            if let Err(StoreError::NotFound(_)) = self.store.stat(&object_key(id)?) {
+                return Err(e);
+            }
+        }
+        self.read_loose(id, want)
+    }
+
+    fn read_loose(&self, id: &str, want: Option<u64>) -> Result<Vec<u8>> {
         let key = object_key(id)?;
-        if let Some(want) = stored.filter(|s| *s > 0) {
+        if let Some(want) = want {
             if let Ok(m) = self.store.stat(&key) {
                 if m.size != want {
                     return Err(integrity(format!(
@@ -189,10 +269,7 @@ impl Repo {
                 }
             }
         }
-        let max = stored
-            .filter(|s| *s > 0)
-            .unwrap_or(MAX_OBJECT)
-            .min(MAX_OBJECT);
+        let max = want.unwrap_or(MAX_OBJECT).min(MAX_OBJECT);
         let bytes = match self.store.get(&key, max) {
             Ok(b) => b,
             Err(StoreError::NotFound(_)) => {
@@ -205,38 +282,36 @@ impl Repo {
             }
             Err(e) => return Err(se(e)).with_context(|| format!("reading object {id}")),
         };
-        let actual = blake3::hash(&bytes).to_hex().to_string();
-        if actual != id {
-            return Err(integrity(format!(
-                "object {id} is damaged (its content hashes to {actual})"
-            )));
-        }
-        if bytes.len() < 6 || &bytes[..4] != OBJECT_MAGIC || bytes[4] != 1 {
-            return Err(integrity(format!("object {id} has no valid header")));
-        }
-        let ty = ObjectType::from_byte(bytes[5]);
-        if ty != Some(expect) {
-            return Err(integrity(format!(
-                "object {id} is a {:?} object where a {expect:?} object was expected",
-                ty
-            )));
-        }
-        Ok(bytes[6..].to_vec())
+        check_object(id, &bytes)?;
+        Ok(bytes)
     }
 
     /// Size of an object, or None when it is missing.
     pub fn object_size(&self, id: &str) -> Result<Option<u64>> {
-        match self.store.stat(&object_key(id)?) {
+        let key = object_key(id)?;
+        let (whole, packed) = self.packed_size(id)?;
+        if whole {
+            return Ok(packed);
+        }
+        match self.store.stat(&key) {
             Ok(m) => Ok(Some(m.size)),
-            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(StoreError::NotFound(_)) => Ok(packed),
             Err(StoreError::Refused(_)) => Ok(Some(0)),
             Err(e) => Err(se(e)),
         }
     }
 
-    /// Remove an object (prune, repair, an abandoned snapshot). Returns false when it was
-    /// already gone.
+    /// Remove an object (repair): its file, and its copies in packs (each such pack is
+    /// written again without it). Returns false when it was already gone.
     pub fn delete_object(&self, id: &str) -> Result<bool> {
+        let loose = self.delete_loose_object(id)?;
+        let packed = self.unpack_objects(&HashSet::from([id.to_string()]))?;
+        Ok(loose || packed)
+    }
+
+    /// Remove an object's own file (prune, an abandoned snapshot's leftovers; packed copies are
+    /// pruned pack by pack). Returns false when there was none.
+    pub fn delete_loose_object(&self, id: &str) -> Result<bool> {
         match self.store.delete(&object_key(id)?) {
             Ok(()) => Ok(true),
             Err(StoreError::NotFound(_)) => Ok(false),
@@ -262,8 +337,26 @@ impl Repo {
         set
     }
 
-    /// Every object id in the repository with its stored size.
+    /// Every object id in the repository with its stored size: object files, then packed
+    /// objects that have no file.
     pub fn all_objects(&self) -> Result<Vec<(String, u64)>> {
+        let mut all = self.loose_objects()?;
+        let have: HashSet<String> = all.iter().map(|(id, _)| id.clone()).collect();
+        if let Some(idx) = self.pack_index()?.as_ref() {
+            let mut seen = HashSet::new();
+            for es in idx.packs.values() {
+                for e in es {
+                    if !have.contains(&e.id) && seen.insert(e.id.clone()) {
+                        all.push((e.id.clone(), e.len));
+                    }
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// Every object file (`objects/`) with its size.
+    pub fn loose_objects(&self) -> Result<Vec<(String, u64)>> {
         let all = self
             .store
             .list(&format!("{OBJECTS}/"))
@@ -277,4 +370,20 @@ impl Repo {
             })
             .collect())
     }
+}
+
+/// The one check of an object's stored bytes against its id (loose file or packed copy): the
+/// content hashes to the id and starts with a valid header. Returns the object's type byte
+/// decoded (None: unknown type).
+pub fn check_object(id: &str, bytes: &[u8]) -> Result<Option<ObjectType>> {
+    let actual = blake3::hash(bytes).to_hex().to_string();
+    if actual != id {
+        return Err(integrity(format!(
+            "object {id} is damaged (its content hashes to {actual})"
+        )));
+    }
+    if bytes.len() < 6 || &bytes[..4] != OBJECT_MAGIC || bytes[4] != 1 {
+        return Err(integrity(format!("object {id} has no valid header")));
+    }
+    Ok(ObjectType::from_byte(bytes[5]))
 }

@@ -217,6 +217,8 @@ impl SnapshotWriter {
 
     /// Commit the manifest: from here on the snapshot exists.
     pub fn commit(self, hostname: String, trigger: String, tags: Vec<String>) -> Result<Manifest> {
+        // Every object the manifest references is stored before it commits.
+        self.repo.flush_packs()?;
         let mut items = self.items.into_inner().unwrap();
         items.sort_by(|a, b| a.name.cmp(&b.name));
         let mut stats = self.stats.into_inner().unwrap();

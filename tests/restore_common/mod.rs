@@ -25,6 +25,16 @@ pub struct Env {
 impl Env {
     /// A fresh repository (initialised) and an empty configuration.
     pub fn new() -> Env {
+        Self::new_with(&["init"])
+    }
+
+    /// [`Env::new`] with every object its own file (`init --no-packs`), for tests that damage
+    /// object files.
+    pub fn new_loose() -> Env {
+        Self::new_with(&["init", "--no-packs"])
+    }
+
+    fn new_with(init: &[&str]) -> Env {
         let dir = tempfile::Builder::new()
             .prefix("mnbackup-restore-test-")
             .tempdir()
@@ -39,7 +49,7 @@ impl Env {
             journal,
         };
         std::fs::write(&e.cfg, "").unwrap();
-        e.ok(&["init"]);
+        e.ok(init);
         e
     }
 
