@@ -208,6 +208,91 @@ fn logs(dir: &Path) -> String {
         .collect()
 }
 
+/// Each node's own files, every slot: the node that did not take a slot took a complete
+/// files-only snapshot of it naming the taker; `restore --host` rebuilds either node's files
+/// from either node's configuration; an unknown node is refused.
+fn node_local_series(
+    repo: &Path,
+    dir: &Path,
+    cfgs: &[PathBuf],
+    per_slot: &BTreeMap<String, Vec<String>>,
+) {
+    let repo = repo.to_path_buf();
+    // The other node took its own files, once, for every slot but perhaps the last.
+    let node_files = snapshots_per(&repo, "node-files:");
+    for (slot, hosts) in &node_files {
+        let taker = &per_slot[slot][0];
+        assert_eq!(hosts.len(), 1, "slot {slot}: node files of {hosts:?}");
+        assert_ne!(&hosts[0], taker, "slot {slot}: the taker took files twice");
+    }
+    let last = per_slot.keys().next_back().unwrap();
+    for slot in per_slot.keys().filter(|s| *s != last) {
+        assert!(
+            node_files.contains_key(slot),
+            "slot {slot}: the other node did not take its own files: {node_files:?}\n{}",
+            logs(dir)
+        );
+    }
+    // A files-only snapshot is complete and names the node that took the shared data.
+    let entries = list(&repo);
+    let nf = entries
+        .iter()
+        .find(|s| s["tags"].to_string().contains("node-files:"))
+        .expect("a node-files snapshot");
+    assert_eq!(nf["complete"], true, "{nf}");
+    let o = ok(&repo, &["--json", "show", nf["id"].as_str().unwrap()]);
+    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let info = &shown["sources"]["cluster"];
+    let slot = nf["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|t| t.as_str()?.strip_prefix("node-files:"))
+        .unwrap();
+    assert_eq!(
+        info["shared_taken_by"],
+        per_slot[slot][0].as_str(),
+        "{shown}"
+    );
+    assert_eq!(info["node"], nf["hostname"], "{shown}");
+
+    // Either node rebuilds either node: `restore --host` restores that node's own files.
+    for (cfg, host) in cfgs.iter().zip(["mn2", "mn1"]) {
+        let root = dir.join(format!("restored-{host}"));
+        let o = mnb(
+            &repo,
+            &[
+                "-c",
+                cfg.to_str().unwrap(),
+                "restore",
+                "--host",
+                host,
+                "--files-root",
+                root.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            stderr(&o)
+        );
+        let own = dir.join(format!("data-{host}"));
+        let restored = root.join(own.strip_prefix("/").unwrap());
+        assert_same(&capture(&own), &capture(&restored));
+    }
+    let o = mnb(
+        &repo,
+        &["-c", cfgs[0].to_str().unwrap(), "restore", "--host", "mn3"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("host mn3 has no snapshot"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn two_daemons_take_each_slot_once_and_take_over_from_a_killed_holder() {
     let t = tempfile::tempdir().unwrap();
@@ -245,80 +330,7 @@ fn two_daemons_take_each_slot_once_and_take_over_from_a_killed_holder() {
             logs(t.path())
         );
     }
-    // The other node took its own files, once, for every slot but perhaps the last.
-    let node_files = snapshots_per(&repo, "node-files:");
-    for (slot, hosts) in &node_files {
-        let taker = &per_slot[slot][0];
-        assert_eq!(hosts.len(), 1, "slot {slot}: node files of {hosts:?}");
-        assert_ne!(&hosts[0], taker, "slot {slot}: the taker took files twice");
-    }
-    let last = per_slot.keys().next_back().unwrap();
-    for slot in per_slot.keys().filter(|s| *s != last) {
-        assert!(
-            node_files.contains_key(slot),
-            "slot {slot}: the other node did not take its own files: {node_files:?}\n{}",
-            logs(t.path())
-        );
-    }
-    // A files-only snapshot is complete and names the node that took the shared data.
-    let entries = list(&repo);
-    let nf = entries
-        .iter()
-        .find(|s| s["tags"].to_string().contains("node-files:"))
-        .expect("a node-files snapshot");
-    assert_eq!(nf["complete"], true, "{nf}");
-    let o = ok(&repo, &["--json", "show", nf["id"].as_str().unwrap()]);
-    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let info = &shown["sources"]["cluster"];
-    let slot = nf["tags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find_map(|t| t.as_str()?.strip_prefix("node-files:"))
-        .unwrap();
-    assert_eq!(
-        info["shared_taken_by"],
-        per_slot[slot][0].as_str(),
-        "{shown}"
-    );
-    assert_eq!(info["node"], nf["hostname"], "{shown}");
-
-    // Either node rebuilds either node: `restore --host` restores that node's own files.
-    for (cfg, host) in cfgs.iter().zip(["mn2", "mn1"]) {
-        let root = t.path().join(format!("restored-{host}"));
-        let o = mnb(
-            &repo,
-            &[
-                "-c",
-                cfg.to_str().unwrap(),
-                "restore",
-                "--host",
-                host,
-                "--files-root",
-                root.to_str().unwrap(),
-            ],
-        );
-        assert!(
-            o.status.success(),
-            "{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            stderr(&o)
-        );
-        let own = t.path().join(format!("data-{host}"));
-        let restored = root.join(own.strip_prefix("/").unwrap());
-        assert_same(&capture(&own), &capture(&restored));
-    }
-    let o = mnb(
-        &repo,
-        &["-c", cfgs[0].to_str().unwrap(), "restore", "--host", "mn3"],
-    );
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("host mn3 has no snapshot"),
-        "{}",
-        stderr(&o)
-    );
-
+    node_local_series(&repo, t.path(), &cfgs, &per_slot);
     let c = claims(&repo);
     for (slot, v) in &c {
         let done = v.iter().filter(|c| c["state"] == "done").count();
