@@ -430,4 +430,9 @@ pub struct RestoreArgs {
     /// Point-in-time: replay the shipped binlog up to and including this GTID.
     #[arg(long, value_name = "GTID", conflicts_with = "snapshot")]
     pub until_gtid: Option<String>,
+    /// Rebuild node NODE (cluster mode): its newest node-local files (its own series) and the
+    /// newest shared data (MariaDB, Cassandra, Prometheus) whichever node took it. Only with
+    /// `latest`.
+    #[arg(long, value_name = "NODE", conflicts_with_all = ["until", "until_gtid"])]
+    pub host: Option<String>,
 }

@@ -204,8 +204,13 @@ impl crate::engines::Sections for Config {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// The management nodes' names.
+    /// The management nodes' names; when empty (or absent), the `host_list` of ZStack's HA
+    /// configuration ([`ClusterConfig::ha_config`]).
+    #[serde(default)]
     pub nodes: Vec<String>,
+    /// ZStack's HA configuration, read for `nodes` when they are not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_config: Option<PathBuf>,
     /// This node's name (default: the host name); snapshots are recorded under it.
     #[serde(default)]
     pub node: Option<String>,
@@ -219,7 +224,55 @@ fn default_lease() -> u64 {
     60
 }
 
+/// Where ZStack's HA installation (`zstack-ctl install_ha`) keeps its configuration.
+pub const ZSTACK_HA_CONFIG: &str = "/var/lib/zstack/ha/ha.yaml";
+
+/// The management nodes of ZStack's HA configuration: its top-level `host_list` key, the nodes'
+/// addresses separated by commas (`host_list: 10.0.0.11,10.0.0.12`, possibly quoted). The file
+/// is a flat YAML mapping written by `zstack-ctl`; only this key is read.
+pub fn ha_nodes(text: &str) -> Option<Vec<String>> {
+    let value = text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k == "host_list").then_some(v)
+    })?;
+    let value = value.split(" #").next().unwrap_or("").trim();
+    let value = value.trim_matches(|c| c == '\'' || c == '"');
+    let nodes: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect();
+    (!nodes.is_empty()).then_some(nodes)
+}
+
 impl ClusterConfig {
+    /// Fill `nodes` from ZStack's HA configuration when they are not given.
+    fn discover_nodes(&mut self, origin: &str) -> Result<()> {
+        if !self.nodes.is_empty() {
+            return Ok(());
+        }
+        let path = self
+            .ha_config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(ZSTACK_HA_CONFIG));
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            MnError::Usage(format!(
+                "the configuration {origin}: [cluster] nodes is not set and ZStack's HA \
+                 configuration {} cannot be read ({e}); set [cluster] nodes = [\"mn1\", \"mn2\"]",
+                path.display()
+            ))
+        })?;
+        self.nodes = ha_nodes(&text).ok_or_else(|| {
+            MnError::Usage(format!(
+                "the configuration {origin}: [cluster] nodes is not set and ZStack's HA \
+                 configuration {} has no host_list; set [cluster] nodes = [\"mn1\", \"mn2\"]",
+                path.display()
+            ))
+        })?;
+        Ok(())
+    }
+
     /// This node's name.
     pub fn node_name(&self) -> String {
         self.node
@@ -428,7 +481,7 @@ impl Config {
     /// Parse a config text. `origin` names the file in messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
         // The error names the line and column but never echoes the line: it may hold a password.
-        let cfg: Config = toml::from_str(text).map_err(|e: toml::de::Error| {
+        let mut cfg: Config = toml::from_str(text).map_err(|e: toml::de::Error| {
             let at = e
                 .span()
                 .map(|sp| {
@@ -443,6 +496,9 @@ impl Config {
                 e.message().trim_end()
             )))
         })?;
+        if let Some(c) = cfg.cluster.as_mut() {
+            c.discover_nodes(origin)?;
+        }
         cfg.check_ranges(origin)?;
         Ok(cfg)
     }

@@ -9,7 +9,9 @@ use mnbackup_scheduler::JobError;
 use tracing::info;
 
 use super::Ctx;
-use crate::ops::cluster::{acquire, record_seen, Acquire, ClaimHandle, NodeSeen, Renewer};
+use crate::ops::cluster::{
+    acquire, record_seen, Acquire, Claim, ClaimHandle, Fenced, NodeSeen, Renewer,
+};
 
 /// A claim this node holds while it works, renewed until finished.
 pub struct Held {
@@ -24,8 +26,9 @@ pub enum Slot {
     Solo,
     /// This node took the slot: run, then [`Held::finish`] or [`Held::fail`].
     Mine(Held),
-    /// Another node took it: the job's summary.
-    Other(String),
+    /// Another node took it (and finished it): its claim. This node takes only its node-local
+    /// files (see [`node_local_info`]).
+    Other(Claim),
 }
 
 /// The tag a claimed snapshot carries: `slot:<job>@<time>`.
@@ -70,11 +73,7 @@ pub fn claim_slot(
                     snapshot: c.snapshot.clone(),
                 };
                 record_seen(store.as_ref(), &node, seen).map_err(transient)?;
-                return Ok(Slot::Other(format!(
-                    "slot taken by node {} (snapshot {})",
-                    c.node,
-                    c.snapshot.as_deref().unwrap_or("?")
-                )));
+                return Ok(Slot::Other(c));
             }
             Acquire::Held(c) => {
                 // Wait: the holder finishes, or its lease expires and this node takes over.
@@ -97,7 +96,61 @@ pub fn claim_slot(
     }
 }
 
+/// The tag of a node's files-only snapshot of a slot another node took:
+/// `node-files:<job>@<time>`.
+pub fn node_files_tag(job: &str, slot: DateTime<Utc>) -> String {
+    format!("node-files:{job}@{}", slot.format("%Y-%m-%dT%H:%M:%SZ"))
+}
+
+/// The `cluster` source info of a files-only snapshot: the shared data of this slot was taken
+/// by node `by` (snapshot `shared_snapshot`, unknown when this node was fenced). Not a gap:
+/// the shared components are in that node's snapshot.
+pub fn node_local_info(
+    node: &str,
+    job: &str,
+    slot: DateTime<Utc>,
+    by: &str,
+    shared_snapshot: Option<&str>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "node": node,
+        "job": job,
+        "slot": slot,
+        "shared_taken_by": by,
+        "shared_snapshot": shared_snapshot,
+    })
+}
+
+/// The node that took the slot over, when `e` is a fencing error.
+pub fn fenced_by(e: &anyhow::Error) -> Option<String> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<Fenced>())
+        .map(|f| f.by.clone())
+}
+
 impl Held {
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Fencing before the commit (see [`ClaimHandle::check_current`]).
+    pub fn check_current(&self) -> anyhow::Result<()> {
+        self.handle.check_current()
+    }
+
+    /// The `cluster` source info of the snapshot of a slot this node took.
+    pub fn info(&self) -> serde_json::Value {
+        let c = self.handle.claim();
+        serde_json::json!({
+            "node": self.node,
+            "job": c.job,
+            "slot": c.slot,
+            "generation": c.generation,
+            "shared_taken_by": self.node,
+        })
+    }
+
     /// The slot is done: snapshot `id` holds it.
     pub fn finish(self, job: &str, id: &str) -> anyhow::Result<()> {
         drop(self.renewer);
@@ -167,8 +220,19 @@ pub fn status(
     }
     let cutoff = Utc::now() - chrono::Duration::seconds(cc.lease_seconds as i64 + 5);
     let mut missed = Vec::new();
+    let mut holders = Vec::new();
     for (job, sched) in jobs {
-        let done = done_slots(store.as_ref(), job)?;
+        let (done, held) = done_slots(store.as_ref(), job)?;
+        for c in &held {
+            lines.push(format!(
+                "  lease: node {} holds slot {} of job {job} until {} (claim generation {})",
+                c.node,
+                c.slot.format("%Y-%m-%d %H:%M:%S UTC"),
+                c.lease_until.format("%H:%M:%S UTC"),
+                c.generation
+            ));
+        }
+        holders.extend(held);
         let Some(first) = done.first().copied() else {
             continue;
         };
@@ -195,6 +259,7 @@ pub fn status(
     let json = serde_json::json!({
         "nodes": cc.nodes,
         "views": views,
+        "lease_holders": holders,
         "missed_slots": missed.iter().map(|(j, s)| serde_json::json!({"job": j, "slot": s})).collect::<Vec<_>>(),
     });
     Ok(Some(ClusterStatus {
@@ -204,8 +269,13 @@ pub fn status(
     }))
 }
 
-/// The slots of `job` some node finished or is working on, sorted.
-fn done_slots(store: &dyn crate::store::Backend, job: &str) -> anyhow::Result<Vec<DateTime<Utc>>> {
+/// The slots of `job` some node finished or is working on, sorted; and the claims whose lease
+/// runs (the nodes working on a slot now).
+fn done_slots(
+    store: &dyn crate::store::Backend,
+    job: &str,
+) -> anyhow::Result<(Vec<DateTime<Utc>>, Vec<Claim>)> {
+    let mut held = Vec::new();
     let prefix = format!("{}/{job}/", crate::ops::cluster::CLAIMS);
     let mut slots = std::collections::BTreeSet::new();
     let keys = store.list(&prefix).map_err(|e| e.into_anyhow())?;
@@ -222,12 +292,15 @@ fn done_slots(store: &dyn crate::store::Backend, job: &str) -> anyhow::Result<Ve
         }
         let claims = crate::ops::cluster::slot_claims(store, job, slot)?;
         let now = Utc::now();
-        if claims.iter().any(|c| {
-            c.state == crate::ops::cluster::ClaimState::Done
-                || (c.state == crate::ops::cluster::ClaimState::Working && c.lease_until > now)
-        }) {
+        let live =
+            |c: &&Claim| c.state == crate::ops::cluster::ClaimState::Working && c.lease_until > now;
+        held.extend(claims.last().filter(live).cloned());
+        if claims
+            .iter()
+            .any(|c| c.state == crate::ops::cluster::ClaimState::Done || live(&c))
+        {
             slots.insert(slot);
         }
     }
-    Ok(slots.into_iter().collect())
+    Ok((slots.into_iter().collect(), held))
 }

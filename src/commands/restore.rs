@@ -134,6 +134,9 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
     let spec = pitr
         .as_ref()
         .map_or_else(|| args.snapshot.clone(), |p| p.base.id.clone());
+    if let Some(host) = &args.host {
+        return run_for_host(ctx, args, &env, &journal, host);
+    }
     let mut session = crate::ops::restore::open(&env, request(ctx, args)?, &spec, &journal)?;
     let checks = session.preflight()?;
     if args.plan {
@@ -178,6 +181,96 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
     }
     print_out(ctx, &text, &serde_json::to_value(&r.report)?)?;
     Ok(r.report.exit_code)
+}
+
+/// `restore --host NODE`: restore each snapshot [`crate::ops::cluster::rebuild_picks`] picks
+/// (the shared data, then the node's own files), each with only its components, one after the
+/// other; the exit code is the first failing one's (0 when all succeed).
+fn run_for_host(
+    ctx: &Ctx,
+    args: &RestoreArgs,
+    env: &crate::ops::Env,
+    journal: &std::path::Path,
+    host: &str,
+) -> Result<i32> {
+    if args.snapshot != "latest" {
+        return Err(usage(format!(
+            "--host {host} restores the newest snapshots of that node; it cannot be combined with              a snapshot id ({})",
+            args.snapshot
+        )));
+    }
+    let nodes = ctx
+        .config
+        .cluster
+        .as_ref()
+        .map(|c| c.nodes.clone())
+        .unwrap_or_default();
+    let picks = crate::ops::cluster::rebuild_picks(&env.repo, host, &nodes)?;
+    let names: Vec<String> = env.registry.iter().map(|c| c.name().to_string()).collect();
+    let mut code = 0;
+    let mut reports = Vec::new();
+    for (i, pick) in picks.iter().enumerate() {
+        let mut req = request(ctx, args)?;
+        req.skip.extend(
+            names
+                .iter()
+                .filter(|n| !pick.components.contains(*n))
+                .cloned(),
+        );
+        if pick.components.iter().all(|c| req.skip.contains(c)) {
+            continue;
+        }
+        let what: Vec<&str> = pick.components.iter().map(String::as_str).collect();
+        if !ctx.quiet && !ctx.json {
+            println!(
+                "rebuilding node {host}: {} from snapshot {} (taken by node {})",
+                what.join(", "),
+                pick.snapshot,
+                pick.host
+            );
+        }
+        // Each part has its own journal, so an interrupted rebuild resumes either part.
+        let jpath = if i == 0 {
+            journal.to_path_buf()
+        } else {
+            journal.with_extension(format!("part{i}.json"))
+        };
+        let mut session = crate::ops::restore::open(env, req, &pick.snapshot, &jpath)?;
+        let checks = session.preflight()?;
+        if args.plan {
+            let c = print_plan(ctx, &session, &checks, "")?;
+            code = if code == 0 { c } else { code };
+            continue;
+        }
+        if let Some(e) = session.refusal(&checks, &pick.snapshot) {
+            return Err(e);
+        }
+        let gaps: Vec<String> = session.manifest.gaps.iter().map(|g| g.describe()).collect();
+        let id = session.id.clone();
+        let progress = StepProgress::new(ctx.quiet, ctx.json);
+        let r = session.run(&checks, &progress)?;
+        progress.finish();
+        let text = outcome_text(ctx, &id, &gaps, &r);
+        if !ctx.json && !ctx.quiet {
+            print!("{text}");
+        }
+        reports.push(serde_json::to_value(&r.report)?);
+        if code == 0 {
+            code = r.report.exit_code;
+        }
+        if r.report.exit_code != 0 && r.report.exit_code != EXIT_INCOMPLETE {
+            break;
+        }
+    }
+    if ctx.json && !args.plan {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "host": host, "restores": reports })
+            )?
+        );
+    }
+    Ok(code)
 }
 
 /// `--plan`: the plan, each component's detail, the warnings; exit 2 when it would not proceed.

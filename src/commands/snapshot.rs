@@ -23,6 +23,13 @@ pub struct SnapshotRequest<'a> {
     pub force_read: bool,
     pub trigger: String,
     pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Only the node-local component (files, with the configured paths): cluster mode's
+    /// snapshot of a node that did not take the shared data.
+    pub node_local: bool,
+    /// Extra source infos for the manifest (see [`ops::SnapshotRequest::source_infos`]).
+    pub source_infos: Vec<(String, serde_json::Value)>,
+    /// See [`ops::SnapshotRequest::before_commit`].
+    pub before_commit: Option<&'a (dyn Fn() -> Result<()> + Sync)>,
 }
 
 /// The use case's request and configuration for these options (`--only-files`: the files
@@ -35,6 +42,8 @@ fn request<'a>(
     let mut only = None;
     if req.only_files {
         config.files = vec![];
+    }
+    if req.only_files || req.node_local {
         only = Some([crate::engines::files::component::NAME.to_string()].into());
     }
     let r = ops::SnapshotRequest {
@@ -44,6 +53,8 @@ fn request<'a>(
         trigger: req.trigger.clone(),
         cancel: req.cancel,
         force_read: req.force_read,
+        source_infos: req.source_infos.clone(),
+        before_commit: req.before_commit,
     };
     (config, r)
 }
@@ -79,6 +90,9 @@ pub fn run(ctx: &Ctx, args: &SnapshotArgs) -> Result<i32> {
         force_read: args.force_read,
         trigger: args.trigger.clone(),
         cancel: None,
+        node_local: false,
+        source_infos: Vec::new(),
+        before_commit: None,
     };
     let (config, r) = request(ctx, &req);
     if !args.only_files && ops::nothing_to_back_up(&config, &registry, &r) {

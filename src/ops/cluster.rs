@@ -47,6 +47,20 @@ pub struct Claim {
     pub snapshot: Option<String>,
 }
 
+/// The slot was taken over by another node while this one still worked on it (this node's
+/// lease expired: it was stopped, or too slow to renew): this node must not commit a snapshot
+/// for the slot. Checked by [`ClaimHandle::check_current`] right before the commit.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "node {by} took over slot {slot} (claim generation {generation}) after this node's lease \
+     expired; this node's snapshot of the slot is not committed"
+)]
+pub struct Fenced {
+    pub by: String,
+    pub slot: DateTime<Utc>,
+    pub generation: u32,
+}
+
 /// What [`acquire`] found.
 #[derive(Debug)]
 pub enum Acquire {
@@ -169,6 +183,29 @@ impl ClaimHandle {
         self.write(&c)
     }
 
+    /// Fencing, right before the snapshot is committed: fail with [`Fenced`] when a later
+    /// generation of the slot's claim exists (another node took the slot over). Otherwise the
+    /// lease is renewed (it may have expired while nobody took over) and checked once more, so
+    /// a node that resumes after a stop longer than the lease never commits a slot another node
+    /// took.
+    pub fn check_current(&self) -> Result<()> {
+        for renewed in [false, true] {
+            let last = slot_claims(self.store.as_ref(), &self.claim.job, self.claim.slot)?.pop();
+            if let Some(l) = last.filter(|l| l.generation != self.claim.generation) {
+                return Err(Fenced {
+                    by: l.node,
+                    slot: l.slot,
+                    generation: l.generation,
+                }
+                .into());
+            }
+            if !renewed {
+                self.renew()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Renew the lease every third of it on a thread until the returned guard is dropped.
     pub fn keep_renewed(&self) -> Renewer {
         let stop = Arc::new(AtomicBool::new(false));
@@ -272,6 +309,75 @@ pub fn record_seen(store: &dyn Backend, node: &str, seen: NodeSeen) -> Result<()
         .map_err(|e| e.into_anyhow())
 }
 
+/// The components each node keeps in its own series (`zstack.properties`, keys, the HA
+/// configuration); every other component holds the data the nodes share.
+pub const NODE_LOCAL: &[&str] = &["files"];
+
+/// One snapshot to restore to rebuild a node, and which of its components.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebuildPick {
+    pub snapshot: String,
+    pub host: String,
+    pub components: std::collections::BTreeSet<String>,
+}
+
+/// What rebuilds node `host` (`restore --host`): the newest snapshot of `host`'s own series
+/// with its node-local components, and the newest snapshot of the shared components taken by
+/// any of `nodes` (any host when empty). One pick when both are the same snapshot. Binlog
+/// batches and safety snapshots are not considered. An error when `host` has no snapshot with
+/// node-local data.
+pub fn rebuild_picks(
+    repo: &crate::repo::Repo,
+    host: &str,
+    nodes: &[String],
+) -> Result<Vec<RebuildPick>> {
+    let mut local: Option<RebuildPick> = None;
+    let mut shared: Option<RebuildPick> = None;
+    for id in repo.snapshot_ids()?.iter().rev() {
+        if local.is_some() && shared.is_some() {
+            break;
+        }
+        let m = match repo.load_manifest(id) {
+            Ok(m) if m.trigger == "binlog" || m.trigger == "safety" => continue,
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("skipping snapshot {id}: {e:#}");
+                continue;
+            }
+        };
+        let (node_local, rest): (std::collections::BTreeSet<String>, _) = m
+            .components()
+            .into_iter()
+            .partition(|c| NODE_LOCAL.contains(&c.as_str()));
+        let pick = |components| RebuildPick {
+            snapshot: m.id.clone(),
+            host: m.host().to_string(),
+            components,
+        };
+        if local.is_none() && m.host() == host && !node_local.is_empty() {
+            local = Some(pick(node_local));
+        }
+        let by_node = nodes.is_empty() || m.host() == host || nodes.iter().any(|n| n == m.host());
+        if shared.is_none() && by_node && !rest.is_empty() {
+            shared = Some(pick(rest));
+        }
+    }
+    let Some(local) = local else {
+        return Err(crate::error::usage(format!(
+            "host {host} has no snapshot of its node-local data ({}); check the name with              `mnbackup list`, or restore the shared data alone with `mnbackup restore latest              --no-files`",
+            NODE_LOCAL.join(", ")
+        )));
+    };
+    Ok(match shared {
+        Some(mut s) if s.snapshot == local.snapshot => {
+            s.components.extend(local.components);
+            vec![s]
+        }
+        Some(s) => vec![s, local],
+        None => vec![local],
+    })
+}
+
 /// Every node's view.
 pub fn node_views(store: &dyn Backend) -> Result<Vec<NodeView>> {
     let mut out = Vec::new();
@@ -364,6 +470,31 @@ mod tests {
         drop(r);
         h.finish("s").unwrap();
         assert_eq!(slot_claims(store.as_ref(), "j", slot()).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_holder_whose_slot_was_taken_over_is_fenced() {
+        let store: Arc<dyn Backend> = MemBackend::new();
+        let short = Duration::from_millis(100);
+        let Acquire::Won(stale) = acquire(&store, "mn1", "j", slot(), short).unwrap() else {
+            panic!()
+        };
+        stale.check_current().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        // The lease expired but nobody took over: still this node's, and renewed.
+        stale.check_current().unwrap();
+        assert!(matches!(
+            acquire(&store, "mn2", "j", slot(), short).unwrap(),
+            Acquire::Held(_)
+        ));
+        std::thread::sleep(Duration::from_millis(200));
+        let Acquire::Won(h) = acquire(&store, "mn2", "j", slot(), short).unwrap() else {
+            panic!("the lease expired: mn2 takes over")
+        };
+        let e = stale.check_current().unwrap_err();
+        let f = e.downcast_ref::<Fenced>().expect("fenced");
+        assert_eq!((f.by.as_str(), f.generation), ("mn2", 1));
+        h.check_current().unwrap();
     }
 
     #[test]

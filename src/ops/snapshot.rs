@@ -38,6 +38,11 @@ pub struct SnapshotRequest<'a> {
     pub cancel: Option<&'a AtomicBool>,
     /// Read every file (`--force-read`): no reuse of unchanged files.
     pub force_read: bool,
+    /// Extra source infos recorded in the manifest (e.g. `cluster`: who took the shared data).
+    pub source_infos: Vec<(String, serde_json::Value)>,
+    /// Checked after the components ran, right before the manifest is committed: an error
+    /// abandons the snapshot (cluster mode: the slot's claim is no longer this node's).
+    pub before_commit: Option<&'a (dyn Fn() -> Result<()> + Sync)>,
 }
 
 /// The local signature cache directory for a repository.
@@ -138,7 +143,12 @@ pub fn take(env: &Env, req: &SnapshotRequest, progress: Arc<dyn Progress>) -> Re
     )?;
     writer.bind_lock(&lock)?;
     let writer = Arc::new(writer);
-    let result = run_components(env, req, &writer);
+    let result = run_components(env, req, &writer).and_then(|()| {
+        for (name, info) in &req.source_infos {
+            ItemSink::set_source_info(writer.as_ref(), name, info.clone());
+        }
+        req.before_commit.map_or(Ok(()), |check| check())
+    });
     let writer = Arc::try_unwrap(writer)
         .map_err(|_| anyhow::anyhow!("internal error: a source kept the snapshot writer"))?;
     match result {

@@ -34,24 +34,36 @@ pub(super) fn run_blocking(
             })
         }
         Work::Snapshot { tags } => {
+            use crate::commands::cluster as cl;
             let mut tags = tags.clone();
-            let held = match crate::commands::cluster::claim_slot(ctx, name, slot, cancel)? {
-                crate::commands::cluster::Slot::Solo => None,
-                crate::commands::cluster::Slot::Other(summary) => return Ok(summary),
-                crate::commands::cluster::Slot::Mine(h) => {
-                    tags.push(crate::commands::cluster::slot_tag(name, slot));
+            let held = match cl::claim_slot(ctx, name, slot, cancel)? {
+                cl::Slot::Solo => None,
+                cl::Slot::Other(c) => {
+                    let by = (c.node.as_str(), c.snapshot.as_deref());
+                    return node_files(ctx, name, slot, &tags, by, cancel);
+                }
+                cl::Slot::Mine(h) => {
+                    tags.push(cl::slot_tag(name, slot));
                     Some(h)
                 }
             };
+            // Fencing: a slot another node took over meanwhile is not committed by this one.
+            let check = || held.as_ref().map_or(Ok(()), |h| h.check_current());
             let taken = snapshot::take(
                 ctx,
                 &snapshot::SnapshotRequest {
-                    tags,
+                    tags: tags.clone(),
                     files: Vec::new(),
                     only_files: false,
                     force_read: false,
                     trigger: format!("schedule:{name}"),
                     cancel: Some(cancel),
+                    node_local: false,
+                    source_infos: held
+                        .iter()
+                        .map(|h| ("cluster".to_string(), h.info()))
+                        .collect(),
+                    before_commit: Some(&check),
                 },
             );
             let m = match (taken, held) {
@@ -61,10 +73,21 @@ pub(super) fn run_blocking(
                     }
                     Ok(m)
                 }
-                (Err(e), Some(h)) => {
-                    h.fail();
-                    Err(e)
-                }
+                (Err(e), Some(h)) => match cl::fenced_by(&e) {
+                    Some(by) => {
+                        warn!(job = %name, "{e:#}; taking only this node's files for the slot");
+                        h.fail();
+                        let tags: Vec<String> = tags
+                            .into_iter()
+                            .filter(|t| !t.starts_with("slot:"))
+                            .collect();
+                        return node_files(ctx, name, slot, &tags, (&by, None), cancel);
+                    }
+                    None => {
+                        h.fail();
+                        Err(e)
+                    }
+                },
                 (r, None) => r,
             }
             .map_err(|e| {
@@ -116,17 +139,7 @@ pub(super) fn run_blocking(
                     )))
                 }
             }
-            if !m.complete {
-                // Committed (a partial copy beats none), but a gap is never a success: the job
-                // fails, `status` reports it and `on_failure` runs. Retrying would not help.
-                let gaps: Vec<String> = m.gaps.iter().map(|g| g.describe()).collect();
-                return Err(JobError::permanent(format!(
-                    "{summary}; but the snapshot is INCOMPLETE ({} gaps): {}",
-                    gaps.len(),
-                    gaps.join("; ")
-                )));
-            }
-            Ok(summary)
+            complete_or_fail(&m, summary)
         }
         Work::Copy { target } => {
             let args = crate::cli::CopyArgs {
@@ -194,4 +207,78 @@ pub(super) fn run_blocking(
             )))
         }
     }
+}
+
+/// A committed snapshot with gaps is not a success: the job fails, `status` reports it and
+/// `on_failure` runs (retrying would not help).
+fn complete_or_fail(m: &crate::model::Manifest, summary: String) -> Result<String, JobError> {
+    if m.complete {
+        return Ok(summary);
+    }
+    let gaps: Vec<String> = m.gaps.iter().map(|g| g.describe()).collect();
+    Err(JobError::permanent(format!(
+        "{summary}; but the snapshot is INCOMPLETE ({} gaps): {}",
+        gaps.len(),
+        gaps.join("; ")
+    )))
+}
+
+/// Cluster mode, a slot another node took (`by`: its node and snapshot): this node still takes
+/// its node-local files (`zstack.properties`, keys, HA configuration) into its own series, tagged
+/// `node-files:<job>@<slot>`, with the `cluster` source info naming the node that took the
+/// shared data. Not a gap: the shared components are in that node's snapshot.
+fn node_files(
+    ctx: &Ctx,
+    name: &str,
+    slot: chrono::DateTime<Utc>,
+    tags: &[String],
+    by: (&str, Option<&str>),
+    cancel: &AtomicBool,
+) -> Result<String, JobError> {
+    let taken_by = format!(
+        "slot taken by node {} (snapshot {})",
+        by.0,
+        by.1.unwrap_or("not yet recorded")
+    );
+    if ctx.config.files.is_empty() {
+        return Ok(format!("{taken_by}; no node-local [[files]] configured"));
+    }
+    let node = ctx.config.host_name();
+    let mut tags = tags.to_vec();
+    tags.push(crate::commands::cluster::node_files_tag(name, slot));
+    let info = crate::commands::cluster::node_local_info(&node, name, slot, by.0, by.1);
+    let m = snapshot::take(
+        ctx,
+        &snapshot::SnapshotRequest {
+            tags,
+            files: Vec::new(),
+            only_files: false,
+            force_read: false,
+            trigger: format!("schedule:{name}"),
+            cancel: Some(cancel),
+            node_local: true,
+            source_infos: vec![("cluster".to_string(), info)],
+            before_commit: None,
+        },
+    )
+    .map_err(job_error)?;
+    info!(job = %name, "node-local snapshot {} committed", m.id);
+    let mut summary = format!(
+        "{taken_by}; this node's files: snapshot {} ({} items, {} added)",
+        m.id,
+        m.stats.items,
+        bytes(m.stats.bytes_added)
+    );
+    match apply_retention(ctx) {
+        Ok(Some(r)) => {
+            summary.push_str("; ");
+            summary.push_str(&r);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            warn!(job = %name, "the retention policy was not applied after snapshot {}: {e:#}", m.id);
+            summary.push_str("; retention not applied (see the log)");
+        }
+    }
+    complete_or_fail(&m, summary)
 }

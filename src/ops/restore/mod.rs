@@ -344,6 +344,7 @@ impl RestoreSession<'_> {
                 trigger: "safety".into(),
                 cancel: None,
                 force_read: false,
+                ..Default::default()
             },
             Arc::new(super::progress::NoProgress),
         )
