@@ -5,7 +5,7 @@ use anyhow::Result;
 use super::Ctx;
 use crate::cli::CopyArgs;
 use crate::ops::copy::{copy, CopyRequest};
-use crate::ui::{bytes, SnapshotProgress};
+use crate::ui::{bytes, StepProgress};
 
 pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<i32> {
     let src = ctx.open_repo()?;
@@ -26,7 +26,7 @@ pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<i32> {
     // Readers of the source; a writer (of new objects, like a snapshot) of the destination.
     let _src_lock = src.lock(false, "copy", ctx.lock_wait())?;
     let _dst_lock = dst.lock(false, "copy", ctx.lock_wait())?;
-    let progress = SnapshotProgress::new(ctx.quiet || ctx.json);
+    let progress = StepProgress::new(ctx.quiet || ctx.json, ctx.json);
     let report = copy(&src, &dst, &req, &progress);
     progress.finish();
     let report = report?;
