@@ -409,7 +409,7 @@ mod tests {
         assert_eq!(
             out,
             "1\tx'y\\\\z\\n\\tq\t\\N\t\\0\\t\\n\\\\A\n\
-             -2.5e3\t\t\t\tNULL\n\
+             -2.5e3\t\t\tNULL\n\
              3\t\\0\\Z\\r\t\\N\tit's\n"
         );
     }
