@@ -420,9 +420,10 @@ pub struct RestoreArgs {
     /// The restore journal [default: restore-journal.json in [daemon] state_dir].
     #[arg(long, value_name = "PATH")]
     pub journal: Option<PathBuf>,
-    /// MiB of checked SQL items held in memory between their check and their load.
-    #[arg(long, hide = true, default_value_t = 64)]
-    pub memory_budget_mib: u64,
+    /// MiB of checked SQL items held in memory between their check and their load [default:
+    /// half of `[limits] memory`].
+    #[arg(long, hide = true)]
+    pub memory_budget_mib: Option<u64>,
     /// Point-in-time: restore the newest snapshot before TIME (UTC, `2026-12-03 13:52:07` or
     /// RFC 3339) and replay the shipped binlog up to it (`latest`: every shipped event).
     #[arg(long, value_name = "TIME|latest", conflicts_with_all = ["until_gtid", "snapshot"])]

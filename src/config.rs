@@ -65,6 +65,9 @@ pub struct Config {
     /// `copy` job.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy: Vec<CopyTargetConfig>,
+    /// `[limits]`: the memory snapshot and restore size their buffers from.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// `[[copy]]`: a second repository snapshots are copied to (`mnbackup copy --to NAME`, the
@@ -153,6 +156,71 @@ impl CopyTargetConfig {
     }
 }
 
+/// `[limits]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The memory the buffers of `snapshot` and `restore` are sized from: `"64MiB"`, `"1GiB"`,
+    /// or a number of MiB (default 64 MiB; 16 MiB to 64 GiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemorySize>,
+}
+
+/// A memory size: a number of MiB or a text with a unit (`KiB`, `MiB`, `GiB`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum MemorySize {
+    Mib(u64),
+    Text(String),
+}
+
+/// The default of `[limits] memory`.
+pub const DEFAULT_MEMORY: u64 = 64 << 20;
+
+impl LimitsConfig {
+    /// `memory` in bytes, or why it is not a size this program can use.
+    pub fn memory_bytes(&self) -> std::result::Result<u64, String> {
+        let n = match &self.memory {
+            None => return Ok(DEFAULT_MEMORY),
+            Some(MemorySize::Mib(n)) => n.checked_mul(1 << 20),
+            Some(MemorySize::Text(t)) => {
+                let t = t.trim();
+                let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+                let (num, unit) = t.split_at(split);
+                let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+                    "" | "mib" | "m" | "mb" => 1 << 20,
+                    "kib" | "k" | "kb" => 1 << 10,
+                    "gib" | "g" | "gb" => 1 << 30,
+                    _ => {
+                        return Err(format!(
+                            "[limits] memory = {t:?}: unknown unit (KiB, MiB, GiB)"
+                        ))
+                    }
+                };
+                num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult))
+            }
+        };
+        match n {
+            Some(n) if (16 << 20..=64 << 30).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "[limits] memory = {:?} is out of range: 16 MiB to 64 GiB (e.g. \"64MiB\")",
+                self.memory
+                    .as_ref()
+                    .map(|m| match m {
+                        MemorySize::Mib(n) => format!("{n}"),
+                        MemorySize::Text(t) => t.clone(),
+                    })
+                    .unwrap_or_default()
+            )),
+        }
+    }
+
+    /// [`LimitsConfig::memory_bytes`], the default when invalid (validated when loading).
+    pub fn memory(&self) -> u64 {
+        self.memory_bytes().unwrap_or(DEFAULT_MEMORY)
+    }
+}
+
 /// `[binlog]`: shipping the MariaDB binlog into the repository (`mnbackup binlog --once`, the
 /// daemon's `binlog` job). The source is the `[mariadb]` connection.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -197,6 +265,9 @@ impl crate::engines::Sections for Config {
     }
     fn set_files(&mut self, f: Vec<FilesConfig>) {
         self.files = f;
+    }
+    fn memory(&self) -> u64 {
+        self.limits.memory()
     }
 }
 
@@ -542,6 +613,9 @@ impl Config {
                 )?;
             }
         }
+        self.limits
+            .memory_bytes()
+            .map_err(|e| MnError::Usage(format!("the configuration {origin}: {e}")))?;
         if let Some(p) = &self.prometheus {
             p.validate()
                 .map_err(|e| MnError::Usage(format!("the configuration {origin}: {e}")))?;

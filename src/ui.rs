@@ -13,12 +13,14 @@ pub fn bytes(n: u64) -> String {
     HumanBytes(n).to_string()
 }
 
-/// Progress of a snapshot: an indicatif spinner with throughput on a terminal, a log line every
-/// few seconds otherwise.
+/// Progress of a snapshot: an indicatif spinner with throughput on a terminal (a bar with an
+/// ETA when the size is estimated from the parent snapshot), a log line every 10 s otherwise.
 pub struct SnapshotProgress {
     bar: Option<ProgressBar>,
     last_log: Mutex<Instant>,
     total: std::sync::atomic::AtomicU64,
+    /// The estimated size (the parent snapshot's), 0 when unknown.
+    estimate: std::sync::atomic::AtomicU64,
     start: Instant,
 }
 
@@ -41,6 +43,7 @@ impl SnapshotProgress {
             bar,
             last_log: Mutex::new(Instant::now()),
             total: 0.into(),
+            estimate: 0.into(),
             start: Instant::now(),
         }
     }
@@ -54,15 +57,26 @@ impl SnapshotProgress {
 
 impl Progress for SnapshotProgress {
     /// A phase with a known size (a copy) turns the spinner into a bar with an ETA.
-    fn phase(&self, _name: &str, total: Option<u64>) {
-        let (Some(b), Some(t)) = (&self.bar, total) else {
+    fn phase(&self, name: &str, total: Option<u64>) {
+        self.estimate
+            .store(total.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+        let Some(b) = &self.bar else {
+            if let Some(t) = total {
+                tracing::info!(
+                    "{name}: about {} to read (the last snapshot's size)",
+                    bytes(t)
+                );
+            }
+            return;
+        };
+        let Some(t) = total else {
             return;
         };
         b.set_length(t);
         b.set_style(
             ProgressStyle::with_template(
                 "{elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} ({binary_bytes_per_sec}, \
-                 ETA {eta})",
+                 eta {eta})",
             )
             .expect("valid template"),
         );
@@ -83,16 +97,27 @@ impl Progress for SnapshotProgress {
             + n;
         if let Some(b) = &self.bar {
             b.inc(n);
+            // More than estimated: the total grows with it (the ETA stays meaningful).
+            if b.length().is_some_and(|l| b.position() > l) {
+                b.set_length(b.position());
+            }
         } else {
             let mut last = self.last_log.lock().unwrap();
             if last.elapsed() >= Duration::from_secs(10) {
                 *last = Instant::now();
                 let secs = self.start.elapsed().as_secs_f64().max(0.001);
-                tracing::info!(
-                    "{} processed ({}/s)",
-                    bytes(t),
-                    bytes((t as f64 / secs) as u64)
-                );
+                let rate = t as f64 / secs;
+                let est = self.estimate.load(std::sync::atomic::Ordering::Relaxed);
+                let eta = if est > t && rate > 0.0 {
+                    format!(
+                        " of about {}, eta {}s",
+                        bytes(est),
+                        ((est - t) as f64 / rate).ceil() as u64
+                    )
+                } else {
+                    String::new()
+                };
+                tracing::info!("{} processed{eta} ({}/s)", bytes(t), bytes(rate as u64));
             }
         }
     }

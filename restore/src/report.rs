@@ -220,3 +220,44 @@ impl fmt::Display for RestoreReport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_report_gives_each_steps_time() {
+        let mut data = StepReport::new("mariadb data", StepStatus::Done);
+        data.duration_ms = 12_340;
+        data.rows = 1000;
+        let mut schema = StepReport::new("mariadb schema", StepStatus::Done);
+        schema.duration_ms = 2_060;
+        let r = RestoreReport {
+            snapshot: "s".into(),
+            kind: "restore".into(),
+            duration_ms: 15_000,
+            steps: vec![schema, data, StepReport::new("files", StepStatus::Skipped)],
+            ..Default::default()
+        };
+        let text = r.to_string();
+        let line = |step: &str| {
+            text.lines()
+                .find(|l| l.starts_with(step))
+                .unwrap_or_else(|| panic!("no line for {step}: {text}"))
+                .to_string()
+        };
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("step") && l.ends_with("time")),
+            "{text}"
+        );
+        assert!(line("mariadb schema").ends_with(" 2.1s"), "{text}");
+        assert!(line("mariadb data").ends_with(" 12.3s"), "{text}");
+        assert!(line("files").ends_with(" 0.0s"), "{text}");
+        assert!(text.starts_with("Restore of snapshot s into "), "{text}");
+        assert!(
+            text.lines().next().unwrap().ends_with("took 15.0s"),
+            "{text}"
+        );
+    }
+}

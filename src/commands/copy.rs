@@ -10,7 +10,7 @@ use crate::config::CopyTargetConfig;
 use crate::ops::copy::{copy, CopyReport, CopyRequest};
 use crate::ops::progress::Progress;
 use crate::repo::Repo;
-use crate::ui::{bytes, SnapshotProgress};
+use crate::ui::{bytes, StepProgress};
 
 /// Where to copy to: a `[[copy]]` target, or a location given on the command line.
 pub struct Destination {
@@ -103,7 +103,7 @@ pub fn summary(dst: &Repo, report: &CopyReport) -> String {
 }
 
 pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<i32> {
-    let progress = SnapshotProgress::new(ctx.quiet || ctx.json);
+    let progress = StepProgress::new(ctx.quiet || ctx.json, ctx.json);
     let done = copy_to(ctx, args, &progress);
     progress.finish();
     let (dst, report) = done?;

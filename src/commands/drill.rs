@@ -26,7 +26,10 @@ pub fn run(ctx: &Ctx, spec: &str, target: &TargetArgs) -> Result<i32> {
         mariadb_target: Some(target.config(ctx.config.mariadb.as_ref())),
         ..Default::default()
     };
-    let report = crate::ops::drill::run(&env, &req, spec)?;
+    let progress = crate::ui::StepProgress::new(ctx.quiet || ctx.json, ctx.json);
+    let report = crate::ops::drill::run(&env, &req, spec, &progress);
+    progress.finish();
+    let report = report?;
     let id = &report.snapshot;
     if ctx.json {
         println!(

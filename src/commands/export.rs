@@ -2,8 +2,10 @@
 //! owner, group, mtime and symlinks. Everything is checked before anything is written; every
 //! file's content is verified before it gets its final name.
 
+use std::io::Write;
 use std::path::Path;
 
+use crate::engines::files::place::Content;
 use crate::engines::files::{place, Entry, Existing, PlaceOptions};
 use anyhow::Result;
 use serde_json::json;
@@ -11,8 +13,42 @@ use serde_json::json;
 use super::Ctx;
 use crate::engines::files::component::{entry_of, RepoContent};
 use crate::model::{Item, Manifest};
+use crate::ops::progress::{NoProgress, Progress};
 use crate::repo::Repo;
 use crate::ui::bytes;
+
+/// The files' content, each written byte reported to a [`Progress`].
+struct Reporting<'a> {
+    inner: RepoContent<'a>,
+    progress: &'a dyn Progress,
+}
+
+/// A writer that reports the bytes it passes on.
+struct Counted<'a> {
+    out: &'a mut dyn Write,
+    progress: &'a dyn Progress,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl Content for Reporting<'_> {
+    fn write_content(&self, entry: &Entry, out: &mut dyn Write) -> Result<u64> {
+        let mut c = Counted {
+            out,
+            progress: self.progress,
+        };
+        self.inner.write_content(entry, &mut c)
+    }
+}
 
 /// Export the items of `m` selected by `include` prefixes into `dir`.
 pub fn export(
@@ -22,15 +58,39 @@ pub fn export(
     include: &[String],
     no_special_bits: bool,
 ) -> Result<crate::engines::files::PlaceReport> {
+    export_with_progress(repo, m, dir, include, no_special_bits, &NoProgress)
+}
+
+/// [`export`], the bytes written reported to `progress` (one step: the selected items' size).
+pub fn export_with_progress(
+    repo: &Repo,
+    m: &Manifest,
+    dir: &Path,
+    include: &[String],
+    no_special_bits: bool,
+    progress: &dyn Progress,
+) -> Result<crate::engines::files::PlaceReport> {
     let selected: Vec<&Item> = m
         .items
         .iter()
         .filter(|i| include.is_empty() || include.iter().any(|p| i.name.starts_with(p.as_str())))
         .collect();
     let entries: Vec<Entry> = selected.iter().map(|i| entry_of(i)).collect();
-    let content = RepoContent {
-        repo,
-        items: selected.iter().map(|i| (i.name.clone(), *i)).collect(),
+    let total: u64 = selected
+        .iter()
+        .filter(|i| i.kind == crate::model::EntryKind::File)
+        .map(|i| i.size)
+        .sum();
+    progress.phase(
+        &format!("export: {} items of snapshot {}", selected.len(), m.id),
+        Some(total),
+    );
+    let content = Reporting {
+        inner: RepoContent {
+            repo,
+            items: selected.iter().map(|i| (i.name.clone(), *i)).collect(),
+        },
+        progress,
     };
     let r = place(
         &entries,
@@ -65,7 +125,10 @@ pub fn run(
     let _lock = repo.lock(false, "export", ctx.lock_wait())?;
     let id = repo.resolve(spec)?;
     let m = repo.load_manifest(&id)?;
-    let r = export(&repo, &m, dir, include, no_special_bits)?;
+    let progress = crate::ui::StepProgress::new(ctx.quiet || ctx.json, ctx.json);
+    let r = export_with_progress(&repo, &m, dir, include, no_special_bits, &progress);
+    progress.finish();
+    let r = r?;
     if ctx.json {
         println!(
             "{}",

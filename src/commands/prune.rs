@@ -11,7 +11,7 @@ use serde_json::json;
 use super::Ctx;
 use crate::ui::bytes;
 
-pub use crate::ops::prune::{free_one, prune_locked, PruneReport};
+pub use crate::ops::prune::{free_one, prune_locked, prune_with_progress, PruneReport};
 
 pub fn run(ctx: &Ctx, dry_run: bool) -> Result<i32> {
     let repo = ctx.open_repo()?;
@@ -25,7 +25,9 @@ pub fn run(ctx: &Ctx, dry_run: bool) -> Result<i32> {
             || free_one(&repo),
         )?
     };
-    let r = prune_locked(&repo, dry_run)?;
+    let progress = crate::ui::StepProgress::new(ctx.quiet || ctx.json, ctx.json);
+    let r = prune_with_progress(&repo, dry_run, &progress)?;
+    progress.finish();
     print_report(ctx, &r)?;
     Ok(0)
 }

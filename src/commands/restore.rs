@@ -105,7 +105,11 @@ fn request(ctx: &Ctx, args: &RestoreArgs) -> Result<RestoreRequest> {
         skip_events: false,
         disable_vm_ha: args.disable_vm_ha,
         workers: args.workers,
-        memory_budget: args.memory_budget_mib.max(1) << 20,
+        // Half of `[limits] memory` for the checked items; the rest is the loader's connections
+        // and the item being converted.
+        memory_budget: args
+            .memory_budget_mib
+            .map_or(ctx.config.limits.memory() / 2, |m| m.max(1) << 20),
         files_root: args.files_root.clone(),
     })
 }

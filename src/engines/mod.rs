@@ -40,6 +40,10 @@ pub trait Sections: Send + Sync {
     fn set_mariadb(&mut self, m: Option<mariadb::MariadbConfig>);
     /// Replace the `[[files]]` entries (the safety snapshot's scope).
     fn set_files(&mut self, f: Vec<files::FilesConfig>);
+    /// `[limits] memory`: the bytes the buffers of a snapshot or restore are sized from.
+    fn memory(&self) -> u64 {
+        64 << 20
+    }
 }
 
 /// What a component's backup gets.

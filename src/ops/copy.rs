@@ -144,7 +144,10 @@ pub fn copy(
         .iter()
         .map(|id| sizes.get(*id).copied().unwrap_or(0))
         .sum();
-    progress.phase("copy", Some(total));
+    progress.phase(
+        &format!("copy: sending {} objects", missing.len()),
+        Some(total),
+    );
     let mut bucket = req.limit_upload.map(TokenBucket::new);
     let sending = Instant::now();
     for id in missing {

@@ -6,12 +6,19 @@
 use anyhow::Result;
 use mnbackup_restore::report::RestoreReport;
 
+use super::progress::Progress;
 use super::Env;
 use crate::engines::{RestoreEnv, RestoreRequest};
 use crate::error::{usage, EXIT_MISMATCH};
 
 /// Drill snapshot `spec`; the report's exit code is 0 (every table matches) or 9.
-pub fn run(env: &Env, req: &RestoreRequest, spec: &str) -> Result<RestoreReport> {
+/// Each component's drill is a step of `progress`.
+pub fn run(
+    env: &Env,
+    req: &RestoreRequest,
+    spec: &str,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
     let t0 = std::time::Instant::now();
     let started = chrono::Utc::now();
     let repo = &env.repo;
@@ -33,6 +40,9 @@ pub fn run(env: &Env, req: &RestoreRequest, spec: &str) -> Result<RestoreReport>
     };
     let mut drilled = false;
     for c in env.registry.iter() {
+        if c.has_data(&m) {
+            progress.phase(&format!("drill: {}", c.name()), None);
+        }
         let Some(r) = c.drill(&renv, &mut report) else {
             continue;
         };

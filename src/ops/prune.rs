@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::error::integrity;
 use crate::model::Manifest;
+use crate::ops::progress::{NoProgress, Progress};
 use crate::repo::Repo;
 
 /// What a prune removed (or would remove).
@@ -34,6 +35,17 @@ pub struct PruneReport {
 
 /// Prune `repo`; the caller holds the exclusive lock.
 pub fn prune_locked(repo: &Repo, dry_run: bool) -> Result<PruneReport> {
+    prune_with_progress(repo, dry_run, &NoProgress)
+}
+
+/// [`prune_locked`], reporting its steps (reading the manifests, listing the objects, removing
+/// the unreferenced ones, with their bytes) to `progress`.
+pub fn prune_with_progress(
+    repo: &Repo,
+    dry_run: bool,
+    progress: &dyn Progress,
+) -> Result<PruneReport> {
+    progress.phase("prune: reading the snapshots", None);
     let mut manifests: Vec<Manifest> = Vec::new();
     for r in repo.load_all()? {
         match r {
@@ -57,20 +69,31 @@ pub fn prune_locked(repo: &Repo, dry_run: bool) -> Result<PruneReport> {
     }
     let keep = Repo::referenced_objects(&manifests);
     let live = repo.live_writers()?;
+    progress.phase("prune: listing the objects", None);
     let all = repo.loose_objects()?;
     report.objects_total = all.len();
+    let mut gone = Vec::new();
     for (id, size) in all {
         if keep.contains(&id) || repo.object_recent(&id, &live) {
             report.bytes_kept += size;
-            continue;
-        }
-        report.objects_removed += 1;
-        report.bytes_removed += size;
-        if !dry_run {
-            repo.delete_loose_object(&id)?;
-            repo.clear_damaged(&id);
+        } else {
+            report.objects_removed += 1;
+            report.bytes_removed += size;
+            gone.push((id, size));
         }
     }
+    if !dry_run {
+        progress.phase(
+            &format!("prune: removing {} unreferenced objects", gone.len()),
+            Some(gone.iter().map(|(_, s)| *s).sum()),
+        );
+        for (id, size) in gone {
+            repo.delete_loose_object(&id)?;
+            repo.clear_damaged(&id);
+            progress.advance(size);
+        }
+    }
+    progress.phase("prune: packs", None);
     let packs = repo.prune_packs(&keep, &live, dry_run)?;
     report.objects_total += packs.objects_total;
     report.objects_removed += packs.objects_removed;

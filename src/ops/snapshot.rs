@@ -133,7 +133,15 @@ pub fn take(env: &Env, req: &SnapshotRequest, progress: Arc<dyn Progress>) -> Re
     let lock = repo.lock_writer("snapshot", env.lock_wait)?;
     let series = components(env.config, env.registry, req);
     let parent = latest_good(repo, &repo.host, &series)?;
-    progress.phase("snapshot", None);
+    // The total and ETA are estimated from the parent: a node's data changes little between
+    // two snapshots.
+    progress.phase(
+        "snapshot",
+        parent
+            .as_ref()
+            .map(|p| p.items.iter().map(|i| i.size).sum::<u64>())
+            .filter(|n| *n > 0),
+    );
     let writer = SnapshotWriter::new(
         repo.clone(),
         env.config.codec_policy(),

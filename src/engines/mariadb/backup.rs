@@ -236,6 +236,7 @@ async fn run_group(
         queue: Mutex::new(nontx_queue),
         sink: sink.clone(),
         rows_per_insert: cfg.rows_per_insert(),
+        max_item_bytes: cfg.max_item_bytes(),
         addr: addr.clone(),
         fingerprints: Mutex::new(
             tables

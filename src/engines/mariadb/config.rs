@@ -70,6 +70,10 @@ pub struct MariadbConfig {
     /// Parallel reader connections; default: the number of cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
+    /// `[limits] memory` (not a `[mariadb]` key): sizes the dump's items, see
+    /// [`MariadbConfig::max_item_bytes`].
+    #[serde(skip)]
+    pub memory: Option<u64>,
     /// Rows per INSERT statement (default 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_per_insert: Option<usize>,
@@ -155,6 +159,15 @@ impl MariadbConfig {
         self.rows_per_insert
             .unwrap_or(DEFAULT_ROWS_PER_INSERT)
             .max(1)
+    }
+
+    /// The size at which a data item is continued in a `.pN` item: each worker holds the item
+    /// it fills and the one being stored, so a quarter of `[limits] memory` (default 64 MiB)
+    /// per worker, 1 to 64 MiB.
+    pub fn max_item_bytes(&self) -> usize {
+        let mem = self.memory.unwrap_or(64 << 20);
+        let per = mem / (4 * self.workers() as u64);
+        per.clamp(1 << 20, super::dump::MAX_ITEM_BYTES as u64) as usize
     }
 
     /// Split threshold and bucket size.

@@ -22,7 +22,8 @@ use super::schema::{Split, Table};
 use super::sqlfmt::{header, ident, push_value, ValueKind};
 use crate::model::{ItemSink, ItemSpec};
 
-/// No data item grows past this (it is continued in a `.pN` item).
+/// No data item grows past this (it is continued in a `.pN` item); `[limits] memory` makes
+/// items smaller (`MariadbConfig::max_item_bytes`).
 pub const MAX_ITEM_BYTES: usize = 64 << 20;
 
 /// Where a unit's rows are.
@@ -120,6 +121,9 @@ pub struct Shared {
     pub queue: Mutex<VecDeque<Unit>>,
     pub sink: Arc<dyn ItemSink>,
     pub rows_per_insert: usize,
+    /// Items grow to about this size, then continue in a `.pN` item (at most
+    /// [`MAX_ITEM_BYTES`]).
+    pub max_item_bytes: usize,
     pub addr: String,
     pub fingerprints: Mutex<BTreeMap<String, FingerprintBuilder>>,
     /// (item name, `db.table`, rows) of every data item written.
@@ -252,7 +256,7 @@ async fn dump_unit(conn: &mut Conn, shared: &Shared, unit: &Unit) -> Result<()> 
         // Start a new item when the bucket changes or the item is full.
         let need_new = match &cur {
             None => true,
-            Some(b) => b.suffix != suffix || b.data.len() >= MAX_ITEM_BYTES,
+            Some(b) => b.suffix != suffix || b.data.len() >= shared.max_item_bytes,
         };
         if need_new {
             let next_part = match &cur {
@@ -263,7 +267,9 @@ async fn dump_unit(conn: &mut Conn, shared: &Shared, unit: &Unit) -> Result<()> 
                 max_stmt = max_stmt.max(b.data.len() - b.stmt_start);
                 pending = flush(shared, t, b, pending).await?;
             }
-            let mut data = Vec::with_capacity(64 << 10);
+            // Room for the whole item at once: growing by doubling would hold up to twice
+            // the item (pages not written are not resident).
+            let mut data = Vec::with_capacity(shared.max_item_bytes + (1 << 20));
             data.extend_from_slice(item_header.as_bytes());
             cur = Some(ItemBuf {
                 suffix,

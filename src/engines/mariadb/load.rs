@@ -7,7 +7,9 @@
 //! 2. databases and tables (`1-schema/<db>`), one database after the other;
 //! 3. data (`2-data/…`): tables biggest first, the items of all tables loaded in parallel over
 //!    `workers` connections, each item in one transaction, with `FOREIGN_KEY_CHECKS=0`,
-//!    `UNIQUE_CHECKS=0` and the `sql_mode` of the dump header. **Every item of a table is read
+//!    `UNIQUE_CHECKS=0` and the `sql_mode` of the dump header, its rows sent as one
+//!    `LOAD DATA LOCAL INFILE` stream (see [`infile`]; its `INSERT`s when the server has
+//!    `local_infile` off or the item does not convert). **Every item of a table is read
 //!    and BLAKE3-checked (through [`ItemSource`]) before the table is touched**: a damaged item
 //!    stops the restore naming it, with its table still empty. Tables up to the memory budget are
 //!    held in memory between the check and the load; bigger ones are read twice (checked, then
@@ -27,6 +29,7 @@
 //! not completed is emptied and loaded again.
 
 mod data;
+pub mod infile;
 mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -14,6 +14,9 @@ pub(super) fn run(ctx: &BackupCtx, sink: Arc<dyn ItemSink>) -> Result<String> {
     let Some(m) = ctx.config.mariadb() else {
         return Ok(String::new());
     };
+    let mut m = m.clone();
+    m.memory = Some(ctx.config.memory());
+    let m = &m;
     let rt = super::runtime()?;
     // Cancellable between tables and pieces: once the request is cancelled, the sink refuses
     // the next item, and the dump stops with that error.

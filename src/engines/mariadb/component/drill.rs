@@ -52,6 +52,7 @@ pub(super) fn run(c: &Mariadb, env: &RestoreEnv, report: &mut RestoreReport) -> 
             with_accounts: false,
             skip_events: true,
             workers,
+            memory_budget: env.config.memory() / 2,
             ..LoadOptions::default()
         };
         let (steps, checks) = load_and_prove(&t, &src, items, opts, None).await?;

@@ -13,7 +13,7 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::{check_table, connect, exec_item, ItemSource, Loader};
+use super::{check_table, connect, infile, ItemSource, Loader};
 use crate::engines::mariadb::plan::{target_db, ItemKind, MariadbSource, SqlItem};
 use crate::engines::mariadb::sql::quote_ident;
 use mnbackup_restore::journal::Journal;
@@ -77,6 +77,8 @@ struct Worker {
     checked: Arc<Mutex<BTreeMap<String, TableCheck>>>,
     items: Arc<dyn ItemSource>,
     journal: Option<Arc<Mutex<Journal>>>,
+    /// The server takes `LOAD DATA LOCAL INFILE` (`@@local_infile`).
+    infile: bool,
 }
 
 impl Worker {
@@ -106,7 +108,8 @@ impl Worker {
                 Some(d) => d.clone(),
                 None => Arc::new(self.read_again(&job).await?),
             };
-            let n = exec_item(conn, &job.item, &data, &self.renames).await?;
+            let n = infile::load_item(conn, &job.item, data.clone(), &self.renames, self.infile)
+                .await?;
             self.shared.rows.fetch_add(n, Ordering::Relaxed);
             self.shared
                 .bytes
@@ -214,6 +217,22 @@ fn read_table(
     Ok(out)
 }
 
+/// Whether the server takes `LOAD DATA LOCAL INFILE` (`local_infile` is on by default; when it
+/// is off the items are loaded with their `INSERT`s).
+async fn local_infile(conn: &mut Conn) -> bool {
+    let on: Option<i64> = conn
+        .query_first("SELECT @@local_infile")
+        .await
+        .ok()
+        .flatten();
+    if on != Some(1) {
+        tracing::info!(
+            "the target server has local_infile off: the rows are loaded with INSERTs (slower)"
+        );
+    }
+    on == Some(1)
+}
+
 impl Loader {
     /// The tables still to load, biggest first; the ones an interrupted run finished are
     /// counted into `r`. Returns the tables and how many were already done.
@@ -310,18 +329,22 @@ impl Loader {
         let (wtx, wrx) = mpsc::channel::<ItemJob>(workers * 2);
         let wrx = Arc::new(tokio::sync::Mutex::new(wrx));
         let mut set = tokio::task::JoinSet::new();
+        let mut infile = None;
         for _ in 0..workers {
             let conn = match connect(&self.target, "opening a loader connection").await {
                 Ok(c) => self.session(c).await,
                 Err(e) => Err(e),
             };
-            let conn = match conn {
+            let mut conn = match conn {
                 Ok(c) => c,
                 Err(e) => {
                     shared.fail();
                     return Err(e);
                 }
             };
+            if infile.is_none() {
+                infile = Some(local_infile(&mut conn).await);
+            }
             let w = Worker {
                 shared: shared.clone(),
                 renames: self.opts.renames.clone(),
@@ -329,6 +352,7 @@ impl Loader {
                 checked: self.checked.clone(),
                 items: self.items.clone(),
                 journal: self.journal.clone(),
+                infile: infile.unwrap_or(false),
             };
             set.spawn(w.run(conn, wrx.clone()));
         }
