@@ -331,10 +331,12 @@ fn killed_replay_continues_without_applying_twice() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let _ = std::process::Command::new("kill")
-        .arg("-KILL")
+    let killed = std::process::Command::new("kill")
+        .args(["-s", "KILL", "--"])
         .arg(format!("-{}", c.id()))
-        .status();
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill the restore's process group");
     c.wait().unwrap();
     assert!(applied < 300, "killed too late: {applied}");
     assert!(e.journal.exists(), "the journal must survive the kill");
