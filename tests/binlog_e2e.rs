@@ -12,6 +12,10 @@
 //!   target recorded: the non-idempotent updates (`n = n + 1`) give exactly the source's rows.
 //!   `verify --drill --until latest` replays into the scratch databases.
 //!
+//! - `daemon_follows_and_stores_the_open_segment_on_sigterm`: the daemon's `binlog` job follows
+//!   with `segment_seconds = 3600`; nothing is cut before SIGTERM, which stores the open segment:
+//!   `restore --until latest` then has every row written.
+//!
 //! The gap cases (purged binlog in `list --binlog`, `status`, a refused `restore --until`) are in
 //! `tests/binlog_pitr.rs`.
 
@@ -371,5 +375,73 @@ fn killed_replay_continues_without_applying_twice() {
         text(&o).contains("point in time: binlog replayed: 600 transactions"),
         "{}",
         text(&o)
+    );
+}
+
+#[test]
+fn daemon_follows_and_stores_the_open_segment_on_sigterm() {
+    if !require() {
+        return;
+    }
+    let src = TestServer::start_with(ServerOptions::binlog_capture(1)).unwrap();
+    schema(&src);
+    let e = Env::new();
+    let metrics = e.dir.path().join("mnbackup.prom");
+    e.config(
+        &src,
+        &[],
+        &format!(
+            "[binlog]\nsegment_seconds = 3600\nserver_id = 4246\n\
+             [[schedule]]\nname = \"pitr\"\ncron = \"0 0 1 1 *\"\njob = \"binlog\"\n"
+        ),
+    );
+    // The daemon section of the test configuration gets the metrics file.
+    let cfg = std::fs::read_to_string(&e.cfg).unwrap().replace(
+        "[daemon]\n",
+        &format!(
+            "[daemon]\nprometheus_textfile = \"{}\"\n",
+            metrics.display()
+        ),
+    );
+    std::fs::write(&e.cfg, cfg).unwrap();
+    e.snapshot();
+    let daemon = e
+        .cmd(&["daemon"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The follower is connected once the server lists its dump thread.
+    let t0 = Instant::now();
+    while !src.sql("SHOW PROCESSLIST").unwrap().contains("Binlog Dump") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the follower never connected"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bump(&src, 1, 50);
+    let final_sums = checksums(&src);
+    std::thread::sleep(Duration::from_secs(1));
+    // Nothing is cut yet (the segment is an hour long).
+    let o = e.ok(&["--json", "list", "--binlog"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["newest_event"].is_null(), "{v}");
+    let o = term(daemon);
+    assert!(o.status.success(), "daemon: {}", text(&o));
+    let o = e.ok(&["--json", "list", "--binlog"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["chains"].as_array().unwrap().len(), 1, "{v}");
+    let dst = TestServer::start().unwrap();
+    let sock = dst.socket().display().to_string();
+    let o = e.run(&["restore", "--until", "latest", "--target-socket", &sock]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(checksums(&dst), final_sums, "{}", text(&o));
+    // The metrics file has the binlog RPO metrics.
+    let prom = std::fs::read_to_string(&metrics).unwrap_or_default();
+    assert!(prom.contains("mnbackup_binlog_lag_alarm "), "{prom}");
+    assert!(
+        prom.contains("mnbackup_binlog_max_lag_seconds 300"),
+        "{prom}"
     );
 }
