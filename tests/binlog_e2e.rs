@@ -390,10 +390,8 @@ fn daemon_follows_and_stores_the_open_segment_on_sigterm() {
     e.config(
         &src,
         &[],
-        &format!(
-            "[binlog]\nsegment_seconds = 3600\nserver_id = 4246\n\
-             [[schedule]]\nname = \"pitr\"\ncron = \"0 0 1 1 *\"\njob = \"binlog\"\n"
-        ),
+        "[binlog]\nsegment_seconds = 3600\nserver_id = 4246\n\
+         [[schedule]]\nname = \"pitr\"\ncron = \"0 0 1 1 *\"\njob = \"binlog\"\n",
     );
     // The daemon section of the test configuration gets the metrics file.
     let cfg = std::fs::read_to_string(&e.cfg).unwrap().replace(

@@ -129,7 +129,10 @@ pub struct RestoreRequest {
 /// Runs in the drill after the load, with the renames (source database → scratch database);
 /// returns a line for the report's notes. An error fails the drill.
 #[derive(Clone)]
-pub struct DrillHook(pub Arc<dyn Fn(&BTreeMap<String, String>) -> Result<String> + Send + Sync>);
+pub struct DrillHook(pub Arc<DrillFn>);
+
+/// The function of a [`DrillHook`].
+pub type DrillFn = dyn Fn(&BTreeMap<String, String>) -> Result<String> + Send + Sync;
 
 impl std::fmt::Debug for DrillHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
