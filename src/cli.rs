@@ -67,8 +67,13 @@ pub enum Command {
     /// Ship the MariaDB binlog into the repository (point-in-time recovery, `docs/binlog.md`).
     Binlog {
         /// Ship what is new since the last stored segment and stop.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "follow")]
         once: bool,
+        /// Follow the server continuously in the foreground, storing every segment as it is
+        /// cut (`[binlog] segment_seconds`), until SIGTERM / SIGINT (the daemon's `binlog` job
+        /// does the same in the background).
+        #[arg(long)]
+        follow: bool,
     },
     /// Show a snapshot's items.
     Show {
@@ -107,6 +112,11 @@ pub enum Command {
         /// every table's row fingerprint, drop them. Default SNAPSHOT: latest.
         #[arg(long, value_name = "SNAPSHOT", num_args = 0..=1, default_missing_value = "latest")]
         drill: Option<String>,
+        /// With --drill: a point-in-time drill. The base is the newest snapshot from which the
+        /// shipped binlog reaches TIME (`YYYY-MM-DD HH:MM:SS` UTC, RFC 3339, or `latest`);
+        /// after its load the binlog is replayed up to TIME into the scratch databases.
+        #[arg(long, value_name = "TIME", requires = "drill")]
+        until: Option<String>,
         /// Where the drill loads (default: the [mariadb] connection).
         #[command(flatten)]
         target: TargetArgs,

@@ -162,6 +162,7 @@ async fn replay_to_a_time_gives_exactly_the_rows_of_that_time() {
         databases: None,
         rename: Vec::new(),
         skip_target_binlog: false,
+        progress: None,
     };
     let rep = replay(&segs, &opts).unwrap();
     assert!(rep.stop_reached);

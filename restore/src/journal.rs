@@ -19,7 +19,9 @@
 //! - `cassandra_tables`: per Cassandra table (`ks.table`) the SSTables this restore placed, the
 //!   names it placed them under and whether their load was proven. A table recorded as loaded
 //!   is never placed or loaded again on a rerun, even when Cassandra has since compacted the
-//!   loaded SSTables away (so the content check would not recognise them).
+//!   loaded SSTables away (so the content check would not recognise them);
+//! - `binlog_replay`: a point-in-time restore whose base is restored and whose binlog replay
+//!   started, with the last applied position (a rerun continues the replay).
 //!
 //! The journal is removed when the restore succeeds.
 
@@ -56,6 +58,26 @@ pub struct JournalData {
     /// The safety snapshot `--force` took, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_snapshot: Option<String>,
+    /// A point-in-time restore: the base snapshot is restored and the binlog replay started.
+    /// A rerun does not restore the base again; it continues the replay after the last applied
+    /// transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_replay: Option<JournaledReplay>,
+}
+
+/// The binlog replay of a point-in-time restore (`restore --until`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JournaledReplay {
+    /// The stop the replay runs to (`--until` / `--until-gtid` as given).
+    pub until: String,
+    /// The key of the replay's progress row on the target (the target records, in the same
+    /// transaction as each replayed one, where the replay stands).
+    pub key: String,
+    pub started: DateTime<Utc>,
+    /// The last transaction known applied (binlog file, end position, GTID, time) when this
+    /// journal was last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied: Option<serde_json::Value>,
 }
 
 /// What the restore journal records of one Cassandra table (see `mnbackup::engines::cassandra::restore_journaled`).
@@ -106,6 +128,7 @@ impl Journal {
             tables_started: BTreeSet::new(),
             cassandra_tables: BTreeMap::new(),
             safety_snapshot: None,
+            binlog_replay: None,
         };
         let mut note = None;
         let existing = match fs::read(path) {

@@ -10,13 +10,17 @@ use crate::engines::binlog::series::{self, PitrPlan, Until};
 use crate::engines::binlog::{Gtid, ReplayReport};
 use crate::error::usage;
 use crate::ops::binlog::{load_series, ship, Series};
+use crate::ops::binlog_follow::{follow, FollowLog, FollowStatus};
 
-/// `mnbackup binlog --once`.
-pub fn run(ctx: &Ctx, once: bool) -> Result<i32> {
+/// `mnbackup binlog --once` / `--follow`.
+pub fn run(ctx: &Ctx, once: bool, follow: bool) -> Result<i32> {
+    if follow {
+        return run_follow(ctx);
+    }
     if !once {
         return Err(usage(
-            "`mnbackup binlog` ships with --once (the daemon's `binlog` job follows \
-             continuously)",
+            "`mnbackup binlog` needs --once (ship what is new and stop) or --follow (follow \
+             continuously until SIGTERM; the daemon's `binlog` job does the same)",
         ));
     }
     let registry = crate::engines::default_registry();
@@ -50,6 +54,74 @@ pub fn run(ctx: &Ctx, once: bool) -> Result<i32> {
             "error: {g}; the gap is recorded (`mnbackup list --binlog`); the next snapshot \
              starts a new chain"
         );
+        return Ok(crate::error::EXIT_INCOMPLETE);
+    }
+    Ok(0)
+}
+
+/// Logs the follower's events on stderr (unless `--quiet`).
+struct StderrLog(bool);
+
+impl FollowLog for StderrLog {
+    fn event(&self, what: &str) {
+        if !self.0 {
+            eprintln!("{} {what}", Utc::now().format("%Y-%m-%dT%H:%M:%SZ"));
+        }
+    }
+}
+
+/// A watch channel that turns true on SIGTERM or SIGINT (a thread with its own small runtime).
+pub fn stop_on_signal() -> Result<tokio::sync::watch::Receiver<bool>> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let term = signal(SignalKind::terminate());
+                let int = signal(SignalKind::interrupt());
+                let (Ok(mut term), Ok(mut int)) = (term, int) else {
+                    let _ = ready_tx.send(false);
+                    return;
+                };
+                let _ = ready_tx.send(true);
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                let _ = tx.send(true);
+            });
+        })?;
+    if !ready_rx.recv().unwrap_or(false) {
+        anyhow::bail!("cannot install the SIGTERM / SIGINT handlers");
+    }
+    Ok(rx)
+}
+
+/// `mnbackup binlog --follow`: follow until SIGTERM / SIGINT; the open segment is stored as a
+/// final short one.
+fn run_follow(ctx: &Ctx) -> Result<i32> {
+    let registry = crate::engines::default_registry();
+    let env = ctx.ops_env(&registry)?;
+    let stop = stop_on_signal()?;
+    let status = std::sync::Mutex::new(FollowStatus::default());
+    follow(&env, stop, &status, &StderrLog(ctx.quiet))?;
+    let st = status.into_inner().unwrap_or_else(|p| p.into_inner());
+    if !ctx.quiet {
+        println!(
+            "stopped: {} segments stored{}",
+            st.segments,
+            st.newest_event
+                .map(|t| format!(", newest event {t}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(g) = st.gap {
+        eprintln!("error: {g}; the gap is recorded (`mnbackup list --binlog`)");
         return Ok(crate::error::EXIT_INCOMPLETE);
     }
     Ok(0)
@@ -188,6 +260,78 @@ pub fn plan_text(p: &PitrPlan) -> String {
     }
     t.push_str("gap check: the chain is continuous from the base's point to the stop\n");
     t
+}
+
+/// The binlog replay of a point-in-time restore whose base is restored (or, when the journal
+/// records a replay in progress, its continuation): progress is recorded on the target in the
+/// same transaction as each replayed one, so a replay killed anywhere continues after the last
+/// applied transaction and applies none twice. The journal records the replay and the last
+/// applied position; it is removed when the replay finished. Returns the text and exit code.
+pub fn replay_after_restore(
+    env: &crate::ops::Env,
+    p: &PitrPlan,
+    mut target: crate::ops::binlog::ReplayTarget,
+    journal: &std::sync::Mutex<mnbackup_restore::journal::Journal>,
+    until: &str,
+) -> (String, i32) {
+    let mut text = String::new();
+    let result = (|| -> Result<ReplayReport> {
+        let existing = journal.lock().expect("journal").data.binlog_replay.clone();
+        let key = match &existing {
+            Some(jr) => jr.key.clone(),
+            None => format!("{} {until}", p.base.id),
+        };
+        let resume = match &existing {
+            Some(_) => crate::ops::binlog::applied_on_target(&target, &key)?,
+            None => {
+                crate::ops::binlog::clear_progress(&target, &key)?;
+                None
+            }
+        };
+        {
+            let mut j = journal.lock().expect("journal");
+            j.data.binlog_replay = Some(mnbackup_restore::journal::JournaledReplay {
+                until: until.to_string(),
+                key: key.clone(),
+                started: existing.map(|e| e.started).unwrap_or_else(Utc::now),
+                last_applied: resume.as_ref().and_then(|a| serde_json::to_value(a).ok()),
+            });
+            j.save()?;
+        }
+        if let Some(a) = &resume {
+            text.push_str(&format!(
+                "binlog replay resumed after {}:{} (GTID {}), the last transaction the target \
+                 recorded\n",
+                a.file,
+                a.end_pos,
+                a.gtid.map(|g| g.to_string()).unwrap_or_else(|| "-".into())
+            ));
+        }
+        target.progress = Some(key.clone());
+        target.resume_from = resume.clone();
+        let mut rep = crate::ops::binlog::replay_plan(&env.repo, p, &target)?;
+        if rep.last_applied.is_none() {
+            rep.last_applied = resume;
+        }
+        crate::ops::binlog::clear_progress(&target, &key)?;
+        journal.lock().expect("journal").remove()?;
+        Ok(rep)
+    })();
+    match result {
+        Ok(rep) => {
+            text.push_str(&replay_text(&rep));
+            (text, 0)
+        }
+        Err(e) => {
+            text.push_str(&format!(
+                "error: the binlog replay after snapshot {} failed: {e:#}\nThe base snapshot \
+                 is restored and every replayed transaction is recorded on the target: rerun \
+                 the same command to continue the replay where it stopped.\n",
+                p.base.id
+            ));
+            (text, 1)
+        }
+    }
 }
 
 /// The report line of a replay.

@@ -157,7 +157,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             binlog: false,
         } => list::run(&ctx, host.as_deref()),
         Command::List { binlog: true, .. } => binlog::list(&ctx),
-        Command::Binlog { once } => binlog::run(&ctx, once),
+        Command::Binlog { once, follow } => binlog::run(&ctx, once, follow),
         Command::Show { snapshot } => show::run(&ctx, &snapshot),
         Command::Cat { snapshot, item } => cat::run(&ctx, &snapshot, &item),
         Command::Export {
@@ -200,8 +200,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Verify {
             drill: Some(snapshot),
             target,
+            until,
             ..
-        } => drill::run(&ctx, &snapshot, &target),
+        } => drill::run(&ctx, &snapshot, &target, until.as_deref()),
         Command::Verify {
             read_data, subset, ..
         } => verify::run(&ctx, &verify::VerifyArgs { read_data, subset }),

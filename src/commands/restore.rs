@@ -111,6 +111,7 @@ fn request(ctx: &Ctx, args: &RestoreArgs) -> Result<RestoreRequest> {
             .memory_budget_mib
             .map_or(ctx.config.limits.memory() / 2, |m| m.max(1) << 20),
         files_root: args.files_root.clone(),
+        after_drill_load: None,
     })
 }
 
@@ -142,6 +143,43 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
         return run_for_host(ctx, args, &env, &journal, host);
     }
     let mut session = crate::ops::restore::open(&env, request(ctx, args)?, &spec, &journal)?;
+    let jhandle = session.journal();
+    let replaying = jhandle.lock().expect("journal").data.binlog_replay.clone();
+    let until_text = args
+        .until_gtid
+        .clone()
+        .or_else(|| args.until.clone())
+        .unwrap_or_default();
+    if let (Some(p), Some(jr)) = (&pitr, &replaying) {
+        // The base is restored and its replay started: continue the replay only.
+        if jr.until != until_text {
+            return Err(usage(format!(
+                "a point-in-time restore of snapshot {} to {} is in progress on this target                  (journal {}); rerun it with the same --until to finish it, or remove the                  journal and restore with --force",
+                session.id,
+                jr.until,
+                journal.display()
+            )));
+        }
+        if args.plan {
+            print_out(
+                ctx,
+                &format!(
+                    "resumes the point-in-time restore: base snapshot {} is restored, the binlog                      replay continues after the last transaction the target recorded\n{}",
+                    session.id,
+                    super::binlog::plan_text(p)
+                ),
+                &serde_json::json!({"resume": true}),
+            )?;
+            return Ok(0);
+        }
+        let target = replay_target(ctx, args, restored_databases(&session.manifest))?;
+        drop(session);
+        let (text, code) =
+            super::binlog::replay_after_restore(&env, p, target, &jhandle, &until_text);
+        print_out(ctx, &text, &serde_json::json!({"replay_exit_code": code}))?;
+        return Ok(code);
+    }
+    session.keep_journal = pitr.is_some();
     let checks = session.preflight()?;
     if args.plan {
         let extra = pitr
@@ -162,22 +200,13 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<i32> {
     let mut text = outcome_text(ctx, &id, &gaps, &r);
     if let Some(p) = &pitr {
         if r.report.exit_code == 0 || r.report.exit_code == EXIT_INCOMPLETE {
-            let params = args.target.config(ctx.config.mariadb.as_ref()).resolve()?;
-            let target = crate::ops::binlog::ReplayTarget {
-                client_args: crate::ops::binlog::client_args(&params),
-                password: params.password.clone(),
-                databases,
-                rename: parse_renames(&args.rename_db)?.into_iter().collect(),
-            };
-            match crate::ops::binlog::replay_plan(&env.repo, p, &target) {
-                Ok(rep) => text.push_str(&super::binlog::replay_text(&rep)),
-                Err(e) => {
-                    text.push_str(&format!(
-                        "error: the binlog replay after snapshot {id} failed: {e:#}\n"
-                    ));
-                    r.report.exit_code = 1;
-                    r.report.ok = false;
-                }
+            let target = replay_target(ctx, args, databases)?;
+            let (t, code) =
+                super::binlog::replay_after_restore(&env, p, target, &jhandle, &until_text);
+            text.push_str(&t);
+            if code != 0 {
+                r.report.exit_code = code;
+                r.report.ok = false;
             }
         } else {
             text.push_str("the binlog was not replayed: the snapshot restore did not succeed\n");
@@ -275,6 +304,23 @@ fn run_for_host(
         );
     }
     Ok(code)
+}
+
+/// How the binlog replay reaches the restore's target.
+fn replay_target(
+    ctx: &Ctx,
+    args: &RestoreArgs,
+    databases: Option<Vec<String>>,
+) -> Result<crate::ops::binlog::ReplayTarget> {
+    let params = args.target.config(ctx.config.mariadb.as_ref()).resolve()?;
+    Ok(crate::ops::binlog::ReplayTarget {
+        client_args: crate::ops::binlog::client_args(&params),
+        password: params.password.clone(),
+        databases,
+        rename: parse_renames(&args.rename_db)?.into_iter().collect(),
+        progress: None,
+        resume_from: None,
+    })
 }
 
 /// `--plan`: the plan, each component's detail, the warnings; exit 2 when it would not proceed.

@@ -125,6 +125,23 @@ pub struct RestoreRequest {
     pub memory_budget: u64,
     /// Files: where they go.
     pub files_root: PathBuf,
+    /// The drill: what runs after the snapshot is loaded and proven in the scratch databases,
+    /// before they are dropped (`verify --drill --until`: the binlog replay).
+    pub after_drill_load: Option<DrillHook>,
+}
+
+/// Runs in the drill after the load, with the renames (source database → scratch database);
+/// returns a line for the report's notes. An error fails the drill.
+#[derive(Clone)]
+pub struct DrillHook(pub Arc<DrillFn>);
+
+/// The function of a [`DrillHook`].
+pub type DrillFn = dyn Fn(&BTreeMap<String, String>) -> Result<String> + Send + Sync;
+
+impl std::fmt::Debug for DrillHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DrillHook")
+    }
 }
 
 /// What a restore part sees of the session.

@@ -16,8 +16,8 @@ use crate::engines::binlog::series::{
     self, Base, BatchInfo, Chain, GapRecord, PitrPlan, StoredSegment,
 };
 use crate::engines::binlog::{
-    capture, check_resume, replay, BinlogPos, CaptureConfig, CaptureError, CaptureMode, Gap,
-    ReplayOptions, ReplayReport, SegmentInfo, SegmentSink, StopAt,
+    capture, check_resume, replay, AppliedEvent, BinlogPos, CaptureConfig, CaptureError,
+    CaptureMode, Gap, ReplayOptions, ReplayReport, SegmentInfo, SegmentSink, StopAt,
 };
 use crate::model::mariadb_info::MariadbInfo;
 use crate::model::{ItemSink, ItemSpec, Manifest};
@@ -277,6 +277,39 @@ pub struct ReplayTarget {
     /// Only these databases (those restored); `None`: all.
     pub databases: Option<Vec<String>>,
     pub rename: Vec<(String, String)>,
+    /// Record progress on the target under this key (resumable; see
+    /// `engines::binlog::replay::PROGRESS_TABLE`).
+    pub progress: Option<String>,
+    /// Continue after this transaction (a resumed replay) instead of the base's point.
+    pub resume_from: Option<AppliedEvent>,
+}
+
+impl ReplayTarget {
+    /// The replay options for this target (stop and start set by [`replay_plan`]).
+    pub fn options(&self) -> ReplayOptions {
+        ReplayOptions {
+            binlog_tool: None,
+            client: None,
+            client_args: self.client_args.clone(),
+            password: self.password.clone(),
+            start: None,
+            stop: StopAt::End,
+            databases: self.databases.clone(),
+            rename: self.rename.clone(),
+            skip_target_binlog: false,
+            progress: self.progress.clone(),
+        }
+    }
+}
+
+/// Where a resumable replay under `key` stands on the target.
+pub fn applied_on_target(t: &ReplayTarget, key: &str) -> Result<Option<AppliedEvent>> {
+    Ok(replay::applied_on_target(&t.options(), key)?)
+}
+
+/// Forget the progress of a finished (or restarted) replay on the target.
+pub fn clear_progress(t: &ReplayTarget, key: &str) -> Result<()> {
+    Ok(replay::clear_progress(&t.options(), key)?)
 }
 
 /// The stop of a plan.
@@ -308,18 +341,20 @@ pub fn replay_plan(repo: &Repo, p: &PitrPlan, t: &ReplayTarget) -> Result<Replay
             .with_context(|| format!("reading {} of {}", l.segment.item, l.manifest))?;
         segs.push((l.segment.info.clone(), path));
     }
-    let opts = ReplayOptions {
-        binlog_tool: None,
-        client: None,
-        client_args: t.client_args.clone(),
-        password: t.password.clone(),
-        start: Some(p.base.point.clone()),
-        stop: stop_of(p),
-        databases: t.databases.clone(),
-        rename: t.rename.clone(),
-        skip_target_binlog: false,
+    let start = match &t.resume_from {
+        Some(a) => BinlogPos {
+            file: a.file.clone(),
+            pos: a.end_pos,
+            gtid_pos: Vec::new(),
+        },
+        None => p.base.point.clone(),
     };
-    Ok(replay(&segs, &opts)?)
+    let opts = ReplayOptions {
+        start: Some(start),
+        stop: stop_of(p),
+        ..t.options()
+    };
+    Ok(replay::replay(&segs, &opts)?)
 }
 
 /// The mariadb client arguments for a connection.

@@ -4,6 +4,7 @@
 //! component of its own.
 
 pub mod binlog;
+pub mod binlog_follow;
 pub mod cluster;
 pub mod copy;
 pub mod drill;

@@ -14,7 +14,11 @@ pub(super) fn run_blocking(
     metrics: &MetricsCache,
 ) -> Result<String, JobError> {
     match work {
-        Work::Binlog => {
+        Work::Binlog { once: false } => {
+            metrics.refresh(ctx);
+            super::follower::health(ctx, metrics)
+        }
+        Work::Binlog { once: true } => {
             let registry = crate::engines::default_registry();
             let env = ctx.ops_env(&registry).map_err(job_error)?;
             let o = crate::ops::binlog::ship(&env, None).map_err(job_error)?;

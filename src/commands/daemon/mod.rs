@@ -38,6 +38,7 @@ use mnbackup_scheduler::{
 };
 use tracing::{error, info, warn};
 
+mod follower;
 mod hooks;
 mod job;
 mod metrics;
@@ -126,9 +127,14 @@ enum Work {
         read_data: bool,
         subset: verify::Subset,
     },
-    /// Ship the binlog beyond the last stored segment (`binlog --once`); scheduled every
-    /// minute (or second-level cron) it keeps the RPO near the interval.
-    Binlog,
+    /// `args = ["--once"]`: ship the binlog beyond the last stored segment on the schedule
+    /// (`binlog --once`). Without arguments: the daemon follows the server continuously on a
+    /// thread of its own (`binlog --follow`), and the scheduled run is the follower's health
+    /// check (fails when the newest shipped event is older than `[binlog] max_lag_seconds`, or
+    /// the follower has stopped).
+    Binlog {
+        once: bool,
+    },
     /// Copy snapshots to the `[[copy]]` target of this name (`copy --to NAME`), e.g. nightly
     /// after the 00:00 snapshot (the daemon runs one job at a time).
     Copy {
@@ -194,13 +200,21 @@ impl Work {
                 };
                 Ok(Work::Verify { read_data, subset })
             }
-            "binlog" => match args.next() {
-                None => Ok(Work::Binlog),
-                Some(a) => Err(bad(format!(
-                    "argument {a:?} is not understood by a binlog job; it takes none (its \
-                     settings are in [binlog])"
-                ))),
-            },
+            "binlog" => {
+                let mut once = false;
+                for a in args {
+                    if a == "--once" {
+                        once = true;
+                    } else {
+                        return Err(bad(format!(
+                            "argument {a:?} is not understood by a binlog job; it takes only \
+                             `--once` (ship on the schedule instead of following; its settings \
+                             are in [binlog])"
+                        )));
+                    }
+                }
+                Ok(Work::Binlog { once })
+            }
             "copy" => {
                 let names: Vec<&str> = cfg.copy.iter().map(|c| c.name.as_str()).collect();
                 match (args.next(), args.next()) {
@@ -585,6 +599,14 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
             metrics.set_verify(t, ok);
         }
     }
+    let follower = if plans
+        .values()
+        .any(|p| matches!(p.work, Work::Binlog { once: false }))
+    {
+        Some(follower::spawn(ctx, &metrics)?)
+    } else {
+        None
+    };
     let runner = Runner {
         metrics,
         ctx: Arc::new(Ctx {
@@ -633,12 +655,16 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let sd = shutdown.clone();
+        let stop_follower = follower.as_ref().map(|f| f.stop.clone());
         tokio::spawn(async move {
             loop {
                 let which = tokio::select! {
                     _ = term.recv() => "SIGTERM",
                     _ = int.recv() => "SIGINT",
                 };
+                if let Some(tx) = &stop_follower {
+                    let _ = tx.send(true);
+                }
                 if sd.is_cancelled() {
                     info!("{which} received again; already shutting down (a running job gets its grace period)");
                 } else {
@@ -655,6 +681,9 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         anyhow::Ok(daemon.run(shutdown).await)
     })?;
     rt.shutdown_timeout(Duration::from_secs(2));
+    if let Some(f) = follower {
+        f.stop_and_wait(CANCEL_TIMEOUT);
+    }
     match result {
         Ok(report) => {
             for j in &report.jobs {

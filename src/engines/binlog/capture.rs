@@ -172,7 +172,7 @@ impl Capturer<'_> {
             .map(|(b, _)| b.events == 0)
             .unwrap_or(true);
         if info.created != 0 && self.fde.is_some() && new_file && self.last_pos > 0 {
-            self.out.gaps.push(Gap::Restart {
+            let gap = Gap::Restart {
                 previous: BinlogPos {
                     file: self.prev_file.clone(),
                     pos: self.last_pos,
@@ -180,7 +180,12 @@ impl Capturer<'_> {
                 },
                 new_file: self.file.clone(),
                 clean_shutdown: self.last_kind == kind::STOP,
-            });
+            };
+            if gap.breaks_chain() {
+                self.flush()?;
+                self.sink.note_gap(&gap).map_err(CaptureError::Sink)?;
+            }
+            self.out.gaps.push(gap);
         }
         self.fde = Some(ev);
         Ok(())

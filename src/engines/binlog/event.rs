@@ -248,6 +248,32 @@ impl RawEvent {
         Some(u64::from_le_bytes(id))
     }
 
+    /// A Query event of our own (no default database, no status variables), as `mariadb-binlog`
+    /// prints it: the statement. `crc`: with a CRC32 checksum (as the stream's other events).
+    pub fn query_event(timestamp: u32, server_id: u32, log_pos: u32, sql: &str, crc: bool) -> Self {
+        let body_len = 13 + 1 + sql.len();
+        let size = HEADER_LEN + body_len + if crc { CHECKSUM_LEN } else { 0 };
+        let mut b = Vec::with_capacity(size);
+        b.extend_from_slice(&timestamp.to_le_bytes());
+        b.push(kind::QUERY);
+        b.extend_from_slice(&server_id.to_le_bytes());
+        b.extend_from_slice(&(size as u32).to_le_bytes());
+        b.extend_from_slice(&log_pos.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes()); // thread id
+        b.extend_from_slice(&0u32.to_le_bytes()); // execution time
+        b.push(0); // default database length
+        b.extend_from_slice(&0u16.to_le_bytes()); // error code
+        b.extend_from_slice(&0u16.to_le_bytes()); // status variables length
+        b.push(0); // the (empty) database name's terminator
+        b.extend_from_slice(sql.as_bytes());
+        if crc {
+            let c = crc32fast::hash(&b);
+            b.extend_from_slice(&c.to_le_bytes());
+        }
+        RawEvent(b)
+    }
+
     /// Query: (default database, statement text).
     pub fn query(&self, crc: bool) -> Option<(String, String)> {
         if self.kind() != kind::QUERY {
@@ -371,6 +397,19 @@ mod tests {
         let crc = crc32fast::hash(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         RawEvent::new(b).unwrap()
+    }
+
+    #[test]
+    fn own_query_events_read_back() {
+        for crc in [true, false] {
+            let e = RawEvent::query_event(1_700_000_000, 7, 500, "DO 1", crc);
+            let e = RawEvent::new(e.0).unwrap();
+            assert_eq!(e.query(crc), Some((String::new(), "DO 1".to_string())));
+            assert_eq!(e.log_pos(), 500);
+            if crc {
+                e.verify_crc("f").unwrap();
+            }
+        }
     }
 
     #[test]

@@ -53,6 +53,36 @@ pub struct ReplayOptions {
     pub rename: Vec<(String, String)>,
     /// Do not write the replayed events into the target's own binlog.
     pub skip_target_binlog: bool,
+    /// Record progress on the target under this key (a resumable replay): every replayed
+    /// transaction also writes its end position into [`PROGRESS_TABLE`], in the same
+    /// transaction, so what the target holds and what the table says cannot disagree, even
+    /// when the replay is killed; [`applied_on_target`] reads it back.
+    pub progress: Option<String>,
+}
+
+/// Where a progress-recording replay keeps its position on the target (one row per key).
+pub const PROGRESS_TABLE: &str = "mysql.mnbackup_replay";
+
+const PROGRESS_DDL: &str = "CREATE TABLE IF NOT EXISTS mysql.mnbackup_replay (\
+     replay_key VARCHAR(128) NOT NULL PRIMARY KEY, file VARCHAR(255) NOT NULL, \
+     end_pos BIGINT UNSIGNED NOT NULL, gtid VARCHAR(64) NULL, ts INT UNSIGNED NOT NULL\
+     ) ENGINE=InnoDB";
+
+/// SQL string literal (the values are file names, keys and GTIDs, but quote them anyway).
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// The statement recording that the transaction ending at `a` is applied.
+fn progress_sql(key: &str, a: &AppliedEvent) -> String {
+    format!(
+        "REPLACE INTO {PROGRESS_TABLE} (replay_key, file, end_pos, gtid, ts) VALUES ({}, {}, {}, {}, {})",
+        lit(key),
+        lit(&a.file),
+        a.end_pos,
+        a.gtid.map(|g| lit(&g.to_string())).unwrap_or_else(|| "NULL".into()),
+        a.timestamp
+    )
 }
 
 /// The last transaction replayed.
@@ -135,6 +165,15 @@ struct Selector<'a> {
     opts: &'a ReplayOptions,
     crc: bool,
     report: ReplayReport,
+    /// Length of the stream after each applied transaction.
+    ends: Vec<usize>,
+}
+
+/// Whether `e` commits the transaction it ends (XID, or a `COMMIT` query).
+fn ends_transaction(e: &RawEvent, crc: bool) -> bool {
+    e.kind() == kind::XID
+        || e.query(crc)
+            .is_some_and(|(_, q)| q.trim().eq_ignore_ascii_case("COMMIT"))
 }
 
 enum Verdict {
@@ -237,12 +276,13 @@ impl Selector<'_> {
 fn select(
     segments: &[(SegmentInfo, PathBuf)],
     opts: &ReplayOptions,
-    out: &mut dyn Write,
-) -> Result<ReplayReport, ReplayError> {
+    out: &mut Vec<u8>,
+) -> Result<(ReplayReport, Vec<usize>), ReplayError> {
     let mut sel = Selector {
         opts,
         crc: false,
         report: ReplayReport::default(),
+        ends: Vec::new(),
     };
     let mut wrote_fde = false;
     let mut group: Option<Group> = None;
@@ -274,6 +314,16 @@ fn select(
                         out.write_all(&BINLOG_MAGIC)?;
                         out.write_all(&ev.0)?;
                         wrote_fde = true;
+                        if opts.progress.is_some() {
+                            let q = RawEvent::query_event(
+                                ev.timestamp(),
+                                ev.server_id(),
+                                ev.log_pos(),
+                                PROGRESS_DDL,
+                                sel.crc,
+                            );
+                            out.write_all(&q.0)?;
+                        }
                     }
                 }
                 kind::GTID => {
@@ -299,11 +349,11 @@ fn select(
     if let Some(g) = group.take() {
         apply(&mut sel, g, out)?;
     }
-    Ok(sel.report)
+    Ok((sel.report, sel.ends))
 }
 
 /// Judge one group and write it if chosen; false when replay must stop.
-fn apply(sel: &mut Selector<'_>, g: Group, out: &mut dyn Write) -> Result<bool, ReplayError> {
+fn apply(sel: &mut Selector<'_>, g: Group, out: &mut Vec<u8>) -> Result<bool, ReplayError> {
     if sel.report.stop_reached {
         return Ok(false);
     }
@@ -316,16 +366,40 @@ fn apply(sel: &mut Selector<'_>, g: Group, out: &mut dyn Write) -> Result<bool, 
             Ok(false)
         }
         Verdict::Apply(evs, last) => {
-            for e in &evs {
-                out.write_all(&e.0)?;
-            }
-            sel.report.transactions += 1;
-            sel.report.last_applied = Some(AppliedEvent {
+            let applied = AppliedEvent {
                 file,
                 end_pos: evs.last().map(|e| u64::from(e.log_pos())).unwrap_or(0),
                 gtid,
                 timestamp: ts,
+            };
+            let marker = sel.opts.progress.as_ref().map(|key| {
+                let at = evs.last().expect("a group has events");
+                RawEvent::query_event(
+                    ts,
+                    at.server_id(),
+                    at.log_pos(),
+                    &progress_sql(key, &applied),
+                    sel.crc,
+                )
             });
+            // Inside the transaction, just before its commit (XID or COMMIT); after a
+            // statement that commits by itself (DDL).
+            let split = match (&marker, evs.last()) {
+                (Some(_), Some(e)) if ends_transaction(e, sel.crc) => evs.len() - 1,
+                _ => evs.len(),
+            };
+            for e in &evs[..split] {
+                out.write_all(&e.0)?;
+            }
+            if let Some(m) = &marker {
+                out.write_all(&m.0)?;
+            }
+            for e in &evs[split..] {
+                out.write_all(&e.0)?;
+            }
+            sel.report.transactions += 1;
+            sel.ends.push(out.len());
+            sel.report.last_applied = Some(applied);
             if last {
                 sel.report.stop_reached = true;
             }
@@ -342,10 +416,11 @@ pub fn replay(
     let tool = find_tool(&opts.binlog_tool, &["mariadb-binlog", "mysqlbinlog"])?;
     let client = find_tool(&opts.client, &["mariadb", "mysql"])?;
     let mut stream = Vec::new();
-    let report = select(segments, opts, &mut stream)?;
+    let (report, ends) = select(segments, opts, &mut stream)?;
     if report.transactions == 0 {
         return Ok(report);
     }
+    let pause_after = test_pause_after();
     let mut bl = Command::new(&tool);
     bl.arg("--no-defaults").arg("--verify-binlog-checksum");
     if opts.skip_target_binlog {
@@ -377,7 +452,17 @@ pub fn replay(
         .spawn()
         .map_err(|e| ReplayError::Tool(format!("starting {}: {e}", client.display())))?;
     let mut bl_in = bl.stdin.take().expect("piped");
-    let feeder = std::thread::spawn(move || bl_in.write_all(&stream));
+    let feeder = std::thread::spawn(move || match pause_after {
+        Some(n) if n < ends.len() => {
+            // Test hook: feed the first n transactions, then hang (the test kills us).
+            bl_in.write_all(&stream[..ends[n.saturating_sub(1).min(ends.len() - 1)]])?;
+            bl_in.flush()?;
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+        _ => bl_in.write_all(&stream),
+    });
     let cl_res = cl.wait_with_output()?;
     let bl_res = bl.wait_with_output()?;
     let fed = feeder.join().unwrap_or(Ok(()));
@@ -385,6 +470,87 @@ pub fn replay(
     check_status(&client, &cl_res)?;
     fed?;
     Ok(report)
+}
+
+/// `MNBACKUP_TEST_REPLAY_PAUSE_AFTER=N` (tests only): feed N transactions, then hang until
+/// killed, so a test can interrupt a replay at a known point.
+fn test_pause_after() -> Option<usize> {
+    std::env::var("MNBACKUP_TEST_REPLAY_PAUSE_AFTER")
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Where a progress-recording replay under `key` stands on the target, read through the
+/// client (`None`: nothing applied yet under this key).
+pub fn applied_on_target(
+    opts: &ReplayOptions,
+    key: &str,
+) -> Result<Option<AppliedEvent>, ReplayError> {
+    let sql = format!(
+        "{PROGRESS_DDL}; SELECT file, end_pos, IFNULL(gtid, ''), ts FROM {PROGRESS_TABLE} WHERE \
+         replay_key = {}",
+        lit(key)
+    );
+    let out = run_client(opts, &sql)?;
+    let line = out.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let f: Vec<&str> = line.split('\t').collect();
+    let bad = || {
+        ReplayError::Tool(format!(
+            "unexpected progress row in {PROGRESS_TABLE}: {line:?}"
+        ))
+    };
+    if f.len() != 4 {
+        return Err(bad());
+    }
+    Ok(Some(AppliedEvent {
+        file: f[0].to_string(),
+        end_pos: f[1].parse().map_err(|_| bad())?,
+        gtid: if f[2].is_empty() {
+            None
+        } else {
+            Some(f[2].parse().map_err(|_| bad())?)
+        },
+        timestamp: f[3].parse().map_err(|_| bad())?,
+    }))
+}
+
+/// Forget the progress of `key` on the target (the replay finished, or starts afresh); drops
+/// the table when no other replay's row is left.
+pub fn clear_progress(opts: &ReplayOptions, key: &str) -> Result<(), ReplayError> {
+    let sql = format!(
+        "{PROGRESS_DDL}; DELETE FROM {PROGRESS_TABLE} WHERE replay_key = {}; SELECT COUNT(*) FROM \
+         {PROGRESS_TABLE}",
+        lit(key)
+    );
+    if run_client(opts, &sql)?.trim() == "0" {
+        run_client(opts, &format!("DROP TABLE IF EXISTS {PROGRESS_TABLE}"))?;
+    }
+    Ok(())
+}
+
+/// Run `sql` with the client; its tab-separated output.
+fn run_client(opts: &ReplayOptions, sql: &str) -> Result<String, ReplayError> {
+    let client = find_tool(&opts.client, &["mariadb", "mysql"])?;
+    let mut cl = Command::new(&client);
+    if let Some(p) = &opts.password {
+        cl.env("MYSQL_PWD", p);
+    }
+    let out = cl
+        .arg("--no-defaults")
+        .args(&opts.client_args)
+        .arg("--batch")
+        .arg("--skip-column-names")
+        .arg("-e")
+        .arg(sql)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| ReplayError::Tool(format!("starting {}: {e}", client.display())))?;
+    check_status(&client, &out)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn check_status(tool: &Path, out: &std::process::Output) -> Result<(), ReplayError> {

@@ -44,6 +44,13 @@ pub trait SegmentSink: Send {
     /// Store one finished segment (`data` is a complete binlog file). A segment is only
     /// considered shipped once this returns `Ok`; capture resumes after the last shipped one.
     fn put_segment(&mut self, info: &SegmentInfo, data: &[u8]) -> anyhow::Result<()>;
+
+    /// A chain-breaking gap seen while following (a server restart after a crash), after the
+    /// segments before it were stored. A continuous follower records it at once; the default
+    /// does nothing (a `--once` run records the gaps of its outcome when it commits).
+    fn note_gap(&mut self, _gap: &super::gaps::Gap) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Writes `NNNNNNNN-<server file>-<first pos>.binlog` and a `.json` beside it with the

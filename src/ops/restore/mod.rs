@@ -49,6 +49,9 @@ pub struct RestoreSession<'a> {
     lock: Option<Lock>,
     started: chrono::DateTime<chrono::Utc>,
     t0: Instant,
+    /// Keep the journal after a successful run (a binlog replay follows; the caller removes
+    /// it when that finished).
+    pub keep_journal: bool,
 }
 
 /// The plan of a session (for `--plan`).
@@ -139,10 +142,16 @@ pub fn open<'a>(
         lock,
         started: chrono::Utc::now(),
         t0: Instant::now(),
+        keep_journal: false,
     })
 }
 
 impl RestoreSession<'_> {
+    /// The restore's journal (shared with the run).
+    pub fn journal(&self) -> Arc<Mutex<Journal>> {
+        self.journal.clone()
+    }
+
     /// The preflight checks, in order: the snapshot, each component, the management service.
     pub fn preflight(&mut self) -> Result<Vec<Preflight>> {
         let e = renv(self.env, &self.manifest, &self.req);
@@ -306,7 +315,7 @@ impl RestoreSession<'_> {
             0
         };
         report.ok = report.exit_code == 0;
-        if report.ok || report.exit_code == EXIT_INCOMPLETE {
+        if (report.ok || report.exit_code == EXIT_INCOMPLETE) && !self.keep_journal {
             journal.lock().expect("journal").remove()?;
         }
         drop(self.lock.take());

@@ -69,6 +69,9 @@ pub(super) fn run(c: &Mariadb, env: &RestoreEnv, report: &mut RestoreReport) -> 
             }
         }
         conn.disconnect().await.ok();
+        if let Some(hook) = &env.req.after_drill_load {
+            report.notes.push((hook.0)(&renames)?);
+        }
         Ok(())
     });
     // The drop step: always.
