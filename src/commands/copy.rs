@@ -9,7 +9,7 @@ use crate::ui::{bytes, SnapshotProgress};
 
 pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<i32> {
     let src = ctx.open_repo()?;
-    let dst = ctx.open_location(&args.to)?;
+    let dst = ctx.open_dest(&args.to)?;
     if src.config.id == dst.config.id {
         return Err(crate::error::usage(format!(
             "{} and {} are the same repository (id {}); copy needs a second one",

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{se, ObjectType, Repo, DAMAGED, OBJECTS, OBJECT_MAGIC};
+use super::{se, ObjectType, Repo, DAMAGED, OBJECTS};
 use crate::error::integrity;
 use crate::model::{chain, check_object_id, Manifest, MAX_OBJECT};
 use crate::store::StoreError;
@@ -64,18 +64,14 @@ impl Repo {
     /// and not recorded as damaged; otherwise it is replaced by the new bytes (which hash to the
     /// name by construction), so a damaged object is repaired by the next write of its content.
     pub fn put_object(&self, ty: ObjectType, payload: &[u8]) -> Result<(String, u64, bool)> {
-        let mut bytes = Vec::with_capacity(payload.len() + 6);
-        bytes.extend_from_slice(OBJECT_MAGIC);
-        bytes.push(1);
-        bytes.push(ty.byte());
-        bytes.extend_from_slice(payload);
-        let id = blake3::hash(&bytes).to_hex().to_string();
+        let id = self.object_id(ty, payload)?;
+        let size = self.object_stored_size(payload.len());
         let key = object_key(&id)?;
         let existed = match self.store.stat(&key) {
             Err(StoreError::NotFound(_)) => false,
             _ => {
-                if self.object_good(&id, bytes.len() as u64) {
-                    return Ok((id, bytes.len() as u64, false));
+                if self.object_good(&id, size) {
+                    return Ok((id, size, false));
                 }
                 tracing::info!("object {id} was damaged; writing it again");
                 true
@@ -87,6 +83,8 @@ impl Repo {
                 let _ = self.store.delete(&key);
             }
         }
+        // Sealed only when written: an object that exists costs no encryption.
+        let (_, bytes) = self.encode_object(ty, payload)?;
         self.store.put_replace(&key, &bytes).map_err(se)?;
         if let Ok(Some(k)) = self.store.stat(&key).map(|m| m.identity) {
             self.verified.lock().unwrap().insert(id.clone(), k);
@@ -121,7 +119,7 @@ impl Repo {
         let good = self
             .store
             .get(&key, size)
-            .map(|b| b.len() as u64 == size && blake3::hash(&b).to_hex().as_str() == id)
+            .map(|b| b.len() as u64 == size && self.object_bytes_good(id, &b))
             .unwrap_or(false);
         if let (true, Some(k)) = (good, meta.identity) {
             self.verified.lock().unwrap().insert(id.to_string(), k);
@@ -201,23 +199,14 @@ impl Repo {
             }
             Err(e) => return Err(se(e)).with_context(|| format!("reading object {id}")),
         };
-        let actual = blake3::hash(&bytes).to_hex().to_string();
-        if actual != id {
-            return Err(integrity(format!(
-                "object {id} is damaged (its content hashes to {actual})"
-            )));
-        }
-        if bytes.len() < 6 || &bytes[..4] != OBJECT_MAGIC || bytes[4] != 1 {
-            return Err(integrity(format!("object {id} has no valid header")));
-        }
-        let ty = ObjectType::from_byte(bytes[5]);
+        let (ty, payload) = self.decode_object(id, &bytes)?;
         if ty != Some(expect) {
             return Err(integrity(format!(
                 "object {id} is a {:?} object where a {expect:?} object was expected",
                 ty
             )));
         }
-        Ok(bytes[6..].to_vec())
+        Ok(payload)
     }
 
     /// Size of an object, or None when it is missing.
