@@ -53,7 +53,11 @@ fn tree(src: &Path) {
     }
     key.push_str("-----END OPENSSH PRIVATE KEY-----\n");
     fs::write(src.join("etc/ssh/id_rsa"), &key).unwrap();
-    fs::set_permissions(src.join("etc/ssh/id_rsa"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(
+        src.join("etc/ssh/id_rsa"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     fs::write(
         src.join("etc/zstack.properties"),
         format!("DB.password={SECRET}\n"),
@@ -105,7 +109,10 @@ fn no_trace_of_a_secret_in_the_pool_or_the_cache() {
     let pc = config(t.path().join("plain.toml"), &plain_cache);
     let pcs = pc.to_str().unwrap();
     ok(&plain, &["-c", pcs, "init", "--no-encryption"]);
-    ok(&plain, &["-c", pcs, "snapshot", "--only-files", "--files", s]);
+    ok(
+        &plain,
+        &["-c", pcs, "snapshot", "--only-files", "--files", s],
+    );
     assert!(
         !hits(&[&plain], &needles).is_empty(),
         "the scan finds nothing even in an unencrypted repository: it proves nothing"
@@ -124,7 +131,10 @@ fn no_trace_of_a_secret_in_the_pool_or_the_cache() {
     assert!(found.is_empty(), "{found:?}");
     // The bytes come back.
     let out = t.path().join("out");
-    ok(&repo, &["-c", cs, "export", "latest", out.to_str().unwrap()]);
+    ok(
+        &repo,
+        &["-c", cs, "export", "latest", out.to_str().unwrap()],
+    );
     let back = files_under(&out)
         .into_iter()
         .find(|p| p.ends_with("etc/ssh/id_rsa"))
@@ -176,7 +186,10 @@ fn manifests_and_objects_of_another_repository_are_refused() {
     assert!(swapped > 0, "no object of A has the size of one of B");
     let o = mnb(&b4, &["verify", "--read-data"]);
     assert_eq!(code(&o), Some(5), "{}", stderr(&o));
-    let o = mnb(&b4, &["export", "latest", t.path().join("x").to_str().unwrap()]);
+    let o = mnb(
+        &b4,
+        &["export", "latest", t.path().join("x").to_str().unwrap()],
+    );
     assert_eq!(code(&o), Some(5), "{}", stderr(&o));
     // B itself is intact.
     ok(&b, &["verify", "--read-data"]);
@@ -200,19 +213,30 @@ fn wrong_or_missing_passphrase_exits_11_and_says_what_to_do() {
     let o = run_env(&repo, &["list"], &[("MNBACKUP_PASSWORD", "nope")], None);
     assert_eq!(code(&o), Some(11), "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains("wrong passphrase") && e.contains("MNBACKUP_PASSWORD_FILE"), "{e}");
+    assert!(
+        e.contains("wrong passphrase") && e.contains("MNBACKUP_PASSWORD_FILE"),
+        "{e}"
+    );
     let o = run_env(&repo, &["list"], &[], None);
     assert_eq!(code(&o), Some(11), "{}", stderr(&o));
     assert!(stderr(&o).contains("no passphrase"), "{}", stderr(&o));
     // A passphrase file and a command work; the file's newline is not part of it.
     let pf = t.path().join("pw");
     fs::write(&pf, format!("{PASSWORD}\n")).unwrap();
-    let o = run_env(&repo, &["list"], &[("MNBACKUP_PASSWORD_FILE", pf.to_str().unwrap())], None);
+    let o = run_env(
+        &repo,
+        &["list"],
+        &[("MNBACKUP_PASSWORD_FILE", pf.to_str().unwrap())],
+        None,
+    );
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     let cfg = t.path().join("c.toml");
     fs::write(
         &cfg,
-        format!("[repository]\npassword_command = \"cat {}\"\n", pf.display()),
+        format!(
+            "[repository]\npassword_command = \"cat {}\"\n",
+            pf.display()
+        ),
     )
     .unwrap();
     let o = run_env(&repo, &["-c", cfg.to_str().unwrap(), "list"], &[], None);
@@ -221,7 +245,12 @@ fn wrong_or_missing_passphrase_exits_11_and_says_what_to_do() {
     let cred = t.path().join("cred");
     fs::create_dir_all(&cred).unwrap();
     fs::copy(&pf, cred.join("mnbackup-password")).unwrap();
-    let o = run_env(&repo, &["list"], &[("CREDENTIALS_DIRECTORY", cred.to_str().unwrap())], None);
+    let o = run_env(
+        &repo,
+        &["list"],
+        &[("CREDENTIALS_DIRECTORY", cred.to_str().unwrap())],
+        None,
+    );
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     // init without a passphrase refuses (and creates nothing).
     let r2 = t.path().join("r2");
@@ -232,7 +261,12 @@ fn wrong_or_missing_passphrase_exits_11_and_says_what_to_do() {
 }
 
 fn key_ids(repo: &Path, pw: &str) -> Vec<String> {
-    let o = run_env(repo, &["--json", "key", "list"], &[("MNBACKUP_PASSWORD", pw)], None);
+    let o = run_env(
+        repo,
+        &["--json", "key", "list"],
+        &[("MNBACKUP_PASSWORD", pw)],
+        None,
+    );
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     v.as_array()
@@ -252,25 +286,41 @@ fn key_add_list_remove_passwd_export_round_trip() {
     let o = run_env(
         &repo,
         &["key", "add"],
-        &[("MNBACKUP_PASSWORD", PASSWORD), ("MNBACKUP_NEW_PASSWORD", "two")],
+        &[
+            ("MNBACKUP_PASSWORD", PASSWORD),
+            ("MNBACKUP_NEW_PASSWORD", "two"),
+        ],
         None,
     );
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     assert_eq!(key_ids(&repo, "two").len(), 2);
     // Remove the first key (opened with the second); the last one is refused.
-    let o = run_env(&repo, &["key", "remove", &first[0]], &[("MNBACKUP_PASSWORD", "two")], None);
+    let o = run_env(
+        &repo,
+        &["key", "remove", &first[0]],
+        &[("MNBACKUP_PASSWORD", "two")],
+        None,
+    );
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     let o = run_env(&repo, &["list"], &[("MNBACKUP_PASSWORD", PASSWORD)], None);
     assert_eq!(code(&o), Some(11), "the removed key still opens");
     let only = key_ids(&repo, "two");
-    let o = run_env(&repo, &["key", "remove", &only[0]], &[("MNBACKUP_PASSWORD", "two")], None);
+    let o = run_env(
+        &repo,
+        &["key", "remove", &only[0]],
+        &[("MNBACKUP_PASSWORD", "two")],
+        None,
+    );
     assert_eq!(code(&o), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("last key"), "{}", stderr(&o));
     // passwd: the old passphrase no longer opens, the new one does.
     let o = run_env(
         &repo,
         &["key", "passwd"],
-        &[("MNBACKUP_PASSWORD", "two"), ("MNBACKUP_NEW_PASSWORD", "three")],
+        &[
+            ("MNBACKUP_PASSWORD", "two"),
+            ("MNBACKUP_NEW_PASSWORD", "three"),
+        ],
         None,
     );
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
@@ -278,7 +328,12 @@ fn key_add_list_remove_passwd_export_round_trip() {
     assert_eq!(code(&o), Some(11));
     assert_eq!(key_ids(&repo, "three").len(), 1);
     // The paper key adds a passphrase when every other is lost.
-    let o = run_env(&repo, &["key", "export"], &[("MNBACKUP_PASSWORD", "three")], None);
+    let o = run_env(
+        &repo,
+        &["key", "export"],
+        &[("MNBACKUP_PASSWORD", "three")],
+        None,
+    );
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     let paper = String::from_utf8(o.stdout).unwrap();
     assert!(paper.starts_with("MNBACKUP-PAPER-KEY-1 "), "{paper}");
@@ -320,11 +375,18 @@ fn unencrypted_and_v1_repositories_still_work_and_say_so() {
             .into_iter()
             .find(|p| p.ends_with("etc/ssh/id_rsa"))
             .unwrap();
-        assert_eq!(fs::read(back).unwrap(), fs::read(src.join("etc/ssh/id_rsa")).unwrap());
+        assert_eq!(
+            fs::read(back).unwrap(),
+            fs::read(src.join("etc/ssh/id_rsa")).unwrap()
+        );
         let o = mnb(&repo, &["check"]);
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
         assert!(text.contains("NOT encrypted"), "{name}: {text}");
-        assert_ne!(code(&o), Some(0), "{name}: an unencrypted repository is a finding");
+        assert_ne!(
+            code(&o),
+            Some(0),
+            "{name}: an unencrypted repository is a finding"
+        );
         if name == "v1" {
             for f in files_under(&repo.join("objects")) {
                 let b = fs::read(&f).unwrap();

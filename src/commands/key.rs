@@ -67,7 +67,11 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<i32> {
                 println!("{}", serde_json::to_string(&v)?);
             } else {
                 for (id, f) in &keys {
-                    let mark = if Some(id) == repo.key_id.as_ref() { "*" } else { " " };
+                    let mark = if Some(id) == repo.key_id.as_ref() {
+                        "*"
+                    } else {
+                        " "
+                    };
                     match f {
                         Ok(f) => println!(
                             "{mark} {id}  {}  {}  argon2id m={} KiB t={}",
@@ -96,7 +100,10 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<i32> {
         }
         KeyCommand::Passwd => {
             let repo = open(ctx, false)?;
-            let old = repo.key_id.clone().context("no key opened the repository")?;
+            let old = repo
+                .key_id
+                .clone()
+                .context("no key opened the repository")?;
             let pass = password::new("for this key")?;
             let _l = repo.lock(true, "key passwd", wait)?;
             let id = repo.add_key(pass.as_bytes())?;

@@ -30,10 +30,12 @@ fn key_err(msg: String) -> anyhow::Error {
 }
 
 fn read_file(p: &Path) -> Result<Secret> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(p)
-            .map_err(|e| key_err(format!("cannot read the passphrase file {}: {e}", p.display())))?,
-    );
+    let text = Zeroizing::new(std::fs::read_to_string(p).map_err(|e| {
+        key_err(format!(
+            "cannot read the passphrase file {}: {e}",
+            p.display()
+        ))
+    })?);
     let line = Zeroizing::new(text.lines().next().unwrap_or("").to_string());
     if line.is_empty() {
         return Err(key_err(format!(
@@ -133,7 +135,9 @@ pub fn new(what: &str) -> Result<Secret> {
         let a = prompt(&format!("new passphrase {what}"))?;
         let b = prompt("the same passphrase again")?;
         if a != b {
-            return Err(crate::error::usage("the two passphrases differ; nothing was changed"));
+            return Err(crate::error::usage(
+                "the two passphrases differ; nothing was changed",
+            ));
         }
         if a.is_empty() {
             return Err(crate::error::usage("an empty passphrase is refused"));

@@ -225,7 +225,12 @@ fn copy_resealed(
     let sizes: HashMap<String, u64> = src.all_objects()?.into_iter().collect();
     progress.phase(
         "copy",
-        Some(needed.iter().map(|id| sizes.get(id).copied().unwrap_or(0)).sum()),
+        Some(
+            needed
+                .iter()
+                .map(|id| sizes.get(id).copied().unwrap_or(0))
+                .sum(),
+        ),
     );
     let have: HashSet<String> = dst.all_objects()?.into_iter().map(|(id, _)| id).collect();
     let mut map: HashMap<String, (String, u64)> = HashMap::new();
@@ -282,7 +287,9 @@ fn remap(m: &mut crate::model::Manifest, map: &HashMap<String, (String, u64)>) -
                 ..
             } => (object, stored, Some(base)),
         };
-        let (n, s) = map.get(object.as_str()).context("an object was not copied")?;
+        let (n, s) = map
+            .get(object.as_str())
+            .context("an object was not copied")?;
         *object = n.clone();
         *stored = *s;
         if let Some(b) = base {
@@ -294,7 +301,9 @@ fn remap(m: &mut crate::model::Manifest, map: &HashMap<String, (String, u64)>) -
         for p in &mut item.pieces {
             piece(&mut p.piece, map)?;
             if let Some(sig) = &mut p.sig {
-                let (n, s) = map.get(sig.as_str()).context("a signature was not copied")?;
+                let (n, s) = map
+                    .get(sig.as_str())
+                    .context("a signature was not copied")?;
                 *sig = n.clone();
                 if p.sig_size.is_some() {
                     p.sig_size = Some(*s);

@@ -74,7 +74,10 @@ impl MasterKey {
 /// The id key of an unencrypted v2 repository: derived from its id (not a secret; it keeps the
 /// id scheme of both kinds of v2 repository the same).
 pub fn plain_id_key(repo_id: &str) -> [u8; 32] {
-    blake3::derive_key("mnbackup v2 object id key (unencrypted repository)", repo_id.as_bytes())
+    blake3::derive_key(
+        "mnbackup v2 object id key (unencrypted repository)",
+        repo_id.as_bytes(),
+    )
 }
 
 /// Seal `plain`: a random nonce, then the ciphertext with its tag.
@@ -151,7 +154,12 @@ fn key_aad(repo_id: &str) -> Vec<u8> {
 
 impl KeyFile {
     /// Wrap `master` by `passphrase` for repository `repo_id`.
-    pub fn wrap(master: &MasterKey, passphrase: &[u8], repo_id: &str, host: &str) -> Result<KeyFile> {
+    pub fn wrap(
+        master: &MasterKey,
+        passphrase: &[u8],
+        repo_id: &str,
+        host: &str,
+    ) -> Result<KeyFile> {
         let p = default_params();
         let salt: [u8; 16] = rand::random();
         let k = kek(passphrase, &salt, p.m_cost(), p.t_cost(), p.p_cost())?;
@@ -210,7 +218,10 @@ pub fn parse_paper_key(text: &str) -> Result<(String, MasterKey)> {
     if words.next() != Some(PAPER_PREFIX) {
         anyhow::bail!("it does not start with `{PAPER_PREFIX}`");
     }
-    let repo_id = words.next().context("no repository id after the prefix")?.to_string();
+    let repo_id = words
+        .next()
+        .context("no repository id after the prefix")?
+        .to_string();
     let digits: Zeroizing<String> = Zeroizing::new(words.collect::<String>().to_ascii_lowercase());
     if digits.len() != 136 {
         anyhow::bail!("it has {} hex digits of key, expected 136", digits.len());
@@ -244,7 +255,10 @@ mod tests {
     fn key_file_and_paper_key_round_trip() {
         let k = MasterKey::random();
         let f = KeyFile::wrap(&k, b"pw", "r1", "h").unwrap();
-        assert_eq!(f.unwrap_key(b"pw", "r1").unwrap().unwrap().to_bytes(), k.to_bytes());
+        assert_eq!(
+            f.unwrap_key(b"pw", "r1").unwrap().unwrap().to_bytes(),
+            k.to_bytes()
+        );
         assert!(f.unwrap_key(b"other", "r1").unwrap().is_none());
         assert!(f.unwrap_key(b"pw", "r2").unwrap().is_none());
         let p = paper_key(&k, "r1");
@@ -253,7 +267,9 @@ mod tests {
         let first = p.find('\n').unwrap() + 1;
         let mut typo = p.as_bytes().to_vec();
         typo[first] = if typo[first] == b'0' { b'1' } else { b'0' };
-        let e = parse_paper_key(std::str::from_utf8(&typo).unwrap()).err().unwrap();
+        let e = parse_paper_key(std::str::from_utf8(&typo).unwrap())
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("checksum"), "{e}");
     }
 }

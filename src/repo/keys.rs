@@ -16,7 +16,11 @@ use crate::store::StoreError;
 const MAX_KEY_FILE: u64 = 64 << 10;
 
 fn key_key(id: &str) -> Result<String> {
-    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    if id.len() != 16
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         return Err(crate::error::usage(format!(
             "`{}` is not a key id (16 hex digits; `mnbackup key list` shows them)",
             id.escape_debug()

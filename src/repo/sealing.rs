@@ -71,10 +71,8 @@ pub(crate) fn check_marker_encryption(store: &Arc<dyn Backend>, c: &RepoConfig) 
         ))),
         (_, Some(crypto::XCHACHA)) if c.key_check.is_some() => Ok(()),
         (_, Some(crypto::NONE)) => {
-            let keys = store.has_dir(KEYS)
-                && store
-                    .list(&format!("{KEYS}/"))
-                    .is_ok_and(|l| !l.is_empty());
+            let keys =
+                store.has_dir(KEYS) && store.list(&format!("{KEYS}/")).is_ok_and(|l| !l.is_empty());
             if keys {
                 return Err(crate::error::unsafe_content(format!(
                     "the marker of {loc} says the repository is unencrypted, but it has key \
@@ -127,7 +125,9 @@ impl Repo {
             (_, false) => "format v2: NOT encrypted (created with --no-encryption; anyone who \
                            can read the pool reads the backups)"
                 .into(),
-            (_, true) => "format v2: encrypted (XChaCha20-Poly1305, keys wrapped by Argon2id)".into(),
+            (_, true) => {
+                "format v2: encrypted (XChaCha20-Poly1305, keys wrapped by Argon2id)".into()
+            }
         }
     }
 
@@ -163,7 +163,11 @@ impl Repo {
     /// The id and stored bytes of an object.
     pub fn encode_object(&self, ty: ObjectType, payload: &[u8]) -> Result<(String, Vec<u8>)> {
         let id = self.object_id(ty, payload)?;
-        let version = if matches!(self.sealing, Sealing::V1) { 1 } else { 2 };
+        let version = if matches!(self.sealing, Sealing::V1) {
+            1
+        } else {
+            2
+        };
         let header = [
             OBJECT_MAGIC[0],
             OBJECT_MAGIC[1],
@@ -189,7 +193,11 @@ impl Repo {
     /// done with the content), the id of the plain content. Returns the type and the payload;
     /// every failure is an integrity error.
     pub fn decode_object(&self, id: &str, bytes: &[u8]) -> Result<(Option<ObjectType>, Vec<u8>)> {
-        let version = if matches!(self.sealing, Sealing::V1) { 1 } else { 2 };
+        let version = if matches!(self.sealing, Sealing::V1) {
+            1
+        } else {
+            2
+        };
         if let Sealing::V1 = self.sealing {
             let actual = blake3::hash(bytes).to_hex().to_string();
             if actual != id {
@@ -277,12 +285,14 @@ impl Repo {
         let mut aad = bytes[..6].to_vec();
         aad.extend_from_slice(key.as_bytes());
         let z = match (&self.sealing, bytes[5]) {
-            (Sealing::Key(k), b'X') => crypto::open(&k.enc, &aad, &bytes[6..]).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "its authentication tag does not match (changed bytes, or a manifest \
+            (Sealing::Key(k), b'X') => {
+                crypto::open(&k.enc, &aad, &bytes[6..]).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "its authentication tag does not match (changed bytes, or a manifest \
                      moved from another snapshot or repository)"
-                )
-            })?,
+                    )
+                })?
+            }
             (Sealing::Plain(idk), b'N') if bytes.len() >= 38 => {
                 let mut h = blake3::Hasher::new_keyed(idk);
                 h.update(&aad);

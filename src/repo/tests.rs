@@ -401,7 +401,10 @@ fn format_v2_seals_objects_and_manifests() {
     let m = snapshot(&repo, None, &[("f", secret)]);
     for (k, _) in store.list("").unwrap() {
         let b = store.get(&k, 1 << 20).unwrap();
-        assert!(!b.windows(10).any(|w| w == &secret[..10]), "{k} holds the secret");
+        assert!(
+            !b.windows(10).any(|w| w == &secret[..10]),
+            "{k} holds the secret"
+        );
     }
     let mk = format!("snapshots/{}.json", m.id);
     assert!(store.get(&mk, 1 << 20).unwrap().starts_with(b"MNBM\x02X"));

@@ -205,7 +205,8 @@ pub const PASSWORD: &str = "mnbackup-test-passphrase";
 pub fn open_lib(repo: &Path) -> mnbackup::repo::Repo {
     let mut r = mnbackup::repo::Repo::open(repo).expect("open the repository");
     if r.encrypted() {
-        r.unlock(PASSWORD.as_bytes()).expect("unlock the repository");
+        r.unlock(PASSWORD.as_bytes())
+            .expect("unlock the repository");
     }
     r
 }
