@@ -162,12 +162,13 @@ pub fn for_init(ctx: &Ctx, location: &str) -> Result<Secret> {
     if configured || !std::io::stdin().is_terminal() {
         return current(ctx, location, false).map_err(|e| {
             if crate::error::exit_code(&e) == crate::error::EXIT_KEY && !configured {
-                key_err(format!(
+                key_err(
                     "init creates an encrypted repository and needs a passphrase: set \
                      MNBACKUP_PASSWORD_FILE (or [repository] password_file / password_command, \
                      or MNBACKUP_PASSWORD), or run on a terminal; `init --no-encryption` creates \
                      an unencrypted one (not recommended: docs/security.md)"
-                ))
+                        .into(),
+                )
             } else {
                 e
             }
