@@ -77,6 +77,8 @@ for arch in x86_64 aarch64; do
 
   repo="$work/repo-$arch"
   export_dir="$work/export-$arch"
+  # init encrypts (format v2) and reads the passphrase from the environment when not on a tty.
+  export MNBACKUP_PASSWORD="release-check-passphrase"
   "${run[@]}" -c "$work/mnbackup.toml" -r "$repo" init >/dev/null
   "${run[@]}" -c "$work/mnbackup.toml" -r "$repo" -q snapshot --only-files --files "$src/etc"
   "${run[@]}" -c "$work/mnbackup.toml" -r "$repo" export latest "$export_dir" >/dev/null

@@ -40,17 +40,32 @@ pub struct Cli {
 
 pub const EXIT_CODES: &str = "Exit codes: 0 ok; 1 failed; 2 bad usage or configuration; 3 no repository at the \
 path (not initialised or pool not mounted); 4 repository locked; 5 damaged or missing data; 6 unsafe \
-repository content (path traversal, absurd sizes); 7 out of space. verify, restore and status add their own \
+repository content (path traversal, absurd sizes); 7 out of space; 11 wrong or missing passphrase of an \
+encrypted repository. verify, restore and status add their own \
 (see `mnbackup help verify`).";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a new repository (the only command that creates one).
+    /// Create a new repository (the only command that creates one): format v2, encrypted with a
+    /// passphrase from MNBACKUP_PASSWORD_FILE, [repository] password_file / password_command,
+    /// MNBACKUP_PASSWORD, or asked on a terminal.
     Init {
+        /// Create an unencrypted repository (anyone who can read the pool reads the backups).
+        #[arg(long)]
+        no_encryption: bool,
+        /// Create a format v1 repository (unencrypted), readable by the first release.
+        #[arg(long, hide = true)]
+        format_v1: bool,
         /// Write every object as its own file, as the first release did, instead of packing
         /// small objects together (packs make many small files much cheaper to back up).
         #[arg(long)]
         no_packs: bool,
+    },
+    /// Keys of an encrypted repository: list, add, remove, change the passphrase, export the
+    /// master key as a paper key.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
     },
     /// Take a snapshot of the configured sources now.
     Snapshot(SnapshotArgs),
@@ -188,6 +203,28 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List the key files (id, host, creation time); `*` marks the one that opened.
+    List,
+    /// Add a key with a new passphrase (MNBACKUP_NEW_PASSWORD_FILE, MNBACKUP_NEW_PASSWORD, or
+    /// asked). With --from-paper-key the repository is opened with the paper key read from
+    /// stdin instead of a passphrase (the recovery when every passphrase is lost).
+    Add {
+        #[arg(long)]
+        from_paper_key: bool,
+    },
+    /// Remove a key file (never the last one).
+    Remove {
+        /// The key id (`mnbackup key list`).
+        id: String,
+    },
+    /// Change the passphrase: add a key with the new passphrase, remove the one that opened.
+    Passwd,
+    /// Print the master key as a paper key (keep it off the node: print it, store it in a safe).
+    Export,
 }
 
 #[derive(Debug, Subcommand)]

@@ -408,6 +408,12 @@ pub struct RepositoryConfig {
     /// `[repository.s3]`: endpoint and credentials of an object-store repository
     /// (`s3://`, `oss://`, `cos://`, `obs://`, `webdav://`, `sftp://`), also used by `copy`.
     pub s3: ObjectStoreConfig,
+    /// A file holding the passphrase of an encrypted repository (first line; 0600, root's).
+    /// `MNBACKUP_PASSWORD_FILE` overrides it.
+    pub password_file: Option<PathBuf>,
+    /// A command printing the passphrase (run with `sh -c`; its output, trimmed, is the
+    /// passphrase), e.g. a secret store's client.
+    pub password_command: Option<String>,
 }
 
 impl Default for RepositoryConfig {
@@ -419,6 +425,8 @@ impl Default for RepositoryConfig {
             lock_wait_seconds: 0,
             host: None,
             s3: ObjectStoreConfig::default(),
+            password_file: None,
+            password_command: None,
         }
     }
 }

@@ -32,6 +32,9 @@ pub const EXIT_MISMATCH: i32 = 9;
 /// source could not capture (or restore) everything; the gaps are listed.
 pub const EXIT_INCOMPLETE: i32 = 10;
 
+/// Exit code: an encrypted repository could not be unlocked: wrong passphrase, or none given.
+pub const EXIT_KEY: i32 = 11;
+
 /// An error whose kind decides the exit code. The message says what happened and what to do.
 #[derive(Debug, Error)]
 pub enum MnError {
@@ -47,6 +50,8 @@ pub enum MnError {
     Unsafe(String),
     #[error("{0}")]
     NoSpace(String),
+    #[error("{0}")]
+    Key(String),
 }
 
 impl MnError {
@@ -59,6 +64,7 @@ impl MnError {
             MnError::Integrity(_) => EXIT_INTEGRITY,
             MnError::Unsafe(_) => EXIT_UNSAFE,
             MnError::NoSpace(_) => EXIT_NO_SPACE,
+            MnError::Key(_) => EXIT_KEY,
         }
     }
 }

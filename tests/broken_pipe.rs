@@ -69,6 +69,7 @@ fn show_and_cat_into_a_closed_pipe_end_quietly() {
 
     // The process itself ends by SIGPIPE, like cat, never by a panic (exit 101).
     let mut child = Command::new(bin())
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .arg("-r")
         .arg(&repo)
         .args(["show", &id])

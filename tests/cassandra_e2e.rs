@@ -12,6 +12,7 @@ use mnbackup_fixtures::cassandra as fx;
 
 fn mnb(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mnbackup"))
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .args(args)
         .env_remove("MNBACKUP_REPO")
         .env_remove("MNBACKUP_CONFIG")

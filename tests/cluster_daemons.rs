@@ -66,6 +66,7 @@ lease_seconds = {LEASE}
 }
 fn start(cfg: &Path, log: &Path) -> Child {
     Command::new(bin())
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .arg("-c")
         .arg(cfg)
         .arg("daemon")

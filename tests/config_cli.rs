@@ -9,6 +9,7 @@ use std::process::Command;
 
 fn run(args: &[&str]) -> std::process::Output {
     Command::new(common::bin())
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .args(args)
         .env_remove("MNBACKUP_CONFIG")
         .env_remove("MNBACKUP_REPO")

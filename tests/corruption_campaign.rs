@@ -37,9 +37,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn body(p: &Path) -> Option<serde_json::Value> {
-    let b = fs::read(p).ok()?;
-    let nl = b.iter().position(|&c| c == b'\n')?;
-    serde_json::from_slice(&b[nl + 1..]).ok()
+    manifest_body(p)
 }
 
 /// Data objects and signature objects a manifest references.
@@ -158,7 +156,7 @@ fn campaign(trials: u32, seed: u64) -> Tally {
         // Manifests that no longer load, and the objects only they know about.
         let mut unreadable_objects = BTreeSet::new();
         for (m, d, sg) in &per_manifest {
-            let loads = mnbackup::repo::decode_manifest(&fs::read(m).unwrap_or_default()).is_ok();
+            let loads = manifest_loads(m);
             if !loads {
                 unreadable_objects.extend(d.iter().cloned());
                 unreadable_objects.extend(sg.iter().cloned());

@@ -62,6 +62,7 @@ grace_seconds = 1
     .unwrap();
     let log = t.path().join("daemon.log");
     let mut child = Command::new(bin())
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .arg("-c")
         .arg(&cfg)
         .arg("daemon")

@@ -37,6 +37,7 @@ fn run_and_kill(args: &[&str], delay: Duration) -> bool {
 /// finished before `delay`.
 fn run_and_kill_timed(args: &[&str], delay: Duration) -> Option<Duration> {
     let mut child = Command::new(bin())
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -149,6 +150,7 @@ fn two_snapshots_at_once_one_refuses() {
     let r = repo.to_str().unwrap();
     let s = src.to_str().unwrap();
     let mut first = Command::new(bin())
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .args(["-q", "-r", r, "snapshot", "--files", s])
         .spawn()
         .unwrap();
@@ -318,7 +320,7 @@ fn absurd_sizes_and_expanding_deltas_are_rejected_before_writing() {
             .into_iter()
             .next()
             .unwrap();
-        fs::read_to_string(f).unwrap()
+        manifest_body(&f).unwrap().to_string()
     };
     if v.contains("\"enc\":\"delta\"") {
         shrunk = true;

@@ -5,6 +5,7 @@ use std::process::Command;
 
 fn grants(version: &str) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_mnbackup"))
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .args(["grants", "--user", "bk", "--server-version", version])
         .env_remove("MNBACKUP_CONFIG")
         .output()

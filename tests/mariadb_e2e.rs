@@ -10,6 +10,7 @@ use mnbackup_fixtures::zstack_db;
 
 fn mnbackup(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_mnbackup"))
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .args(args)
         .output()
         .expect("running mnbackup");

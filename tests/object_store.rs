@@ -165,6 +165,7 @@ fn a_missing_bucket_or_server_is_an_error_not_a_hang() {
 
 fn run(cfg: &Path, repo: &str, args: &[&str]) -> Output {
     Command::new(common::bin())
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .arg("-c")
         .arg(cfg)
         .args(["-r", repo])
@@ -313,6 +314,7 @@ fn a_copy_killed_midway_resumes_without_sending_an_object_twice() {
     let url = "s3://resume/r";
     ok(&cfg, url, &["init", "--no-packs"]);
     let mut child = Command::new(common::bin())
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .arg("-c")
         .arg(&cfg)
         .args(["-q", "-r", pool.to_str().unwrap(), "copy", "--to", url])

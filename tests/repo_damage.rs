@@ -72,6 +72,8 @@ fn leftover_cleanup_removes_only_what_the_interrupted_run_wrote() {
     let t = tempfile::tempdir().unwrap();
     let (repo, _) = Repo::init_with(
         mnbackup::store::open(t.path().join("repo").to_str().unwrap()).unwrap(),
+        mnbackup::repo::FORMAT_VERSION,
+        None,
         false,
     )
     .unwrap();
@@ -185,9 +187,7 @@ fn repair_drops_unrecoverable_items_and_says_which() {
     let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     let text = v.to_string();
     assert!(text.contains("f1.txt"));
-    let m = fs::read(repo.join("snapshots").join(format!("{id}.json"))).unwrap();
-    let nl = m.iter().position(|&b| b == b'\n').unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&m[nl + 1..]).unwrap();
+    let body = manifest_body(&repo.join("snapshots").join(format!("{id}.json"))).unwrap();
     let it = body["items"]
         .as_array()
         .unwrap()

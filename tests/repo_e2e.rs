@@ -164,6 +164,7 @@ fn sigkill_leaves_only_complete_snapshots() {
         )
         .unwrap();
         let mut child = Command::new(bin())
+            .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
             .args(["-q", "-r", repo.to_str().unwrap(), "snapshot", "--files", s])
             .spawn()
             .unwrap();

@@ -16,6 +16,7 @@ use common::*;
 /// pointing at a config or a repository.
 fn run(args: &[&str]) -> Output {
     Command::new(bin())
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .args(args)
         .env_remove("MNBACKUP_CONFIG")
         .env_remove("MNBACKUP_REPO")
@@ -49,6 +50,7 @@ struct DaemonProc {
 impl DaemonProc {
     fn start(cfg: &Path, log: PathBuf) -> DaemonProc {
         let child = Command::new(bin())
+            .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
             .arg("-c")
             .arg(cfg)
             .arg("daemon")
@@ -1025,6 +1027,7 @@ fn local_timezone_fires_exactly_as_the_named_zone_over_a_dst_year() {
         fs::create_dir_all(&dir).unwrap();
         let cfg = write_config(&dir, &format!("[daemon]\ntimezone = \"{tz}\"\n"));
         let o = Command::new(bin())
+            .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
             .args([
                 "-c",
                 cfg.to_str().unwrap(),
@@ -1180,6 +1183,7 @@ fn log_lines_carry_journald_priorities_under_systemd() {
         let f = fs::File::create(&log).unwrap();
         let m = f.metadata().unwrap();
         let o = Command::new(bin())
+            .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
             .args(args)
             .env_remove("MNBACKUP_CONFIG")
             .env("MNBACKUP_LOG", "debug")
@@ -1258,6 +1262,7 @@ fn daemon_keeps_running_after_the_clock_steps_back() {
     set_offset("+0");
     let log = t.path().join("daemon.log");
     let mut child = Command::new(bin())
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .arg("-c")
         .arg(&cfg)
         .arg("daemon")

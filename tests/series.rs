@@ -37,6 +37,7 @@ fn config(dir: &Path, host: &str) -> PathBuf {
 /// through `--host` (and its own cache directory through HOME).
 fn spawn_snapshot(t: &Path, repo: &Path, host: &str, src: &Path) -> Child {
     let mut c = Command::new(bin());
+    c.env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase");
     c.arg("-r").arg(repo);
     if host == "node-a" {
         c.arg("-c").arg(config(t, host));

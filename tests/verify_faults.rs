@@ -156,6 +156,7 @@ fn faults_are_caught_at_the_right_level() {
     }
     // (a fresh cache so the signature really has to come from the pool)
     let o = Command::new(bin())
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .args([
             "-q",
             "-r",

@@ -62,6 +62,15 @@ fn pool_lines(ctx: &Ctx, out: &mut Vec<Line>) {
                 format!("marker present at {}", repo.location()),
                 vec![],
             ));
+            // An unencrypted repository is a finding: the pool is usually an NFS export other
+            // machines mount (docs/security.md).
+            out.push(line(
+                "pool",
+                "encryption",
+                repo.encrypted(),
+                repo.encryption_summary(),
+                vec![],
+            ));
             let probe = format!("tmp/.mnbackup-check-{}", std::process::id());
             let w = repo
                 .store()

@@ -24,7 +24,11 @@ pub struct Destination {
 pub fn destination(ctx: &Ctx, to: &str) -> Result<Destination> {
     if let Some(t) = ctx.config.copy_target(to) {
         let s3 = t.s3.as_ref().unwrap_or(&ctx.config.repository.s3);
-        let repo = Repo::open_on(crate::store::open_with(&t.to, s3)?)?;
+        let mut repo = Repo::open_on(crate::store::open_with(&t.to, s3)?)?;
+        if repo.encrypted() {
+            let pass = super::password::current(ctx, &repo.location(), true)?;
+            repo.unlock(pass.as_bytes())?;
+        }
         return Ok(Destination {
             repo,
             target: Some(t.clone()),
@@ -43,7 +47,7 @@ pub fn destination(ctx: &Ctx, to: &str) -> Result<Destination> {
         )));
     }
     Ok(Destination {
-        repo: ctx.open_location(to)?,
+        repo: ctx.open_dest(to)?,
         target: None,
     })
 }

@@ -12,7 +12,9 @@ pub mod export;
 pub mod forget;
 pub mod grants;
 pub mod init;
+pub mod key;
 pub mod list;
+pub mod password;
 pub mod prune;
 pub mod repair;
 pub mod restore;
@@ -98,12 +100,33 @@ impl Ctx {
         Ok(repo)
     }
 
-    /// Open the repository at a path or URL, object stores with `[repository.s3]`.
+    /// Open the repository at a path or URL, object stores with `[repository.s3]`; an
+    /// encrypted one is unlocked with the passphrase from the configured sources
+    /// ([`password::current`]).
     pub fn open_location(&self, location: &str) -> Result<Repo> {
+        self.open_unlocked(location, false)
+    }
+
+    /// Open (and unlock) the destination of `copy`.
+    pub fn open_dest(&self, location: &str) -> Result<Repo> {
+        self.open_unlocked(location, true)
+    }
+
+    /// Open without unlocking (an encrypted repository's objects and manifests stay closed).
+    pub fn open_locked(&self, location: &str) -> Result<Repo> {
         Repo::open_on(crate::store::open_with(
             location,
             &self.config.repository.s3,
         )?)
+    }
+
+    fn open_unlocked(&self, location: &str, dest: bool) -> Result<Repo> {
+        let mut repo = self.open_locked(location)?;
+        if repo.encrypted() {
+            let pass = password::current(self, &repo.location(), dest)?;
+            repo.unlock(pass.as_bytes())?;
+        }
+        Ok(repo)
     }
 
     /// What the use cases in `ops` need: the configuration, the repository, the components.
@@ -150,7 +173,12 @@ pub fn run(cli: Cli) -> Result<i32> {
         ctx.config.repository.host = Some(h);
     }
     match cli.command {
-        Command::Init { no_packs } => init::run(&ctx, !no_packs),
+        Command::Init {
+            no_encryption,
+            format_v1,
+            no_packs,
+        } => init::run(&ctx, no_encryption, format_v1, !no_packs),
+        Command::Key { command } => key::run(&ctx, command),
         Command::Snapshot(args) => snapshot::run(&ctx, &args),
         Command::List {
             host,

@@ -146,7 +146,8 @@ impl SnapInfo {
 enum RepoView {
     NotConfigured,
     Unreadable(String),
-    Snapshots(Vec<SnapInfo>),
+    /// The snapshots and how the repository is protected ([`crate::repo::Repo::encryption_summary`]).
+    Snapshots(Vec<SnapInfo>, String),
 }
 
 fn read_repo(ctx: &Ctx, snapshot_jobs: &[String]) -> RepoView {
@@ -181,7 +182,7 @@ fn read_repo(ctx: &Ctx, snapshot_jobs: &[String]) -> RepoView {
             break;
         }
     }
-    RepoView::Snapshots(out)
+    RepoView::Snapshots(out, repo.encryption_summary())
 }
 
 /// Whether a snapshot counts for a snapshot job: taken by it, or by hand.
@@ -279,7 +280,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         };
         let state = if s.job == "snapshot" {
             match &repo {
-                RepoView::Snapshots(snaps) => {
+                RepoView::Snapshots(snaps, _) => {
                     row.newest = snaps.iter().find(|x| relevant(x, &s.name)).cloned();
                     row.newest_complete = snaps
                         .iter()
@@ -398,7 +399,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
                 "repository": match &repo {
                     RepoView::NotConfigured => json!(null),
                     RepoView::Unreadable(e) => json!({"error": e}),
-                    RepoView::Snapshots(_) => json!({"readable": true}),
+                    RepoView::Snapshots(_, enc) => json!({"readable": true, "encryption": enc}),
                 },
                 "jobs": jobs,
                 "cluster": cluster.as_ref().map(|c| c.json.clone()),
@@ -425,6 +426,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
     }
     match &repo {
         RepoView::Unreadable(e) => println!("repository: cannot be read: {e}"),
+        RepoView::Snapshots(_, enc) => println!("repository: {enc}"),
         RepoView::NotConfigured if !snapshot_jobs.is_empty() => println!(
             "repository: not configured; only the daemon's state files are checked (set \
              [repository] path or use -r)"
@@ -499,7 +501,7 @@ fn nagios_line(rows: &[Row], code: i32, repo: &RepoView) -> String {
     if rows.is_empty() {
         parts.push("no jobs configured".into());
     }
-    if let RepoView::Snapshots(s) = repo {
+    if let RepoView::Snapshots(s, _) = repo {
         parts.push(format!("{} snapshot(s) read", s.len()));
     }
     // Perfdata labels: no '=', no quotes, no spaces.

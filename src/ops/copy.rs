@@ -8,9 +8,12 @@
 //! sends only what is still missing (the destination's listing says what it has; a listing that
 //! lags only costs a conditional put that answers "exists").
 //!
-//! Both repositories must share the object encoding: format v1 objects are not encrypted, so
-//! any two v1 repositories can exchange them. (Re-encryption for repositories with different
-//! keys is future work of format v2.)
+//! Both repositories must have one format. Two v1 repositories (or two v2 repositories with one
+//! master key) exchange objects as stored bytes. Between v2 repositories with different keys
+//! (every two unencrypted v2 repositories, and encrypted ones not sharing a master key) each
+//! object is read and opened with the source's key, checked, then sealed and named anew with
+//! the destination's key; the manifest is rewritten with the destination's object ids and sealed
+//! with the destination's key. Nothing plain is ever written to an encrypted destination.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -134,6 +137,9 @@ pub fn copy(
             todo.push(src.load_manifest(&id)?);
         }
     }
+    if !src.same_object_ids(dst) {
+        return copy_resealed(src, dst, todo, report, req, progress);
+    }
     let needed = Repo::referenced_objects(&todo);
     let have: HashSet<String> = dst.all_objects()?.into_iter().map(|(id, _)| id).collect();
     let sizes: HashMap<String, u64> = src.all_objects()?.into_iter().collect();
@@ -182,22 +188,145 @@ pub fn copy(
     Ok(report)
 }
 
-/// Copy one object's stored bytes after checking them against the id (from a file or a pack
-/// of the source, into a file or the next pack of the destination); returns the bytes sent (0
-/// when the destination had it after all).
-fn copy_object(src: &Repo, dst: &Repo, id: &str) -> Result<u64> {
+/// Read an object's stored bytes from `src` and check them against the id (and open them);
+/// returns the bytes, type and plain payload.
+fn read_checked(src: &Repo, id: &str) -> Result<(Vec<u8>, crate::repo::ObjectType, Vec<u8>)> {
     let bytes = src.read_object_bytes(id, None).map_err(|e| {
         if crate::error::exit_code(&e) == crate::error::EXIT_INTEGRITY {
             crate::error::integrity(format!(
-                "object {id} in {} is damaged or missing ({e:#}); nothing of it was copied.                  Run `mnbackup verify` on the source",
+                "object {id} in {} is damaged or missing ({e:#}); nothing of it was copied. \
+                 Run `mnbackup verify` on the source",
                 src.location()
             ))
         } else {
             e.context(format!("reading object {id} from {}", src.location()))
         }
     })?;
-    let ty =
-        crate::repo::objects::check_object(id, &bytes)?.unwrap_or(crate::repo::ObjectType::Full);
+    let damaged = |e: String| {
+        crate::error::integrity(format!(
+            "object {id} in {} is damaged ({e}); nothing of it was copied. Run `mnbackup \
+             verify` on the source",
+            src.location()
+        ))
+    };
+    match src.decode_object(id, &bytes) {
+        Ok((Some(ty), payload)) => Ok((bytes, ty, payload)),
+        Ok((None, _)) => Err(damaged("unknown object type".into())),
+        Err(e) if crate::error::exit_code(&e) == crate::error::EXIT_INTEGRITY => {
+            Err(damaged(format!("{e:#}")))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Copy between repositories whose object ids differ: every object is opened, sealed and named
+/// anew for `dst`; the manifests are rewritten with the new ids.
+fn copy_resealed(
+    src: &Repo,
+    dst: &Repo,
+    mut todo: Vec<crate::model::Manifest>,
+    mut report: CopyReport,
+    req: &CopyRequest,
+    progress: &dyn Progress,
+) -> Result<CopyReport> {
+    let mut bucket = req.limit_upload.map(TokenBucket::new);
+    let needed: BTreeSet<String> = Repo::referenced_objects(&todo).into_iter().collect();
+    let sizes: HashMap<String, u64> = src.all_objects()?.into_iter().collect();
+    progress.phase(
+        "copy",
+        Some(
+            needed
+                .iter()
+                .map(|id| sizes.get(id).copied().unwrap_or(0))
+                .sum(),
+        ),
+    );
+    let have: HashSet<String> = dst.all_objects()?.into_iter().map(|(id, _)| id).collect();
+    let mut map: HashMap<String, (String, u64)> = HashMap::new();
+    let sending = Instant::now();
+    for id in &needed {
+        let start = Instant::now();
+        let (_, ty, payload) = read_checked(src, id)?;
+        let nid = dst.object_id(ty, &payload)?;
+        let size = dst.object_stored_size(payload.len());
+        let sent = if have.contains(&nid) {
+            false
+        } else {
+            let (_, bytes) = dst.encode_object(ty, &payload)?;
+            dst.put_object_bytes(&nid, ty, &bytes)
+                .with_context(|| format!("writing object {nid} to {}", dst.location()))?
+        };
+        if sent {
+            report.objects_sent += 1;
+            report.bytes_sent += size;
+            if let Some(b) = &mut bucket {
+                b.spend(start, size);
+            }
+        } else {
+            report.objects_present += 1;
+        }
+        progress.advance(sizes.get(id).copied().unwrap_or(0));
+        map.insert(id.clone(), (nid, size));
+    }
+    dst.flush_packs()
+        .with_context(|| format!("writing a pack to {}", dst.location()))?;
+    report.send_seconds = sending.elapsed().as_secs_f64();
+    for m in &mut todo {
+        remap(m, &map)?;
+        let bytes = dst.encode_manifest_file(m)?;
+        dst.store()
+            .put_if_absent(&manifest_key(&m.id)?, &bytes)
+            .map_err(StoreError::into_anyhow)
+            .with_context(|| format!("committing snapshot {} in {}", m.id, dst.location()))?;
+        progress.note(&format!("copied snapshot {}", m.id));
+        report.copied.push(m.id.clone());
+    }
+    Ok(report)
+}
+
+/// Rewrite a manifest's object references (pieces, delta bases, signatures) through `map`.
+fn remap(m: &mut crate::model::Manifest, map: &HashMap<String, (String, u64)>) -> Result<()> {
+    fn piece(p: &mut crate::model::PieceData, map: &HashMap<String, (String, u64)>) -> Result<()> {
+        let (object, stored, base) = match &mut p.data {
+            crate::model::Encoding::Full { object, stored } => (object, stored, None),
+            crate::model::Encoding::Delta {
+                object,
+                stored,
+                base,
+                ..
+            } => (object, stored, Some(base)),
+        };
+        let (n, s) = map
+            .get(object.as_str())
+            .context("an object was not copied")?;
+        *object = n.clone();
+        *stored = *s;
+        if let Some(b) = base {
+            piece(b, map)?;
+        }
+        Ok(())
+    }
+    for item in &mut m.items {
+        for p in &mut item.pieces {
+            piece(&mut p.piece, map)?;
+            if let Some(sig) = &mut p.sig {
+                let (n, s) = map
+                    .get(sig.as_str())
+                    .context("a signature was not copied")?;
+                *sig = n.clone();
+                if p.sig_size.is_some() {
+                    p.sig_size = Some(*s);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copy one object's stored bytes after checking them against the id; returns the bytes sent
+/// (0 when the destination had it after all).
+fn copy_object(src: &Repo, dst: &Repo, id: &str) -> Result<u64> {
+    let (bytes, ty, _) = read_checked(src, id)?;
     let sent = dst
         .put_object_bytes(id, ty, &bytes)
         .with_context(|| format!("writing object {id} to {}", dst.location()))?;

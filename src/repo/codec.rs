@@ -81,13 +81,8 @@ impl SigCache {
         if let Some(dir) = &self.dir {
             let p = dir.join(id);
             if let Ok(b) = std::fs::read(&p) {
-                // The cache is trusted only after a hash check of the stored form.
-                let mut full = Vec::with_capacity(b.len() + 6);
-                full.extend_from_slice(crate::repo::OBJECT_MAGIC);
-                full.push(1);
-                full.push(b'S');
-                full.extend_from_slice(&b);
-                if blake3::hash(&full).to_hex().as_str() == id {
+                // The cache is trusted only after a check against the id.
+                if repo.object_id(ObjectType::Signature, &b)? == id {
                     return Ok(b);
                 }
             }

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 
-use super::{se, Repo, RepoConfig, FORMAT_VERSION, MARKER_FORMAT, SNAPSHOTS};
+use super::{se, Repo, RepoConfig, FORMAT_V1, FORMAT_VERSION, MARKER_FORMAT, SNAPSHOTS};
 use crate::error::{integrity, MnError};
 use crate::model::{check_snapshot_id, Manifest, MAX_MANIFEST, MAX_PIECE};
 use crate::store::StoreError;
@@ -57,9 +57,15 @@ impl Repo {
                     .with_context(|| format!("reading manifest {}/{key}", self.location()))
             }
         };
-        let m = decode_manifest(&bytes).map_err(|e| {
-            if let Some(MnError::Unsafe(msg)) = e.downcast_ref::<MnError>() {
-                return crate::error::unsafe_content(format!("snapshot {id} is not used: {msg}"));
+        let m = self.decode_manifest_file(&key, &bytes).map_err(|e| {
+            match e.downcast_ref::<MnError>() {
+                Some(MnError::Unsafe(msg)) => {
+                    return crate::error::unsafe_content(format!(
+                        "snapshot {id} is not used: {msg}"
+                    ));
+                }
+                Some(MnError::Key(_)) => return e,
+                _ => {}
             }
             integrity(format!(
                 "the manifest of snapshot {id} is damaged: {e:#}. That snapshot cannot be \
@@ -169,7 +175,7 @@ impl Repo {
     /// durable. Written with "put if absent" (a hard link on a directory, `If-None-Match: *` on
     /// an object store): a manifest is never written over, whoever else writes that id.
     pub fn commit_manifest(&self, m: &Manifest) -> Result<u64> {
-        let bytes = encode_manifest(m)?;
+        let bytes = self.encode_manifest_file(m)?;
         let key = manifest_key(&m.id)?;
         put_new(&*self.store, &key, &bytes)
             .map_err(se)
@@ -179,11 +185,36 @@ impl Repo {
 
     /// Rewrite an existing manifest (`repair`, under the exclusive lock).
     pub fn replace_manifest(&self, m: &Manifest) -> Result<u64> {
-        let bytes = encode_manifest(m)?;
+        let bytes = self.encode_manifest_file(m)?;
         self.store
             .put_replace(&manifest_key(&m.id)?, &bytes)
             .map_err(se)?;
         Ok(bytes.len() as u64)
+    }
+
+    /// The stored bytes of a manifest in this repository's format (v1: [`encode_manifest`]; v2:
+    /// compressed and sealed under its key name, see `sealing.rs`).
+    pub fn encode_manifest_file(&self, m: &Manifest) -> Result<Vec<u8>> {
+        if self.config.version == FORMAT_V1 {
+            return encode_manifest(m);
+        }
+        self.seal_manifest_body(&manifest_key(&m.id)?, &serde_json::to_vec(m)?)
+    }
+
+    /// Parse and check stored manifest bytes read from `key`.
+    pub fn decode_manifest_file(&self, key: &str, bytes: &[u8]) -> Result<Manifest> {
+        if self.config.version == FORMAT_V1 {
+            return decode_manifest(bytes);
+        }
+        let body = self.open_manifest_body(key, bytes)?;
+        let m: Manifest = serde_json::from_slice(&body).context("body is not a valid manifest")?;
+        crate::repo::codec::validate_manifest(&m)?;
+        Ok(m)
+    }
+
+    /// The key name of a snapshot's manifest (`snapshots/<id>.json`).
+    pub fn manifest_key(id: &str) -> Result<String> {
+        manifest_key(id)
     }
 
     /// Remove a manifest (forget). Durable on return.
@@ -196,12 +227,12 @@ impl Repo {
     }
 }
 
-/// Serialize a manifest: a header line with the format version and the BLAKE3 of the JSON body,
+/// Serialize a format v1 manifest: a header line with the format version and the BLAKE3 of the JSON body,
 /// then the body.
 pub fn encode_manifest(m: &Manifest) -> Result<Vec<u8>> {
     let body = serde_json::to_vec(m)?;
     let mut out = format!(
-        "{MANIFEST_HEADER} v{FORMAT_VERSION} blake3={}\n",
+        "{MANIFEST_HEADER} v{FORMAT_V1} blake3={}\n",
         blake3::hash(&body).to_hex()
     )
     .into_bytes();
@@ -209,7 +240,7 @@ pub fn encode_manifest(m: &Manifest) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Parse and check a manifest file.
+/// Parse and check a format v1 manifest file.
 pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest> {
     let nl = bytes
         .iter()
@@ -221,7 +252,7 @@ pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest> {
         bail!("not a manifest header");
     }
     let version = parts.next().unwrap_or("");
-    if version != format!("v{FORMAT_VERSION}") {
+    if version != format!("v{FORMAT_V1}") {
         bail!("unknown manifest version `{version}`");
     }
     let hash = parts
@@ -256,10 +287,10 @@ pub fn decode_marker(bytes: &[u8]) -> Result<RepoConfig> {
         );
     }
     let version = obj.get("version").and_then(|f| f.as_u64());
-    if version != Some(FORMAT_VERSION as u64) {
+    if !version.is_some_and(|v| (FORMAT_V1 as u64..=FORMAT_VERSION as u64).contains(&v)) {
         return Err(MnError::Usage(format!(
-            "the repository has format version {}, this mnbackup reads version {FORMAT_VERSION}; \
-             use a matching mnbackup release",
+            "the repository has format version {}, this mnbackup reads versions {FORMAT_V1} and \
+             {FORMAT_VERSION}; use a matching mnbackup release",
             version
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "(none)".into())

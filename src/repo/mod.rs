@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! mnbackup-repo.json      marker: format version, repository id, chunking parameters
-//! objects/<xx>/<id>       immutable objects, id = BLAKE3 of the file's bytes
-//! snapshots/<id>.json     one manifest per committed snapshot
+//! objects/<xx>/<id>       immutable objects; v1: id = BLAKE3 of the file's bytes; v2: id =
+//!                         keyed BLAKE3 of the plain content, file sealed (see `sealing.rs`)
+//! snapshots/<id>.json     one manifest per committed snapshot (v2: compressed and sealed)
+//! keys/<id>               v2 encrypted: the master key wrapped by a passphrase (`keys.rs`)
 //! locks/<name>.json       lock files (host, pid, heartbeat)
 //! tmp/                    temporary files; in-progress records of running snapshots
 //! damaged/<id>            objects `verify` found damaged (rewritten by the next snapshot)
@@ -14,12 +16,15 @@
 //! `docs/repository-format.md` is the specification. Keys are relative to the store's root.
 
 pub mod codec;
+pub mod crypto;
+pub mod keys;
 pub mod leftovers;
 pub mod lock;
 pub mod manifests;
 pub mod objects;
 pub mod packs;
 pub mod reader;
+pub mod sealing;
 pub mod writer;
 
 use std::collections::HashSet;
@@ -40,8 +45,11 @@ pub use manifests::{
     decode_manifest, decode_marker, encode_manifest, encode_marker, validate_marker,
 };
 
-/// The repository format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The repository format version `init` creates. This build reads and writes
+/// [`FORMAT_V1`] repositories too, exactly as the first release did.
+pub const FORMAT_VERSION: u32 = 2;
+/// The first format: unencrypted objects named by the BLAKE3 of their bytes, JSON manifests.
+pub const FORMAT_V1: u32 = 1;
 /// The marker file whose presence makes a directory a repository.
 pub const MARKER: &str = "mnbackup-repo.json";
 const MARKER_FORMAT: &str = "mnbackup-repository";
@@ -54,6 +62,7 @@ pub const SNAPSHOTS: &str = "snapshots";
 pub const LOCKS: &str = "locks";
 pub const TMP: &str = "tmp";
 pub const DAMAGED: &str = "damaged";
+pub const KEYS: &str = "keys";
 
 /// The kinds of stored objects (the byte after the magic and version).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,14 +76,14 @@ pub enum ObjectType {
 }
 
 impl ObjectType {
-    fn byte(self) -> u8 {
+    pub(crate) fn byte(self) -> u8 {
         match self {
             ObjectType::Full => b'F',
             ObjectType::Delta => b'D',
             ObjectType::Signature => b'S',
         }
     }
-    fn from_byte(b: u8) -> Option<Self> {
+    pub(crate) fn from_byte(b: u8) -> Option<Self> {
         match b {
             b'F' => Some(ObjectType::Full),
             b'D' => Some(ObjectType::Delta),
@@ -101,6 +110,13 @@ pub struct RepoConfig {
     /// repositories of the first release, which stay as they are; packs are read always.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub packs: bool,
+    /// Format v2: `xchacha20poly1305` or `none` (absent in v1 markers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
+    /// Format v2 encrypted: a keyed hash proving a master key (a paper key) is this
+    /// repository's ([`crypto::MasterKey::check_value`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_check: Option<String>,
 }
 
 /// An open repository.
@@ -122,6 +138,11 @@ pub struct Repo {
     /// The pack index (loaded on first use) and the objects waiting for this handle's next
     /// pack (see [`packs`]).
     packs: Arc<packs::PackState>,
+    /// How objects and manifests are named and sealed (v1, v2 plain, v2 with the master key,
+    /// or v2 encrypted but not unlocked yet).
+    pub(crate) sealing: sealing::Sealing,
+    /// The key file that unlocked the repository (`key passwd` replaces it).
+    pub key_id: Option<String>,
 }
 
 /// A stored value's identity for the verified-objects cache (local: size, mtime, ctime (ns) and
@@ -135,7 +156,10 @@ pub(crate) fn se(e: StoreError) -> anyhow::Error {
 
 impl Repo {
     fn with_store(store: Arc<dyn Backend>, config: RepoConfig) -> Repo {
+        let sealing = sealing::Sealing::for_config(&config);
         Repo {
+            sealing,
+            key_id: None,
             store,
             config,
             stale_after: lock::DEFAULT_STALE,
@@ -146,27 +170,42 @@ impl Repo {
         }
     }
 
-    /// Create a repository at `location` (a path or URL; an empty or absent directory). Returns
-    /// it and a warning when the path is not a separate mount (an unmounted NFS mount point
-    /// looks like that).
+    /// Create an unencrypted format v2 repository at `location` (a path or URL; an empty or
+    /// absent directory). Returns it and a warning when the path is not a separate mount (an
+    /// unmounted NFS mount point looks like that). The command `init` encrypts by default
+    /// ([`Repo::init_with`]).
     pub fn init(location: &Path) -> Result<(Repo, Option<String>)> {
         Self::init_on(crate::store::open(&location.to_string_lossy())?)
     }
 
-    /// Create a repository in an empty store (small objects in packs).
+    /// Create an unencrypted format v2 repository in an empty store (small objects in packs).
     pub fn init_on(store: Arc<dyn Backend>) -> Result<(Repo, Option<String>)> {
-        Self::init_with(store, true)
+        Self::init_with(store, FORMAT_VERSION, None, true)
     }
 
-    /// Create a repository in an empty store; `packs`: whether small objects are written into
-    /// packs (false: every object is its own file, as the first release wrote them).
-    pub fn init_with(store: Arc<dyn Backend>, packs: bool) -> Result<(Repo, Option<String>)> {
+    /// Create a format v1 repository (as the first release did: no packs) in an empty store.
+    pub fn init_v1_on(store: Arc<dyn Backend>) -> Result<(Repo, Option<String>)> {
+        Self::init_with(store, FORMAT_V1, None, false)
+    }
+
+    /// Create a repository of format `version` in an empty store; v2 with a passphrase is
+    /// encrypted (a new random master key, wrapped in the first key file); `packs`: whether
+    /// small objects are written into packs (false: every object is its own file).
+    pub fn init_with(
+        store: Arc<dyn Backend>,
+        version: u32,
+        passphrase: Option<&[u8]>,
+        packs: bool,
+    ) -> Result<(Repo, Option<String>)> {
         if store.stat(MARKER).is_ok() {
             return Err(MnError::Usage(format!(
                 "{} is already an mnbackup repository; nothing was changed",
                 store.location()
             ))
             .into());
+        }
+        if version == FORMAT_V1 && passphrase.is_some() {
+            return Err(crate::error::usage("format v1 has no encryption"));
         }
         let warning = store.create()?;
         for d in [OBJECTS, SNAPSHOTS, LOCKS, TMP] {
@@ -185,19 +224,37 @@ impl Repo {
         if packs {
             store.ensure_dir(packs::INDEX).map_err(se)?;
         }
-        let config = RepoConfig {
+        let mut config = RepoConfig {
             format: MARKER_FORMAT.into(),
-            version: FORMAT_VERSION,
+            version,
             id: hex::encode(rand::random::<[u8; 16]>()),
             created: Utc::now(),
             chunk_min: 1 << 20,
             chunk_avg: 4 << 20,
             chunk_max: 8 << 20,
             packs,
+            encryption: None,
+            key_check: None,
         };
+        let mut master = None;
+        if version == FORMAT_VERSION {
+            config.encryption = Some(crypto::NONE.into());
+            if let Some(pass) = passphrase {
+                let k = crypto::MasterKey::random();
+                config.encryption = Some(crypto::XCHACHA.into());
+                config.key_check = Some(k.check_value(&config.id));
+                master = Some((k, pass));
+            }
+        }
+        let mut repo = Repo::with_store(store.clone(), config.clone());
+        if let Some((k, pass)) = master {
+            store.ensure_dir(KEYS).map_err(se)?;
+            repo.sealing = sealing::Sealing::Key(Arc::new(k));
+            repo.key_id = Some(repo.add_key(pass)?);
+        }
         // The marker is written last: a half-initialised directory is not a repository.
         manifests::put_new(&*store, MARKER, &encode_marker(&config)?).map_err(se)?;
-        Ok((Repo::with_store(store, config), warning))
+        Ok((repo, warning))
     }
 
     /// Open an existing repository at `location` (a path or `file://` URL); refuse a location
@@ -246,14 +303,15 @@ impl Repo {
                  copy of the file taken at `init`) before using the repository"
             ))
         })?;
-        if config.version != FORMAT_VERSION {
+        if !(FORMAT_V1..=FORMAT_VERSION).contains(&config.version) {
             return Err(MnError::Usage(format!(
-                "the repository at {loc} has format version {}, this mnbackup reads version \
-                 {FORMAT_VERSION}; use a matching mnbackup release",
+                "the repository at {loc} has format version {}, this mnbackup reads versions \
+                 {FORMAT_V1} and {FORMAT_VERSION}; use a matching mnbackup release",
                 config.version,
             ))
             .into());
         }
+        sealing::check_marker_encryption(&store, &config)?;
         for d in [OBJECTS, SNAPSHOTS, LOCKS] {
             store.check_dir(d).map_err(se)?;
         }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{se, ObjectType, Repo, DAMAGED, OBJECTS, OBJECT_MAGIC};
+use super::{se, ObjectType, Repo, DAMAGED, OBJECTS};
 use crate::error::integrity;
 use crate::model::{chain, check_object_id, Manifest, MAX_OBJECT};
 use crate::store::StoreError;
@@ -66,12 +66,14 @@ impl Repo {
     /// repaired by the next write of its content. In a repository with packs, a small object
     /// goes into the writer's next pack ([`Repo::flush_packs`] before the manifest commits).
     pub fn put_object(&self, ty: ObjectType, payload: &[u8]) -> Result<(String, u64, bool)> {
-        let mut bytes = Vec::with_capacity(payload.len() + 6);
-        bytes.extend_from_slice(OBJECT_MAGIC);
-        bytes.push(1);
-        bytes.push(ty.byte());
-        bytes.extend_from_slice(payload);
-        let id = blake3::hash(&bytes).to_hex().to_string();
+        let id = self.object_id(ty, payload)?;
+        let size = self.object_stored_size(payload.len());
+        let rewrite = self.rewrite.lock().unwrap().contains(&id);
+        if !rewrite && (self.is_pending(&id) || self.object_good(&id, size)) {
+            return Ok((id, size, false));
+        }
+        // Sealed only when written: an object that exists costs no encryption.
+        let (_, bytes) = self.encode_object(ty, payload)?;
         let new = self.put_object_bytes(&id, ty, &bytes)?;
         Ok((id, bytes.len() as u64, new))
     }
@@ -146,7 +148,7 @@ impl Repo {
         let good = self
             .store
             .get(&key, size)
-            .map(|b| b.len() as u64 == size && check_object(id, &b).is_ok())
+            .map(|b| b.len() as u64 == size && self.object_bytes_good(id, &b))
             .unwrap_or(false);
         if let (true, Some(k)) = (good, meta.identity) {
             self.verified.lock().unwrap().insert(id.to_string(), k);
@@ -203,24 +205,34 @@ impl Repo {
         expect: ObjectType,
         stored: Option<u64>,
     ) -> Result<Vec<u8>> {
-        // Checked against the id (and its header) by `read_object_bytes`.
-        let bytes = self.read_object_bytes(id, stored)?;
-        let ty = ObjectType::from_byte(bytes[5]);
+        // Checked against the id (and opened) by `read_object_checked`.
+        let (_, ty, payload) = self.read_object_checked(id, stored)?;
         if ty != Some(expect) {
             return Err(integrity(format!(
                 "object {id} is a {:?} object where a {expect:?} object was expected",
                 ty
             )));
         }
-        Ok(bytes[6..].to_vec())
+        Ok(payload)
     }
 
     /// An object's stored bytes (header included), checked against its id: from this handle's
     /// pending pack, a pack, or its own file.
     pub fn read_object_bytes(&self, id: &str, stored: Option<u64>) -> Result<Vec<u8>> {
+        self.read_object_checked(id, stored).map(|(b, _, _)| b)
+    }
+
+    /// An object's stored bytes, type and payload (opened), checked against its id.
+    #[allow(clippy::type_complexity)]
+    fn read_object_checked(
+        &self,
+        id: &str,
+        stored: Option<u64>,
+    ) -> Result<(Vec<u8>, Option<ObjectType>, Vec<u8>)> {
         check_object_id(id)?;
         if let Some(b) = self.pending_object(id) {
-            return Ok(b);
+            let (ty, payload) = self.decode_object(id, &b)?;
+            return Ok((b, ty, payload));
         }
         let want = stored.filter(|s| *s > 0);
         let mut pack_err = None;
@@ -234,8 +246,8 @@ impl Repo {
                 continue;
             }
             match self.read_packed(&l) {
-                Ok(b) => match check_object(id, &b) {
-                    Ok(_) => return Ok(b),
+                Ok(b) => match self.decode_object(id, &b) {
+                    Ok((ty, payload)) => return Ok((b, ty, payload)),
                     Err(e) => pack_err = Some(e.context(format!("in pack {}", l.pack))),
                 },
                 Err(StoreError::NotFound(_)) => {}
@@ -257,7 +269,12 @@ impl Repo {
         self.read_loose(id, want)
     }
 
-    fn read_loose(&self, id: &str, want: Option<u64>) -> Result<Vec<u8>> {
+    #[allow(clippy::type_complexity)]
+    fn read_loose(
+        &self,
+        id: &str,
+        want: Option<u64>,
+    ) -> Result<(Vec<u8>, Option<ObjectType>, Vec<u8>)> {
         let key = object_key(id)?;
         if let Some(want) = want {
             if let Ok(m) = self.store.stat(&key) {
@@ -282,8 +299,8 @@ impl Repo {
             }
             Err(e) => return Err(se(e)).with_context(|| format!("reading object {id}")),
         };
-        check_object(id, &bytes)?;
-        Ok(bytes)
+        let (ty, payload) = self.decode_object(id, &bytes)?;
+        Ok((bytes, ty, payload))
     }
 
     /// Size of an object, or None when it is missing.
@@ -372,18 +389,10 @@ impl Repo {
     }
 }
 
-/// The one check of an object's stored bytes against its id (loose file or packed copy): the
-/// content hashes to the id and starts with a valid header. Returns the object's type byte
-/// decoded (None: unknown type).
-pub fn check_object(id: &str, bytes: &[u8]) -> Result<Option<ObjectType>> {
-    let actual = blake3::hash(bytes).to_hex().to_string();
-    if actual != id {
-        return Err(integrity(format!(
-            "object {id} is damaged (its content hashes to {actual})"
-        )));
-    }
-    if bytes.len() < 6 || &bytes[..4] != OBJECT_MAGIC || bytes[4] != 1 {
-        return Err(integrity(format!("object {id} has no valid header")));
-    }
-    Ok(ObjectType::from_byte(bytes[5]))
+/// The one check of an object's stored bytes against its id (loose file or packed copy), for
+/// any format: v1 the content hashes to the id and has a valid header; v2 the AEAD tag (or
+/// checksum) holds and the plain content hashes (keyed) to the id. Returns the object's type
+/// (None: unknown type).
+pub fn check_object(repo: &Repo, id: &str, bytes: &[u8]) -> Result<Option<ObjectType>> {
+    repo.decode_object(id, bytes).map(|(ty, _)| ty)
 }

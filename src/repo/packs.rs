@@ -414,7 +414,7 @@ impl Repo {
             }
             let good = self
                 .read_packed(l)
-                .is_ok_and(|b| super::objects::check_object(id, &b).is_ok());
+                .is_ok_and(|b| self.object_bytes_good(id, &b));
             if good {
                 if let Some(k) = meta.identity {
                     self.verified.lock().unwrap().insert(id.to_string(), k);
@@ -467,7 +467,7 @@ impl Repo {
                     len: e.len,
                 };
                 match self.read_packed(&l) {
-                    Ok(b) if super::objects::check_object(&e.id, &b).is_ok() => {
+                    Ok(b) if self.object_bytes_good(&e.id, &b) => {
                         moved.push((e.clone(), b))
                     }
                     _ => {

@@ -14,7 +14,7 @@ use crate::store::faulty::{Fault, FaultKind, Faulty, Op};
 use crate::store::mem::MemBackend;
 
 fn small_repo(store: Arc<dyn Backend>) -> Repo {
-    let (mut repo, warning) = Repo::init_with(store, false).unwrap();
+    let (mut repo, warning) = Repo::init_with(store, FORMAT_VERSION, None, false).unwrap();
     assert!(warning.is_none());
     // Small pieces, so a few KiB make several.
     repo.config.chunk_min = 64;
@@ -295,7 +295,10 @@ fn writers_share_and_prune_excludes_them() {
 #[test]
 fn manifests_and_markers_keep_format_v1_bytes() {
     let store = MemBackend::new();
-    let repo = small_repo(store.clone());
+    let (mut repo, _) = Repo::init_v1_on(store.clone()).unwrap();
+    repo.config.chunk_min = 64;
+    repo.config.chunk_avg = 256;
+    repo.config.chunk_max = 1024;
     let m = snapshot(&repo, None, &[("f", b"hello")]);
     let bytes = store
         .get(&format!("snapshots/{}.json", m.id), 1 << 20)
@@ -439,7 +442,7 @@ fn forget_locks_share_with_writers_only() {
 }
 
 fn packed_repo(store: Arc<dyn Backend>) -> Repo {
-    let (mut repo, _) = Repo::init_with(store, true).unwrap();
+    let (mut repo, _) = Repo::init_with(store, FORMAT_VERSION, None, true).unwrap();
     repo.config.chunk_min = 64;
     repo.config.chunk_avg = 256;
     repo.config.chunk_max = 1024;
@@ -545,4 +548,52 @@ fn prune_rewrites_and_removes_packs() {
         .collect();
     assert_eq!(left, Repo::referenced_objects([&m2]));
     assert_eq!(read_item(&fresh, &m2.items[0]).unwrap(), keep);
+}
+
+/// Format v2 encrypted: nothing plain in the store; the tag and the passphrase are checked; a
+/// manifest under another snapshot's name is refused.
+#[test]
+fn format_v2_seals_objects_and_manifests() {
+    let store = MemBackend::new();
+    let (repo, _) = Repo::init_with(store.clone(), FORMAT_VERSION, Some(b"pw"), true).unwrap();
+    let secret = b"top secret top secret top secret top secret";
+    let m = snapshot(&repo, None, &[("f", secret)]);
+    for (k, _) in store.list("").unwrap() {
+        let b = store.get(&k, 1 << 20).unwrap();
+        assert!(
+            !b.windows(10).any(|w| w == &secret[..10]),
+            "{k} holds the secret"
+        );
+    }
+    let mk = format!("snapshots/{}.json", m.id);
+    assert!(store.get(&mk, 1 << 20).unwrap().starts_with(b"MNBM\x02X"));
+    let mut other = Repo::open_on(store.clone()).unwrap();
+    let e = other.load_manifest(&m.id).unwrap_err();
+    assert_eq!(exit_code(&e), crate::error::EXIT_KEY, "{e:#}");
+    let e = other.unlock(b"wrong").unwrap_err();
+    assert_eq!(exit_code(&e), crate::error::EXIT_KEY, "{e:#}");
+    other.unlock(b"pw").unwrap();
+    assert_eq!(other.load_manifest(&m.id).unwrap(), m);
+    let item = &m.items[0];
+    let got = read_item(&other, item).unwrap();
+    assert_eq!(got, secret);
+    // A second snapshot's name on the first's manifest: the tag (key name in the AAD) refuses it.
+    let m2 = snapshot(&repo, None, &[("f", b"other")]);
+    let first = store.get(&mk, 1 << 20).unwrap();
+    store
+        .put_replace(&format!("snapshots/{}.json", m2.id), &first)
+        .unwrap();
+    let e = other.load_manifest(&m2.id).unwrap_err();
+    assert_eq!(exit_code(&e), crate::error::EXIT_INTEGRITY, "{e:#}");
+    // Keys: the last one is never removed; an added one opens.
+    let id2 = repo.add_key(b"two").unwrap();
+    let mut third = Repo::open_on(store.clone()).unwrap();
+    assert_eq!(third.unlock(b"two").unwrap(), id2);
+    let first_key = repo.key_id.clone().unwrap();
+    repo.remove_key(&first_key).unwrap();
+    assert!(repo.remove_key(&id2).is_err());
+    assert_eq!(
+        exit_code(&Repo::open_on(store).unwrap().unlock(b"pw").unwrap_err()),
+        crate::error::EXIT_KEY
+    );
 }

@@ -14,7 +14,7 @@ use crate::error::unsafe_content;
 use crate::model::{EntryKind, Gap, Item, Manifest, Piece, PieceData, SnapshotStats};
 use crate::model::{ItemSink, ItemSpec};
 use crate::repo::codec::{check_item_name, encode_piece, CodecPolicy, SigCache};
-use crate::repo::{InProgress, Repo, FORMAT_VERSION};
+use crate::repo::{InProgress, Repo};
 
 /// Receives progress: bytes of plain content processed, and the item being stored.
 pub trait Progress: Send + Sync {
@@ -226,7 +226,7 @@ impl SnapshotWriter {
         let gaps = self.gaps.into_inner().unwrap();
         let components = self.components.into_inner().unwrap().into_iter().collect();
         let mut m = Manifest {
-            format: FORMAT_VERSION,
+            format: self.repo.config.version,
             id: self.id.clone(),
             time: self.started,
             finished: Utc::now(),
@@ -247,7 +247,7 @@ impl SnapshotWriter {
         // a few times).
         let objects_added = m.stats.bytes_added;
         for _ in 0..8 {
-            let len = crate::repo::encode_manifest(&m)?.len() as u64;
+            let len = self.repo.encode_manifest_file(&m)?.len() as u64;
             if m.stats.manifest_bytes == len {
                 break;
             }

@@ -15,6 +15,7 @@ pub fn bin() -> PathBuf {
 /// Run mnbackup with a repository and arguments; returns the output.
 pub fn mnb(repo: &Path, args: &[&str]) -> Output {
     Command::new(bin())
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .arg("-r")
         .arg(repo)
         .args(args)
@@ -197,8 +198,69 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Edit a manifest's JSON body and write it back with a valid header checksum, as someone with
-/// write access to the pool could. `id` None: the first manifest file found.
+/// The passphrase every test repository is created with (the runners set MNBACKUP_PASSWORD).
+pub const PASSWORD: &str = "mnbackup-test-passphrase";
+
+/// Open a test repository through the library, unlocked with [`PASSWORD`] when encrypted.
+pub fn open_lib(repo: &Path) -> mnbackup::repo::Repo {
+    let mut r = mnbackup::repo::Repo::open(repo).expect("open the repository");
+    if r.encrypted() {
+        r.unlock(PASSWORD.as_bytes())
+            .expect("unlock the repository");
+    }
+    r
+}
+
+/// The repository and key name of a manifest file `<repo>/snapshots/<id>.json`.
+fn manifest_place(file: &Path) -> (PathBuf, String) {
+    let repo = file.parent().unwrap().parent().unwrap().to_path_buf();
+    let name = file.file_name().unwrap().to_str().unwrap();
+    (repo, format!("snapshots/{name}"))
+}
+
+/// The JSON body of a manifest file of any format, when it opens (header checksum or
+/// authentication tag good); the body is not validated.
+pub fn manifest_body(file: &Path) -> Option<serde_json::Value> {
+    let (repo, key) = manifest_place(file);
+    let bytes = fs::read(file).ok()?;
+    let r = open_lib(&repo);
+    if r.config.version == 1 {
+        let nl = bytes.iter().position(|&b| b == b'\n')?;
+        return serde_json::from_slice(&bytes[nl + 1..]).ok();
+    }
+    serde_json::from_slice(&r.open_manifest_body(&key, &bytes).ok()?).ok()
+}
+
+/// Whether a manifest file loads as the repository loads it (opened and validated).
+pub fn manifest_loads(file: &Path) -> bool {
+    let (repo, key) = manifest_place(file);
+    let bytes = fs::read(file).unwrap_or_default();
+    open_lib(&repo).decode_manifest_file(&key, &bytes).is_ok()
+}
+
+/// Write a manifest body with a valid header checksum (v1) or sealed with the repository's key
+/// (v2), as someone with write access to the pool (and, for v2, the key) could.
+pub fn write_manifest_body(file: &Path, v: &serde_json::Value) {
+    let (repo, key) = manifest_place(file);
+    let body = serde_json::to_vec(v).unwrap();
+    let r = open_lib(&repo);
+    let out = if r.config.version == 1 {
+        let mut out = format!(
+            "mnbackup-manifest v1 blake3={}\n",
+            blake3::hash(&body).to_hex()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        out
+    } else {
+        r.seal_manifest_body(&key, &body).unwrap()
+    };
+    fs::write(file, out).unwrap();
+}
+
+/// Edit a manifest's JSON body and write it back with a valid header checksum or seal, as
+/// someone with write access to the pool (and the key) could. `id` None: the first manifest
+/// file found.
 pub fn forge_manifest(repo: &Path, id: Option<&str>, edit: impl FnOnce(&mut serde_json::Value)) {
     let f = match id {
         Some(id) => repo.join("snapshots").join(format!("{id}.json")),
@@ -207,16 +269,7 @@ pub fn forge_manifest(repo: &Path, id: Option<&str>, edit: impl FnOnce(&mut serd
             .next()
             .expect("a manifest"),
     };
-    let bytes = fs::read(&f).unwrap();
-    let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
-    let mut v: serde_json::Value = serde_json::from_slice(&bytes[nl + 1..]).unwrap();
+    let mut v = manifest_body(&f).expect("a manifest that opens");
     edit(&mut v);
-    let body = serde_json::to_vec(&v).unwrap();
-    let mut out = format!(
-        "mnbackup-manifest v1 blake3={}\n",
-        blake3::hash(&body).to_hex()
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
-    fs::write(&f, out).unwrap();
+    write_manifest_body(&f, &v);
 }

@@ -72,6 +72,7 @@ impl Env {
     /// The command with `-r` and `-c`.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mnbackup"));
+        c.env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase");
         c.arg("-r")
             .arg(&self.repo)
             .arg("-c")
@@ -113,9 +114,7 @@ impl Env {
 
     /// A snapshot's manifest body.
     pub fn manifest(&self, id: &str) -> serde_json::Value {
-        let b = std::fs::read(self.repo.join("snapshots").join(format!("{id}.json"))).unwrap();
-        let nl = b.iter().position(|&x| x == b'\n').unwrap();
-        serde_json::from_slice(&b[nl + 1..]).unwrap()
+        common::manifest_body(&self.repo.join("snapshots").join(format!("{id}.json"))).unwrap()
     }
 
     /// Rewrite a manifest with a valid header (as someone with write access to the pool could).
