@@ -65,7 +65,8 @@ fn data(n: usize, seed: u8) -> Vec<u8> {
 
 fn mem_repo(store: Arc<dyn Backend>) -> Repo {
     // Object files (not packs): the tests count and damage them one by one.
-    let (mut repo, _) = Repo::init_with(store, mnbackup::repo::FORMAT_VERSION, None, false).unwrap();
+    let (mut repo, _) =
+        Repo::init_with(store, mnbackup::repo::FORMAT_VERSION, None, false).unwrap();
     repo.config.chunk_min = 64;
     repo.config.chunk_avg = 256;
     repo.config.chunk_max = 1024;

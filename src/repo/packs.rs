@@ -467,9 +467,7 @@ impl Repo {
                     len: e.len,
                 };
                 match self.read_packed(&l) {
-                    Ok(b) if self.object_bytes_good(&e.id, &b) => {
-                        moved.push((e.clone(), b))
-                    }
+                    Ok(b) if self.object_bytes_good(&e.id, &b) => moved.push((e.clone(), b)),
                     _ => {
                         tracing::warn!(
                             "object {} of pack {pack} does not read back; the pack is kept \
