@@ -67,6 +67,15 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Convert a format v1 repository to format v2 in place: encrypted with a new passphrase
+    /// (from the same sources as `init`), small objects in packs. Resumable: after a stop, run
+    /// it again (with the same passphrase). Takes the exclusive lock.
+    Migrate {
+        /// Convert to an unencrypted v2 repository (anyone who can read the pool reads the
+        /// backups).
+        #[arg(long)]
+        no_encryption: bool,
+    },
     /// Take a snapshot of the configured sources now.
     Snapshot(SnapshotArgs),
     /// List snapshots (or, with --binlog, the binlog chains, gaps and recoverable ranges).

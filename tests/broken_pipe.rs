@@ -48,6 +48,7 @@ fn piped(repo: &std::path::Path, args: &str, head: &str) -> (Option<i32>, String
         ))
         .env_remove("MNBACKUP_CONFIG")
         .env("MNBACKUP_LOG", "warn")
+        .env("MNBACKUP_PASSWORD", common::PASSWORD)
         .output()
         .unwrap();
     (

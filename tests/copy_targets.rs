@@ -13,6 +13,7 @@ use common::*;
 
 fn run(args: &[&str]) -> Output {
     Command::new(bin())
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .args(args)
         .env_remove("MNBACKUP_CONFIG")
         .env_remove("MNBACKUP_REPO")
@@ -171,6 +172,7 @@ struct DaemonProc {
 impl DaemonProc {
     fn start(cfg: &Path, log: PathBuf) -> DaemonProc {
         let child = Command::new(bin())
+            .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
             .arg("-c")
             .arg(cfg)
             .arg("daemon")

@@ -122,8 +122,7 @@ fn many_small_files_round_trip_in_few_pool_files() {
 fn flip_in_pack(repo: &Path, src: &Path) -> String {
     let item = format!("files{}/d3/f0003.conf", src.display());
     let id = ids(repo).pop().unwrap();
-    let text = fs::read_to_string(repo.join(format!("snapshots/{id}.json"))).unwrap();
-    let v: serde_json::Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
+    let v = manifest_body(&repo.join(format!("snapshots/{id}.json"))).expect("the manifest opens");
     let obj = v["items"]
         .as_array()
         .unwrap()
@@ -285,6 +284,7 @@ fn sigkill_mid_snapshot_of_small_files_then_rerun() {
     for (i, delay_ms) in [5u64, 15, 30, 60, 100, 160].iter().enumerate() {
         small_tree(&src.join(format!("new{i}")), 100 + i as u64, 600);
         let mut child = Command::new(bin())
+            .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
             .args(["-q", "-r", repo.to_str().unwrap(), "snapshot", "--files", s])
             .spawn()
             .unwrap();

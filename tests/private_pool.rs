@@ -19,6 +19,7 @@ use common::*;
 /// Run mnbackup with umask 000 (so nothing private comes from the umask).
 fn mnb_umask0(cfg: &Path, args: &[&str]) {
     let mut c = Command::new(bin());
+    c.env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase");
     c.arg("-c")
         .arg(cfg)
         .args(args)

@@ -30,6 +30,7 @@ fn bar_on_a_terminal_plain_lines_otherwise() {
         repo.display()
     );
     let out = Command::new("script")
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .args(["-qec", &cmd, "/dev/null"])
         .env_remove("MNBACKUP_CONFIG")
         .env("MNBACKUP_LOG", "warn")
@@ -61,6 +62,7 @@ fn bar_on_a_terminal_plain_lines_otherwise() {
 fn under_pty(repo: &std::path::Path, args: &str) -> String {
     let cmd = format!("{} -r {} {args}", bin().display(), repo.display());
     let out = Command::new("script")
+        .env("MNBACKUP_PASSWORD", "mnbackup-test-passphrase")
         .args(["-qec", &cmd, "/dev/null"])
         .env_remove("MNBACKUP_CONFIG")
         .env("MNBACKUP_LOG", "warn")

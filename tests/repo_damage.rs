@@ -233,9 +233,13 @@ fn rewrite_marker(repo: &Path, edit: impl FnOnce(&mut serde_json::Value), rechec
             "chunk_min",
             "chunk_avg",
             "chunk_max",
+            // Optional fields, written only when set.
+            "packs",
+            "encryption",
+            "key_check",
         ];
         let mut s = String::from("{");
-        for (i, k) in order.iter().enumerate() {
+        for (i, k) in order.iter().filter(|k| obj.contains_key(**k)).enumerate() {
             if i > 0 {
                 s.push(',');
             }

@@ -14,6 +14,7 @@ pub mod grants;
 pub mod init;
 pub mod key;
 pub mod list;
+pub mod migrate;
 pub mod password;
 pub mod prune;
 pub mod repair;
@@ -179,6 +180,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             no_packs,
         } => init::run(&ctx, no_encryption, format_v1, !no_packs),
         Command::Key { command } => key::run(&ctx, command),
+        Command::Migrate { no_encryption } => migrate::run(&ctx, no_encryption),
         Command::Snapshot(args) => snapshot::run(&ctx, &args),
         Command::List {
             host,

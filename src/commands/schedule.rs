@@ -284,7 +284,7 @@ fn not_ready_to_take_over(ctx: &Ctx) -> Vec<String> {
              `mnbackup init`"
                 .to_string(),
         ),
-        Some(path) => match crate::repo::Repo::open(path) {
+        Some(_) => match ctx.open_repo() {
             Err(e) => why.push(format!("the repository cannot be opened: {e:#}")),
             Ok(repo) => {
                 let complete = repo.snapshot_ids().ok().is_some_and(|ids| {

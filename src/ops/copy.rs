@@ -190,7 +190,10 @@ pub fn copy(
 
 /// Read an object's stored bytes from `src` and check them against the id (and open them);
 /// returns the bytes, type and plain payload.
-fn read_checked(src: &Repo, id: &str) -> Result<(Vec<u8>, crate::repo::ObjectType, Vec<u8>)> {
+pub(crate) fn read_checked(
+    src: &Repo,
+    id: &str,
+) -> Result<(Vec<u8>, crate::repo::ObjectType, Vec<u8>)> {
     let bytes = src.read_object_bytes(id, None).map_err(|e| {
         if crate::error::exit_code(&e) == crate::error::EXIT_INTEGRITY {
             crate::error::integrity(format!(
@@ -233,7 +236,7 @@ fn copy_resealed(
     let needed: BTreeSet<String> = Repo::referenced_objects(&todo).into_iter().collect();
     let sizes: HashMap<String, u64> = src.all_objects()?.into_iter().collect();
     progress.phase(
-        "copy",
+        &format!("copy: sending {} objects (sealed anew)", needed.len()),
         Some(
             needed
                 .iter()
@@ -253,7 +256,7 @@ fn copy_resealed(
             false
         } else {
             let (_, bytes) = dst.encode_object(ty, &payload)?;
-            dst.put_object_bytes(&nid, ty, &bytes)
+            dst.put_absent_object_bytes(&nid, ty, &bytes)
                 .with_context(|| format!("writing object {nid} to {}", dst.location()))?
         };
         if sent {
@@ -285,7 +288,10 @@ fn copy_resealed(
 }
 
 /// Rewrite a manifest's object references (pieces, delta bases, signatures) through `map`.
-fn remap(m: &mut crate::model::Manifest, map: &HashMap<String, (String, u64)>) -> Result<()> {
+pub(crate) fn remap(
+    m: &mut crate::model::Manifest,
+    map: &HashMap<String, (String, u64)>,
+) -> Result<()> {
     fn piece(p: &mut crate::model::PieceData, map: &HashMap<String, (String, u64)>) -> Result<()> {
         let (object, stored, base) = match &mut p.data {
             crate::model::Encoding::Full { object, stored } => (object, stored, None),

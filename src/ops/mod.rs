@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod copy;
 pub mod drill;
 pub mod forget;
+pub mod migrate;
 pub mod progress;
 pub mod prune;
 pub mod repair;

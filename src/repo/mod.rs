@@ -21,6 +21,7 @@ pub mod keys;
 pub mod leftovers;
 pub mod lock;
 pub mod manifests;
+pub mod migrate;
 pub mod objects;
 pub mod packs;
 pub mod reader;

@@ -78,6 +78,22 @@ impl Repo {
         Ok((id, bytes.len() as u64, new))
     }
 
+    /// [`Repo::put_object_bytes`] for an object a listing of this repository just showed
+    /// absent (`copy`): no existence check per object (on an object store each is a request).
+    pub fn put_absent_object_bytes(&self, id: &str, ty: ObjectType, bytes: &[u8]) -> Result<bool> {
+        if self.is_pending(id) {
+            return Ok(false);
+        }
+        if self.packs_enabled() && bytes.len() < super::packs::PACK_SMALL {
+            self.store_packed(id, ty, bytes)?;
+            return Ok(true);
+        }
+        self.store
+            .put_replace(&object_key(id)?, bytes)
+            .map_err(se)?;
+        Ok(true)
+    }
+
     /// Store an object's stored bytes under its id (checked by the caller or built to match);
     /// returns whether it was written (false: a good copy existed).
     pub fn put_object_bytes(&self, id: &str, ty: ObjectType, bytes: &[u8]) -> Result<bool> {

@@ -211,6 +211,15 @@ pub fn open_lib(repo: &Path) -> mnbackup::repo::Repo {
     r
 }
 
+/// [`open_lib`], or None when the repository does not open (a damaged marker, say).
+pub fn try_open_lib(repo: &Path) -> Option<mnbackup::repo::Repo> {
+    let mut r = mnbackup::repo::Repo::open(repo).ok()?;
+    if r.encrypted() {
+        r.unlock(PASSWORD.as_bytes()).ok()?;
+    }
+    Some(r)
+}
+
 /// The repository and key name of a manifest file `<repo>/snapshots/<id>.json`.
 fn manifest_place(file: &Path) -> (PathBuf, String) {
     let repo = file.parent().unwrap().parent().unwrap().to_path_buf();
@@ -223,7 +232,7 @@ fn manifest_place(file: &Path) -> (PathBuf, String) {
 pub fn manifest_body(file: &Path) -> Option<serde_json::Value> {
     let (repo, key) = manifest_place(file);
     let bytes = fs::read(file).ok()?;
-    let r = open_lib(&repo);
+    let r = try_open_lib(&repo)?;
     if r.config.version == 1 {
         let nl = bytes.iter().position(|&b| b == b'\n')?;
         return serde_json::from_slice(&bytes[nl + 1..]).ok();
@@ -235,7 +244,7 @@ pub fn manifest_body(file: &Path) -> Option<serde_json::Value> {
 pub fn manifest_loads(file: &Path) -> bool {
     let (repo, key) = manifest_place(file);
     let bytes = fs::read(file).unwrap_or_default();
-    open_lib(&repo).decode_manifest_file(&key, &bytes).is_ok()
+    try_open_lib(&repo).is_some_and(|r| r.decode_manifest_file(&key, &bytes).is_ok())
 }
 
 /// Write a manifest body with a valid header checksum (v1) or sealed with the repository's key
