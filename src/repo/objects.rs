@@ -74,6 +74,11 @@ impl Repo {
         }
         // Sealed only when written: an object that exists costs no encryption.
         let (_, bytes) = self.encode_object(ty, payload)?;
+        if !rewrite && self.packs_enabled() && bytes.len() < super::packs::PACK_SMALL {
+            // Checked just above (neither pending nor stored): no second lookup.
+            self.store_packed(&id, ty, &bytes)?;
+            return Ok((id, bytes.len() as u64, true));
+        }
         let new = self.put_object_bytes(&id, ty, &bytes)?;
         Ok((id, bytes.len() as u64, new))
     }
