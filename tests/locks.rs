@@ -348,3 +348,21 @@ fn forget_runs_beside_another_hosts_snapshot_but_not_beside_a_reader() {
     assert!(stderr(&o).contains("verify"), "{}", stderr(&o));
     assert_eq!(ids(&repo), vec![all[1].clone()]);
 }
+
+/// A copy of the pool that lost its empty directories (git, `rclone` through an object store,
+/// some sync tools) still lists, snapshots and verifies: `locks/` and `tmp/` are recreated by the
+/// command that writes into them.
+#[test]
+fn a_pool_copy_without_its_empty_directories_still_works() {
+    let (_t, repo, src) = setup();
+    for d in ["locks", "tmp"] {
+        fs::remove_dir(repo.join(d)).unwrap();
+    }
+    let listed = list(&repo);
+    assert!(listed.is_empty(), "{listed:?}");
+    ok(&repo, &["snapshot", "--only-files", "--files", &src]);
+    assert!(repo.join("locks").is_dir() && repo.join("tmp").is_dir());
+    assert!(files_under(&repo.join("locks")).is_empty());
+    assert_eq!(list(&repo).len(), 1);
+    ok(&repo, &["verify", "--read-data"]);
+}

@@ -90,7 +90,7 @@ impl Repo {
     pub fn clean_leftovers(&self) -> Result<(u64, u64)> {
         let mut files = 0;
         let mut bytes = 0;
-        self.store.check_dir(TMP).map_err(se)?;
+        self.store.layout_dir(TMP).map_err(se)?;
         let live = self.live_writers()?;
         let prefix = format!("{TMP}/");
         let mut written: Vec<String> = Vec::new();
@@ -164,7 +164,7 @@ impl Repo {
     /// every object it newly writes. Removed on commit or clean abort.
     pub fn mark_in_progress(&self, id: &str) -> Result<InProgress> {
         check_snapshot_id(id)?;
-        self.store.check_dir(TMP).map_err(se)?;
+        self.store.layout_dir(TMP).map_err(se)?;
         let key = format!("{TMP}/inprogress-{id}");
         match self.store.put_if_absent(&key, format!("{id}\n").as_bytes()) {
             Ok(true) => {}

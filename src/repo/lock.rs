@@ -338,7 +338,7 @@ pub fn acquire_kind(
     wait: Duration,
 ) -> Result<Lock> {
     let exclusive = kind == Kind::Exclusive;
-    store.check_dir(LOCKS).map_err(se)?;
+    store.layout_dir(LOCKS).map_err(se)?;
     let start = std::time::Instant::now();
     let boot = boot_id();
     let proc_start = process_start(std::process::id());

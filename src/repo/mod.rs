@@ -313,11 +313,13 @@ impl Repo {
             .into());
         }
         sealing::check_marker_encryption(&store, &config)?;
-        for d in [OBJECTS, SNAPSHOTS, LOCKS] {
+        for d in [OBJECTS, SNAPSHOTS] {
             store.check_dir(d).map_err(se)?;
         }
-        // tmp/ is needed only by writers (which check it again); a reader does not use it.
-        for d in [TMP, DAMAGED, packs::PACKS, packs::INDEX] {
+        // locks/ and tmp/ may be empty, and copies of a pool often drop empty directories: a
+        // command that writes into one recreates it (`Backend::layout_dir`); a reader does not
+        // need them.
+        for d in [LOCKS, TMP, DAMAGED, packs::PACKS, packs::INDEX] {
             if store.has_dir(d) {
                 store.check_dir(d).map_err(se)?;
             }

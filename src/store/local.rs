@@ -90,6 +90,28 @@ pub fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
 }
 
 /// Whether a failed link(2) means the filesystem cannot make hard links at all.
+/// Runs `f`, which writes the temporary file `tmp`; when that fails because the temporary
+/// directory is missing (the empty `tmp/` of a pool copied with git, `rclone` through an object
+/// store or some sync tools), makes the directory (private, durable) and runs `f` once more.
+fn with_temp_dir<T>(tmp: &Path, f: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    match f() {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && tmp
+                    .parent()
+                    .is_some_and(|d| fs::symlink_metadata(d).is_err()) =>
+        {
+            let dir = tmp.parent().expect("checked above");
+            create_private_dir_all(dir)?;
+            if let Some(pp) = dir.parent() {
+                durable::fsync_dir(pp)?;
+            }
+            f()
+        }
+        r => r,
+    }
+}
+
 fn no_hard_links(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -232,8 +254,10 @@ impl LocalFs {
         let dest = self.path(key)?;
         self.parent_dir(&dest)?;
         let tmp = self.temp_for(key, &dest);
-        durable::write_atomic_via(&tmp, &dest, bytes, Some(FILE_MODE))
-            .map_err(|e| self.io(e, "writing", &dest))
+        with_temp_dir(&tmp, || {
+            durable::write_atomic_via(&tmp, &dest, bytes, Some(FILE_MODE))
+        })
+        .map_err(|e| self.io(e, "writing", &dest))
     }
 
     /// `put_if_absent` where hard links are missing: check, then rename (see the module doc).
@@ -299,9 +323,11 @@ impl Backend for LocalFs {
         // (atomic also on NFS, like O_EXCL), so one of racing writers wins, with a whole value.
         let dir = self.parent_dir(&dest)?;
         let tmp = self.temp_for(key, &dest);
-        let written = create_private_file(&tmp).and_then(|mut f| {
-            std::io::Write::write_all(&mut f, bytes)?;
-            f.sync_all()
+        let written = with_temp_dir(&tmp, || {
+            create_private_file(&tmp).and_then(|mut f| {
+                std::io::Write::write_all(&mut f, bytes)?;
+                f.sync_all()
+            })
         });
         let linked = written.and_then(|_| fs::hard_link(&tmp, &dest));
         let _ = fs::remove_file(&tmp);

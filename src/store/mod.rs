@@ -155,6 +155,17 @@ pub trait Backend: Send + Sync + Debug {
         Ok(())
     }
 
+    /// A layout directory a command is about to write into (`locks/`, `tmp/`): recreated when it
+    /// is missing (copies of a pool made with git, `rclone` through an object store or some
+    /// sync tools drop empty directories; the marker was read already, so the pool is mounted),
+    /// then checked like [`Backend::check_dir`] (a symbolic link is still refused).
+    fn layout_dir(&self, prefix: &str) -> StoreResult<()> {
+        if !self.has_dir(prefix) {
+            self.ensure_dir(prefix)?;
+        }
+        self.check_dir(prefix)
+    }
+
     /// Whether `prefix` exists as a directory where the backend has directories (true elsewhere).
     fn has_dir(&self, _prefix: &str) -> bool {
         true
