@@ -47,6 +47,16 @@ fn checksums(s: &TestServer) -> BTreeMap<String, String> {
     sums
 }
 
+/// The number of transactions a restore's report says it replayed.
+fn replayed(o: &std::process::Output) -> u64 {
+    let out = String::from_utf8_lossy(&o.stdout);
+    out.split("binlog replayed: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no replay in the report: {}", text(o)))
+}
+
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -174,6 +184,8 @@ fn zstack_shape_churn_restore_to_t1_and_latest_after_a_crash() {
         at_t1.len(),
         text(&o)
     );
+    let at_t1_replayed = replayed(&o);
+    assert!(at_t1_replayed > 0, "{}", text(&o));
     drop(dst);
 
     // --until latest into another empty server: nothing committed more than
@@ -182,6 +194,19 @@ fn zstack_shape_churn_restore_to_t1_and_latest_after_a_crash() {
     let sock2 = dst2.socket().display().to_string();
     let o = e.run(&["restore", "--until", "latest", "--target-socket", &sock2]);
     assert!(o.status.success(), "{}", text(&o));
+    let latest_replayed = replayed(&o);
+    let after_t1 = checksums(&dst2)
+        .iter()
+        .filter(|(t, c)| at_t1.get(*t) != Some(c))
+        .count();
+    eprintln!(
+        "replayed {at_t1_replayed} transactions up to T1, {latest_replayed} up to the latest; \
+         {after_t1} tables changed after T1"
+    );
+    assert!(
+        latest_replayed > at_t1_replayed && after_t1 >= 10,
+        "the latest state must go beyond T1: {latest_replayed} replayed, {after_t1} tables changed"
+    );
     let horizon = t2 - chrono::Duration::seconds(SEGMENT_SECONDS + 5);
     let must: Vec<_> = log.iter().filter(|c| c.at < horizon).cloned().collect();
     assert!(
