@@ -65,6 +65,80 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
         .block_on(f)
 }
 
+/// `restore --until T1` into an empty server: every table's checksum of T1. The number of
+/// transactions replayed.
+fn restore_until_t1(e: &Env, t1: chrono::DateTime<Utc>, at_t1: &BTreeMap<String, String>) -> u64 {
+    // --until T1 into an empty server: every table's checksum of T1.
+    let dst = TestServer::start().unwrap();
+    let sock = dst.socket().display().to_string();
+    let until = t1.format("%Y-%m-%d %H:%M:%S").to_string();
+    let o = e.run(&["restore", "--until", &until, "--target-socket", &sock]);
+    assert!(o.status.success(), "{}", text(&o));
+    let got = checksums(&dst);
+    let differ: Vec<&String> = at_t1
+        .iter()
+        .filter(|(t, c)| got.get(*t) != Some(c))
+        .map(|(t, _)| t)
+        .collect();
+    assert!(
+        differ.is_empty() && got.len() == at_t1.len(),
+        "restore --until {until}: {} of {} tables differ from T1: {differ:?}\n{}",
+        differ.len(),
+        at_t1.len(),
+        text(&o)
+    );
+    let at_t1_replayed = replayed(&o);
+    assert!(at_t1_replayed > 0, "{}", text(&o));
+    at_t1_replayed
+}
+
+/// Every transaction of `log` committed more than segment_seconds + 5 s before `t2` is on
+/// `dst` (`o`: its restore), none never committed is; the number checked.
+fn assert_nothing_lost(
+    dst: &TestServer,
+    o: &std::process::Output,
+    log: &[zstack_churn::Commit],
+    t2: chrono::DateTime<Utc>,
+    committed_at_t1: usize,
+) -> usize {
+    let horizon = t2 - chrono::Duration::seconds(SEGMENT_SECONDS + 5);
+    let must: Vec<_> = log.iter().filter(|c| c.at < horizon).cloned().collect();
+    assert!(
+        must.len() > committed_at_t1,
+        "{} transactions before the horizon, {committed_at_t1} at T1",
+        must.len()
+    );
+    let lost = block_on(zstack_churn::missing(dst.opts(), &must)).unwrap();
+    assert!(
+        lost.is_empty(),
+        "lost {} of {} transactions: {lost:?}\n{}",
+        lost.len(),
+        must.len(),
+        text(o)
+    );
+    let clock = block_on(zstack_churn::core_clock(dst.opts())).unwrap();
+    let want_clock = must
+        .iter()
+        .filter_map(|c| match c.effect {
+            Effect::Core { clock } => Some(clock),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    assert!(
+        clock >= want_clock,
+        "the last core step before the horizon (clock {want_clock}) is missing: {clock}"
+    );
+    let last = log.last().unwrap().seq;
+    for k in [last + 2, last + 3] {
+        assert!(
+            !block_on(zstack_churn::has_marker(dst.opts(), SEED, k)).unwrap(),
+            "transaction {k} was never committed but is on the restored server"
+        );
+    }
+    must.len()
+}
+
 #[test]
 fn zstack_shape_churn_restore_to_t1_and_latest_after_a_crash() {
     if !require_mariadb() {
@@ -165,28 +239,7 @@ fn zstack_shape_churn_restore_to_t1_and_latest_after_a_crash() {
     assert_eq!(v["chains"].as_array().unwrap().len(), 1, "{v}");
     assert!(v["chains"][0]["segments"].as_u64().unwrap() >= 5, "{v}");
 
-    // --until T1 into an empty server: every table's checksum of T1.
-    let dst = TestServer::start().unwrap();
-    let sock = dst.socket().display().to_string();
-    let until = t1.format("%Y-%m-%d %H:%M:%S").to_string();
-    let o = e.run(&["restore", "--until", &until, "--target-socket", &sock]);
-    assert!(o.status.success(), "{}", text(&o));
-    let got = checksums(&dst);
-    let differ: Vec<&String> = at_t1
-        .iter()
-        .filter(|(t, c)| got.get(*t) != Some(c))
-        .map(|(t, _)| t)
-        .collect();
-    assert!(
-        differ.is_empty() && got.len() == at_t1.len(),
-        "restore --until {until}: {} of {} tables differ from T1: {differ:?}\n{}",
-        differ.len(),
-        at_t1.len(),
-        text(&o)
-    );
-    let at_t1_replayed = replayed(&o);
-    assert!(at_t1_replayed > 0, "{}", text(&o));
-    drop(dst);
+    let at_t1_replayed = restore_until_t1(&e, t1, &at_t1);
 
     // --until latest into another empty server: nothing committed more than
     // segment_seconds + 5 s before T2 is lost, nothing never committed appears.
@@ -207,44 +260,10 @@ fn zstack_shape_churn_restore_to_t1_and_latest_after_a_crash() {
         latest_replayed > at_t1_replayed && after_t1 >= 10,
         "the latest state must go beyond T1: {latest_replayed} replayed, {after_t1} tables changed"
     );
-    let horizon = t2 - chrono::Duration::seconds(SEGMENT_SECONDS + 5);
-    let must: Vec<_> = log.iter().filter(|c| c.at < horizon).cloned().collect();
-    assert!(
-        must.len() > committed_at_t1,
-        "{} transactions before the horizon, {committed_at_t1} at T1",
-        must.len()
-    );
-    let lost = block_on(zstack_churn::missing(dst2.opts(), &must)).unwrap();
-    assert!(
-        lost.is_empty(),
-        "lost {} of {} transactions: {lost:?}\n{}",
-        lost.len(),
-        must.len(),
-        text(&o)
-    );
-    let clock = block_on(zstack_churn::core_clock(dst2.opts())).unwrap();
-    let want_clock = must
-        .iter()
-        .filter_map(|c| match c.effect {
-            Effect::Core { clock } => Some(clock),
-            _ => None,
-        })
-        .max()
-        .unwrap();
-    assert!(
-        clock >= want_clock,
-        "the last core step before the horizon (clock {want_clock}) is missing: {clock}"
-    );
-    let last = log.last().unwrap().seq;
-    for k in [last + 2, last + 3] {
-        assert!(
-            !block_on(zstack_churn::has_marker(dst2.opts(), SEED, k)).unwrap(),
-            "transaction {k} was never committed but is on the restored server"
-        );
-    }
+    let must = assert_nothing_lost(&dst2, &o, &log, t2, committed_at_t1);
     eprintln!(
         "restored: {} transactions before the horizon all present; whole run {:.1} s",
-        must.len(),
+        must,
         t0.elapsed().as_secs_f64()
     );
 }
