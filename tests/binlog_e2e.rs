@@ -22,29 +22,18 @@
 mod restore_common;
 
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use mnbackup_fixtures::mariadb::{available, kill_pid, ServerOptions, TestServer};
+use mnbackup_fixtures::mariadb::{kill_pid, ServerOptions, TestServer};
 use mysql_async::prelude::*;
+use restore_common::common::{next_second, require_mariadb as require, term};
 use restore_common::{text, Env};
 
 const TABLES: &[&str] = &["app.accounts", "app.events", "app.tags"];
-
-fn require() -> bool {
-    if available() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("MNBACKUP_REQUIRE_MARIADB").is_none(),
-        "MNBACKUP_REQUIRE_MARIADB is set but MariaDB is not installed"
-    );
-    eprintln!("MariaDB server not installed; skipping");
-    false
-}
 
 fn checksums(s: &TestServer) -> Vec<String> {
     TABLES
@@ -125,31 +114,6 @@ fn churn(
             }
         });
     })
-}
-
-/// Wait for the next whole second plus a margin; that second.
-fn next_second() -> DateTime<Utc> {
-    let now = Utc::now();
-    let ms = 1000 - i64::from(now.timestamp_subsec_millis()) + 50;
-    std::thread::sleep(Duration::from_millis(ms as u64));
-    DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap()
-}
-
-/// SIGTERM a child and wait for it (at most 60 s).
-fn term(mut c: Child) -> std::process::Output {
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(c.id().to_string())
-        .status();
-    let t0 = Instant::now();
-    while c.try_wait().unwrap().is_none() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the follower did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    c.wait_with_output().unwrap()
 }
 
 #[test]

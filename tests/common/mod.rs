@@ -282,3 +282,43 @@ pub fn forge_manifest(repo: &Path, id: Option<&str>, edit: impl FnOnce(&mut serd
     edit(&mut v);
     write_manifest_body(&f, &v);
 }
+
+/// Whether the MariaDB server is installed; when it is not, the test is skipped with a message,
+/// unless `MNBACKUP_REQUIRE_MARIADB` is set (then it fails).
+pub fn require_mariadb() -> bool {
+    if mnbackup_fixtures::mariadb::available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("MNBACKUP_REQUIRE_MARIADB").is_none(),
+        "MNBACKUP_REQUIRE_MARIADB is set but MariaDB is not installed"
+    );
+    eprintln!("MariaDB server not installed; skipping");
+    false
+}
+
+/// Wait for the next whole second plus a margin; that second (binlog timestamps have one-second
+/// resolution, so a `--until` at it falls between transactions).
+pub fn next_second() -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now();
+    let ms = 1000 - i64::from(now.timestamp_subsec_millis()) + 50;
+    std::thread::sleep(std::time::Duration::from_millis(ms as u64));
+    chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap()
+}
+
+/// SIGTERM a child and wait for it (at most 60 s).
+pub fn term(mut c: std::process::Child) -> Output {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(c.id().to_string())
+        .status();
+    let t0 = std::time::Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "the child did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    c.wait_with_output().unwrap()
+}
