@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::NaiveDateTime;
 use common::*;
@@ -52,14 +52,14 @@ fn pick(ids: &[String], which: &[usize]) -> BTreeSet<String> {
     which.iter().map(|&i| ids[i].clone()).collect()
 }
 
-#[test]
-fn copy_by_policy_copies_what_forget_keeps() {
-    let t = tempfile::tempdir().unwrap();
-    let tree = t.path().join("node");
+/// A repository with six snapshots of this node's series and three of host `other` at set
+/// times, the fourth of this node incomplete; returns it and the two series' ids, oldest first.
+fn two_series(t: &Path) -> (PathBuf, Vec<String>, Vec<String>) {
+    let tree = t.join("node");
     fs::create_dir_all(&tree).unwrap();
     let mut rng = Rng(18);
     fs::write(tree.join("big.sql"), text(&mut rng, 60_000)).unwrap();
-    let repo = t.path().join("repo");
+    let repo = t.join("repo");
     ok(&repo, &["init"]);
     // Six snapshots of this node's series, three of host `other`.
     let s = tree.to_str().unwrap();
@@ -110,6 +110,13 @@ fn copy_by_policy_copies_what_forget_keeps() {
             "subject": "/node/lost.conf", "reason": "Permission denied (os error 13)"}]);
     });
 
+    (repo, a, o)
+}
+
+#[test]
+fn copy_by_policy_copies_what_forget_keeps() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, a, o) = two_series(t.path());
     let d1 = t.path().join("d1");
     let d2 = t.path().join("d2");
     let d3 = t.path().join("d3");

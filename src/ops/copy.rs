@@ -137,7 +137,7 @@ fn select(src: &Repo, req: &CopyRequest) -> Result<(Vec<String>, Vec<String>)> {
         src,
         &crate::ops::forget::ForgetPlan {
             snapshots: &[],
-            policy: policy.clone(),
+            policy: *policy,
             timezone: &req.timezone,
             dry_run: true,
             host: req.host.as_deref(),
