@@ -285,24 +285,70 @@ pub struct CopyArgs {
     /// Limit the upload rate, in KiB/s.
     #[arg(long, value_name = "KIB_PER_SEC")]
     pub limit_upload: Option<u64>,
+    /// Copy only the snapshots `forget` with this policy would keep, in each host's series
+    /// (with ids and --host: those of them it keeps). Replaces a target's keep_*, refused
+    /// with a target of `snapshots = "latest"`.
+    #[command(flatten)]
+    pub keep: KeepArgs,
+}
+
+/// A retention policy on the command line (`forget`, `copy`), as restic's `--keep-*`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct KeepArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the N most recent hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the N most recent days that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the N most recent ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the N most recent months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the N most recent years that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+}
+
+impl KeepArgs {
+    /// The policy given (unset counts are None).
+    pub fn policy(&self) -> mnbackup_scheduler::KeepPolicy {
+        mnbackup_scheduler::KeepPolicy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+        }
+    }
+
+    /// Whether any --keep-* was given.
+    pub fn given(&self) -> bool {
+        [
+            self.keep_last,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        ]
+        .iter()
+        .any(Option::is_some)
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
     /// Snapshots to remove (ids, prefixes, `latest`); without them the policy decides.
     pub snapshots: Vec<String>,
-    #[arg(long)]
-    pub keep_last: Option<u32>,
-    #[arg(long)]
-    pub keep_hourly: Option<u32>,
-    #[arg(long)]
-    pub keep_daily: Option<u32>,
-    #[arg(long)]
-    pub keep_weekly: Option<u32>,
-    #[arg(long)]
-    pub keep_monthly: Option<u32>,
-    #[arg(long)]
-    pub keep_yearly: Option<u32>,
+    #[command(flatten)]
+    pub keep: KeepArgs,
     /// Only report what would be removed.
     #[arg(long)]
     pub dry_run: bool,

@@ -90,6 +90,14 @@ pub struct CopyTargetConfig {
     /// Upload limit in KiB/s (default: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_upload: Option<u64>,
+    /// Only the snapshots `forget` with this policy would keep in each host's series (the
+    /// keys of `[retention]`; default: none, every selected snapshot). Not with `latest`.
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
     /// `[copy.s3]`: endpoint and credentials of an object-store target (the keys of
     /// `[repository.s3]`); default: `[repository.s3]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,6 +156,28 @@ impl CopyTargetConfig {
             return Err(format!(
                 "{at}: limit_upload = 0 would never send anything; leave it out for no limit"
             ));
+        }
+        let keep = [
+            self.keep_last,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        ];
+        if keep.iter().any(Option::is_some) {
+            if self.snapshots == "latest" {
+                return Err(format!(
+                    "{at}: snapshots = \"latest\" and keep_* exclude each other (latest is one \
+                     snapshot, keep_* a policy); remove one of them"
+                ));
+            }
+            if keep.iter().all(|k| k.unwrap_or(0) == 0) {
+                return Err(format!(
+                    "{at}: every keep_* is 0, a policy keeping nothing; give a count above 0 \
+                     or leave keep_* out to copy every snapshot"
+                ));
+            }
         }
         if let Some(h) = &self.host {
             check_host(h).map_err(|e| format!("{at}: {e}"))?;

@@ -3,6 +3,7 @@
 //! job runs [`copy_to`] with a target's name.
 
 use anyhow::Result;
+use mnbackup_scheduler::KeepPolicy;
 
 use super::Ctx;
 use crate::cli::CopyArgs;
@@ -52,13 +53,29 @@ pub fn destination(ctx: &Ctx, to: &str) -> Result<Destination> {
     })
 }
 
-/// The request from a target's settings, the command-line values taking precedence.
-fn request(target: Option<&CopyTargetConfig>, args: &CopyArgs) -> CopyRequest {
+/// The request from a target's settings, the command-line values taking precedence: ids
+/// replace the target's `snapshots`, --keep-* replace its keep_* (as one policy), --host and
+/// --limit-upload replace its values.
+fn request(ctx: &Ctx, target: Option<&CopyTargetConfig>, args: &CopyArgs) -> Result<CopyRequest> {
     let mut snapshots = args.snapshots.clone();
-    if snapshots.is_empty() && target.is_some_and(|t| t.snapshots == "latest") {
+    let latest = target.is_some_and(|t| t.snapshots == "latest");
+    if args.keep.given() && latest && snapshots.is_empty() {
+        return Err(crate::error::usage(format!(
+            "[[copy]] {:?} selects snapshots = \"latest\", which excludes --keep-* (latest is one \
+             snapshot, --keep-* a policy); give snapshot ids with --keep-*, or a target without \
+             `latest`",
+            args.to
+        )));
+    }
+    if snapshots.is_empty() && latest {
         snapshots.push("latest".into());
     }
-    CopyRequest {
+    let keep = if args.keep.given() {
+        Some(args.keep.policy())
+    } else {
+        target.and_then(target_policy)
+    };
+    Ok(CopyRequest {
         snapshots,
         host: args
             .host
@@ -68,7 +85,23 @@ fn request(target: Option<&CopyTargetConfig>, args: &CopyArgs) -> CopyRequest {
             .limit_upload
             .or_else(|| target.and_then(|t| t.limit_upload))
             .map(|k| k.max(1) * 1024),
-    }
+        keep,
+        timezone: ctx.config.daemon.timezone.clone(),
+    })
+}
+
+/// A target's keep_* as a policy (None: it sets none).
+fn target_policy(t: &CopyTargetConfig) -> Option<KeepPolicy> {
+    let p = KeepPolicy {
+        last: t.keep_last,
+        hourly: t.keep_hourly,
+        daily: t.keep_daily,
+        weekly: t.keep_weekly,
+        monthly: t.keep_monthly,
+        yearly: t.keep_yearly,
+    };
+    let set = [p.last, p.hourly, p.daily, p.weekly, p.monthly, p.yearly];
+    set.iter().any(Option::is_some).then_some(p)
 }
 
 /// Copy from the configured repository to `args.to` under the locks (a reader of the source, a
@@ -85,7 +118,7 @@ pub fn copy_to(ctx: &Ctx, args: &CopyArgs, progress: &dyn Progress) -> Result<(R
             &src.config.id[..8]
         )));
     }
-    let req = request(dst.target.as_ref(), args);
+    let req = request(ctx, dst.target.as_ref(), args)?;
     let _src_lock = src.lock(false, "copy", ctx.lock_wait())?;
     let _dst_lock = dst_repo.lock_writer("copy", ctx.lock_wait())?;
     let report = copy(&src, &dst_repo, &req, progress)?;
@@ -94,9 +127,14 @@ pub fn copy_to(ctx: &Ctx, args: &CopyArgs, progress: &dyn Progress) -> Result<(R
 
 /// One line saying what a copy did.
 pub fn summary(dst: &Repo, report: &CopyReport) -> String {
+    let policy = if report.not_kept.is_empty() {
+        String::new()
+    } else {
+        format!(", {} left out by the keep policy", report.not_kept.len())
+    };
     format!(
-        "copied {} snapshot(s) to {} ({} already there): {} objects, {} sent; {} objects were \
-         there already",
+        "copied {} snapshot(s) to {} ({} already there{policy}): {} objects, {} sent; {} \
+         objects were there already",
         report.copied.len(),
         dst.location(),
         report.already_there.len(),

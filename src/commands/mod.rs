@@ -201,14 +201,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             &ctx,
             &forget::ForgetArgs {
                 snapshots: a.snapshots,
-                keep: mnbackup_scheduler::KeepPolicy {
-                    last: a.keep_last,
-                    hourly: a.keep_hourly,
-                    daily: a.keep_daily,
-                    weekly: a.keep_weekly,
-                    monthly: a.keep_monthly,
-                    yearly: a.keep_yearly,
-                },
+                keep: a.keep.policy(),
                 dry_run: a.dry_run,
                 prune: a.prune,
                 host: a.host,

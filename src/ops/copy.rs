@@ -8,6 +8,11 @@
 //! sends only what is still missing (the destination's listing says what it has; a listing that
 //! lags only costs a conditional put that answers "exists").
 //!
+//! A retention policy (`keep`) selects what `forget` with it would keep, per host: the decision
+//! is [`crate::ops::forget::decide`]'s, so incomplete snapshots count as `forget` counts them
+//! (like any other) and the binlog batches a kept snapshot needs come along. The destination is
+//! never thinned: snapshots the policy no longer keeps stay there until a `forget` on it.
+//!
 //! Both repositories must have one format. Two v1 repositories (or two v2 repositories with one
 //! master key) exchange objects as stored bytes. Between v2 repositories with different keys
 //! (every two unencrypted v2 repositories, and encrypted ones not sharing a master key) each
@@ -19,6 +24,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use mnbackup_scheduler::KeepPolicy;
 use serde::Serialize;
 
 use crate::model::{check_snapshot_id, MAX_MANIFEST};
@@ -35,6 +41,12 @@ pub struct CopyRequest {
     pub host: Option<String>,
     /// Upload limit in bytes per second.
     pub limit_upload: Option<u64>,
+    /// Only the snapshots this retention policy keeps in each series (host), as `forget` with
+    /// it would: the same decision ([`crate::ops::forget::decide`]), intersected with
+    /// `snapshots` and `host`.
+    pub keep: Option<KeepPolicy>,
+    /// The time zone of the policy's calendar (`[daemon] timezone`, as `forget`).
+    pub timezone: String,
 }
 
 /// What a copy did.
@@ -44,6 +56,8 @@ pub struct CopyReport {
     pub copied: Vec<String>,
     /// Selected snapshots the destination already had.
     pub already_there: Vec<String>,
+    /// Snapshots left out because the retention policy (`keep`) would not keep them.
+    pub not_kept: Vec<String>,
     pub objects_sent: u64,
     pub bytes_sent: u64,
     /// Objects the selected snapshots need that the destination already had.
@@ -89,8 +103,8 @@ fn manifest_key(id: &str) -> Result<String> {
     Ok(format!("{SNAPSHOTS}/{id}.json"))
 }
 
-/// The snapshot ids `req` selects in `src`, oldest first.
-fn select(src: &Repo, req: &CopyRequest) -> Result<Vec<String>> {
+/// The snapshot ids `req` selects in `src`, oldest first, and those its policy left out.
+fn select(src: &Repo, req: &CopyRequest) -> Result<(Vec<String>, Vec<String>)> {
     let ids: BTreeSet<String> = if req.snapshots.is_empty() {
         src.snapshot_ids()?.into_iter().collect()
     } else {
@@ -109,7 +123,29 @@ fn select(src: &Repo, req: &CopyRequest) -> Result<Vec<String>> {
         }
         out.push(id);
     }
-    Ok(out)
+    let Some(policy) = &req.keep else {
+        return Ok((out, Vec::new()));
+    };
+    if policy.is_empty() {
+        return Err(crate::error::usage(
+            "the retention policy of the copy keeps nothing (every --keep-*/keep_* is 0); give \
+             a count above 0, or no policy to copy every snapshot",
+        ));
+    }
+    // The decision of `forget --dry-run` with this policy (per host), never a second one.
+    let (_, remove) = crate::ops::forget::decide(
+        src,
+        &crate::ops::forget::ForgetPlan {
+            snapshots: &[],
+            policy: *policy,
+            timezone: &req.timezone,
+            dry_run: true,
+            host: req.host.as_deref(),
+            group_by: crate::model::GroupBy::default(),
+        },
+    )?;
+    let remove: HashSet<String> = remove.into_iter().collect();
+    Ok(out.into_iter().partition(|id| !remove.contains(id)))
 }
 
 /// Copy the selected snapshots from `src` to `dst` (the caller holds their locks).
@@ -130,7 +166,9 @@ pub fn copy(
     }
     let mut report = CopyReport::default();
     let mut todo = Vec::new();
-    for id in select(src, req)? {
+    let (selected, not_kept) = select(src, req)?;
+    report.not_kept = not_kept;
+    for id in selected {
         if dst.has_manifest(&id) {
             report.already_there.push(id);
         } else {

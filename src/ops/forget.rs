@@ -33,6 +33,27 @@ pub struct ForgetPlan<'a> {
 /// already gone when its turn comes (removed meanwhile by hand or an older release) counts as
 /// removed.
 pub fn forget_locked(repo: &Repo, plan: &ForgetPlan) -> Result<ForgetOutcome> {
+    let (keep, remove) = decide(repo, plan)?;
+    if !plan.dry_run {
+        for id in &remove {
+            match repo.remove_manifest(id) {
+                Ok(()) => {}
+                Err(e) if !repo.has_manifest(id) => {
+                    tracing::info!("snapshot {id} was removed meanwhile ({e:#})");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok((keep, remove))
+}
+
+/// What `plan` keeps and removes, removing nothing (`forget --dry-run`; `copy --keep-*`
+/// selects what this keeps). Every manifest is in one of the two lists except the binlog
+/// batches a kept snapshot needs (kept, not listed) and the manifests of other hosts than
+/// `plan.host`. Incomplete snapshots (`complete = false`) are decided like any other; a
+/// damaged manifest is kept.
+pub fn decide(repo: &Repo, plan: &ForgetPlan) -> Result<ForgetOutcome> {
     let mut keep = Vec::new();
     let mut remove = Vec::new();
     if !plan.snapshots.is_empty() {
@@ -99,17 +120,6 @@ pub fn forget_locked(repo: &Repo, plan: &ForgetPlan) -> Result<ForgetOutcome> {
                 bs,
                 oldest_kept.get(host.as_str()).copied(),
             ));
-        }
-    }
-    if !plan.dry_run {
-        for id in &remove {
-            match repo.remove_manifest(id) {
-                Ok(()) => {}
-                Err(e) if !repo.has_manifest(id) => {
-                    tracing::info!("snapshot {id} was removed meanwhile ({e:#})");
-                }
-                Err(e) => return Err(e),
-            }
         }
     }
     Ok((keep, remove))

@@ -151,6 +151,7 @@ pub(super) fn run_blocking(
                 to: target.clone(),
                 host: None,
                 limit_upload: None,
+                keep: crate::cli::KeepArgs::default(),
             };
             let (dst, report) =
                 crate::commands::copy::copy_to(ctx, &args, &crate::ops::progress::NoProgress)
