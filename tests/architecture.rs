@@ -248,3 +248,168 @@ fn no_source_file_over_800_lines() {
     }
     assert!(big.is_empty(), "files over 800 lines:\n{}", big.join("\n"));
 }
+
+/// Function size limits the issue set: no product function longer than this many lines (from the
+/// line of its opening brace to the line of its closing brace)...
+const MAX_FN_LINES: usize = 150;
+/// ... or with more parameters than this (`self` not counted).
+const MAX_FN_PARAMS: usize = 7;
+/// Exceptions to the two limits: (file relative to the workspace, function name, why). Empty: every
+/// product function is within them.
+const FN_SIZE_ALLOWLIST: &[(&str, &str, &str)] = &[];
+
+/// A function found by the size scanner: where, how long, how many parameters.
+struct FnSize {
+    name: String,
+    line: usize,
+    lines: usize,
+    params: usize,
+}
+
+/// `#[cfg(test)]` or `#[test]` on an item: test code, outside the limits.
+fn is_test_only(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path().is_ident("test")
+            || (a.path().is_ident("cfg")
+                && a.parse_args::<syn::Meta>()
+                    .is_ok_and(|m| m.path().is_ident("test")))
+    })
+}
+
+fn fn_size(sig: &syn::Signature, block: &syn::Block, out: &mut Vec<FnSize>) {
+    let open = block.brace_token.span.open().start().line;
+    let close = block.brace_token.span.close().end().line;
+    let params = sig
+        .inputs
+        .iter()
+        .filter(|a| matches!(a, syn::FnArg::Typed(_)))
+        .count();
+    out.push(FnSize {
+        name: sig.ident.to_string(),
+        line: sig.ident.span().start().line,
+        lines: close + 1 - open,
+        params,
+    });
+    // Functions declared inside a body are functions too.
+    for stmt in &block.stmts {
+        if let syn::Stmt::Item(item) = stmt {
+            fn_sizes(std::slice::from_ref(item), out);
+        }
+    }
+}
+
+/// Every function, method and default trait method of `items`, outside test-only items.
+fn fn_sizes(items: &[syn::Item], out: &mut Vec<FnSize>) {
+    for item in items {
+        match item {
+            syn::Item::Fn(f) if !is_test_only(&f.attrs) => fn_size(&f.sig, &f.block, out),
+            syn::Item::Impl(i) if !is_test_only(&i.attrs) => {
+                for it in &i.items {
+                    if let syn::ImplItem::Fn(f) = it {
+                        if !is_test_only(&f.attrs) {
+                            fn_size(&f.sig, &f.block, out);
+                        }
+                    }
+                }
+            }
+            syn::Item::Trait(t) if !is_test_only(&t.attrs) => {
+                for it in &t.items {
+                    if let syn::TraitItem::Fn(f) = it {
+                        if let Some(block) = &f.default {
+                            if !is_test_only(&f.attrs) {
+                                fn_size(&f.sig, block, out);
+                            }
+                        }
+                    }
+                }
+            }
+            syn::Item::Mod(m) if !is_test_only(&m.attrs) => {
+                if let Some((_, items)) = &m.content {
+                    fn_sizes(items, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The functions of one source text that break a limit, as messages.
+fn oversized(file: &str, text: &str) -> Vec<String> {
+    let ast = syn::parse_file(text).unwrap_or_else(|e| panic!("{file}: does not parse: {e}"));
+    let mut sizes = Vec::new();
+    fn_sizes(&ast.items, &mut sizes);
+    let mut out = Vec::new();
+    for s in sizes {
+        if FN_SIZE_ALLOWLIST
+            .iter()
+            .any(|(f, n, _)| *f == file && *n == s.name)
+        {
+            continue;
+        }
+        if s.lines > MAX_FN_LINES {
+            out.push(format!(
+                "{file}:{}: fn {} is {} lines (limit {MAX_FN_LINES})",
+                s.line, s.name, s.lines
+            ));
+        }
+        if s.params > MAX_FN_PARAMS {
+            out.push(format!(
+                "{file}:{}: fn {} takes {} parameters (limit {MAX_FN_PARAMS})",
+                s.line, s.name, s.params
+            ));
+        }
+    }
+    out
+}
+
+/// Sizes the issue set: no product function over 150 lines or with more than 7 parameters, in the
+/// main crate, the restore crate and the scheduler (tests, fixtures, `#[cfg(test)]` modules,
+/// `tests.rs` files and `#[test]` functions aside).
+#[test]
+fn no_product_function_over_150_lines_or_7_parameters() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "restore/src", "scheduler/src"] {
+        if root.join(dir).is_dir() {
+            rs_files(&root.join(dir), &mut files);
+        }
+    }
+    files.sort();
+    assert!(files.len() > 20, "the scan found too few files: {files:?}");
+    let mut big = Vec::new();
+    for f in &files {
+        if f.file_name().is_some_and(|n| n == "tests.rs") {
+            continue;
+        }
+        let rel = f.strip_prefix(root).unwrap().to_string_lossy().to_string();
+        big.extend(oversized(&rel, &std::fs::read_to_string(f).unwrap()));
+    }
+    for (file, name, why) in FN_SIZE_ALLOWLIST {
+        assert!(
+            !why.is_empty(),
+            "{file}: {name}: an exception needs a reason"
+        );
+    }
+    assert!(
+        big.is_empty(),
+        "functions over the size limits:\n{}",
+        big.join("\n")
+    );
+}
+
+#[test]
+fn the_size_checker_counts_lines_and_parameters_and_skips_tests() {
+    let long_body = "    let _ = 1;\n".repeat(150);
+    let text = format!(
+        "fn long() {{\n{long_body}}}\n\
+         fn wide(a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8, h: u8) {{}}\n\
+         struct S;\n\
+         impl S {{ fn seven(&self, a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8) {{}} }}\n\
+         #[cfg(test)]\nmod tests {{ fn long_test() {{\n{long_body}}} }}\n\
+         #[test]\nfn long_test_fn() {{\n{long_body}}}\n"
+    );
+    let found = oversized("x.rs", &text);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].contains("fn long is 152 lines"), "{found:?}");
+    assert!(found[1].contains("fn wide takes 8 parameters"), "{found:?}");
+}

@@ -486,9 +486,63 @@ fn pool_from_dest(dest: &str, warnings: &mut Vec<String>) -> Option<String> {
 
 /// Analyses a crontab (the text of `crontab -l`).
 pub fn import_crontab(text: &str) -> Proposal {
-    let mut matches = vec![];
     let mut warnings = vec![];
     let mut ambiguities = vec![];
+    let matches = matched_lines(text, &mut warnings, &mut ambiguities);
+    for m in matches.iter().filter(|m| m.schedule == "@reboot") {
+        warnings.push(format!(
+            "line {} runs at boot (@reboot); that is not a schedule — the daemon catches up a \
+             missed run at start (catch_up = true) instead",
+            m.line_no
+        ));
+    }
+    let timed = |m: &&MatchedLine| m.schedule != "@reboot";
+    let dumps: Vec<&MatchedLine> = matches
+        .iter()
+        .filter(|m| matches!(m.kind, MatchKind::ZstackDumpMysql { .. }))
+        .filter(timed)
+        .collect();
+    let rsyncs: Vec<&MatchedLine> = matches
+        .iter()
+        .filter(|m| matches!(m.kind, MatchKind::RsyncMysqlBackup { .. }))
+        .collect();
+    // One job per distinct (schedule, zone): the dumps' if any, else the rsyncs'.
+    let sources: Vec<&MatchedLine> = if dumps.is_empty() {
+        rsyncs.iter().copied().filter(timed).collect()
+    } else {
+        dumps.clone()
+    };
+    let mut jobs = proposed_jobs(&sources);
+    let keep_last = dump_hints(&dumps, &rsyncs, &mut warnings);
+    let pools = pools(&rsyncs, &mut warnings, &mut ambiguities);
+    check_jobs(&mut jobs, &mut ambiguities);
+    if !matches.is_empty() && jobs.is_empty() && ambiguities.is_empty() {
+        ambiguities.push(
+            "no backup line has a schedule mnbackup can take over; set the schedule by hand"
+                .to_string(),
+        );
+    }
+    Proposal {
+        schedule: jobs.first().map(|j| j.schedule.clone()),
+        tz: jobs.first().and_then(|j| j.tz.clone()),
+        pool: pools.first().cloned(),
+        keep_last,
+        matches,
+        warnings,
+        jobs,
+        ambiguities,
+        original: text.to_string(),
+    }
+}
+
+/// The backup lines of a crontab, each with the `CRON_TZ=` in effect; a line that runs more
+/// than the backup is an ambiguity, a `TZ=` line (when a backup line is found) a warning.
+fn matched_lines(
+    text: &str,
+    warnings: &mut Vec<String>,
+    ambiguities: &mut Vec<String>,
+) -> Vec<MatchedLine> {
+    let mut matches = vec![];
     let mut cron_tz: Option<String> = None;
     let mut tz_env_lines = vec![];
     for (i, raw) in text.lines().enumerate() {
@@ -540,29 +594,11 @@ pub fn import_crontab(text: &str) -> Proposal {
             ));
         }
     }
-    for m in matches.iter().filter(|m| m.schedule == "@reboot") {
-        warnings.push(format!(
-            "line {} runs at boot (@reboot); that is not a schedule — the daemon catches up a \
-             missed run at start (catch_up = true) instead",
-            m.line_no
-        ));
-    }
-    let timed = |m: &&MatchedLine| m.schedule != "@reboot";
-    let dumps: Vec<&MatchedLine> = matches
-        .iter()
-        .filter(|m| matches!(m.kind, MatchKind::ZstackDumpMysql { .. }))
-        .filter(timed)
-        .collect();
-    let rsyncs: Vec<&MatchedLine> = matches
-        .iter()
-        .filter(|m| matches!(m.kind, MatchKind::RsyncMysqlBackup { .. }))
-        .collect();
-    // One job per distinct (schedule, zone): the dumps' if any, else the rsyncs'.
-    let sources: Vec<&MatchedLine> = if dumps.is_empty() {
-        rsyncs.iter().copied().filter(timed).collect()
-    } else {
-        dumps.clone()
-    };
+    matches
+}
+
+/// One proposed job per distinct (schedule, zone) of `sources`, in order.
+fn proposed_jobs(sources: &[&MatchedLine]) -> Vec<ProposedJob> {
     let mut jobs: Vec<ProposedJob> = vec![];
     for m in sources {
         match jobs
@@ -577,8 +613,18 @@ pub fn import_crontab(text: &str) -> Proposal {
             }),
         }
     }
+    jobs
+}
+
+/// The `--keep-amount` hint of the `dump_mysql` lines; a remote copy, or an rsync at other
+/// times than the dump, is a warning.
+fn dump_hints(
+    dumps: &[&MatchedLine],
+    rsyncs: &[&MatchedLine],
+    warnings: &mut Vec<String>,
+) -> Option<u32> {
     let mut keep_last = None;
-    for d in &dumps {
+    for d in dumps {
         if let MatchKind::ZstackDumpMysql {
             keep_amount,
             remote_host,
@@ -602,8 +648,18 @@ pub fn import_crontab(text: &str) -> Proposal {
             ));
         }
     }
+    keep_last
+}
+
+/// The distinct local pool paths the rsync lines copy to; a destination the shell computes, or
+/// more than one pool, is an ambiguity.
+fn pools(
+    rsyncs: &[&MatchedLine],
+    warnings: &mut Vec<String>,
+    ambiguities: &mut Vec<String>,
+) -> Vec<String> {
     let mut pools: Vec<String> = vec![];
-    for r in &rsyncs {
+    for r in rsyncs {
         if let MatchKind::RsyncMysqlBackup { dest, .. } = &r.kind {
             // `$(…)`, `${…}`, `$VAR` or backquotes anywhere in the command may make up the
             // destination (the tokenizer does not expand them).
@@ -618,7 +674,7 @@ pub fn import_crontab(text: &str) -> Proposal {
                 ));
                 continue;
             }
-            if let Some(p) = pool_from_dest(dest, &mut warnings) {
+            if let Some(p) = pool_from_dest(dest, warnings) {
                 if !pools.contains(&p) {
                     pools.push(p);
                 }
@@ -631,6 +687,12 @@ pub fn import_crontab(text: &str) -> Proposal {
             pools.join(", ")
         ));
     }
+    pools
+}
+
+/// Several zones are an ambiguity; a job whose zone or schedule does not parse is dropped, with
+/// an ambiguity.
+fn check_jobs(jobs: &mut Vec<ProposedJob>, ambiguities: &mut Vec<String>) {
     let mut zones: Vec<Option<String>> = jobs.iter().map(|j| j.tz.clone()).collect();
     zones.dedup();
     if zones.len() > 1 {
@@ -664,23 +726,6 @@ pub fn import_crontab(text: &str) -> Proposal {
             }
         }
     });
-    if !matches.is_empty() && jobs.is_empty() && ambiguities.is_empty() {
-        ambiguities.push(
-            "no backup line has a schedule mnbackup can take over; set the schedule by hand"
-                .to_string(),
-        );
-    }
-    Proposal {
-        schedule: jobs.first().map(|j| j.schedule.clone()),
-        tz: jobs.first().and_then(|j| j.tz.clone()),
-        pool: pools.first().cloned(),
-        keep_last,
-        matches,
-        warnings,
-        jobs,
-        ambiguities,
-        original: text.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use super::daemon::{describe_state_dir, parsed_schedules, running_pid, state_dir, timezone};
 use super::Ctx;
+use crate::config::ScheduleConfig;
 use crate::model::Manifest;
 
 /// Nagios plugin exit codes.
@@ -231,7 +232,6 @@ fn merge(
     Some(st)
 }
 
-#[allow(clippy::too_many_lines)] // one report assembled section by section (repository, schedules, daemon, output)
 pub fn run(ctx: &Ctx) -> Result<i32> {
     let cfg = &ctx.config;
     let tz = timezone(cfg)?;
@@ -256,78 +256,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
     let mut rows = Vec::new();
     for (s, sched) in &schedules {
         let max_age = configured_max_age.unwrap_or_else(|| default_max_age(sched, now));
-        let mut row = Row {
-            job: s.name.clone(),
-            kind: s.job.clone(),
-            schedule: sched.to_string(),
-            label: "unknown",
-            code: UNKNOWN,
-            describe: String::new(),
-            max_age_secs: max_age.num_seconds(),
-            age_secs: None,
-            next_run: sched.next_after(now),
-            state: None,
-            newest: None,
-            newest_complete: None,
-        };
-        let state = match store.load(&s.name) {
-            Ok(st) => st,
-            Err(e) => {
-                row.describe = format!("UNKNOWN: {e}");
-                rows.push(row);
-                continue;
-            }
-        };
-        let state = if s.job == "snapshot" {
-            match &repo {
-                RepoView::Snapshots(snaps, _) => {
-                    row.newest = snaps.iter().find(|x| relevant(x, &s.name)).cloned();
-                    row.newest_complete = snaps
-                        .iter()
-                        .find(|x| x.complete && relevant(x, &s.name))
-                        .cloned();
-                    merge(state, &s.name, row.newest_complete.as_ref())
-                }
-                _ => state,
-            }
-        } else {
-            state
-        };
-        let h = health(state.as_ref(), now, max_age);
-        row.label = h.label();
-        row.code = h.exit_code();
-        row.describe = h.describe();
-        row.age_secs = state
-            .as_ref()
-            .and_then(|st| st.last_success)
-            .map(|t| (now - t).num_seconds());
-        // The newest snapshot being incomplete is a failure, whatever the state file says.
-        if let Some(n) = row.newest.as_ref().filter(|n| !n.complete) {
-            let (label, code) = ("failing", CRITICAL);
-            row.label = label;
-            row.code = code;
-            row.describe = format!(
-                "FAILING: the newest snapshot {} ({}) is INCOMPLETE ({} gap(s): {}); fix the \
-                 cause (`mnbackup show {}` lists what it lacks), then take a snapshot by hand \
-                 (`mnbackup snapshot`)",
-                n.id,
-                n.trigger,
-                n.gaps.len(),
-                n.gaps.join("; "),
-                n.id
-            );
-        }
-        if let (RepoView::Unreadable(e), true, OK) = (&repo, s.job == "snapshot", row.code) {
-            // The state file looks fine, but the repository cannot be checked.
-            row.label = "unknown";
-            row.code = UNKNOWN;
-            row.describe = format!(
-                "UNKNOWN: the repository cannot be read ({e}); the state file says: {}",
-                row.describe
-            );
-        }
-        row.state = state;
-        rows.push(row);
+        rows.push(job_row(&store, &repo, s, sched, max_age, now));
     }
     rows.extend(binlog_row(ctx, now));
     let sched_jobs: Vec<(String, &mnbackup_scheduler::Schedule)> = schedules
@@ -357,55 +286,16 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         .map(|r| r.code)
         .max_by_key(|c| rank(*c))
         .unwrap_or(OK);
-    let pid = running_pid(cfg);
-    let first_line = nagios_line(&rows, code, &repo);
+    let report = Report {
+        rows,
+        repo,
+        cluster,
+        pid: running_pid(cfg),
+        code,
+    };
+    let first_line = nagios_line(&report.rows, code, &report.repo);
     if ctx.json {
-        let jobs: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                let st = r.state.as_ref();
-                json!({
-                    "job": r.job,
-                    "kind": r.kind,
-                    "schedule": r.schedule,
-                    "health": r.label,
-                    "exit_code": r.code,
-                    "message": r.describe,
-                    "max_age_hours": r.max_age_secs as f64 / 3600.0,
-                    "age_seconds": r.age_secs,
-                    "next_due": r.next_run,
-                    "last_start": st.and_then(|s| s.last_start),
-                    "last_success": st.and_then(|s| s.last_success),
-                    "last_success_summary": st.and_then(|s| s.last_success_summary.clone()),
-                    "last_error": st.and_then(|s| s.last_error.clone()),
-                    "last_error_at": st.and_then(|s| s.last_error_at),
-                    "consecutive_failures": st.map(|s| s.consecutive_failures).unwrap_or(0),
-                    "running_since": st.and_then(|s| s.running_since),
-                    "runs_total": st.map(|s| s.runs_total).unwrap_or(0),
-                    "failures_total": st.map(|s| s.failures_total).unwrap_or(0),
-                    "newest_snapshot": r.newest.as_ref().map(|n| json!({
-                        "id": n.id, "trigger": n.trigger, "finished": n.finished,
-                        "complete": n.complete, "gaps": n.gaps,
-                    })),
-                    "newest_complete_snapshot": r.newest_complete.as_ref().map(|n| n.id.clone()),
-                })
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "verdict": first_line,
-                "daemon": {"running": pid.is_some(), "pid": pid, "state_dir": state_dir(cfg)},
-                "repository": match &repo {
-                    RepoView::NotConfigured => json!(null),
-                    RepoView::Unreadable(e) => json!({"error": e}),
-                    RepoView::Snapshots(_, enc) => json!({"readable": true, "encryption": enc}),
-                },
-                "jobs": jobs,
-                "cluster": cluster.as_ref().map(|c| c.json.clone()),
-                "exit_code": code,
-            }))?
-        );
+        print_json(ctx, &report, &first_line)?;
         return Ok(code);
     }
     // The verdict first (a monitoring check shows the first line), also with -q.
@@ -413,7 +303,161 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
     if ctx.quiet {
         return Ok(code);
     }
-    match pid {
+    print_text(ctx, &tz, &report, !snapshot_jobs.is_empty());
+    Ok(code)
+}
+
+/// The report `run` prints: the rows, what the repository and the cluster said, the daemon's pid
+/// and the overall exit code.
+struct Report {
+    rows: Vec<Row>,
+    repo: RepoView,
+    cluster: Option<super::cluster::ClusterStatus>,
+    pid: Option<u32>,
+    code: i32,
+}
+
+/// The row of one scheduled job: its state file, folded with the repository's view for a
+/// snapshot job.
+fn job_row(
+    store: &StateStore,
+    repo: &RepoView,
+    s: &ScheduleConfig,
+    sched: &mnbackup_scheduler::Schedule,
+    max_age: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Row {
+    let mut row = Row {
+        job: s.name.clone(),
+        kind: s.job.clone(),
+        schedule: sched.to_string(),
+        label: "unknown",
+        code: UNKNOWN,
+        describe: String::new(),
+        max_age_secs: max_age.num_seconds(),
+        age_secs: None,
+        next_run: sched.next_after(now),
+        state: None,
+        newest: None,
+        newest_complete: None,
+    };
+    let state = match store.load(&s.name) {
+        Ok(st) => st,
+        Err(e) => {
+            row.describe = format!("UNKNOWN: {e}");
+            return row;
+        }
+    };
+    let state = if s.job == "snapshot" {
+        match repo {
+            RepoView::Snapshots(snaps, _) => {
+                row.newest = snaps.iter().find(|x| relevant(x, &s.name)).cloned();
+                row.newest_complete = snaps
+                    .iter()
+                    .find(|x| x.complete && relevant(x, &s.name))
+                    .cloned();
+                merge(state, &s.name, row.newest_complete.as_ref())
+            }
+            _ => state,
+        }
+    } else {
+        state
+    };
+    let h = health(state.as_ref(), now, max_age);
+    row.label = h.label();
+    row.code = h.exit_code();
+    row.describe = h.describe();
+    row.age_secs = state
+        .as_ref()
+        .and_then(|st| st.last_success)
+        .map(|t| (now - t).num_seconds());
+    // The newest snapshot being incomplete is a failure, whatever the state file says.
+    if let Some(n) = row.newest.as_ref().filter(|n| !n.complete) {
+        let (label, code) = ("failing", CRITICAL);
+        row.label = label;
+        row.code = code;
+        row.describe = format!(
+            "FAILING: the newest snapshot {} ({}) is INCOMPLETE ({} gap(s): {}); fix the \
+             cause (`mnbackup show {}` lists what it lacks), then take a snapshot by hand \
+             (`mnbackup snapshot`)",
+            n.id,
+            n.trigger,
+            n.gaps.len(),
+            n.gaps.join("; "),
+            n.id
+        );
+    }
+    if let (RepoView::Unreadable(e), true, OK) = (repo, s.job == "snapshot", row.code) {
+        // The state file looks fine, but the repository cannot be checked.
+        row.label = "unknown";
+        row.code = UNKNOWN;
+        row.describe = format!(
+            "UNKNOWN: the repository cannot be read ({e}); the state file says: {}",
+            row.describe
+        );
+    }
+    row.state = state;
+    row
+}
+
+/// `status --json`: the verdict, the daemon, the repository, every job and the cluster.
+fn print_json(ctx: &Ctx, report: &Report, first_line: &str) -> Result<()> {
+    let cfg = &ctx.config;
+    let jobs: Vec<Value> = report
+        .rows
+        .iter()
+        .map(|r| {
+            let st = r.state.as_ref();
+            json!({
+                "job": r.job,
+                "kind": r.kind,
+                "schedule": r.schedule,
+                "health": r.label,
+                "exit_code": r.code,
+                "message": r.describe,
+                "max_age_hours": r.max_age_secs as f64 / 3600.0,
+                "age_seconds": r.age_secs,
+                "next_due": r.next_run,
+                "last_start": st.and_then(|s| s.last_start),
+                "last_success": st.and_then(|s| s.last_success),
+                "last_success_summary": st.and_then(|s| s.last_success_summary.clone()),
+                "last_error": st.and_then(|s| s.last_error.clone()),
+                "last_error_at": st.and_then(|s| s.last_error_at),
+                "consecutive_failures": st.map(|s| s.consecutive_failures).unwrap_or(0),
+                "running_since": st.and_then(|s| s.running_since),
+                "runs_total": st.map(|s| s.runs_total).unwrap_or(0),
+                "failures_total": st.map(|s| s.failures_total).unwrap_or(0),
+                "newest_snapshot": r.newest.as_ref().map(|n| json!({
+                    "id": n.id, "trigger": n.trigger, "finished": n.finished,
+                    "complete": n.complete, "gaps": n.gaps,
+                })),
+                "newest_complete_snapshot": r.newest_complete.as_ref().map(|n| n.id.clone()),
+            })
+        })
+        .collect();
+    let pid = report.pid;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "verdict": first_line,
+            "daemon": {"running": pid.is_some(), "pid": pid, "state_dir": state_dir(cfg)},
+            "repository": match &report.repo {
+                RepoView::NotConfigured => json!(null),
+                RepoView::Unreadable(e) => json!({"error": e}),
+                RepoView::Snapshots(_, enc) => json!({"readable": true, "encryption": enc}),
+            },
+            "jobs": jobs,
+            "cluster": report.cluster.as_ref().map(|c| c.json.clone()),
+            "exit_code": report.code,
+        }))?
+    );
+    Ok(())
+}
+
+/// The text report after the verdict line: the daemon, the repository, the cluster, each job.
+fn print_text(ctx: &Ctx, tz: &TzSpec, report: &Report, has_snapshot_jobs: bool) {
+    let cfg = &ctx.config;
+    match report.pid {
         Some(p) => println!(
             "daemon: running (pid {p}); state in {}",
             state_dir(cfg).display()
@@ -424,56 +468,60 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
             describe_state_dir(cfg)
         ),
     }
-    match &repo {
+    match &report.repo {
         RepoView::Unreadable(e) => println!("repository: cannot be read: {e}"),
         RepoView::Snapshots(_, enc) => println!("repository: {enc}"),
-        RepoView::NotConfigured if !snapshot_jobs.is_empty() => println!(
+        RepoView::NotConfigured if has_snapshot_jobs => println!(
             "repository: not configured; only the daemon's state files are checked (set \
              [repository] path or use -r)"
         ),
         _ => {}
     }
-    for l in cluster.iter().flat_map(|c| &c.lines) {
+    for l in report.cluster.iter().flat_map(|c| &c.lines) {
         println!("{l}");
     }
-    for r in &rows {
-        let st = r.state.as_ref();
-        println!("{:<16} {:<8} {}", r.job, r.label.to_uppercase(), r.describe);
-        println!("  kind           {} at {}", r.kind, r.schedule);
-        if let Some(since) = st.and_then(|s| s.running_since) {
-            println!("  running since  {}", tz.format(since));
-        }
-        println!(
-            "  last start     {}",
-            fmt_time(&tz, st.and_then(|s| s.last_start))
-        );
-        println!(
-            "  last success   {}{}",
-            fmt_time(&tz, st.and_then(|s| s.last_success)),
-            st.and_then(|s| s.last_success_summary.as_deref())
-                .map(|s| format!("  ({s})"))
-                .unwrap_or_default()
-        );
-        match st.and_then(|s| s.last_error.as_deref()) {
-            Some(e) => println!(
-                "  last error     {}  {e}",
-                fmt_time(&tz, st.and_then(|s| s.last_error_at))
-            ),
-            None => println!("  last error     -"),
-        }
-        println!("  next due       {}", fmt_time(&tz, r.next_run));
-        println!(
-            "  max age        {} ({})",
-            human(r.max_age_secs as f64),
-            if cfg.daemon.max_age_hours.is_some() {
-                "[daemon] max_age_hours"
-            } else {
-                "the schedule's longest interval plus a grace; set [daemon] max_age_hours to \
-                 change it"
-            }
-        );
+    for r in &report.rows {
+        print_row(ctx, tz, r);
     }
-    Ok(code)
+}
+
+/// One job of the text report.
+fn print_row(ctx: &Ctx, tz: &TzSpec, r: &Row) {
+    let st = r.state.as_ref();
+    println!("{:<16} {:<8} {}", r.job, r.label.to_uppercase(), r.describe);
+    println!("  kind           {} at {}", r.kind, r.schedule);
+    if let Some(since) = st.and_then(|s| s.running_since) {
+        println!("  running since  {}", tz.format(since));
+    }
+    println!(
+        "  last start     {}",
+        fmt_time(tz, st.and_then(|s| s.last_start))
+    );
+    println!(
+        "  last success   {}{}",
+        fmt_time(tz, st.and_then(|s| s.last_success)),
+        st.and_then(|s| s.last_success_summary.as_deref())
+            .map(|s| format!("  ({s})"))
+            .unwrap_or_default()
+    );
+    match st.and_then(|s| s.last_error.as_deref()) {
+        Some(e) => println!(
+            "  last error     {}  {e}",
+            fmt_time(tz, st.and_then(|s| s.last_error_at))
+        ),
+        None => println!("  last error     -"),
+    }
+    println!("  next due       {}", fmt_time(tz, r.next_run));
+    println!(
+        "  max age        {} ({})",
+        human(r.max_age_secs as f64),
+        if ctx.config.daemon.max_age_hours.is_some() {
+            "[daemon] max_age_hours"
+        } else {
+            "the schedule's longest interval plus a grace; set [daemon] max_age_hours to \
+             change it"
+        }
+    );
 }
 
 /// The Nagios plugin line: `MNBACKUP <STATE> - <summary> | <perfdata>`. The summary names the

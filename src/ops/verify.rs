@@ -119,8 +119,24 @@ fn index_piece(p: &PieceData, snap: &str, item: &str, idx: &mut HashMap<String, 
     }
 }
 
+/// What the manifests need: each object with its users, and the unique pieces to reconstruct
+/// (by plain hash and top object), each with one user to name.
+#[derive(Default)]
+struct Index {
+    users: HashMap<String, Users>,
+    pieces: BTreeMap<(String, String), (PieceData, String)>,
+}
+
+fn problem(id: &str, what: String, u: &Users) -> ObjectProblem {
+    ObjectProblem {
+        object: id.to_string(),
+        problem: what,
+        snapshots: u.snapshots.clone(),
+        items: u.items.clone(),
+    }
+}
+
 /// Verify the repository. `max_chain` is the policy's chain limit.
-#[allow(clippy::too_many_lines)] // structure pass and read-data pass share the object index and the report
 pub fn verify(
     repo: &Repo,
     read_data: bool,
@@ -137,13 +153,48 @@ pub fn verify(
         }
     }
     report.snapshots = manifests.len() + report.damaged_manifests.len();
-    let mut idx: HashMap<String, Users> = HashMap::new();
-    // Unique pieces to reconstruct (by plain hash and top object), with one user to name.
-    let mut pieces: BTreeMap<(String, String), (PieceData, String)> = BTreeMap::new();
-    for m in &manifests {
+    let idx = index(&manifests, max_chain, &mut report);
+    report.objects = idx.users.len();
+    let mut bad_objects = BTreeSet::new();
+    let to_read = check_sizes(repo, &idx, read_data, subset, &mut report, &mut bad_objects)?;
+    if read_data {
+        read_objects(
+            repo,
+            &idx,
+            &to_read,
+            progress,
+            &mut report,
+            &mut bad_objects,
+        );
+    }
+    // The whole content of every distinct item (pieces in order) against the item's BLAKE3: a
+    // manifest whose pieces are each fine but do not add up to the item is caught too.
+    if read_data && subset == Subset::All {
+        check_items(repo, &manifests, &bad_objects, &mut report);
+    }
+    record_damaged(repo, &report, read_data, &to_read, &bad_objects);
+    report.exit_code = if !report.damaged.is_empty()
+        || !report.damaged_manifests.is_empty()
+        || !report.items_inconsistent.is_empty()
+        || !report.policy.is_empty()
+    {
+        EXIT_INTEGRITY
+    } else if !report.missing.is_empty() {
+        EXIT_MISSING
+    } else {
+        0
+    };
+    report.ok = report.exit_code == 0;
+    Ok(report)
+}
+
+/// Indexes the objects and pieces of every manifest; chains over the policy go to the report.
+fn index(manifests: &[Manifest], max_chain: u32, report: &mut VerifyReport) -> Index {
+    let mut idx = Index::default();
+    for m in manifests {
         for item in &m.items {
             for p in &item.pieces {
-                index_piece(&p.piece, &m.id, &item.name, &mut idx);
+                index_piece(&p.piece, &m.id, &item.name, &mut idx.users);
                 if p.piece.data.depth() > max_chain {
                     report.policy.push(format!(
                         "{}:{}: delta chain of {} exceeds the policy's {max_chain}",
@@ -153,7 +204,7 @@ pub fn verify(
                     ));
                 }
                 if let Some(s) = &p.sig {
-                    let u = idx.entry(s.clone()).or_default();
+                    let u = idx.users.entry(s.clone()).or_default();
                     u.ty = Some(ObjectType::Signature);
                     if let Some(sz) = p.sig_size {
                         u.size = sz;
@@ -163,25 +214,30 @@ pub fn verify(
                         .insert(format!("{}:{} (signature)", m.id, item.name));
                 }
                 let key = (p.piece.blake3.clone(), p.piece.data.object().0.to_string());
-                pieces
+                idx.pieces
                     .entry(key)
                     .or_insert_with(|| (p.piece.clone(), format!("{}:{}", m.id, item.name)));
             }
         }
     }
-    report.objects = idx.len();
-    let problem = |id: &str, what: String, u: &Users| ObjectProblem {
-        object: id.to_string(),
-        problem: what,
-        snapshots: u.snapshots.clone(),
-        items: u.items.clone(),
-    };
-    let mut bad_objects = BTreeSet::new();
+    idx
+}
+
+/// The structure pass: every object exists with its recorded size. Returns the objects (and
+/// their sizes) the read-data pass reads.
+fn check_sizes(
+    repo: &Repo,
+    idx: &Index,
+    read_data: bool,
+    subset: Subset,
+    report: &mut VerifyReport,
+    bad_objects: &mut BTreeSet<String>,
+) -> Result<Vec<(String, u64)>> {
     let mut to_read = Vec::new();
-    let mut ids: Vec<&String> = idx.keys().collect();
+    let mut ids: Vec<&String> = idx.users.keys().collect();
     ids.sort();
     for id in ids {
-        let u = &idx[id];
+        let u = &idx.users[id];
         match repo.object_size(id)? {
             None => {
                 report.missing.push(problem(id, "missing".into(), u));
@@ -205,89 +261,114 @@ pub fn verify(
             }
         }
     }
-    if read_data {
-        let total: u64 = to_read.iter().map(|x| x.1).sum();
-        progress.phase("reading objects", Some(total));
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        let queue = Mutex::new(to_read.iter());
-        let found = Mutex::new(Vec::new());
-        let read_bytes = std::sync::atomic::AtomicU64::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| loop {
-                    let Some((id, sz)) = queue.lock().unwrap().next().cloned() else {
-                        break;
-                    };
-                    let ty = idx[&id].ty.unwrap_or(ObjectType::Full);
-                    if let Err(e) = repo.get_object_sized(&id, ty, Some(sz)) {
-                        found.lock().unwrap().push((id.clone(), format!("{e:#}")));
-                    }
-                    read_bytes.fetch_add(sz, std::sync::atomic::Ordering::Relaxed);
-                    progress.advance(sz);
-                });
-            }
-        });
-        progress.phase("done", None);
-        report.objects_read = to_read.len();
-        report.bytes_read = read_bytes.into_inner();
-        for (id, e) in found.into_inner().unwrap() {
-            report.damaged.push(problem(&id, e, &idx[&id]));
-            bad_objects.insert(id);
+    Ok(to_read)
+}
+
+/// The read-data pass: reads `to_read` on several threads, checking each object's hash, then
+/// reconstructs the pieces whose data lies in it.
+fn read_objects(
+    repo: &Repo,
+    idx: &Index,
+    to_read: &[(String, u64)],
+    progress: &dyn Progress,
+    report: &mut VerifyReport,
+    bad_objects: &mut BTreeSet<String>,
+) {
+    let total: u64 = to_read.iter().map(|x| x.1).sum();
+    progress.phase("reading objects", Some(total));
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let queue = Mutex::new(to_read.iter());
+    let found = Mutex::new(Vec::new());
+    let read_bytes = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let Some((id, sz)) = queue.lock().unwrap().next().cloned() else {
+                    break;
+                };
+                let ty = idx.users[&id].ty.unwrap_or(ObjectType::Full);
+                if let Err(e) = repo.get_object_sized(&id, ty, Some(sz)) {
+                    found.lock().unwrap().push((id.clone(), format!("{e:#}")));
+                }
+                read_bytes.fetch_add(sz, std::sync::atomic::Ordering::Relaxed);
+                progress.advance(sz);
+            });
         }
-        // Reconstruct the pieces whose data object is in the subset and whose objects all read
-        // fine: this proves decompression, delta application and the plain BLAKE3.
-        let in_subset: BTreeSet<&String> = to_read.iter().map(|x| &x.0).collect();
-        for ((_, obj), (piece, user)) in &pieces {
-            if !in_subset.contains(obj)
-                || chain_objects(piece)
-                    .iter()
-                    .any(|o| bad_objects.contains(*o))
-            {
+    });
+    progress.phase("done", None);
+    report.objects_read = to_read.len();
+    report.bytes_read = read_bytes.into_inner();
+    for (id, e) in found.into_inner().unwrap() {
+        report.damaged.push(problem(&id, e, &idx.users[&id]));
+        bad_objects.insert(id);
+    }
+    // Reconstruct the pieces whose data object is in the subset and whose objects all read
+    // fine: this proves decompression, delta application and the plain BLAKE3.
+    let in_subset: BTreeSet<&String> = to_read.iter().map(|x| &x.0).collect();
+    for ((_, obj), (piece, user)) in &idx.pieces {
+        if !in_subset.contains(obj)
+            || chain_objects(piece)
+                .iter()
+                .any(|o| bad_objects.contains(*o))
+        {
+            continue;
+        }
+        report.pieces_reconstructed += 1;
+        if let Err(e) = decode_piece(repo, piece, user) {
+            report.damaged.push(problem(
+                obj,
+                format!("does not reconstruct: {e:#}"),
+                &idx.users[obj],
+            ));
+            bad_objects.insert(obj.clone());
+        }
+    }
+}
+
+/// Reads every distinct item whose objects are all fine, whole, against its size and BLAKE3.
+fn check_items(
+    repo: &Repo,
+    manifests: &[Manifest],
+    bad_objects: &BTreeSet<String>,
+    report: &mut VerifyReport,
+) {
+    let mut seen = std::collections::HashSet::new();
+    for m in manifests {
+        for item in &m.items {
+            let key: Vec<&str> = std::iter::once(item.blake3.as_str())
+                .chain(item.pieces.iter().map(|p| p.piece.data.object().0))
+                .collect();
+            if !seen.insert(key.join(",")) {
                 continue;
             }
-            report.pieces_reconstructed += 1;
-            if let Err(e) = decode_piece(repo, piece, user) {
-                report.damaged.push(problem(
-                    obj,
-                    format!("does not reconstruct: {e:#}"),
-                    &idx[obj],
-                ));
-                bad_objects.insert(obj.clone());
+            if item.pieces.iter().any(|p| {
+                chain_objects(&p.piece)
+                    .iter()
+                    .any(|o| bad_objects.contains(*o))
+            }) {
+                continue;
+            }
+            if let Err(e) = crate::repo::reader::write_item(repo, item, &mut std::io::sink()) {
+                report
+                    .items_inconsistent
+                    .push(format!("{}:{}: {e:#}", m.id, item.name));
             }
         }
     }
-    // The whole content of every distinct item (pieces in order) against the item's BLAKE3: a
-    // manifest whose pieces are each fine but do not add up to the item is caught too.
-    if read_data && subset == Subset::All {
-        let mut seen = std::collections::HashSet::new();
-        for m in &manifests {
-            for item in &m.items {
-                let key: Vec<&str> = std::iter::once(item.blake3.as_str())
-                    .chain(item.pieces.iter().map(|p| p.piece.data.object().0))
-                    .collect();
-                if !seen.insert(key.join(",")) {
-                    continue;
-                }
-                if item.pieces.iter().any(|p| {
-                    chain_objects(&p.piece)
-                        .iter()
-                        .any(|o| bad_objects.contains(*o))
-                }) {
-                    continue;
-                }
-                if let Err(e) = crate::repo::reader::write_item(repo, item, &mut std::io::sink()) {
-                    report
-                        .items_inconsistent
-                        .push(format!("{}:{}: {e:#}", m.id, item.name));
-                }
-            }
-        }
-    }
-    // Record what is damaged in the repository, so the next snapshot writes those pieces anew
-    // from the source instead of reusing them, and `repair` knows them; objects that read fine
-    // lose an old record. A pool that cannot be written (full, read-only) only loses the record.
+}
+
+/// Record what is damaged in the repository, so the next snapshot writes those pieces anew
+/// from the source instead of reusing them, and `repair` knows them; objects that read fine
+/// lose an old record. A pool that cannot be written (full, read-only) only loses the record.
+fn record_damaged(
+    repo: &Repo,
+    report: &VerifyReport,
+    read_data: bool,
+    to_read: &[(String, u64)],
+    bad_objects: &BTreeSet<String>,
+) {
     let recorded = repo.damaged_objects().unwrap_or_default();
     for p in &report.damaged {
         if !recorded.contains(&p.object) {
@@ -300,25 +381,12 @@ pub fn verify(
         }
     }
     if read_data {
-        for (id, _) in &to_read {
+        for (id, _) in to_read {
             if recorded.contains(id) && !bad_objects.contains(id) {
                 repo.clear_damaged(id);
             }
         }
     }
-    report.exit_code = if !report.damaged.is_empty()
-        || !report.damaged_manifests.is_empty()
-        || !report.items_inconsistent.is_empty()
-        || !report.policy.is_empty()
-    {
-        EXIT_INTEGRITY
-    } else if !report.missing.is_empty() {
-        EXIT_MISSING
-    } else {
-        0
-    };
-    report.ok = report.exit_code == 0;
-    Ok(report)
 }
 
 fn chain_objects(p: &PieceData) -> Vec<&str> {

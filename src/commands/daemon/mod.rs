@@ -33,8 +33,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use mnbackup_scheduler::{
-    CancelToken, Daemon, DaemonConfig, Job, JobContext, JobError, JobOutcome, JobSpec, KeepPolicy,
-    RetryPolicy, Schedule, SystemClock, TzSpec,
+    CancelToken, Daemon, DaemonConfig, DaemonError, DaemonReport, Job, JobContext, JobError,
+    JobOutcome, JobSpec, KeepPolicy, RetryPolicy, Schedule, SystemClock, TzSpec,
 };
 use tracing::{error, info, warn};
 
@@ -42,6 +42,7 @@ mod follower;
 mod hooks;
 mod job;
 mod metrics;
+mod start;
 
 pub use hooks::ManualHooks;
 use hooks::{hook_vars, run_hook};
@@ -514,54 +515,11 @@ fn single_instance(cfg: &Config) -> Result<nix::fcntl::Flock<File>> {
 }
 
 /// Builds the jobs, checks the configuration, and runs the scheduler until SIGTERM / SIGINT.
-#[allow(clippy::too_many_lines)] // daemon setup in order (state dir, lock, jobs, signals, loop); one flat sequence reads best
 pub fn run(ctx: &Ctx) -> Result<i32> {
     let cfg = &ctx.config;
     ctx.repo_path()?;
     let schedules = parsed_schedules(cfg)?;
-    let mut plans = HashMap::new();
-    let mut specs = Vec::new();
-    for (s, schedule) in schedules {
-        let work = Work::parse(&s, cfg)?;
-        if matches!(work, Work::Snapshot { .. })
-            && cfg.mariadb.is_none()
-            && cfg.cassandra.is_none()
-            && cfg.files.is_empty()
-        {
-            return Err(usage(format!(
-                "[[schedule]] {:?} takes snapshots, but the configuration has no [mariadb], \
-                 [cassandra] or [[files]] source; add one (see docs/zstack-node.example.toml)",
-                s.name
-            )));
-        }
-        let retry = RetryPolicy {
-            max_attempts: s.retries.saturating_add(1),
-            ..RetryPolicy::default()
-        };
-        specs.push(JobSpec {
-            name: s.name.clone(),
-            kind: s.job.clone(),
-            schedule: schedule.clone(),
-            retry: retry.clone(),
-            catch_up: s.catch_up,
-        });
-        if plans
-            .insert(
-                s.name.clone(),
-                Plan {
-                    work,
-                    schedule,
-                    retry,
-                },
-            )
-            .is_some()
-        {
-            return Err(usage(format!(
-                "[[schedule]] name {:?} is used twice; job names must be unique",
-                s.name
-            )));
-        }
-    }
+    let (plans, specs) = start::jobs(cfg, schedules)?;
     let dir = state_dir(cfg);
     std::fs::create_dir_all(&dir).with_context(|| {
         format!(
@@ -581,24 +539,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         serialize_jobs: true,
     };
     let shutdown = CancelToken::new();
-    let metrics = Arc::new(MetricsCache {
-        enabled: dcfg.metrics_file.is_some(),
-        ..Default::default()
-    });
-    if metrics.enabled {
-        metrics.refresh(ctx);
-        // The last verify result, from the verify jobs' state files.
-        let store = mnbackup_scheduler::StateStore::new(&dir);
-        let last_verify = specs
-            .iter()
-            .filter(|s| s.kind == "verify")
-            .filter_map(|s| store.load(&s.name).ok().flatten())
-            .filter_map(|st| Some((st.last_finish?, st.last_run_ok?)))
-            .max_by_key(|(t, _)| *t);
-        if let Some((t, ok)) = last_verify {
-            metrics.set_verify(t, ok);
-        }
-    }
+    let metrics = start::metrics(ctx, &dcfg, &specs);
     let follower = if plans
         .values()
         .any(|p| matches!(p.work, Work::Binlog { once: false }))
@@ -607,104 +548,12 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
     } else {
         None
     };
-    let runner = Runner {
-        metrics,
-        ctx: Arc::new(Ctx {
-            repo_path: ctx.repo_path.clone(),
-            config_path: ctx.config_path.clone(),
-            config: ctx.config.clone(),
-            json: false,
-            quiet: true,
-            verbose: ctx.verbose,
-        }),
-        plans,
-        on_failure: cfg
-            .daemon
-            .on_failure
-            .clone()
-            .filter(|c| !c.trim().is_empty()),
-        on_success: cfg
-            .daemon
-            .on_success
-            .clone()
-            .filter(|c| !c.trim().is_empty()),
-        shutdown: shutdown.clone(),
-    };
-    for s in &specs {
-        info!(
-            job = %s.name,
-            "job {:?} ({}) scheduled at {}, next run at {}",
-            s.name,
-            s.kind,
-            s.schedule,
-            s.schedule
-                .next_after(Utc::now())
-                .map(|t| s.schedule.tz().format(t))
-                .unwrap_or_else(|| "never".into())
-        );
-    }
+    let runner = start::runner(ctx, metrics, plans, &shutdown);
+    start::log_jobs(&specs);
     let daemon = Daemon::new(dcfg, specs, Arc::new(runner), Arc::new(SystemClock))
         .map_err(|e| usage(e.to_string()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let result = rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let sd = shutdown.clone();
-        let stop_follower = follower.as_ref().map(|f| f.stop.clone());
-        tokio::spawn(async move {
-            loop {
-                let which = tokio::select! {
-                    _ = term.recv() => "SIGTERM",
-                    _ = int.recv() => "SIGINT",
-                };
-                if let Some(tx) = &stop_follower {
-                    let _ = tx.send(true);
-                }
-                if sd.is_cancelled() {
-                    info!("{which} received again; already shutting down (a running job gets its grace period)");
-                } else {
-                    info!("{which} received; shutting down: idle jobs stop now, a running job gets up to the grace period to finish");
-                    sd.cancel();
-                }
-            }
-        });
-        info!(
-            "mnbackup daemon started (pid {}); state in {}; stop it with SIGTERM (`systemctl stop mnbackup`)",
-            std::process::id(),
-            dir.display()
-        );
-        anyhow::Ok(daemon.run(shutdown).await)
-    })?;
-    rt.shutdown_timeout(Duration::from_secs(2));
-    if let Some(f) = follower {
-        f.stop_and_wait(CANCEL_TIMEOUT);
-    }
-    match result {
-        Ok(report) => {
-            for j in &report.jobs {
-                if j.interrupted {
-                    warn!(
-                        job = %j.name,
-                        "the run in progress was interrupted by the shutdown; it is caught up at \
-                         the next start (catch_up = true) or runs at its next slot"
-                    );
-                }
-            }
-            info!("mnbackup daemon stopped cleanly");
-            Ok(0)
-        }
-        Err(e) => {
-            error!("the daemon stopped: {e}");
-            Err(anyhow::Error::new(e).context(
-                "the scheduler stopped with an error; systemd restarts it (see the log above)",
-            ))
-        }
-    }
+    let result = start::serve(daemon, shutdown, follower, &dir)?;
+    start::stopped(result)
 }
 
 /// The state directory, for other commands' messages.

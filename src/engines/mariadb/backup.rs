@@ -13,7 +13,7 @@ use mysql_async::Conn;
 
 use super::config::{ConnParams, MariadbConfig};
 use super::consistency::{BlockMethod, ServerVersion};
-use super::dump::{put_item, units_for, Shared};
+use super::dump::{put_item, units_for, Shared, Unit};
 use super::errors::explain;
 use super::names::ItemName;
 use super::schema::Table;
@@ -159,7 +159,6 @@ pub async fn backup(cfg: &MariadbConfig, sink: Arc<dyn ItemSink>) -> Result<Mari
     Ok(summary)
 }
 
-#[allow(clippy::too_many_lines)] // one consistent point: the lock is held across its phases, which share the connections
 async fn run_group(
     cfg: &MariadbConfig,
     params: &ConnParams,
@@ -205,155 +204,27 @@ async fn run_group(
     // Work queues: the non-transactional tables (read while their writes are blocked), then
     // the InnoDB tables, biggest first.
     let workers_want = cfg.workers();
-    let mut nontx_queue = VecDeque::new();
-    for t in &nontx {
-        nontx_queue.extend(units_for(t.clone(), workers_want));
-    }
-    let mut tx: Vec<&Arc<Table>> = tables.iter().filter(|t| t.transactional).collect();
-    tx.sort_by(|a, b| {
-        b.estimated_rows
-            .cmp(&a.estimated_rows)
-            .then(a.full_name().cmp(&b.full_name()))
-    });
-    let mut tx_queue = VecDeque::new();
-    for t in tx {
-        tx_queue.extend(units_for(t.clone(), workers_want));
-    }
+    let (nontx_queue, tx_queue) = work_queues(&tables, &nontx, workers_want);
     let workers_n = workers_want
         .min(tx_queue.len().max(nontx_queue.len()))
         .max(1);
 
     // Connections.
-    let mut workers = Vec::with_capacity(workers_n);
-    for _ in 0..workers_n {
-        let mut c = connect(&opts, params, "opening a worker connection").await?;
-        c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            .await
-            .map_err(|e| explain(e, &addr, "setting REPEATABLE READ"))?;
-        workers.push(c);
-    }
-    let shared = Arc::new(Shared {
-        queue: Mutex::new(nontx_queue),
-        sink: sink.clone(),
-        rows_per_insert: cfg.rows_per_insert(),
-        max_item_bytes: cfg.max_item_bytes(),
-        addr: addr.clone(),
-        fingerprints: Mutex::new(
-            tables
-                .iter()
-                .map(|t| (t.full_name(), Default::default()))
-                .collect(),
-        ),
-        items: Mutex::new(Vec::new()),
-        bytes: AtomicU64::new(0),
-        rows: AtomicU64::new(0),
-        max_statement: Mutex::new(BTreeMap::new()),
-    });
+    let server = Server {
+        opts: &opts,
+        params,
+        addr: &addr,
+    };
+    let workers = open_workers(&server, workers_n).await?;
+    let shared = shared_state(cfg, &sink, &tables, nontx_queue, &addr);
 
     // The consistent point (see `consistency`).
-    let mut method = method;
     let t_nontx = Instant::now();
-    let mut tb = Instant::now();
-    let mut locker: Option<Conn> = None;
-    // Without RELOAD neither BACKUP STAGE nor FLUSH TABLES WITH READ LOCK is allowed.
-    let no_reload = match method {
-        BlockMethod::BackupStage => consistency::freeze_nontransactional(&mut ctl, &addr)
-            .await
-            .err(),
-        BlockMethod::Ftwrl => consistency::block(&mut ctl, method, &addr).await.err(),
-        BlockMethod::SingleSnapshot => None,
-    };
-    if let Some(e) = no_reload {
-        if !errors::is_privilege_error(&e) {
-            return Err(e);
-        }
-        warnings.push(format!(
-            "no RELOAD privilege: commits were not blocked; one connection dumped the \
-             InnoDB tables from a single snapshot ({e:#})"
-        ));
-        gaps.push(
-            Gap::new(
-                "mariadb",
-                "consistency",
-                format!(
-                    "{acct} may not block commits ({}), so MyISAM and InnoDB tables were not \
-                     captured at one common point and DDL was not held off ({e:#})",
-                    if method == BlockMethod::BackupStage {
-                        "BACKUP STAGE"
-                    } else {
-                        "FLUSH TABLES WITH READ LOCK"
-                    }
-                ),
-            )
-            .fix(privileges::fix_reload(&acct)),
-        );
-        method = BlockMethod::SingleSnapshot;
-    }
-    match method {
-        BlockMethod::BackupStage => {
-            // Non-transactional tables are frozen (BLOCK_DDL) while InnoDB commits go on.
-            workers = run_phase(workers, &shared).await?;
-            tb = Instant::now();
-            consistency::block(&mut ctl, method, &addr).await?;
-        }
-        BlockMethod::Ftwrl => {
-            // Commits are blocked (above).
-            workers = run_phase(workers, &shared).await?;
-        }
-        BlockMethod::SingleSnapshot => {
-            workers.truncate(1);
-            if !nontx.is_empty() {
-                let mut l = connect(&opts, params, "opening the lock connection").await?;
-                let list = nontx
-                    .iter()
-                    .map(|t| format!("{}.{} READ", ident(&t.db), ident(&t.name)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                l.query_drop(format!("LOCK TABLES {list}"))
-                    .await
-                    .map_err(|e| {
-                        explain(
-                            e,
-                            &addr,
-                            "read-locking the non-transactional tables (LOCK TABLES)",
-                        )
-                    })?;
-                locker = Some(l);
-            }
-        }
-    }
-    let mut snap_err = None;
-    for w in workers.iter_mut() {
-        if let Err(e) = w
-            .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            .await
-        {
-            snap_err = Some(explain(e, &addr, "opening the consistent snapshot"));
-            break;
-        }
-    }
-    let binlog = match (&snap_err, method) {
-        (Some(_), _) => None,
-        (None, BlockMethod::SingleSnapshot) => {
-            consistency::snapshot_binlog_position(&mut workers[0]).await
-        }
-        (None, _) => consistency::binlog_position(&mut ctl).await,
-    };
-    let rel = consistency::release(&mut ctl, method, &addr).await;
-    let block_ms = match method {
-        BlockMethod::SingleSnapshot => 0,
-        _ => tb.elapsed().as_millis() as u64,
-    };
-    if let Some(e) = snap_err {
-        return Err(e);
-    }
-    rel?;
-    if let Some(mut l) = locker.take() {
-        workers = run_phase(workers, &shared).await?;
-        l.query_drop("UNLOCK TABLES")
-            .await
-            .map_err(|e| explain(e, &addr, "releasing the non-transactional table locks"))?;
-    }
+    let tb = Instant::now();
+    let method =
+        block_or_fall_back(&mut ctl, method, &addr, &acct, &mut gaps, &mut warnings).await?;
+    let point = consistent_point(&mut ctl, &server, method, workers, &shared, &nontx, tb).await?;
+    let (workers, binlog, block_ms) = (point.workers, point.binlog, point.block_ms);
     let nontx_lock_ms = if nontx.is_empty() {
         0
     } else {
@@ -366,12 +237,14 @@ async fn run_group(
     let phase = run_phase(workers, &shared);
     let ddl = ddl_items(
         &mut ctl,
-        &cat,
-        &tables,
-        &sink,
-        with_accounts,
-        &addr,
-        &acct,
+        DdlJob {
+            cat: &cat,
+            tables: &tables,
+            sink: &sink,
+            with_accounts,
+            addr: &addr,
+            acct: &acct,
+        },
         &mut gaps,
         &mut warnings,
     );
@@ -440,6 +313,220 @@ async fn run_group(
     })
 }
 
+/// The work queues: the non-transactional tables' units, then the InnoDB tables', biggest
+/// first.
+fn work_queues(
+    tables: &[Arc<Table>],
+    nontx: &[Arc<Table>],
+    workers_want: usize,
+) -> (VecDeque<Unit>, VecDeque<Unit>) {
+    let mut nontx_queue = VecDeque::new();
+    for t in nontx {
+        nontx_queue.extend(units_for(t.clone(), workers_want));
+    }
+    let mut tx: Vec<&Arc<Table>> = tables.iter().filter(|t| t.transactional).collect();
+    tx.sort_by(|a, b| {
+        b.estimated_rows
+            .cmp(&a.estimated_rows)
+            .then(a.full_name().cmp(&b.full_name()))
+    });
+    let mut tx_queue = VecDeque::new();
+    for t in tx {
+        tx_queue.extend(units_for(t.clone(), workers_want));
+    }
+    (nontx_queue, tx_queue)
+}
+
+/// The state the workers share: the queue (first the non-transactional units), the sink, and
+/// what they count and fingerprint per table.
+fn shared_state(
+    cfg: &MariadbConfig,
+    sink: &Arc<dyn ItemSink>,
+    tables: &[Arc<Table>],
+    queue: VecDeque<Unit>,
+    addr: &str,
+) -> Arc<Shared> {
+    Arc::new(Shared {
+        queue: Mutex::new(queue),
+        sink: sink.clone(),
+        rows_per_insert: cfg.rows_per_insert(),
+        max_item_bytes: cfg.max_item_bytes(),
+        addr: addr.to_string(),
+        fingerprints: Mutex::new(
+            tables
+                .iter()
+                .map(|t| (t.full_name(), Default::default()))
+                .collect(),
+        ),
+        items: Mutex::new(Vec::new()),
+        bytes: AtomicU64::new(0),
+        rows: AtomicU64::new(0),
+        max_statement: Mutex::new(BTreeMap::new()),
+    })
+}
+
+/// The server a group connects to: its options, credentials and address (for messages).
+struct Server<'a> {
+    opts: &'a mysql_async::Opts,
+    params: &'a ConnParams,
+    addr: &'a str,
+}
+
+/// `n` worker connections, each in REPEATABLE READ.
+async fn open_workers(server: &Server<'_>, n: usize) -> Result<Vec<Conn>> {
+    let (opts, params, addr) = (server.opts, server.params, server.addr);
+    let mut workers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut c = connect(opts, params, "opening a worker connection").await?;
+        c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .await
+            .map_err(|e| explain(e, addr, "setting REPEATABLE READ"))?;
+        workers.push(c);
+    }
+    Ok(workers)
+}
+
+/// Starts blocking by `method` (BACKUP STAGE freezes the non-transactional tables; FTWRL blocks
+/// commits). Without RELOAD neither is allowed: that is a gap, and the method falls back to a
+/// single snapshot, which is returned.
+async fn block_or_fall_back(
+    ctl: &mut Conn,
+    method: BlockMethod,
+    addr: &str,
+    acct: &str,
+    gaps: &mut Vec<Gap>,
+    warnings: &mut Vec<String>,
+) -> Result<BlockMethod> {
+    let mut method = method;
+    // Without RELOAD neither BACKUP STAGE nor FLUSH TABLES WITH READ LOCK is allowed.
+    let no_reload = match method {
+        BlockMethod::BackupStage => consistency::freeze_nontransactional(ctl, addr).await.err(),
+        BlockMethod::Ftwrl => consistency::block(ctl, method, addr).await.err(),
+        BlockMethod::SingleSnapshot => None,
+    };
+    if let Some(e) = no_reload {
+        if !errors::is_privilege_error(&e) {
+            return Err(e);
+        }
+        warnings.push(format!(
+            "no RELOAD privilege: commits were not blocked; one connection dumped the \
+             InnoDB tables from a single snapshot ({e:#})"
+        ));
+        gaps.push(
+            Gap::new(
+                "mariadb",
+                "consistency",
+                format!(
+                    "{acct} may not block commits ({}), so MyISAM and InnoDB tables were not \
+                     captured at one common point and DDL was not held off ({e:#})",
+                    if method == BlockMethod::BackupStage {
+                        "BACKUP STAGE"
+                    } else {
+                        "FLUSH TABLES WITH READ LOCK"
+                    }
+                ),
+            )
+            .fix(privileges::fix_reload(acct)),
+        );
+        method = BlockMethod::SingleSnapshot;
+    }
+    Ok(method)
+}
+
+/// What [`consistent_point`] leaves: the worker connections in their snapshots, the binlog
+/// position of the point, and how long commits were blocked.
+struct Point {
+    workers: Vec<Conn>,
+    binlog: Option<consistency::BinlogPosition>,
+    block_ms: u64,
+}
+
+/// The consistent point's phases after `block_or_fall_back`: the non-transactional tables read
+/// while they are blocked (or read-locked), the workers' consistent snapshots opened, the binlog
+/// position read, and the block released (`tb`: when blocking started, for `block_ms`).
+async fn consistent_point(
+    ctl: &mut Conn,
+    server: &Server<'_>,
+    method: BlockMethod,
+    mut workers: Vec<Conn>,
+    shared: &Arc<Shared>,
+    nontx: &[Arc<Table>],
+    mut tb: Instant,
+) -> Result<Point> {
+    let (opts, params, addr) = (server.opts, server.params, server.addr);
+    let mut locker: Option<Conn> = None;
+    match method {
+        BlockMethod::BackupStage => {
+            // Non-transactional tables are frozen (BLOCK_DDL) while InnoDB commits go on.
+            workers = run_phase(workers, shared).await?;
+            tb = Instant::now();
+            consistency::block(ctl, method, addr).await?;
+        }
+        BlockMethod::Ftwrl => {
+            // Commits are blocked (above).
+            workers = run_phase(workers, shared).await?;
+        }
+        BlockMethod::SingleSnapshot => {
+            workers.truncate(1);
+            if !nontx.is_empty() {
+                let mut l = connect(opts, params, "opening the lock connection").await?;
+                let list = nontx
+                    .iter()
+                    .map(|t| format!("{}.{} READ", ident(&t.db), ident(&t.name)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                l.query_drop(format!("LOCK TABLES {list}"))
+                    .await
+                    .map_err(|e| {
+                        explain(
+                            e,
+                            addr,
+                            "read-locking the non-transactional tables (LOCK TABLES)",
+                        )
+                    })?;
+                locker = Some(l);
+            }
+        }
+    }
+    let mut snap_err = None;
+    for w in workers.iter_mut() {
+        if let Err(e) = w
+            .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            .await
+        {
+            snap_err = Some(explain(e, addr, "opening the consistent snapshot"));
+            break;
+        }
+    }
+    let binlog = match (&snap_err, method) {
+        (Some(_), _) => None,
+        (None, BlockMethod::SingleSnapshot) => {
+            consistency::snapshot_binlog_position(&mut workers[0]).await
+        }
+        (None, _) => consistency::binlog_position(ctl).await,
+    };
+    let rel = consistency::release(ctl, method, addr).await;
+    let block_ms = match method {
+        BlockMethod::SingleSnapshot => 0,
+        _ => tb.elapsed().as_millis() as u64,
+    };
+    if let Some(e) = snap_err {
+        return Err(e);
+    }
+    rel?;
+    if let Some(mut l) = locker.take() {
+        workers = run_phase(workers, shared).await?;
+        l.query_drop("UNLOCK TABLES")
+            .await
+            .map_err(|e| explain(e, addr, "releasing the non-transactional table locks"))?;
+    }
+    Ok(Point {
+        workers,
+        binlog,
+        block_ms,
+    })
+}
+
 /// Run one worker per connection until the shared queue is empty; returns the connections.
 /// On the first error the other workers are stopped.
 async fn run_phase(conns: Vec<Conn>, shared: &Arc<Shared>) -> Result<Vec<Conn>> {
@@ -474,20 +561,33 @@ async fn run_phase(conns: Vec<Conn>, shared: &Arc<Shared>) -> Result<Vec<Conn>> 
     }
 }
 
+/// What [`ddl_items`] writes: the catalog and its tables, into `sink`, with the accounts or
+/// not; `addr` and `acct` (the account backing up) name the server and the account in messages.
+struct DdlJob<'a> {
+    cat: &'a schema::Catalog,
+    tables: &'a [Arc<Table>],
+    sink: &'a Arc<dyn ItemSink>,
+    with_accounts: bool,
+    addr: &'a str,
+    acct: &'a str,
+}
+
 /// Write the schema, routines, views, triggers, events, accounts and grants items; what the
 /// account `acct` may not read is pushed to `gaps` with the statement that fixes it.
-#[allow(clippy::too_many_arguments)]
 async fn ddl_items(
     ctl: &mut Conn,
-    cat: &schema::Catalog,
-    tables: &[Arc<Table>],
-    sink: &Arc<dyn ItemSink>,
-    with_accounts: bool,
-    addr: &str,
-    acct: &str,
+    job: DdlJob<'_>,
     gaps: &mut Vec<Gap>,
     warnings: &mut Vec<String>,
 ) -> Result<(Vec<LoadPlanEntry>, Vec<String>)> {
+    let DdlJob {
+        cat,
+        tables,
+        sink,
+        with_accounts,
+        addr,
+        acct,
+    } = job;
     let mut plan = Vec::new();
     let mut accounts = Vec::new();
     let acc = if with_accounts {

@@ -175,35 +175,7 @@ async fn dump_unit(conn: &mut Conn, shared: &Shared, unit: &Unit) -> Result<()> 
     let key_idx =
         t.pk.first()
             .and_then(|k| cols.iter().position(|c| &c.info.name == k));
-    let mut conds = Vec::new();
-    let mut int_width = None;
-    match &unit.range {
-        Range::Whole => {}
-        Range::Int { lo, hi, width } => {
-            int_width = Some(*width);
-            let k = ident(&t.pk[0]);
-            if let Some(lo) = lo {
-                conds.push(format!("{k} >= {lo}"));
-            }
-            if let Some(hi) = hi {
-                conds.push(format!("{k} < {hi}"));
-            }
-        }
-        Range::Hex { lo, hi, .. } => {
-            let k = ident(&t.pk[0]);
-            if let Some(lo) = lo {
-                conds.push(format!("{k} >= '{lo}'"));
-            }
-            if let Some(hi) = hi {
-                conds.push(format!("{k} < '{hi}'"));
-            }
-        }
-    }
-    let where_ = if conds.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conds.join(" AND "))
-    };
+    let (where_, int_width) = range_filter(t, &unit.range);
     let sql = format!(
         "SELECT {} FROM {qname}{where_} ORDER BY {}",
         select_list(&infos),
@@ -320,6 +292,41 @@ async fn dump_unit(conn: &mut Conn, shared: &Shared, unit: &Unit) -> Result<()> 
     let e = ms.entry(t.full_name()).or_default();
     *e = (*e).max(max_stmt as u64);
     Ok(())
+}
+
+/// The `WHERE` clause of a unit's key range (empty for a whole table), and the bucket width of
+/// an integer range.
+fn range_filter(t: &Table, range: &Range) -> (String, Option<i128>) {
+    let mut conds = Vec::new();
+    let mut int_width = None;
+    match range {
+        Range::Whole => {}
+        Range::Int { lo, hi, width } => {
+            int_width = Some(*width);
+            let k = ident(&t.pk[0]);
+            if let Some(lo) = lo {
+                conds.push(format!("{k} >= {lo}"));
+            }
+            if let Some(hi) = hi {
+                conds.push(format!("{k} < {hi}"));
+            }
+        }
+        Range::Hex { lo, hi, .. } => {
+            let k = ident(&t.pk[0]);
+            if let Some(lo) = lo {
+                conds.push(format!("{k} >= '{lo}'"));
+            }
+            if let Some(hi) = hi {
+                conds.push(format!("{k} < '{hi}'"));
+            }
+        }
+    }
+    let where_ = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    (where_, int_width)
 }
 
 /// Finish an item and start storing it; waits for the previous store first (one store in flight

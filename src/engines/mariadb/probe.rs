@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use mysql_async::prelude::*;
+use mysql_async::Conn;
 use serde::Serialize;
 
 use super::consistency::{BlockMethod, ServerVersion};
@@ -62,7 +63,6 @@ fn priv_or(e: mysql_async::Error, addr: &str, what: &str) -> Result<anyhow::Erro
 }
 
 /// Probe the server of `cfg`. An error means no connection (or a non-privilege failure).
-#[allow(clippy::too_many_lines)] // a linear sequence of server queries, each filling one field of the probe
 pub async fn probe(cfg: &MariadbConfig) -> Result<Probe> {
     let params = cfg.resolve()?;
     let addr = params.address();
@@ -95,24 +95,45 @@ pub async fn probe(cfg: &MariadbConfig) -> Result<Probe> {
         None => visible.clone(),
     };
 
-    // Consistency point.
-    caps.push(match v.block_method() {
+    caps.push(consistency_point(&mut c, &v, &addr, &acct).await?);
+    caps.push(routines(&mut c, &dbs, &addr, &acct).await?);
+    caps.push(accounts(&mut c, &me, &addr, &acct).await?);
+    caps.push(events(&mut c, &dbs, &addr, &acct).await?);
+    caps.push(binlog_position(&mut c, &v, &addr, &acct).await?);
+    caps.push(databases_readable(&mut c, &dbs, &visible, &addr, &acct).await?);
+    c.disconnect().await.ok();
+    Ok(Probe {
+        address: addr,
+        version,
+        account: acct,
+        capabilities: caps,
+    })
+}
+
+/// Consistency point: BACKUP STAGE tried, or (without it) the RELOAD privilege looked up.
+async fn consistency_point(
+    c: &mut Conn,
+    v: &ServerVersion,
+    addr: &str,
+    acct: &str,
+) -> Result<Capability> {
+    Ok(match v.block_method() {
         BlockMethod::BackupStage => match c.query_drop("BACKUP STAGE START").await {
             Ok(()) => {
                 c.query_drop("BACKUP STAGE END")
                     .await
-                    .map_err(|e| explain(e, &addr, "BACKUP STAGE END"))?;
+                    .map_err(|e| explain(e, addr, "BACKUP STAGE END"))?;
                 Capability::ok(
                     "consistency point",
                     "BACKUP STAGE allowed (RELOAD): commits are blocked for milliseconds",
                 )
             }
             Err(e) => {
-                let e = priv_or(e, &addr, "BACKUP STAGE START")?;
+                let e = priv_or(e, addr, "BACKUP STAGE START")?;
                 Capability::missing(
                     "consistency point",
                     format!("BACKUP STAGE refused ({e:#})"),
-                    vec![privileges::fix_reload(&acct)],
+                    vec![privileges::fix_reload(acct)],
                 )
             }
         },
@@ -124,7 +145,7 @@ pub async fn probe(cfg: &MariadbConfig) -> Result<Probe> {
                      WHERE PRIVILEGE_TYPE = 'RELOAD'",
                 )
                 .await
-                .map_err(|e| explain(e, &addr, "reading USER_PRIVILEGES"))?;
+                .map_err(|e| explain(e, addr, "reading USER_PRIVILEGES"))?;
             if n.unwrap_or(0) > 0 {
                 Capability::ok(
                     "consistency point",
@@ -134,13 +155,15 @@ pub async fn probe(cfg: &MariadbConfig) -> Result<Probe> {
                 Capability::missing(
                     "consistency point",
                     "no RELOAD privilege: FLUSH TABLES WITH READ LOCK is refused",
-                    vec![privileges::fix_reload(&acct)],
+                    vec![privileges::fix_reload(acct)],
                 )
             }
         }
-    });
+    })
+}
 
-    // Routines.
+/// Routines: every definition of the databases visible.
+async fn routines(c: &mut Conn, dbs: &[String], addr: &str, acct: &str) -> Result<Capability> {
     let mut routines: Vec<(String, String, String)> = Vec::new();
     if !dbs.is_empty() {
         let list = dbs
@@ -155,14 +178,14 @@ pub async fn probe(cfg: &MariadbConfig) -> Result<Probe> {
                  IN ('PROCEDURE', 'FUNCTION') ORDER BY 1, 2, 3"
             ))
             .await
-            .map_err(|e| explain(e, &addr, "listing routines"))?;
+            .map_err(|e| explain(e, addr, "listing routines"))?;
     }
     let mut hidden = Vec::new();
     for (db, kind, name) in &routines {
         let row: Option<mysql_async::Row> = c
             .query_first(format!("SHOW CREATE {kind} {}.{}", ident(db), ident(name)))
             .await
-            .map_err(|e| explain(e, &addr, "SHOW CREATE of a routine"))?;
+            .map_err(|e| explain(e, addr, "SHOW CREATE of a routine"))?;
         let visible = row
             .and_then(|r| r.get_opt::<Option<String>, _>(2).and_then(|x| x.ok()))
             .flatten()
@@ -171,7 +194,7 @@ pub async fn probe(cfg: &MariadbConfig) -> Result<Probe> {
             hidden.push(format!("{db}.{name}"));
         }
     }
-    caps.push(if hidden.is_empty() {
+    Ok(if hidden.is_empty() {
         Capability::ok(
             "routines",
             format!("all {} definitions visible", routines.len()),
@@ -185,12 +208,14 @@ pub async fn probe(cfg: &MariadbConfig) -> Result<Probe> {
                 routines.len(),
                 hidden.join(", ")
             ),
-            vec![privileges::fix_routines(&acct)],
+            vec![privileges::fix_routines(acct)],
         )
-    });
+    })
+}
 
-    // Accounts and grants.
-    caps.push(
+/// Accounts and grants: `mysql.user` readable, and another account's grants (`me`: this one).
+async fn accounts(c: &mut Conn, me: &str, addr: &str, acct: &str) -> Result<Capability> {
+    Ok(
         match c
             .query::<(String, String), _>("SELECT User, Host FROM mysql.user")
             .await
@@ -217,33 +242,35 @@ pub async fn probe(cfg: &MariadbConfig) -> Result<Probe> {
                     Capability::missing(
                         "accounts and grants",
                         "mysql.user readable but SHOW GRANTS FOR other accounts refused",
-                        vec![privileges::fix_accounts(&acct)],
+                        vec![privileges::fix_accounts(acct)],
                     )
                 }
             }
             Err(e) => {
-                let e = priv_or(e, &addr, "SELECT FROM mysql.user")?;
+                let e = priv_or(e, addr, "SELECT FROM mysql.user")?;
                 Capability::missing(
                     "accounts and grants",
                     format!("mysql.user is not readable ({e:#})"),
-                    vec![privileges::fix_accounts(&acct)],
+                    vec![privileges::fix_accounts(acct)],
                 )
             }
         },
-    );
+    )
+}
 
-    // Events.
+/// Events: SHOW EVENTS allowed in every database.
+async fn events(c: &mut Conn, dbs: &[String], addr: &str, acct: &str) -> Result<Capability> {
     let mut no_event = Vec::new();
-    for db in &dbs {
+    for db in dbs {
         if let Err(e) = c
             .query_drop(format!("SHOW EVENTS FROM {}", ident(db)))
             .await
         {
-            priv_or(e, &addr, "SHOW EVENTS")?;
+            priv_or(e, addr, "SHOW EVENTS")?;
             no_event.push(db.clone());
         }
     }
-    caps.push(if no_event.is_empty() {
+    Ok(if no_event.is_empty() {
         Capability::ok("events", format!("visible in all {} databases", dbs.len()))
     } else {
         Capability::missing(
@@ -251,17 +278,24 @@ pub async fn probe(cfg: &MariadbConfig) -> Result<Probe> {
             format!("no EVENT privilege on {}", no_event.join(", ")),
             no_event
                 .iter()
-                .map(|d| privileges::fix_events(&acct, d))
+                .map(|d| privileges::fix_events(acct, d))
                 .collect(),
         )
-    });
+    })
+}
 
-    // Binlog position.
+/// Binlog position: SHOW MASTER STATUS allowed (when the binary log is on).
+async fn binlog_position(
+    c: &mut Conn,
+    v: &ServerVersion,
+    addr: &str,
+    acct: &str,
+) -> Result<Capability> {
     let log_bin: Option<i64> = c
         .query_first("SELECT @@log_bin")
         .await
-        .map_err(|e| explain(e, &addr, "reading @@log_bin"))?;
-    caps.push(if log_bin != Some(1) {
+        .map_err(|e| explain(e, addr, "reading @@log_bin"))?;
+    Ok(if log_bin != Some(1) {
         Capability::ok(
             "binlog position",
             "binary log is off: there is no position to record",
@@ -270,19 +304,27 @@ pub async fn probe(cfg: &MariadbConfig) -> Result<Probe> {
         match c.query_drop("SHOW MASTER STATUS").await {
             Ok(()) => Capability::ok("binlog position", "SHOW MASTER STATUS allowed"),
             Err(e) => {
-                let e = priv_or(e, &addr, "SHOW MASTER STATUS")?;
+                let e = priv_or(e, addr, "SHOW MASTER STATUS")?;
                 Capability::missing(
                     "binlog position",
                     format!("SHOW MASTER STATUS refused ({e:#})"),
-                    vec![privileges::fix_binlog(&acct, &v)],
+                    vec![privileges::fix_binlog(acct, v)],
                 )
             }
         }
-    });
+    })
+}
 
-    // Each database readable.
+/// Each database visible and its tables readable.
+async fn databases_readable(
+    c: &mut Conn,
+    dbs: &[String],
+    visible: &[String],
+    addr: &str,
+    acct: &str,
+) -> Result<Capability> {
     let mut unreadable = Vec::new();
-    for db in &dbs {
+    for db in dbs {
         if !visible.contains(db) {
             unreadable.push((db.clone(), "not visible to this account".to_string()));
             continue;
@@ -294,14 +336,14 @@ pub async fn probe(cfg: &MariadbConfig) -> Result<Probe> {
                 (db,),
             )
             .await
-            .map_err(|e| explain(e, &addr, "listing tables"))?;
+            .map_err(|e| explain(e, addr, "listing tables"))?;
         let mut bad = 0usize;
         for t in &tables {
             if let Err(e) = c
                 .query_drop(format!("SELECT 1 FROM {}.{} LIMIT 0", ident(db), ident(t)))
                 .await
             {
-                priv_or(e, &addr, "SELECT of a table")?;
+                priv_or(e, addr, "SELECT of a table")?;
                 bad += 1;
             }
         }
@@ -309,7 +351,7 @@ pub async fn probe(cfg: &MariadbConfig) -> Result<Probe> {
             unreadable.push((db.clone(), format!("{bad} of {} tables", tables.len())));
         }
     }
-    caps.push(if unreadable.is_empty() {
+    Ok(if unreadable.is_empty() {
         Capability::ok(
             "databases readable",
             format!("{} ({})", dbs.len(), dbs.join(", ")),
@@ -332,12 +374,5 @@ pub async fn probe(cfg: &MariadbConfig) -> Result<Probe> {
                 })
                 .collect(),
         )
-    });
-    c.disconnect().await.ok();
-    Ok(Probe {
-        address: addr,
-        version,
-        account: acct,
-        capabilities: caps,
     })
 }

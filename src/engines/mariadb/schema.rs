@@ -121,13 +121,37 @@ fn in_list(names: &[String]) -> String {
 }
 
 /// Find the databases, tables, columns, keys and objects to dump.
-#[allow(clippy::too_many_lines)] // a linear sequence of information_schema queries over one connection
 pub async fn discover(
     conn: &mut Conn,
     cfg: &MariadbConfig,
     only: Option<&[String]>,
     addr: &str,
 ) -> Result<Catalog> {
+    let databases = databases(conn, cfg, only, addr).await?;
+    let mut cat = Catalog {
+        databases,
+        tables: Vec::new(),
+        objects: BTreeMap::new(),
+    };
+    if cat.databases.is_empty() {
+        return Ok(cat);
+    }
+    let names: Vec<String> = cat.databases.iter().map(|d| d.name.clone()).collect();
+    let dbs = in_list(&names);
+    tables_and_views(conn, cfg, &mut cat, &names, &dbs, addr).await?;
+    columns_and_keys(conn, &mut cat, &dbs, addr).await?;
+    routines_triggers_events(conn, cfg, &mut cat, &dbs, addr).await?;
+    Ok(cat)
+}
+
+/// The databases to dump: `only`, else `[mariadb] databases` (each must exist), else every
+/// database but the system ones.
+async fn databases(
+    conn: &mut Conn,
+    cfg: &MariadbConfig,
+    only: Option<&[String]>,
+    addr: &str,
+) -> Result<Vec<Database>> {
     let rows: Vec<Row> = conn
         .query(
             "SELECT SCHEMA_NAME, DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME \
@@ -144,7 +168,7 @@ pub async fn discover(
         });
     }
     let wanted: Option<Vec<String>> = only.map(|o| o.to_vec()).or_else(|| cfg.databases.clone());
-    let databases: Vec<Database> = match &wanted {
+    Ok(match &wanted {
         Some(list) => {
             let mut out = Vec::new();
             for name in list {
@@ -162,19 +186,19 @@ pub async fn discover(
             .into_iter()
             .filter(|d| !SYSTEM_DATABASES.contains(&d.name.as_str()))
             .collect(),
-    };
-    let mut cat = Catalog {
-        databases,
-        tables: Vec::new(),
-        objects: BTreeMap::new(),
-    };
-    if cat.databases.is_empty() {
-        return Ok(cat);
-    }
-    let names: Vec<String> = cat.databases.iter().map(|d| d.name.clone()).collect();
-    let dbs = in_list(&names);
+    })
+}
 
-    // Tables and views.
+/// The base tables (not excluded) and the views and sequences of the databases `names` (`dbs`:
+/// their SQL list).
+async fn tables_and_views(
+    conn: &mut Conn,
+    cfg: &MariadbConfig,
+    cat: &mut Catalog,
+    names: &[String],
+    dbs: &str,
+    addr: &str,
+) -> Result<()> {
     let rows: Vec<Row> = conn
         .query(format!(
             "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, IFNULL(ENGINE, ''), IFNULL(TABLE_ROWS, 0) \
@@ -183,7 +207,7 @@ pub async fn discover(
         ))
         .await
         .map_err(|e| explain(e, addr, "listing tables"))?;
-    for name in &names {
+    for name in names {
         cat.objects.insert(
             name.clone(),
             Objects {
@@ -224,8 +248,11 @@ pub async fn discover(
             _ => {}
         }
     }
+    Ok(())
+}
 
-    // Columns.
+/// The columns and primary keys of the tables found.
+async fn columns_and_keys(conn: &mut Conn, cat: &mut Catalog, dbs: &str, addr: &str) -> Result<()> {
     let rows: Vec<Row> = conn
         .query(format!(
             "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, LOWER(DATA_TYPE), COLUMN_TYPE, EXTRA \
@@ -274,8 +301,17 @@ pub async fn discover(
             cat.tables[i].pk.push(col_str(&r, 2).unwrap_or_default());
         }
     }
+    Ok(())
+}
 
-    // Routines, triggers, events.
+/// The routines, triggers (of tables not excluded) and events of the databases `dbs`.
+async fn routines_triggers_events(
+    conn: &mut Conn,
+    cfg: &MariadbConfig,
+    cat: &mut Catalog,
+    dbs: &str,
+    addr: &str,
+) -> Result<()> {
     let rows: Vec<Row> = conn
         .query(format!(
             "SELECT ROUTINE_SCHEMA, ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES \
@@ -324,7 +360,7 @@ pub async fn discover(
             o.events.push(col_str(&r, 1).unwrap_or_default());
         }
     }
-    Ok(cat)
+    Ok(())
 }
 
 /// Decide how to split each table (see [`Split`]), reading key bounds and, for hex-uuid keys,
