@@ -6,6 +6,13 @@
 //! the key exists), ListObjectsV2 with `max-keys` / continuation tokens (paged), ranged GETs.
 //! Its listing is read-after-write consistent, so lagging listings are tested with the faulty
 //! backend instead (src/store/conformance.rs).
+//!
+//! One thing moto does not do as S3 does: its `If-None-Match: *` is a check, then a put
+//! (`moto/s3/responses.py`, `put_object`: `get_object(...) is not None` → 412, else
+//! `put_object`), with no lock, while `moto_server` serves requests on threads. Two racing
+//! conditional PUTs can both succeed there; on S3 exactly one does. The racing test therefore
+//! runs against a moto that serves one request at a time ([`Moto::start_serial`]), which makes
+//! its conditional PUT atomic as S3's is; every other test uses the threaded server.
 
 mod common;
 
@@ -28,6 +35,16 @@ struct Moto {
 
 impl Moto {
     fn start() -> Moto {
+        Moto::start_with(false)
+    }
+
+    /// moto serving one request at a time (werkzeug's single-threaded server, HTTP/1.0): its
+    /// conditional PUT is then atomic, as S3's is (see the module doc).
+    fn start_serial() -> Moto {
+        Moto::start_with(true)
+    }
+
+    fn start_with(serial: bool) -> Moto {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -35,8 +52,26 @@ impl Moto {
             .unwrap()
             .port();
         let log = dir.path().join("moto.log");
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut cmd = if serial {
+            let mut c = Command::new("python3");
+            c.args([
+                "-c",
+                "import sys\n\
+                 from werkzeug.serving import run_simple\n\
+                 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, \
+                 create_backend_app\n\
+                 run_simple('127.0.0.1', int(sys.argv[1]), \
+                 DomainDispatcherApplication(create_backend_app), threaded=False)",
+                &port.to_string(),
+            ])
+            .env("MOTO_PORT", port.to_string());
+            c
+        } else {
+            let mut c = Command::new("moto_server");
+            c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            c
+        };
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -100,7 +135,7 @@ fn s3_config(m: &Moto, dir: &Path) -> ObjectStoreConfig {
 
 #[test]
 fn conformance_against_moto_with_and_without_conditional_put() {
-    let m = Moto::start();
+    let m = Moto::start_serial();
     m.make_bucket("conf");
     let t = tempfile::tempdir().unwrap();
     let mut c = s3_config(&m, t.path());
@@ -368,6 +403,11 @@ fn a_copy_killed_midway_resumes_without_sending_an_object_twice() {
     ok(&cfg, url, &["verify", "--read-data"]);
 }
 
+/// `--limit-upload 2048` (issue 18) holds the average rate within 10%. A limit can only be held
+/// where the copy without one is faster: a debug build copying into moto on a loaded 2-core
+/// machine sends ~1.8 MiB/s. So an unlimited copy of the same snapshot measures that capacity
+/// first, and the limit tested is 2048 KiB/s or a third of the capacity, whichever is lower
+/// (printed, so a run shows which was tested).
 #[test]
 fn limit_upload_holds_the_average_rate() {
     let m = Moto::start();
@@ -377,15 +417,35 @@ fn limit_upload_holds_the_average_rate() {
     let (cfg, pool) = pool_with_files(&m, t.path(), 256, 40 * 1024);
     let url = "s3://rate/r";
     ok(&cfg, url, &["init"]);
+    ok(&cfg, "s3://rate/free", &["init"]);
+    let free = json(&ok(
+        &cfg,
+        pool.to_str().unwrap(),
+        &["--json", "copy", "--to", "s3://rate/free"],
+    ));
+    let capacity = free["bytes_sent"].as_f64().unwrap() / free["send_seconds"].as_f64().unwrap();
+    let limit_kib = ((capacity / 3.0 / 1024.0) as u64).clamp(64, 2048);
+    eprintln!(
+        "copy without a limit: {:.0} KiB/s; testing --limit-upload {limit_kib}",
+        capacity / 1024.0
+    );
     let r = json(&ok(
         &cfg,
         pool.to_str().unwrap(),
-        &["--json", "copy", "--to", url, "--limit-upload", "2048"],
+        &[
+            "--json",
+            "copy",
+            "--to",
+            url,
+            "--limit-upload",
+            &limit_kib.to_string(),
+        ],
     ));
+    assert_eq!(r["bytes_sent"], free["bytes_sent"], "{r}");
     let rate = r["bytes_sent"].as_f64().unwrap() / r["send_seconds"].as_f64().unwrap();
-    let want = 2048.0 * 1024.0;
+    let want = limit_kib as f64 * 1024.0;
     assert!(
         (rate - want).abs() / want < 0.10,
-        "{rate:.0} B/s, want {want} ± 10% ({r})"
+        "{rate:.0} B/s, want {want} ± 10% (capacity {capacity:.0} B/s; {r})"
     );
 }

@@ -485,6 +485,9 @@ struct JobLoop<C, J> {
     spec: JobSpec,
     st: JobState,
     report: JobReport,
+    /// The last wall-clock reading and the monotonic instant it was taken at: a plan made from
+    /// it and a clock stepped back before the sleep begins are told apart (see `sleep_until`).
+    last_read: Mutex<Option<(DateTime<Utc>, std::time::Instant)>>,
 }
 
 impl<C: Clock, J: Job> JobLoop<C, J> {
@@ -498,11 +501,30 @@ impl<C: Clock, J: Job> JobLoop<C, J> {
             st: JobState::new(&spec.name, &spec.kind),
             spec,
             report,
+            last_read: Mutex::new(None),
         }
     }
 
     fn now(&self) -> DateTime<Utc> {
-        self.shared.clock.now()
+        let now = self.shared.clock.now();
+        *self.last_read.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((now, std::time::Instant::now()));
+        now
+    }
+
+    /// A step back of the wall clock since the last reading (from which the caller planned):
+    /// the clock's own jump check covers only the time inside its sleep, so a step between the
+    /// plan and the sleep would otherwise leave the job asleep for the size of the step.
+    fn stepped_back_since_last_read(&self) -> Option<Duration> {
+        let last = *self.last_read.lock().unwrap_or_else(|p| p.into_inner());
+        let (wall, mono) = last?;
+        let step = crate::clock::detect_jump(
+            wall,
+            self.shared.clock.now(),
+            mono.elapsed(),
+            crate::clock::SystemClock::JUMP_THRESHOLD,
+        )?;
+        (step < Duration::zero()).then_some(step)
     }
 
     fn persist(&self) {
@@ -512,6 +534,17 @@ impl<C: Clock, J: Job> JobLoop<C, J> {
     /// Sleeps until `t`; `Stop` if shutdown was requested first, `Jumped` if the wall clock
     /// was stepped so that `t` is not reached yet (the caller re-plans from the present).
     async fn sleep_until(&self, t: DateTime<Utc>) -> Sleep {
+        if let Some(step) = self.stepped_back_since_last_read() {
+            let now = self.now();
+            warn!(
+                job = %self.spec.name,
+                "the system clock was stepped by {:+}s (NTP or a manual change); \
+                 re-planning from the present time {}",
+                step.num_seconds(),
+                self.spec.schedule.tz().format(now)
+            );
+            return Sleep::Jumped;
+        }
         loop {
             let wake = tokio::select! {
                 biased;

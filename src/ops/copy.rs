@@ -21,7 +21,8 @@
 //! with the destination's key. Nothing plain is ever written to an encrypted destination.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use mnbackup_scheduler::KeepPolicy;
@@ -30,6 +31,7 @@ use serde::Serialize;
 use crate::model::{check_snapshot_id, MAX_MANIFEST};
 use crate::ops::progress::Progress;
 use crate::repo::{Repo, SNAPSHOTS};
+use crate::store::throttle::Throttled;
 use crate::store::StoreError;
 
 /// Which snapshots to copy and how fast.
@@ -64,38 +66,6 @@ pub struct CopyReport {
     pub objects_present: u64,
     /// Wall time of sending the objects, in seconds.
     pub send_seconds: f64,
-}
-
-/// A token bucket on a virtual clock: after sending `n` bytes the caller waits until the
-/// bucket's clock, advanced by `n / rate`, is reached. The average rate over a copy is the
-/// limit, whatever the object sizes (a large object waits proportionally after it is sent).
-#[derive(Debug)]
-pub struct TokenBucket {
-    rate: f64,
-    clock: Option<Instant>,
-}
-
-impl TokenBucket {
-    pub fn new(bytes_per_sec: u64) -> TokenBucket {
-        TokenBucket {
-            rate: bytes_per_sec.max(1) as f64,
-            clock: None,
-        }
-    }
-
-    /// Account for `n` bytes sent since `start`; sleep as long as needed.
-    pub fn spend(&mut self, start: Instant, n: u64) {
-        // Up to one second of unused budget is kept (time lost to a slow request is caught up
-        // on), never more: no burst after an idle period.
-        let floor = start.checked_sub(Duration::from_secs(1)).unwrap_or(start);
-        let from = self.clock.map_or(start, |c| c.max(floor));
-        let until = from + Duration::from_secs_f64(n as f64 / self.rate);
-        self.clock = Some(until);
-        let now = Instant::now();
-        if until > now {
-            std::thread::sleep(until - now);
-        }
-    }
 }
 
 fn manifest_key(id: &str) -> Result<String> {
@@ -164,6 +134,11 @@ pub fn copy(
             dst.config.version
         );
     }
+    // The upload limit holds back what is really sent to the destination (packs included).
+    let dst = &match req.limit_upload {
+        Some(rate) => dst.with_store_wrapped(|s| Arc::new(Throttled::new(s, rate))),
+        None => dst.clone(),
+    };
     let mut report = CopyReport::default();
     let mut todo = Vec::new();
     let (selected, not_kept) = select(src, req)?;
@@ -176,7 +151,7 @@ pub fn copy(
         }
     }
     if !src.same_object_ids(dst) {
-        return copy_resealed(src, dst, todo, report, req, progress);
+        return copy_resealed(src, dst, todo, report, progress);
     }
     let needed = Repo::referenced_objects(&todo);
     let have: HashSet<String> = dst.all_objects()?.into_iter().map(|(id, _)| id).collect();
@@ -192,17 +167,12 @@ pub fn copy(
         &format!("copy: sending {} objects", missing.len()),
         Some(total),
     );
-    let mut bucket = req.limit_upload.map(TokenBucket::new);
     let sending = Instant::now();
     for id in missing {
-        let start = Instant::now();
         let n = copy_object(src, dst, id)?;
         if n > 0 {
             report.objects_sent += 1;
             report.bytes_sent += n;
-            if let Some(b) = &mut bucket {
-                b.spend(start, n);
-            }
         }
         progress.advance(sizes.get(id).copied().unwrap_or(n));
     }
@@ -267,10 +237,8 @@ fn copy_resealed(
     dst: &Repo,
     mut todo: Vec<crate::model::Manifest>,
     mut report: CopyReport,
-    req: &CopyRequest,
     progress: &dyn Progress,
 ) -> Result<CopyReport> {
-    let mut bucket = req.limit_upload.map(TokenBucket::new);
     let needed: BTreeSet<String> = Repo::referenced_objects(&todo).into_iter().collect();
     let sizes: HashMap<String, u64> = src.all_objects()?.into_iter().collect();
     progress.phase(
@@ -286,7 +254,6 @@ fn copy_resealed(
     let mut map: HashMap<String, (String, u64)> = HashMap::new();
     let sending = Instant::now();
     for id in &needed {
-        let start = Instant::now();
         let (_, ty, payload) = read_checked(src, id)?;
         let nid = dst.object_id(ty, &payload)?;
         let size = dst.object_stored_size(payload.len());
@@ -300,9 +267,6 @@ fn copy_resealed(
         if sent {
             report.objects_sent += 1;
             report.bytes_sent += size;
-            if let Some(b) = &mut bucket {
-                b.spend(start, size);
-            }
         } else {
             report.objects_present += 1;
         }
@@ -375,21 +339,4 @@ fn copy_object(src: &Repo, dst: &Repo, id: &str) -> Result<u64> {
         .put_object_bytes(id, ty, &bytes)
         .with_context(|| format!("writing object {id} to {}", dst.location()))?;
     Ok(if sent { bytes.len() as u64 } else { 0 })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_bucket_holds_the_average_rate() {
-        let mut b = TokenBucket::new(100_000);
-        let t0 = Instant::now();
-        for _ in 0..10 {
-            let s = Instant::now();
-            b.spend(s, 5_000);
-        }
-        let took = t0.elapsed().as_secs_f64();
-        assert!((0.45..0.7).contains(&took), "{took}");
-    }
 }

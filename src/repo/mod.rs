@@ -340,6 +340,17 @@ impl Repo {
         Ok(Repo::with_store(store, config))
     }
 
+    /// This handle with its store wrapped by a decorator (e.g. [`crate::store::throttle`]); the
+    /// pack and cache state is shared with `self`.
+    pub fn with_store_wrapped(
+        &self,
+        wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>,
+    ) -> Repo {
+        let mut r = self.clone();
+        r.store = wrap(r.store.clone());
+        r
+    }
+
     /// The store the repository lives in.
     pub fn store(&self) -> &Arc<dyn Backend> {
         &self.store

@@ -306,9 +306,18 @@ mod tests {
         std::fs::remove_file(root.join("tmp")).unwrap();
         b.put_replace("locks/h-1.json", b"{}").unwrap();
         assert!(
-            b.put_replace("objects/ab/x", b"{}").is_err(),
-            "no tmp/: no write"
+            std::fs::symlink_metadata(root.join("tmp")).is_err(),
+            "a lock write made tmp/"
         );
+        // Any other write makes the missing tmp/ again (a real, private directory) and goes on.
+        b.put_replace("objects/ab/x", b"{}").unwrap();
+        let md = std::fs::symlink_metadata(root.join("tmp")).unwrap();
+        assert!(md.file_type().is_dir());
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o777,
+            0o700
+        );
+        assert_eq!(b.get("objects/ab/x", 100).unwrap(), b"{}");
         let b2: Arc<dyn Backend> = Arc::new(b);
         assert_eq!(b2.list("locks/").unwrap().len(), 1);
     }

@@ -16,6 +16,7 @@ pub mod local;
 pub mod mem;
 pub mod object;
 pub mod retry;
+pub mod throttle;
 
 use std::fmt::Debug;
 use std::sync::Arc;
