@@ -151,10 +151,13 @@ $SUDO dpkg -i "$deb" >/dev/null
 trap '$SUDO dpkg --purge mnbackup >/dev/null; rm -rf "$work"' EXIT
 [ "$(/usr/bin/mnbackup --version)" = "mnbackup $version" ] || fail "installed /usr/bin/mnbackup --version"
 [ "$(stat -c %a /etc/mnbackup/mnbackup.toml)" = 600 ] || fail "installed config is not mode 600"
-# Justified text has runs of spaces: squeeze them before matching.
-MANPAGER=cat MANWIDTH=200 man mnbackup 2>/dev/null | tr -s ' ' | grep -q 'mnbackup - Backup and disaster recovery' ||
+# Justified text has runs of spaces: squeeze them before matching. The page is read whole first:
+# `grep -q` in the pipe would stop reading at the match and, under pipefail, man's SIGPIPE (141)
+# would fail the check.
+page() { MANPAGER=cat MANWIDTH=200 man "$1" 2>/dev/null | tr -s ' ' || true; }
+grep -q 'mnbackup - Backup and disaster recovery' <<<"$(page mnbackup)" ||
   fail "man mnbackup does not show the page"
-MANPAGER=cat MANWIDTH=200 man mnbackup-restore 2>/dev/null | tr -s ' ' | grep -q 'Rebuild the node from a snapshot' ||
+grep -q 'Rebuild the node from a snapshot' <<<"$(page mnbackup-restore)" ||
   fail "man mnbackup-restore does not show the page"
 [ ! -e /etc/systemd/system/multi-user.target.wants/mnbackup.service ] || fail "installing enabled the service"
 ok "dpkg -i: mnbackup --version, man mnbackup, config 0600, nothing enabled"
