@@ -166,13 +166,7 @@ fn zstack_credentials_give_an_incomplete_snapshot_until_the_grants_are_run() {
         ["consistency point", "routines", "accounts and grants"],
         "{chk:#}"
     );
-    let fixes: Vec<String> = chk["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|c| c["fix"].as_array().cloned().unwrap_or_default())
-        .map(|f| f.as_str().unwrap().to_string())
-        .collect();
+    let fixes = check_fixes(&chk);
     assert_eq!(
         fixes,
         [

@@ -156,13 +156,7 @@ fn scenario(p: Personality) {
         consistency.contains("FLUSH TABLES WITH READ LOCK is refused"),
         "{consistency}"
     );
-    let fixes: Vec<String> = chk["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|c| c["fix"].as_array().cloned().unwrap_or_default())
-        .map(|f| f.as_str().unwrap().to_string())
-        .collect();
+    let fixes = check_fixes(&chk);
     assert_eq!(
         fixes,
         [

@@ -249,3 +249,14 @@ pub fn skip() -> bool {
     }
     false
 }
+
+/// Every `fix` line of a `mnbackup check --json` report, in order.
+pub fn check_fixes(report: &serde_json::Value) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["fix"].as_array().cloned().unwrap_or_default())
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect()
+}
